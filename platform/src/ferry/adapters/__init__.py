@@ -1,0 +1,1 @@
+"""Thin clients for the outside world: git, MLflow, Prometheus, Ray jobs."""

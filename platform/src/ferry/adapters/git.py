@@ -1,0 +1,63 @@
+"""Read spec files as they were at a git ref, without touching the working tree."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path, PurePosixPath
+
+from ferry.spec.errors import SpecError
+from ferry.spec.loader import SPEC_SUFFIXES, LoadedSpec, load_spec_text
+
+
+class GitError(Exception):
+    pass
+
+
+def _git(repo: Path, *args: str) -> bytes:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False, timeout=60)
+    except FileNotFoundError:
+        raise GitError("git is not installed") from None
+    if done.returncode != 0:
+        raise GitError(done.stderr.decode(errors="replace").strip() or f"git {' '.join(args)} failed")
+    return done.stdout
+
+
+def repo_root(start: Path) -> Path:
+    return Path(_git(start, "rev-parse", "--show-toplevel").decode().strip())
+
+
+def head_commit(repo: Path) -> str:
+    try:
+        return _git(repo, "rev-parse", "HEAD").decode().strip()
+    except GitError:
+        return "unknown"
+
+
+def specs_at_ref(repo: Path, ref: str, folder: str) -> tuple[list[LoadedSpec], list[SpecError]]:
+    """Every spec under `folder` (repo-relative) at `ref`; a folder absent at the ref means no specs."""
+    _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    listing = _git(repo, "ls-tree", "--name-only", f"{ref}:{folder}") if _exists(repo, ref, folder) else b""
+    specs: list[LoadedSpec] = []
+    errors: list[SpecError] = []
+    for name in sorted(listing.decode().split()):
+        if PurePosixPath(name).suffix not in SPEC_SUFFIXES:
+            continue
+        path = f"{folder}/{name}"
+        spec, errs = load_spec_text(_git(repo, "show", f"{ref}:{path}"), f"{ref}:{path}")
+        errors += errs
+        if spec:
+            specs.append(spec)
+    return specs, errors
+
+
+def _exists(repo: Path, ref: str, folder: str) -> bool:
+    try:
+        _git(repo, "cat-file", "-e", f"{ref}:{folder}")
+    except GitError:
+        return False
+    return True
+
+
+def commits_touching(repo: Path, since: str, folder: str) -> list[str]:
+    return _git(repo, "rev-list", f"{since}..HEAD", "--", folder).decode().split()

@@ -1,0 +1,1 @@
+"""The `ferry` command line: parse, call one core function, print."""

@@ -1,0 +1,56 @@
+"""The typer application. Known failures print a clear message and exit non-zero, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ferry.cli import gitops
+from ferry.cli.output import err_console, print_spec_errors
+
+app = typer.Typer(
+    name="ferry",
+    help="GitOps-driven ML platform: validate, render and plan model specs; run them locally.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(gitops.validate)
+app.command()(gitops.render)
+app.command()(gitops.plan)
+app.command()(gitops.schema)
+
+
+def _register_optional_verbs() -> None:
+    """Verbs that need the ML stack register only when it is importable, so `validate` stays light."""
+    from ferry.cli import registry  # noqa: F401 - import registers verbs on `app`
+
+
+def main() -> None:
+    _register_optional_verbs()
+    try:
+        app()
+    except Exception as exc:
+        sys.exit(_report(exc))
+
+
+def _report(exc: Exception) -> int:
+    from ferry.spec.errors import SpecInvalid
+
+    if isinstance(exc, SpecInvalid):
+        print_spec_errors(exc.errors)
+        err_console.print(f"[red]{len(exc.errors)} error(s)[/red]: fix the spec, then run again")
+        return 1
+    if os.environ.get("FERRY_DEBUG"):
+        raise exc
+    message = getattr(exc, "user_message", None) or f"{type(exc).__name__}: {exc}"
+    err_console.print(f"[red]error[/red] {message}")
+    if not getattr(exc, "user_message", None):
+        err_console.print("(set FERRY_DEBUG=1 to see the traceback)")
+    return 1
+
+
+if __name__ == "__main__":
+    main()

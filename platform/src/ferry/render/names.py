@@ -1,0 +1,98 @@
+"""The one place that decides names, labels, annotations and MLflow tags.
+
+Everything that must agree across the cluster, the local runner and the steps (a Workflow's name,
+the RayJob it creates, the registered model, the tags steps search by) is derived here.
+"""
+
+from __future__ import annotations
+
+PART_OF = "ferry"
+DOMAIN = "ferry.dev"
+
+LABEL_MODEL = f"{DOMAIN}/model"
+LABEL_SPEC_HASH = f"{DOMAIN}/spec-hash"
+LABEL_STEP = f"{DOMAIN}/step"
+
+# MLflow tags through which steps find each other's results (no Argo artifact repository needed).
+TAG_WORKFLOW = "ferry.workflow"
+TAG_STEP = "ferry.step"
+TAG_SPEC_HASH = "ferry.spec_hash"
+TAG_MODEL = "ferry.model"
+TAG_GIT_COMMIT = "ferry.git_commit"
+TAG_DATASET_DIGEST = "ferry.dataset_digest"
+TAG_ROLLOUT_WEIGHT = "ferry.rollout.weight"
+TAG_ROLLOUT_STATE = "ferry.rollout.state"
+TAG_ROLLOUT_REASON = "ferry.rollout.reason"
+
+ALIAS_CHAMPION = "champion"
+ALIAS_CHALLENGER = "challenger"
+
+STEPS = ("data", "tune", "train", "evaluate", "register", "rollout")
+RAY_STEPS = ("tune", "train")
+
+
+def workflow_template_name(model: str) -> str:
+    return f"{model}-pipeline"
+
+
+def workflow_name(model: str, spec_hash: str) -> str:
+    """New hash, new name, new run; the same hash names the same (already existing) Workflow."""
+    return f"{model}-{spec_hash}"
+
+
+def cron_workflow_name(model: str) -> str:
+    return f"{model}-retrain"
+
+
+def spec_configmap_name(model: str) -> str:
+    return f"{model}-spec"
+
+
+def mutex_name(model: str) -> str:
+    return f"ferry-model-{model}"
+
+
+def rayjob_prefix(step: str) -> str:
+    return "{{workflow.name}}-" + step + "-"
+
+
+def ray_submission_id(workflow: str, step: str) -> str:
+    """Ray job id a local run uses for a step; stable, so a resumed run finds the job it started."""
+    return f"{workflow}-{step}"
+
+
+def registered_model_name(model: str) -> str:
+    return model
+
+
+def experiment_name(model: str) -> str:
+    return f"ferry/{model}"
+
+
+def rayservice_name(model: str) -> str:
+    return model
+
+
+def application_name(model: str) -> str:
+    return f"ferry-{model}"
+
+
+def labels(model: str, component: str, spec_hash: str | None = None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": model,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": PART_OF,
+        LABEL_MODEL: model,
+    }
+    if spec_hash:
+        result[LABEL_SPEC_HASH] = spec_hash
+    return result
+
+
+def argocd_workflow_annotations() -> dict[str, str]:
+    """Argo CD must neither prune finished runs nor report them as drift (DESIGN §5)."""
+    return {
+        "argocd.argoproj.io/sync-options": "Prune=false",
+        "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+    }

@@ -1,0 +1,102 @@
+"""KubeRay v1 RayJob manifests for the tune and train steps (what KubeRay runs with the entrypoint)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import yaml
+
+from ferry.render import names, pods
+from ferry.render.profiles import RAY_VERSION, EnvProfile
+from ferry.spec.models import ModelSpec
+
+HEAD_CPUS = 1
+HEAD_MEMORY = "2Gi"
+
+
+def step_entrypoint(step: str, profile: EnvProfile, model: str) -> str:
+    """The command KubeRay runs on the head (and the local runner submits to the local head)."""
+    args = ["ferry", "step", step, "--spec", profile.spec_path(model),
+            "--run", "{{workflow.name}}", "--expect-hash", "{{workflow.parameters.spec-hash}}"]
+    return " ".join(shlex.quote(arg) if "{{" not in arg else arg for arg in args)
+
+
+def worker_shape(model: ModelSpec, step: str) -> tuple[int, float, float, str]:
+    """(replicas, cpus, gpus, memory) per worker pod for a step."""
+    training = model.spec.training
+    res = training.resources
+    if step == "tune" and training.tune:
+        tune = training.tune
+        return tune.max_concurrent, tune.cpus_per_trial, tune.gpus_per_trial, res.memory_per_worker
+    return res.workers, res.cpus_per_worker, res.gpus_per_worker, res.memory_per_worker
+
+
+def rayjob(model: ModelSpec, step: str, profile: EnvProfile, spec_hash: str) -> dict[str, Any]:
+    name = model.metadata.name
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": {
+            "generateName": names.rayjob_prefix(step),
+            "namespace": profile.namespace,
+            "labels": {**names.labels(name, f"{step}-job", spec_hash), names.LABEL_STEP: step},
+        },
+        "spec": {
+            "entrypoint": step_entrypoint(step, profile, name),
+            "runtimeEnvYAML": yaml.safe_dump({"env_vars": {"MLFLOW_TRACKING_URI": profile.mlflow_uri}}),
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": profile.rayjob_ttl_seconds,
+            "activeDeadlineSeconds": profile.rayjob_deadline_seconds,
+            "backoffLimit": 0,
+            "submissionMode": "K8sJobMode",
+            "rayClusterSpec": _cluster(model, step, profile),
+        },
+    }
+
+
+def _cluster(model: ModelSpec, step: str, profile: EnvProfile) -> dict[str, Any]:
+    return {
+        "rayVersion": RAY_VERSION,
+        "authOptions": {"mode": "token"},
+        "headGroupSpec": {
+            # The head only runs the driver: no trial or train worker lands on it.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},  # noqa: S104 - pod IP
+            "template": _pod_template("ray-head", profile, model, HEAD_CPUS, HEAD_MEMORY, 0),
+        },
+        "workerGroupSpecs": [_worker_group(model, step, profile)],
+    }
+
+
+def _worker_group(model: ModelSpec, step: str, profile: EnvProfile) -> dict[str, Any]:
+    replicas, cpus, gpus, memory = worker_shape(model, step)
+    return {
+        "groupName": "gpu-workers" if gpus > 0 else "cpu-workers",
+        "replicas": replicas,
+        "minReplicas": replicas,
+        "maxReplicas": replicas,
+        "rayStartParams": {},
+        "template": _pod_template("ray-worker", profile, model, cpus, memory, gpus),
+    }
+
+
+def _pod_template(container: str, profile: EnvProfile, model: ModelSpec, cpus: float, memory: str,
+                  gpus: float) -> dict[str, Any]:
+    name = model.metadata.name
+    spec: dict[str, Any] = {
+        "serviceAccountName": profile.service_account,
+        "securityContext": pods.pod_security(),
+        "containers": [{
+            "name": container,
+            "image": profile.image,
+            "resources": pods.resources(cpus, memory, gpus),
+            "env": pods.env_vars(profile),
+            "securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False},
+            "volumeMounts": pods.volume_mounts(profile),
+        }],
+        "volumes": pods.volumes(profile, names.spec_configmap_name(name)),
+    }
+    tolerations = pods.gpu_tolerations(gpus)
+    if tolerations:
+        spec["tolerations"] = tolerations
+    return {"metadata": {"labels": names.labels(name, "ray")}, "spec": spec}

@@ -1,0 +1,179 @@
+"""Argo Workflows objects built with hera: the pipeline WorkflowTemplate, its Workflow, its CronWorkflow.
+
+The DAG is data → tune → train → evaluate → register → rollout. Tune and train are KubeRay RayJob
+resource templates; the rest are container steps running `ferry step <name>`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
+from hera.workflows import models as m
+
+from ferry.render import names, pods
+from ferry.render.profiles import EnvProfile
+from ferry.render.rayjob import rayjob
+from ferry.render.yamlout import dump_yaml
+from ferry.spec.models import ModelSpec
+
+EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a step says "retry me" (e.g. MLflow briefly unreachable)
+STEP_CPU, STEP_MEMORY = 0.5, "1Gi"
+
+# What a person reads in the Argo UI for each step, written by the step to $FERRY_OUTPUTS_DIR/<name>.
+STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "data": ("mlflow-run", "dataset-digest", "rows"),
+    "evaluate": ("mlflow-run", "passed", "reason", "auc-roc", "average-precision", "card-precision-at-100"),
+    "register": ("model-version", "model-uri"),
+    "rollout": ("decision",),
+}
+
+
+def _retry_container() -> m.RetryStrategy:
+    # Retry a pod that errored (evicted, node lost) or a step that exited 75; a real failure is final.
+    return m.RetryStrategy(
+        limit="3",
+        retry_policy="Always",
+        expression=f'lastRetry.status == "Error" || asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}',
+        backoff=m.Backoff(duration="10s", factor="2", max_duration="5m"),
+    )
+
+
+def _retry_resource() -> m.RetryStrategy:
+    return m.RetryStrategy(limit="2", retry_policy="OnTransientError",
+                           backoff=m.Backoff(duration="10s", factor="2", max_duration="5m"))
+
+
+def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Container:
+    name = model.metadata.name
+    return Container(
+        name=step,
+        image=profile.image,
+        command=["ferry", "step", step],
+        args=["--spec", profile.spec_path(name), "--run", "{{workflow.name}}",
+              "--expect-hash", "{{workflow.parameters.spec-hash}}"],
+        env=[m.EnvVar(name=e["name"], value=e["value"]) for e in pods.env_vars(profile)],
+        resources=m.ResourceRequirements(**pods.resources(STEP_CPU, STEP_MEMORY)),
+        security_context=m.SecurityContext(**_snake(pods.container_security())),
+        volume_mounts=[m.VolumeMount(**_snake(v)) for v in pods.volume_mounts(profile)],
+        outputs=[_output(step, out, profile) for out in STEP_OUTPUTS.get(step, ())],
+        retry_strategy=_retry_container(),
+        labels={names.LABEL_STEP: step},
+    )
+
+
+def _output(step: str, name: str, profile: EnvProfile) -> Parameter:
+    path = f"{profile.outputs_dir}/{name}"
+    return Parameter(name=name, value_from=m.ValueFrom(path=path, default="", description=f"{step}: {name}"))
+
+
+def _ray_step(step: str, model: ModelSpec, profile: EnvProfile, spec_hash: str) -> Resource:
+    manifest = dump_yaml(rayjob(model, step, profile, spec_hash))
+    return Resource(
+        name=step,
+        action="create",
+        set_owner_reference=True,
+        manifest=manifest,
+        success_condition="status.jobStatus == SUCCEEDED",
+        failure_condition="status.jobStatus == FAILED",
+        outputs=[Parameter(name="ray-job", value_from=m.ValueFrom(json_path="{.metadata.name}"))],
+        retry_strategy=_retry_resource(),
+        labels={names.LABEL_STEP: step},
+    )
+
+
+def _snake(camel: dict[str, Any]) -> dict[str, Any]:
+    """hera's models take snake_case field names; Kubernetes dicts are camelCase."""
+    out = {}
+    for key, value in camel.items():
+        snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+        out[snake] = m.Capabilities(**value) if key == "capabilities" else (
+            m.SeccompProfile(**value) if key == "seccompProfile" else value)
+    return out
+
+
+def _dag(templates: dict[str, Any], has_tune: bool) -> DAG:
+    order = [step for step in names.STEPS if has_tune or step != "tune"]
+    tasks: list[Task | m.DAGTask] = []
+    for previous, step in zip([None, *order], order, strict=False):
+        when = "{{tasks.evaluate.outputs.parameters.passed}} == true" if step == "register" else None
+        tasks.append(Task(name=step, template=templates[step], when=when,
+                          dependencies=[previous] if previous else None))
+    return DAG(name="pipeline", tasks=tasks)
+
+
+def workflow_template(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> dict[str, Any]:
+    name = model.metadata.name
+    has_tune = model.spec.training.tune is not None
+    templates: dict[str, Any] = {step: _step_container(step, model, profile)
+                                 for step in ("data", "evaluate", "register", "rollout")}
+    for step in names.RAY_STEPS:
+        if step == "train" or has_tune:
+            templates[step] = _ray_step(step, model, profile, spec_hash)
+    ordered = [templates[s] for s in names.STEPS if s in templates]
+    wt = WorkflowTemplate(
+        name=names.workflow_template_name(name),
+        namespace=profile.namespace,
+        labels=names.labels(name, "pipeline"),
+        annotations={"workflows.argoproj.io/description": f"Train, evaluate, register and roll out {name}."},
+        entrypoint="pipeline",
+        arguments=[Parameter(name="spec-hash", value=spec_hash, description="Hash of the training fields.")],
+        service_account_name=profile.service_account,
+        security_context=m.PodSecurityContext(**_snake(pods.pod_security())),
+        synchronization=m.Synchronization(mutexes=[m.Mutex(name=names.mutex_name(name))]),
+        pod_gc=m.PodGC(strategy="OnPodSuccess"),
+        active_deadline_seconds=profile.workflow_deadline_seconds,
+        volumes=[_volume(v) for v in pods.volumes(profile, names.spec_configmap_name(name))],
+        templates=[_dag(templates, has_tune), *ordered],
+    )
+    return wt.to_dict()
+
+
+def _volume(volume: dict[str, Any]) -> m.Volume:
+    if "configMap" in volume:
+        return m.Volume(name=volume["name"], config_map=m.ConfigMapVolumeSource(name=volume["configMap"]["name"]))
+    return m.Volume(name=volume["name"], empty_dir=m.EmptyDirVolumeSource())
+
+
+def workflow(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> dict[str, Any]:
+    """The run for this spec hash: a new hash creates a new Workflow, the same hash changes nothing."""
+    name = model.metadata.name
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {
+            "name": names.workflow_name(name, spec_hash),
+            "namespace": profile.namespace,
+            "labels": names.labels(name, "pipeline-run", spec_hash),
+            "annotations": names.argocd_workflow_annotations(),
+        },
+        "spec": {
+            "workflowTemplateRef": {"name": names.workflow_template_name(name)},
+            "arguments": {"parameters": [{"name": "spec-hash", "value": spec_hash}]},
+        },
+    }
+
+
+def cron_workflow(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> dict[str, Any] | None:
+    schedule = model.spec.schedule
+    if schedule is None:
+        return None
+    name = model.metadata.name
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "CronWorkflow",
+        "metadata": {"name": names.cron_workflow_name(name), "namespace": profile.namespace,
+                     "labels": names.labels(name, "retraining-schedule", spec_hash)},
+        "spec": {
+            "schedules": [schedule],
+            "timezone": "UTC",
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 5,
+            "failedJobsHistoryLimit": 5,
+            "workflowMetadata": {"labels": names.labels(name, "pipeline-run", spec_hash)},
+            "workflowSpec": {
+                "workflowTemplateRef": {"name": names.workflow_template_name(name)},
+                "arguments": {"parameters": [{"name": "spec-hash", "value": spec_hash}]},
+            },
+        },
+    }

@@ -1,0 +1,1 @@
+"""Canary rollout: the pure decision policy and the controller."""

@@ -1,0 +1,1 @@
+"""Serving with Ray Serve: the router and model servers (a later issue)."""

@@ -1,0 +1,67 @@
+"""One typed settings object, built once at the edge (CLI or step entrypoint) from FERRY_* variables.
+
+Everything local mode binds to loopback; ports are configurable so two checkouts can coexist.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=Path.cwd, description="The checkout: gitops/ lives here.")
+    state_dir_name: str = ".ferry"
+    host: str = LOOPBACK
+    mlflow_port: int = 5000
+    ray_port: int = 6379
+    ray_dashboard_port: int = 8265
+    ray_metrics_port: int = 8080
+    ray_client_port: int = 10001
+    serve_port: int = 8000
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    receiver_port: int = 9095
+    ray_cpus: int | None = Field(None, description="CPUs the local Ray head offers; default: all.")
+    mlflow_uri_override: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
+    outputs_dir: Path | None = None
+    data_root: Path | None = None
+    ready_timeout_s: float = 120.0
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / self.state_dir_name
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_uri_override or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def ray_address(self) -> str:
+        return f"{self.host}:{self.ray_port}"
+
+    @property
+    def ray_dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.ray_dashboard_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.data_root or self.home / "data"
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

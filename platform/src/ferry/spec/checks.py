@@ -1,0 +1,195 @@
+"""Semantic checks: rules that pydantic's per-field validation can't see.
+
+Each check is a named generator over all loaded specs, so one run reports every problem in every
+file. Workload knowledge (metric names, data knobs) arrives as plain data from the CLI edge: the
+spec layer never imports a workload.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from croniter import croniter
+
+from ferry.spec.errors import SpecError
+from ferry.spec.loader import LoadedSpec
+from ferry.spec.models import SearchDomain
+
+
+@dataclass(frozen=True)
+class WorkloadFacts:
+    """What a workload declares about itself, enough to check a spec against it."""
+
+    metrics: tuple[str, ...]
+    data_params: tuple[str, ...]
+    training_params: tuple[str, ...] = ()
+
+
+Check = Callable[[Sequence[LoadedSpec]], Iterator[SpecError]]
+
+
+def check_unique_names(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    seen: dict[str, LoadedSpec] = {}
+    for spec in specs:
+        first = seen.setdefault(spec.name, spec)
+        if first is not spec:
+            yield SpecError(spec.file, spec.line_of("metadata", "name"), "metadata.name",
+                            f"model name {spec.name!r} is already used by {first.file}",
+                            "pick a unique name")
+
+
+def check_route_collisions(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    claimed: list[tuple[str, LoadedSpec]] = []
+    for spec in specs:
+        route = spec.model.spec.serving.route
+        for other_route, other in claimed:
+            if _routes_overlap(route, other_route):
+                yield SpecError(spec.file, spec.line_of("spec", "serving", "route"), "spec.serving.route",
+                                f"route {route!r} collides with {other_route!r} of model {other.name!r}",
+                                f"use a route of its own, e.g. '/{spec.name}'")
+        claimed.append((route, spec))
+
+
+def _routes_overlap(a: str, b: str) -> bool:
+    # Ray Serve matches by path prefix on segment boundaries, so '/a' shadows '/a/b'.
+    parts_a, parts_b = a.strip("/").split("/"), b.strip("/").split("/")
+    shorter = min(len(parts_a), len(parts_b))
+    return parts_a[:shorter] == parts_b[:shorter]
+
+
+def check_rollout_steps(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    for spec in specs:
+        steps = spec.model.spec.rollout.steps
+        line = spec.line_of("spec", "rollout", "steps")
+        if any(not 0 < step <= 100 for step in steps):
+            yield SpecError(spec.file, line, "spec.rollout.steps", f"weights must be in 1..100, got {steps}")
+        elif any(b <= a for a, b in itertools.pairwise(steps)):
+            yield SpecError(spec.file, line, "spec.rollout.steps", f"weights must rise strictly, got {steps}",
+                            f"e.g. {sorted(set(steps))}")
+        elif steps[-1] != 100:
+            yield SpecError(spec.file, line, "spec.rollout.steps", f"the last weight must be 100, got {steps[-1]}",
+                            f"append 100: {[*steps, 100]}")
+
+
+def check_gpu_requests(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    for spec in specs:
+        training = spec.model.spec.training
+        gpus = training.resources.gpus_per_worker
+        if gpus > 1 and not float(gpus).is_integer():
+            yield SpecError(spec.file, spec.line_of("spec", "training", "resources", "gpus_per_worker"),
+                            "spec.training.resources.gpus_per_worker",
+                            f"{gpus} GPUs per worker: above one GPU a worker needs whole GPUs",
+                            f"use {math.ceil(gpus)} or a fraction below 1")
+        tune = training.tune
+        if tune and tune.gpus_per_trial > max(gpus, 0) * training.resources.workers and gpus == 0:
+            yield SpecError(spec.file, spec.line_of("spec", "training", "tune", "gpus_per_trial"),
+                            "spec.training.tune.gpus_per_trial",
+                            "trials ask for GPUs but the training resources have none",
+                            "set training.resources.gpus_per_worker so the cluster gets a GPU worker group")
+
+
+def check_schedule(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    for spec in specs:
+        schedule = spec.model.spec.schedule
+        if schedule is not None and not croniter.is_valid(schedule):
+            yield SpecError(spec.file, spec.line_of("spec", "schedule"), "spec.schedule",
+                            f"{schedule!r} is not a valid cron expression",
+                            "five fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * 1'")
+
+
+def check_search_space(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    for spec in specs:
+        tune = spec.model.spec.training.tune
+        for name, domain in (tune.space.items() if tune else ()):
+            problem = _domain_problem(domain)
+            if problem:
+                yield SpecError(spec.file, spec.line_of("spec", "training", "tune", "space", name),
+                                f"spec.training.tune.space.{name}.{domain.kind}", problem)
+
+
+def _domain_problem(domain: SearchDomain) -> str:
+    if domain.kind == "choice":
+        values = domain.args
+        return "" if len(set(map(repr, values))) == len(values) else f"choice has repeated values: {values}"
+    low, high = domain.args
+    if not low < high:
+        return f"lower bound {low} must be below upper bound {high}"
+    if domain.kind == "loguniform" and low <= 0:
+        return f"loguniform bounds must be positive, got {low}"
+    return ""
+
+
+def check_batching(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    for spec in specs:
+        serving = spec.model.spec.serving
+        if serving.max_ongoing_requests < serving.batching.max_batch_size:
+            # Ray Serve never queues more than max_ongoing_requests per replica, so batches can't fill.
+            yield SpecError(spec.file, spec.line_of("spec", "serving", "max_ongoing_requests"),
+                            "spec.serving.max_ongoing_requests",
+                            f"{serving.max_ongoing_requests} is below batching.max_batch_size "
+                            f"({serving.batching.max_batch_size}), so batches can never fill",
+                            f"set it to at least {serving.batching.max_batch_size}")
+
+
+CHECKS: tuple[Check, ...] = (
+    check_unique_names, check_route_collisions, check_rollout_steps, check_gpu_requests,
+    check_schedule, check_search_space, check_batching,
+)
+
+
+def run_checks(specs: Sequence[LoadedSpec], workloads: Mapping[str, WorkloadFacts] | None = None) -> list[SpecError]:
+    errors = [error for check in CHECKS for error in check(specs)]
+    if workloads is not None:
+        errors.extend(check_workloads(specs, workloads))
+    return sorted(errors)
+
+
+def check_workloads(specs: Sequence[LoadedSpec], workloads: Mapping[str, WorkloadFacts]) -> Iterator[SpecError]:
+    for spec in specs:
+        body = spec.model.spec
+        facts = workloads.get(body.workload)
+        if facts is None:
+            yield SpecError(spec.file, spec.line_of("spec", "workload"), "spec.workload",
+                            f"no workload {body.workload!r} is installed", _did_you_mean(body.workload, workloads))
+            continue
+        yield from _unknown_names(spec, ("spec", "data", "params"), body.data.params, facts.data_params)
+        if facts.training_params:
+            yield from _unknown_names(spec, ("spec", "training", "params"), body.training.params,
+                                      facts.training_params)
+        yield from _unknown_metrics(spec, facts.metrics)
+
+
+def _unknown_names(spec: LoadedSpec, where: tuple[str, ...], given: Mapping[str, object],
+                   known: Sequence[str]) -> Iterator[SpecError]:
+    for key in given:
+        if key not in known:
+            yield SpecError(spec.file, spec.line_of(*where, key), ".".join((*where, key)),
+                            f"unknown parameter {key!r} for workload {spec.model.spec.workload!r}",
+                            _did_you_mean(key, known))
+
+
+def _unknown_metrics(spec: LoadedSpec, metrics: Sequence[str]) -> Iterator[SpecError]:
+    body = spec.model.spec
+    used: list[tuple[tuple[str | int, ...], str]] = []
+    if body.training.tune:
+        used.append((("spec", "training", "tune", "metric"), body.training.tune.metric))
+    used += [(("spec", "evaluation", "gates", i, "metric"), g.metric) for i, g in enumerate(body.evaluation.gates)]
+    if body.evaluation.beat_champion:
+        used.append((("spec", "evaluation", "beat_champion", "metric"), body.evaluation.beat_champion.metric))
+    for path, metric in used:
+        if metric not in metrics:
+            yield SpecError(spec.file, spec.line_of(*path), ".".join(map(str, path)),
+                            f"workload {body.workload!r} reports no metric {metric!r}",
+                            _did_you_mean(metric, metrics))
+
+
+def _did_you_mean(word: str, options: Sequence[str] | Mapping[str, object]) -> str:
+    names = sorted(options)
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known: {', '.join(names)}" if names else ""

@@ -1,0 +1,275 @@
+"""Pydantic models of `apiVersion: ferry.dev/v1, kind: Model`: the file a pull request changes.
+
+Every model forbids unknown keys so a typo is an error with a did-you-mean hint, never silently
+ignored. Cross-field rules that need the whole spec (or several specs) live in `checks.py`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
+ROUTE = re.compile(r"^/[a-z0-9][-a-z0-9/_]*$")
+# Leaves room for the `-<10-char hash>` and `-pipeline` suffixes within Kubernetes' 63-char labels.
+MAX_NAME_LENGTH = 40
+
+ScalarParam = str | int | float | bool
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Metadata(Strict):
+    name: str = Field(description="DNS-1123 label; names the Workflow, RayService and registered model.")
+    owner: str = Field(min_length=1, description="Team that owns the model.")
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not DNS_LABEL.match(value) or len(value) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"must be a lowercase DNS label (a-z, 0-9, '-') of at most {MAX_NAME_LENGTH} characters,"
+                f" starting with a letter, got {value!r}"
+            )
+        return value
+
+
+class TimeSplit(Strict):
+    """Train/delay/test split in days, as fraud labels arrive late (DESIGN: the handbook's protocol)."""
+
+    train_start: date
+    train_days: int = Field(7, ge=1, le=366)
+    delay_days: int = Field(7, ge=0, le=90)
+    test_days: int = Field(7, ge=1, le=366)
+
+
+class DataSpec(Strict):
+    source: Literal["simulator", "parquet"] = Field(
+        description="`simulator` generates data from `params`; `parquet` reads `path`."
+    )
+    path: str | None = Field(None, description="Relative path of a parquet file inside the data root.")
+    params: dict[str, ScalarParam] = Field(default_factory=dict, description="Workload-specific knobs.")
+    split: TimeSplit | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _safe_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "://" in value or value.startswith(("/", "~")) or ".." in value.split("/"):
+            raise ValueError(
+                "must be a relative path inside the data root without '..', '~' or a URL scheme,"
+                f" got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> DataSpec:
+        if self.source == "parquet" and not self.path:
+            raise ValueError("source 'parquet' needs a 'path'")
+        if self.source == "simulator" and self.path:
+            raise ValueError("source 'simulator' takes no 'path'; remove it or use source: parquet")
+        return self
+
+
+class Resources(Strict):
+    workers: int = Field(1, ge=1, le=256, description="Ray Train workers.")
+    cpus_per_worker: float = Field(1.0, gt=0, le=256)
+    gpus_per_worker: float = Field(0.0, ge=0, le=16, description="Fractions share a GPU between trials.")
+    memory_per_worker: str = Field("2Gi", pattern=r"^\d+(Mi|Gi)$")
+
+
+class SearchDomain(Strict):
+    """Exactly one distribution per hyperparameter, written as `{loguniform: [1e-4, 1e-1]}`."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[ScalarParam] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SearchDomain:
+        given = [name for name in DISTRIBUTIONS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(DISTRIBUTIONS)}; got {given or 'none'}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in DISTRIBUTIONS if getattr(self, name) is not None)
+
+    @property
+    def args(self) -> Any:
+        return getattr(self, self.kind)
+
+
+DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+
+
+class TuneSpec(Strict):
+    num_samples: int = Field(8, ge=1, le=10_000)
+    max_concurrent: int = Field(2, ge=1, le=1_000)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    search: Literal["optuna", "random"] = "optuna"
+    metric: str = "average_precision"
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(1, ge=1, description="Epochs before ASHA may stop a trial.")
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    space: dict[str, SearchDomain] = Field(min_length=1)
+
+
+class TrainingSpec(Strict):
+    resources: Resources = Resources()
+    epochs: int = Field(10, ge=1, le=10_000)
+    batch_size: int = Field(1024, ge=1, le=1_048_576)
+    params: dict[str, ScalarParam] = Field(default_factory=dict, description="Fixed hyperparameters.")
+    tune: TuneSpec | None = None
+    max_failures: int = Field(2, ge=0, le=100, description="Worker failures Ray Train recovers from.")
+
+
+class Gate(Strict):
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> Gate:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs 'min' or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class BeatChampion(Strict):
+    metric: str
+    min_delta: float = 0.0
+
+
+class EvaluationSpec(Strict):
+    gates: list[Gate] = Field(default_factory=list)
+    beat_champion: BeatChampion | None = None
+
+
+class ReplicaSpec(Strict):
+    min: int = Field(1, ge=0, le=1_000)
+    max: int = Field(1, ge=1, le=1_000)
+    target_ongoing_requests: float = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaSpec:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class Batching(Strict):
+    max_batch_size: int = Field(32, ge=1, le=10_000)
+    wait_ms: float = Field(5, ge=0, le=10_000)
+
+
+class RequestLimits(Strict):
+    max_body_bytes: int = Field(1_048_576, ge=1_024, le=104_857_600)
+    max_batch_rows: int = Field(1_024, ge=1, le=100_000)
+    timeout_s: float = Field(10, gt=0, le=600)
+
+
+class ServingSpec(Strict):
+    route: str = Field(description="HTTP route prefix, e.g. /fraud-detector.")
+    replicas: ReplicaSpec = ReplicaSpec()
+    max_ongoing_requests: int = Field(64, ge=1, le=10_000)
+    batching: Batching = Batching()
+    limits: RequestLimits = RequestLimits()
+    cpus_per_replica: float = Field(1.0, gt=0)
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, value: str) -> str:
+        if not ROUTE.match(value) or value.endswith("/"):
+            raise ValueError(f"must look like '/my-model' (lowercase, no trailing '/'), got {value!r}")
+        return value
+
+
+class Analysis(Strict):
+    max_error_rate_delta: float = Field(0.01, ge=0, le=1)
+    significance: float = Field(0.05, gt=0, lt=1, description="Test level for the error-rate comparison.")
+    max_p99_latency_ms: float = Field(100, gt=0)
+    max_score_psi: float = Field(0.2, gt=0)
+    min_requests: int = Field(200, ge=1)
+    failure_limit: int = Field(2, ge=1, le=100)
+
+
+def _duration(value: str) -> str:
+    if not DURATION.match(value):
+        raise ValueError(f"must be a duration like '30s', '5m' or '1h', got {value!r}")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration), Field(json_schema_extra={"pattern": DURATION.pattern})]
+
+
+class RolloutSpec(Strict):
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1)
+    interval: Duration = "30s"
+    hold_timeout: Duration = Field("10m", description="Roll back when evidence is missing this long.")
+    analysis: Analysis = Analysis()
+
+
+class Oncall(Strict):
+    team: str = Field(pattern=r"^[a-z][-a-z0-9]*$")
+    severity: Literal["page", "ticket", "info"] = "page"
+
+
+class SLO(Strict):
+    availability: float = Field(0.999, gt=0, lt=1, description="Share of requests that must not fail.")
+    latency_ms: float = Field(100, gt=0, description="Latency threshold for the latency SLO.")
+    latency_target: float = Field(0.99, gt=0, lt=1, description="Share of requests faster than latency_ms.")
+
+
+class MonitoringSpec(Strict):
+    drift_psi_alert: float = Field(0.25, gt=0)
+    drift_window: Duration = "1h"
+    slo: SLO = SLO()
+    oncall: Oncall
+
+
+class ModelBody(Strict):
+    workload: str = Field(pattern=r"^[a-z_][a-z0-9_]*$", description="Entry point in group ferry.workloads.")
+    data: DataSpec
+    training: TrainingSpec
+    evaluation: EvaluationSpec = EvaluationSpec()
+    serving: ServingSpec
+    rollout: RolloutSpec = RolloutSpec()
+    monitoring: MonitoringSpec
+    schedule: str | None = Field(None, description="Cron expression for scheduled retraining.")
+
+
+class ModelSpec(Strict):
+    """The root object of a file in gitops/models/."""
+
+    apiVersion: Literal["ferry.dev/v1"]
+    kind: Literal["Model"]
+    metadata: Metadata
+    spec: ModelBody
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def training_view(model: ModelSpec) -> dict[str, Any]:
+    """The fields that change what is trained; the spec hash is computed over exactly these."""
+    body = model.spec
+    return {
+        "workload": body.workload,
+        "data": body.data.model_dump(mode="json"),
+        "training": body.training.model_dump(mode="json"),
+    }

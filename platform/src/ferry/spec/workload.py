@@ -1,0 +1,49 @@
+"""The Workload protocol (DESIGN §4): what a workload gives the platform.
+
+The platform finds workloads by entry point (group `ferry.workloads`) and talks to them only
+through this protocol, so it never imports one by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from ferry.spec.checks import WorkloadFacts
+from ferry.spec.models import DataSpec
+
+ENTRY_POINT_GROUP = "ferry.workloads"
+Report = Callable[[Mapping[str, float]], None]
+
+
+@runtime_checkable
+class Workload(Protocol):
+    name: str
+    facts: WorkloadFacts
+    request_model: type[BaseModel]
+    response_model: type[BaseModel]
+
+    def load_data(self, data: DataSpec, data_root: Path) -> Any:
+        """The raw dataset (a pandas DataFrame) for a data spec."""
+
+    def dataset_digest(self, frame: Any) -> str:
+        """A content digest: the same rows give the same digest."""
+
+    def prepare(self, frame: Any, data: DataSpec) -> dict[str, Any]:
+        """Features and the split: arrays `x_train`, `y_train`, `x_valid`, `y_valid`, `x_test`, `y_test`
+        plus whatever evaluate needs (`test_frame`)."""
+
+    def train_loop_per_worker(self, config: dict[str, Any]) -> None:
+        """The per-worker Ray Train loop; reports metrics and a checkpoint every epoch."""
+
+    def tune_trainable(self, config: dict[str, Any]) -> None:
+        """One Tune trial: trains on the training arrays, reports the tune metric every epoch."""
+
+    def evaluate(self, prepared: Mapping[str, Any], scores: Any) -> dict[str, float]:
+        """The workload's metrics (named in facts.metrics) for scores on the test set."""
+
+    def predict_batch(self, model: Any, features: Any) -> Any:
+        """Scores for a batch of feature rows."""

@@ -1,0 +1,1 @@
+"""Pipeline step entrypoints: `ferry step <name>`, run by the rendered Workflow."""

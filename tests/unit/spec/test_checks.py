@@ -1,0 +1,74 @@
+"""Semantic checks across files: names, routes, weights, GPUs, cron, search space, workloads."""
+
+from __future__ import annotations
+
+from ferry.spec import load_spec_text
+from ferry.spec.checks import WorkloadFacts, run_checks
+
+
+def loaded(text: str, file: str = "m.yaml"):
+    spec, errors = load_spec_text(text, file)
+    assert errors == [], errors
+    return spec
+
+
+def paths(errors) -> set[str]:
+    return {e.path for e in errors}
+
+
+def test_examples_pass(example_text: str) -> None:
+    assert run_checks([loaded(example_text)]) == []
+
+
+def test_duplicate_names_and_routes(example_text: str) -> None:
+    errors = run_checks([loaded(example_text, "a.yaml"), loaded(example_text, "b.yaml")])
+    assert {"metadata.name", "spec.serving.route"} <= paths(errors)
+    assert all(e.file == "b.yaml" for e in errors)
+
+
+def test_route_prefix_collision(example_text: str) -> None:
+    other = example_text.replace("name: fraud-detector", "name: other").replace(
+        "route: /fraud-detector", "route: /fraud-detector/v2")
+    errors = run_checks([loaded(example_text), loaded(other, "o.yaml")])
+    assert paths(errors) == {"spec.serving.route"}
+
+
+def test_rollout_steps(example_text: str) -> None:
+    for steps, needle in [("[10, 5, 100]", "rise"), ("[10, 50]", "last weight"), ("[0, 100]", "1..100")]:
+        errors = run_checks([loaded(example_text.replace("steps: [10, 25, 50, 100]", f"steps: {steps}"))])
+        assert len(errors) == 1 and needle in errors[0].message, steps
+
+
+def test_gpu_requests(example_text: str) -> None:
+    text = example_text.replace("gpus_per_worker: 0", "gpus_per_worker: 1.5")
+    [error] = run_checks([loaded(text)])
+    assert error.path == "spec.training.resources.gpus_per_worker" and "2" in error.hint
+
+
+def test_cron(example_text: str) -> None:
+    [error] = run_checks([loaded(example_text.replace('"0 3 * * 1"', '"0 25 * * 1"'))])
+    assert error.path == "spec.schedule" and error.line > 1
+
+
+def test_search_space_bounds(example_text: str) -> None:
+    text = example_text.replace("[1.0e-4, 1.0e-2]", "[0.0, 1.0e-2]").replace("[32, 64, 128]", "[32, 32]")
+    errors = run_checks([loaded(text)])
+    assert paths(errors) == {"spec.training.tune.space.lr.loguniform", "spec.training.tune.space.hidden.choice"}
+
+
+def test_batching_against_ongoing_requests(example_text: str) -> None:
+    [error] = run_checks([loaded(example_text.replace("max_ongoing_requests: 64", "max_ongoing_requests: 5"))])
+    assert "batches can never fill" in error.message
+
+
+def test_workload_facts(example_text: str) -> None:
+    facts = {"fraud_detection": WorkloadFacts(metrics=("auc_roc", "average_precision"),
+                                              data_params=("customers", "terminals", "days", "seed"))}
+    text = example_text.replace("customers: 1000", "custmers: 1000").replace(
+        "metric: auc_roc", "metric: auc")
+    errors = run_checks([loaded(text)], facts)
+    hints = {e.path: e.hint for e in errors}
+    assert hints["spec.data.params.custmers"] == "did you mean 'customers'?"
+    assert "auc_roc" in hints["spec.evaluation.gates.0.metric"]
+    unknown = run_checks([loaded(example_text.replace("workload: fraud_detection", "workload: fraud_detect"))], facts)
+    assert unknown[0].hint == "did you mean 'fraud_detection'?"

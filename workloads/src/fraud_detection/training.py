@@ -1,0 +1,108 @@
+"""Ray Train and Ray Tune loops. They run inside Ray workers, on whatever device Ray assigns.
+
+The train loop checkpoints every epoch and resumes from `ray.train.get_checkpoint()`, so a worker
+killed mid-training restarts from the last finished epoch (FailureConfig in the train step).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from fraud_detection.model import FraudMLP, build_model, predict_proba, train_epoch
+
+STATE_FILE = "model.pt"
+META_FILE = "meta.json"
+
+
+def _validation_metrics(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: Any) -> dict[str, float]:
+    scores = predict_proba(model, x, device)
+    if len(np.unique(y)) < 2:
+        return {"average_precision": 0.0, "auc_roc": 0.5}
+    return {"average_precision": float(average_precision_score(y, scores)),
+            "auc_roc": float(roc_auc_score(y, scores))}
+
+
+def _setup(config: dict[str, Any], device: Any) -> tuple[FraudMLP, torch.optim.Optimizer]:
+    params = config["params"]
+    model = build_model(config["x_train"].shape[1], params)
+    model.set_scaling(config["x_train"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(params.get("lr", 1e-3)),
+                                 weight_decay=float(params.get("weight_decay", 0.0)))
+    return model, optimizer
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    from ray.train.torch import get_device, prepare_model
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = get_device()
+    model, optimizer = _setup(config, device)
+    first_epoch = _resume(model, optimizer, ray.train.get_checkpoint())
+    ddp_model = prepare_model(model)
+    x = torch.as_tensor(config["x_train"][rank::world], device=device)
+    y = torch.as_tensor(config["y_train"][rank::world], device=device)
+    generator = torch.Generator().manual_seed(int(config.get("seed", 0)) + rank)
+    for epoch in range(first_epoch, int(config["epochs"])):
+        loss = train_epoch(ddp_model, optimizer, x, y, int(config["batch_size"]), generator)
+        metrics = {"epoch": epoch + 1, "train_loss": loss, "device": str(device),
+                   **_validation_metrics(model, config["x_valid"], config["y_valid"], device)}
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                _save(Path(tmp), model, optimizer, epoch + 1, config["params"])
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def _save(folder: Path, model: FraudMLP, optimizer: torch.optim.Optimizer, epoch: int,
+          params: dict[str, Any]) -> None:
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, folder / STATE_FILE)
+    (folder / META_FILE).write_text(json.dumps({"epoch": epoch, "params": params,
+                                                "n_features": int(model.mean.shape[0])}))
+
+
+def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Any) -> int:
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        return int(json.loads((Path(folder) / META_FILE).read_text())["epoch"])
+
+
+def load_checkpoint_model(folder: Path) -> torch.nn.Module:
+    """Rebuild the trained model from a checkpoint folder without unpickling arbitrary objects."""
+    meta = json.loads((folder / META_FILE).read_text())
+    model = build_model(int(meta["n_features"]), meta["params"])
+    state = torch.load(folder / STATE_FILE, weights_only=True, map_location="cpu")
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def tune_trainable(config: dict[str, Any]) -> None:
+    """One trial: fixed params overlaid with the sampled ones; reports every epoch for ASHA."""
+    from ray import tune
+
+    data = config["data"]
+    params = {**config["fixed_params"], **{k: v for k, v in config.items() if k not in ("data", "fixed_params")}}
+    trial_config = {**data, "params": params}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, optimizer = _setup(trial_config, device)
+    x = torch.as_tensor(data["x_train"], device=device)
+    y = torch.as_tensor(data["y_train"], device=device)
+    generator = torch.Generator().manual_seed(int(data.get("seed", 0)))
+    for epoch in range(int(data["epochs"])):
+        loss = train_epoch(model, optimizer, x, y, int(data["batch_size"]), generator)
+        tune.report({"epoch": epoch + 1, "train_loss": loss,
+                     **_validation_metrics(model, data["x_valid"], data["y_valid"], device)})

@@ -1,0 +1,130 @@
+"""fraud_detection as a ferry Workload: data, features, split, training loops, metrics, serving models.
+
+Heavy imports (torch, ray) happen inside the methods that need them, so the platform can read
+`facts` (for `ferry validate`) without loading the ML stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry.spec.checks import WorkloadFacts
+from ferry.spec.models import DataSpec
+from fraud_detection.features import FEATURE_NAMES, add_features
+from fraud_detection.metrics import evaluate_scores, train_test_split
+from fraud_detection.simulator import SimulatorParams, simulate
+
+METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
+TRAINING_PARAMS = ("hidden", "lr", "dropout", "weight_decay")
+VALID_SHARE = 0.2
+SCORE_THRESHOLD = 0.5
+
+
+class Transaction(BaseModel):
+    """One card transaction as the router receives it: the 15 model features plus the card id."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: int = Field(ge=0, description="Card id; also the sticky key for canary routing.")
+    tx_amount: float = Field(ge=0, le=1e7)
+    tx_during_weekend: float = Field(ge=0, le=1)
+    tx_during_night: float = Field(ge=0, le=1)
+    customer_id_nb_tx_1day_window: float = Field(ge=0)
+    customer_id_avg_amount_1day_window: float = Field(ge=0)
+    customer_id_nb_tx_7day_window: float = Field(ge=0)
+    customer_id_avg_amount_7day_window: float = Field(ge=0)
+    customer_id_nb_tx_30day_window: float = Field(ge=0)
+    customer_id_avg_amount_30day_window: float = Field(ge=0)
+    terminal_id_nb_tx_1day_window: float = Field(ge=0)
+    terminal_id_risk_1day_window: float = Field(ge=0, le=1)
+    terminal_id_nb_tx_7day_window: float = Field(ge=0)
+    terminal_id_risk_7day_window: float = Field(ge=0, le=1)
+    terminal_id_nb_tx_30day_window: float = Field(ge=0)
+    terminal_id_risk_30day_window: float = Field(ge=0, le=1)
+
+
+class Score(BaseModel):
+    score: float
+    fraud: bool
+
+
+class FraudDetectionWorkload:
+    name = "fraud_detection"
+    facts = WorkloadFacts(metrics=METRICS, data_params=tuple(SimulatorParams.__dataclass_fields__),
+                          training_params=TRAINING_PARAMS)
+    request_model = Transaction
+    response_model = Score
+    feature_names = FEATURE_NAMES
+    routing_key = "customer_id"
+    threshold = SCORE_THRESHOLD
+
+    def load_data(self, data: DataSpec, data_root: Path) -> pd.DataFrame:
+        if data.source == "simulator":
+            return simulate(SimulatorParams.from_mapping(data.params))
+        assert data.path is not None
+        path = (data_root / data.path).resolve()
+        if not path.is_relative_to(data_root.resolve()):
+            raise ValueError(f"data path {data.path!r} leaves the data root {data_root}")
+        return pd.read_parquet(path)
+
+    def featurize(self, frame: pd.DataFrame, data: DataSpec) -> pd.DataFrame:
+        delay = data.split.delay_days if data.split else 7
+        return add_features(frame, delay_days=delay)
+
+    def dataset_digest(self, frame: pd.DataFrame) -> str:
+        hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+    def prepare(self, frame: pd.DataFrame, data: DataSpec) -> dict[str, Any]:
+        if data.split is None:
+            raise ValueError("fraud_detection needs spec.data.split (train_start, train_days, delay_days, test_days)")
+        split = data.split
+        train, test = train_test_split(frame, str(split.train_start), split.train_days, split.delay_days,
+                                       split.test_days)
+        if train.empty or test.empty:
+            raise ValueError(f"the split starting {split.train_start} leaves an empty train or test set; "
+                             "check it against the data's date range")
+        cut = int(len(train) * (1 - VALID_SHARE))  # train is in time order: validate on its last days
+        fit, valid = train.iloc[:cut], train.iloc[cut:]
+        return {"x_train": _x(fit), "y_train": _y(fit), "x_valid": _x(valid), "y_valid": _y(valid),
+                "x_test": _x(test), "y_test": _y(test), "test_frame": test[["tx_datetime", "customer_id", "tx_fraud"]]}
+
+    def train_loop_per_worker(self, config: dict[str, Any]) -> None:
+        from fraud_detection.training import train_loop_per_worker
+
+        train_loop_per_worker(config)
+
+    def tune_trainable(self, config: dict[str, Any]) -> None:
+        from fraud_detection.training import tune_trainable
+
+        tune_trainable(config)
+
+    def evaluate(self, prepared: Mapping[str, Any], scores: Any) -> dict[str, float]:
+        return evaluate_scores(prepared["test_frame"], np.asarray(scores))
+
+    def predict_batch(self, model: Any, features: Any) -> Any:
+        from fraud_detection.model import predict_proba
+
+        return predict_proba(model, np.asarray(features, dtype=np.float32))
+
+    def input_example(self, prepared: Mapping[str, Any]) -> np.ndarray:
+        return prepared["x_test"][:4]
+
+
+def _x(frame: pd.DataFrame) -> np.ndarray:
+    return frame[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
+
+
+def _y(frame: pd.DataFrame) -> np.ndarray:
+    return frame["tx_fraud"].to_numpy(dtype=np.float32)
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="ferry-fraud-"))
