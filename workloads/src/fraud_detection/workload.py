@@ -106,6 +106,16 @@ class FraudDetectionWorkload:
 
         tune_trainable(config)
 
+    def load_checkpoint(self, folder: Path) -> Any:
+        from fraud_detection.training import load_checkpoint_model
+
+        return load_checkpoint_model(folder)
+
+    def scoring_module(self, model: Any) -> Any:
+        from fraud_detection.model import Scorer
+
+        return Scorer(model).eval()
+
     def evaluate(self, prepared: Mapping[str, Any], scores: Any) -> dict[str, float]:
         return evaluate_scores(prepared["test_frame"], np.asarray(scores))
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from ferry.cli import gitops
+from ferry.cli import gitops, local, step
 from ferry.cli.output import err_console, print_spec_errors
 
 app = typer.Typer(
@@ -21,15 +21,12 @@ app.command()(gitops.validate)
 app.command()(gitops.render)
 app.command()(gitops.plan)
 app.command()(gitops.schema)
-
-
-def _register_optional_verbs() -> None:
-    """Verbs that need the ML stack register only when it is importable, so `validate` stays light."""
-    from ferry.cli import registry  # noqa: F401 - import registers verbs on `app`
+app.command()(step.step)
+for verb in (local.up, local.down, local.status, local.runs, local.logs):
+    app.command()(verb)
 
 
 def main() -> None:
-    _register_optional_verbs()
     try:
         app()
     except Exception as exc:

@@ -96,7 +96,8 @@ def _dag(templates: dict[str, Any], has_tune: bool) -> DAG:
     order = [step for step in names.STEPS if has_tune or step != "tune"]
     tasks: list[Task | m.DAGTask] = []
     for previous, step in zip([None, *order], order, strict=False):
-        when = "{{tasks.evaluate.outputs.parameters.passed}} == true" if step == "register" else None
+        # Argo runs dependents of a skipped task, so rollout carries the same condition as register.
+        when = "{{tasks.evaluate.outputs.parameters.passed}} == true" if step in ("register", "rollout") else None
         tasks.append(Task(name=step, template=templates[step], when=when,
                           dependencies=[previous] if previous else None))
     return DAG(name="pipeline", tasks=tasks)

@@ -42,6 +42,12 @@ class Workload(Protocol):
     def tune_trainable(self, config: dict[str, Any]) -> None:
         """One Tune trial: trains on the training arrays, reports the tune metric every epoch."""
 
+    def load_checkpoint(self, folder: Path) -> Any:
+        """The trained model from a checkpoint folder, loaded without executing pickles."""
+
+    def input_example(self, prepared: Mapping[str, Any]) -> Any:
+        """A few feature rows: the registered model's input example and signature."""
+
     def evaluate(self, prepared: Mapping[str, Any], scores: Any) -> dict[str, float]:
         """The workload's metrics (named in facts.metrics) for scores on the test set."""
 

@@ -1,0 +1,113 @@
+"""Local mode verbs: up, down, status, runs, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from ferry.cli.output import console, err_console
+from ferry.settings import load_settings
+
+
+def up(
+    models: Annotated[list[str] | None, typer.Argument(help="Only these models (default: every spec).")] = None,
+    watch: Annotated[bool, typer.Option(help="Keep following new commits that touch gitops/models.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between checks with --watch.")] = 10.0,
+    max_cycles: Annotated[int | None, typer.Option(help="Stop --watch after this many checks.")] = None,
+) -> None:
+    """Start Ray and MLflow (and Prometheus/Alertmanager if installed) on 127.0.0.1 and reconcile every spec."""
+    from ferry.local import reconcile
+    from ferry.local.runner import render_progress
+
+    settings = load_settings()
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        result = reconcile.up(settings, models or (), on_update=lambda wf: live.update(render_progress(wf)),
+                              on_services=lambda s: console.print(_services_table(s)))
+    _print_outcomes(result)
+    _print_urls(settings)
+    if watch:
+        console.print(f"watching {settings.home} for commits touching gitops/models (Ctrl-C to stop)")
+        reconcile.watch(settings, interval, max_cycles, lambda head, res: _print_cycle(head, res))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def down() -> None:
+    """Stop exactly the services that `ferry up` started."""
+    from ferry.local.services import stop_services
+
+    console.print(_services_table(stop_services(load_settings())))
+
+
+def status() -> None:
+    """Show the local services and their URLs."""
+    from ferry.local.services import service_status
+
+    console.print(_services_table(service_status(load_settings())))
+
+
+def runs(
+    action: Annotated[str | None, typer.Argument(help="`show` to show one run.")] = None,
+    name: Annotated[str | None, typer.Argument(help="Workflow name for `runs show`.")] = None,
+) -> None:
+    """List local pipeline runs, or `ferry runs show NAME` for one run's DAG."""
+    from ferry.local.runner import list_runs, load_run, render_progress
+
+    settings = load_settings()
+    if action == "show":
+        if not name:
+            err_console.print("[red]error[/red] usage: ferry runs show NAME")
+            raise typer.Exit(2)
+        console.print(render_progress(load_run(settings, name)))
+        return
+    table = Table("run", "model", "phase", "progress", "started", "finished", "message")
+    for run in list_runs(settings):
+        table.add_row(*(str(run.get(k) or "") for k in
+                        ("name", "model", "phase", "progress", "startedAt", "finishedAt", "message")))
+    console.print(table)
+
+
+def logs(
+    name: Annotated[str, typer.Argument(help="Workflow name.")],
+    step: Annotated[str, typer.Argument(help="Step (task) name, e.g. train.")],
+) -> None:
+    """Print the log of one step of a local run."""
+    from ferry.local.runner import node_log_path
+
+    path = node_log_path(load_settings(), name, step)
+    if not path.exists():
+        err_console.print(f"[red]error[/red] no log for {name}/{step} at {path}")
+        raise typer.Exit(1)
+    console.print(path.read_text(errors="replace"), markup=False, highlight=False, end="")
+
+
+def _services_table(services: list[Any]) -> Table:
+    table = Table("service", "state", "url", "message")
+    for service in services:
+        table.add_row(service.name, service.state, service.url or "", service.message or "")
+    return table
+
+
+def _print_outcomes(result: Any) -> None:
+    table = Table("model", "spec hash", "action", "phase", "time", "result")
+    for m in result.models:
+        version = m.outputs.get("register.model-version", "")
+        detail = f"version {version}, {m.outputs.get('rollout.decision', '')}" if version else m.message
+        table.add_row(m.model, m.spec_hash, m.action, m.phase, f"{m.seconds:.0f}s" if m.seconds else "", detail)
+    console.print(table)
+
+
+def _print_urls(settings: Any) -> None:
+    console.print(f"MLflow UI:      http://{settings.host}:{settings.mlflow_port}")
+    console.print(f"Ray dashboard:  http://{settings.host}:{settings.ray_dashboard_port}")
+    console.print(f"Prometheus:     http://{settings.host}:{settings.prometheus_port}")
+
+
+def _print_cycle(head: str, result: Any) -> None:
+    if result is None:
+        console.print(f"{head[:10]}: no model needs training")
+    else:
+        _print_outcomes(result)

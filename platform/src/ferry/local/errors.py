@@ -1,0 +1,7 @@
+"""The one exception local mode raises to its callers: a message a person can act on, never a traceback."""
+
+from __future__ import annotations
+
+
+class LocalError(Exception):
+    """Something in local mode failed in a way the user can fix (port taken, binary missing, bad workflow)."""

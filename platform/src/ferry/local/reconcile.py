@@ -1,0 +1,116 @@
+"""`ferry up`: start the local services, render, and run the Workflow of every spec whose hash has no
+registered version yet. `--watch` follows new commits that touch gitops/ and reconciles what changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferry.adapters import git, workspace
+from ferry.adapters.registry import Registry
+from ferry.adapters.workloads import workload_facts
+from ferry.local.runner import run_workflow
+from ferry.local.services import ServiceStatus, start_services
+from ferry.plan import make_plan
+from ferry.render import names
+from ferry.render.profiles import rendered_dir
+from ferry.settings import Settings
+from ferry.spec.hashing import spec_hash
+from ferry.spec.loader import LoadedSpec
+
+OnUpdate = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ModelOutcome:
+    model: str
+    spec_hash: str
+    action: str  # "up-to-date" | "ran"
+    workflow: str
+    phase: str = ""
+    message: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class UpResult:
+    services: list[ServiceStatus]
+    models: list[ModelOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(m.phase in ("", "Succeeded") for m in self.models)
+
+
+def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | None = None,
+       on_services: Callable[[list[ServiceStatus]], None] | None = None) -> UpResult:
+    services = start_services(settings)
+    if on_services:
+        on_services(services)
+    specs = _selected(workspace.valid_specs(settings.home, workload_facts()), models)
+    workspace.render(settings.home, "local", workloads=workload_facts())
+    registry = Registry(settings.mlflow_uri)
+    return UpResult(services, [reconcile_model(settings, registry, spec, on_update) for spec in specs])
+
+
+def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec]:
+    if not models:
+        return specs
+    known = {s.name for s in specs}
+    unknown = sorted(set(models) - known)
+    if unknown:
+        from ferry.local.errors import LocalError
+
+        raise LocalError(f"no spec for model(s) {', '.join(unknown)}; specs: {', '.join(sorted(known))}")
+    return [s for s in specs if s.name in models]
+
+
+def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec,
+                    on_update: OnUpdate | None = None) -> ModelOutcome:
+    """Run the spec's Workflow unless a version with its hash is registered (same hash: nothing to do)."""
+    digest = spec_hash(spec.model)
+    workflow = names.workflow_name(spec.name, digest)
+    if registry.versions_with_hash(spec.name, digest):
+        return ModelOutcome(spec.name, digest, "up-to-date", workflow, message="a version with this hash exists")
+    started = time.monotonic()
+    result = run_workflow(settings.home / rendered_dir("local") / spec.name, settings, on_update=on_update)
+    status = result.get("status", {})
+    return ModelOutcome(spec.name, digest, "ran", workflow, status.get("phase", ""), status.get("message", ""),
+                        _outputs(status), time.monotonic() - started)
+
+
+def _outputs(status: dict[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for node in status.get("nodes", {}).values():
+        for param in (node.get("outputs") or {}).get("parameters", []):
+            found[f"{node.get('displayName')}.{param['name']}"] = str(param.get("value", ""))
+    return found
+
+
+def watch(settings: Settings, interval_s: float, max_cycles: int | None,
+          on_cycle: Callable[[str, UpResult | None], None]) -> None:
+    """Poll the checkout's HEAD; a new commit touching gitops/models is reconciled as `plan` describes it."""
+    seen = git.head_commit(settings.home)
+    cycles = 0
+    while max_cycles is None or cycles < max_cycles:
+        time.sleep(interval_s)
+        cycles += 1
+        head = git.head_commit(settings.home)
+        if head == seen or not git.commits_touching(settings.home, seen, workspace.MODELS_DIR):
+            seen = head
+            continue
+        changed = _changed_models(settings.home, seen)
+        seen = head
+        on_cycle(head, up(settings, changed) if changed else None)
+
+
+def _changed_models(home: Path, base_ref: str) -> list[str]:
+    base, _ = git.specs_at_ref(home, base_ref, workspace.MODELS_DIR)
+    head = workspace.valid_specs(home)
+    plan = make_plan({s.name: s.model for s in base}, {s.name: s.model for s in head}, "local")
+    return [c.name for c in plan.models if c.action in ("new", "retrain")]

@@ -1,0 +1,249 @@
+"""What each local service is: its command line, ports, readiness probe and generated config files.
+
+Kept apart from the start/stop machinery in services.py so the commands can be read (and tested) as
+plain data. Every service binds 127.0.0.1 only, on the ports of `Settings`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferry.local import procs
+from ferry.local.errors import LocalError
+from ferry.settings import Settings
+
+SERVICES = ("ray", "mlflow", "prometheus", "alertmanager")
+OPTIONAL = ("prometheus", "alertmanager")
+BINARIES = {"ray": ("ray",), "mlflow": ("mlflow",), "prometheus": ("prometheus",),
+            "alertmanager": ("prometheus-alertmanager", "alertmanager")}  # Debian's name first
+SKIP_HINT = "skipped: install the Debian packages prometheus, prometheus-alertmanager (task setup)"
+# Ports Ray opens beyond the ones in Settings, with Ray's defaults. Another Ray on this machine (a second
+# checkout, a test) may hold them, and Ray would then advertise the other cluster's metrics endpoints in
+# its Prometheus discovery file, so each is the default when free and else any free port.
+RAY_SIDE_PORTS = {"dashboard-agent": 52365, "autoscaler-metrics": 44217, "dashboard-metrics": 44227}
+# Ray writes this (a symlink into the current session) under its temp dir; see metrics_agent.py.
+RAY_SD_FILE = "prom_metrics_service_discovery.json"
+
+
+class MissingBinary(LocalError):
+    """A service's executable is not installed."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service as `ferry up` starts it. `ports` maps a role to (port, Settings field for the hint)."""
+
+    name: str
+    argv: list[str]
+    ports: dict[str, tuple[int, str]]
+    url: str
+    ready_url: str
+    ready_headers: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    side_ports: dict[str, int] = field(default_factory=dict)  # chosen free at start; not user-facing
+    leader_first: bool = False  # SIGTERM only the leader, which shuts its own children down in order
+    grace_s: float = 15.0
+    prepare: Callable[[], None] | None = None
+
+    @property
+    def main_port(self) -> int:
+        return next(iter(self.ports.values()))[0]
+
+
+def find_binary(name: str, *alternatives: str) -> str:
+    """The executable next to this interpreter (the venv ferry runs in), else the first one on PATH."""
+    for candidate in (name, *alternatives):
+        beside = Path(sys.executable).parent / candidate
+        if beside.is_file():
+            return str(beside)
+        found = shutil.which(candidate)
+        if found:
+            return found
+    names = " or ".join(f"`{n}`" for n in (name, *alternatives))
+    raise MissingBinary(f"{names} not found next to {sys.executable} or on PATH")
+
+
+# --- Ray token -------------------------------------------------------------------------------------
+
+def ray_token_path(settings: Settings) -> Path:
+    return settings.state_dir / "ray" / "auth_token"
+
+
+def ensure_ray_token(settings: Settings) -> str:
+    """Create the cluster token once (0600, 256 bits like `ray get-auth-token --generate`) and return it."""
+    path = ray_token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return read_ray_token(settings)
+
+
+def read_ray_token(settings: Settings) -> str:
+    try:
+        return ray_token_path(settings).read_text().strip()
+    except FileNotFoundError as exc:
+        raise LocalError(f"no Ray token at {ray_token_path(settings)}: start the services with `ferry up`") from exc
+
+
+def ray_auth_headers(settings: Settings) -> dict[str, str]:
+    """What an HTTP client of the Ray dashboard (jobs, serve, state API) sends."""
+    return {"Authorization": f"Bearer {read_ray_token(settings)}"}
+
+
+def ray_temp_dir(settings: Settings) -> Path:
+    """Ray's --temp-dir, one per checkout: short (Ray's unix sockets live below it and paths are capped
+    near 107 bytes) and not the shared /tmp/ray, so two checkouts or a test never share a session."""
+    digest = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"ferry-ray-{digest}"
+
+
+def ray_sd_file(settings: Settings) -> Path:
+    return ray_temp_dir(settings) / RAY_SD_FILE
+
+
+# --- the services ------------------------------------------------------------------------------------
+
+def ray_spec(settings: Settings) -> ServiceSpec:
+    host = settings.host
+    side = {role: port if procs.port_free(port, host) else procs.free_port(host)
+            for role, port in RAY_SIDE_PORTS.items()}
+    argv = [find_binary(*BINARIES["ray"]), "start", "--head", "--block", f"--node-ip-address={host}",
+            "--port", str(settings.ray_port),
+            "--dashboard-host", host, "--dashboard-port", str(settings.ray_dashboard_port),
+            "--metrics-export-port", str(settings.ray_metrics_port),
+            "--ray-client-server-port", str(settings.ray_client_port),
+            "--dashboard-agent-listen-port", str(side["dashboard-agent"]),
+            "--include-dashboard", "true", "--temp-dir", str(ray_temp_dir(settings)),
+            "--disable-usage-stats"]
+    if settings.ray_cpus is not None:
+        argv += ["--num-cpus", str(settings.ray_cpus)]
+    return ServiceSpec(
+        name="ray", argv=argv,
+        ports={"gcs": (settings.ray_port, "ray_port"),
+               "dashboard": (settings.ray_dashboard_port, "ray_dashboard_port"),
+               "metrics": (settings.ray_metrics_port, "ray_metrics_port"),
+               "client": (settings.ray_client_port, "ray_client_port")},
+        url=settings.ray_dashboard_url,
+        # /api/version is not public under token auth: a 200 also proves our token is the cluster's.
+        ready_url=f"{settings.ray_dashboard_url}/api/version",
+        ready_headers=ray_auth_headers(settings) if ray_token_path(settings).exists() else {},
+        # Draining only matters with several nodes; locally `down` should not wait the default 30 s.
+        env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
+             "AUTOSCALER_METRIC_PORT": str(side["autoscaler-metrics"]),
+             "DASHBOARD_METRIC_PORT": str(side["dashboard-metrics"])},
+        side_ports=side, leader_first=True, grace_s=40.0,
+    )
+
+
+def mlflow_spec(settings: Settings) -> ServiceSpec:
+    root = settings.state_dir / "mlflow"
+    port, host = settings.mlflow_port, settings.host
+    argv = [find_binary(*BINARIES["mlflow"]), "server",
+            "--backend-store-uri", f"sqlite:///{(root / 'mlflow.db').resolve()}",
+            "--serve-artifacts", "--artifacts-destination", str((root / "artifacts").resolve()),
+            "--host", host, "--port", str(port), "--workers", "1",
+            # Only the loopback names; the defaults would also accept every private-network Host header.
+            "--allowed-hosts", f"{host}:{port},localhost:{port},{host},localhost",
+            "--cors-allowed-origins", f"http://{host}:{port},http://localhost:{port}"]
+    return ServiceSpec(
+        name="mlflow", argv=argv, ports={"http": (port, "mlflow_port")},
+        url=f"http://{host}:{port}", ready_url=f"http://{host}:{port}/health",
+        # ferry uses no server-side MLflow jobs; they would start seven huey consumers on a laptop.
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        prepare=lambda: (root / "artifacts").mkdir(parents=True, exist_ok=True),
+    )
+
+
+def prometheus_config(settings: Settings, with_alertmanager: bool) -> str:
+    """Minimal: scrape Ray through the file Ray keeps up to date. A later change adds rules and ferry's jobs.
+
+    refresh_interval makes Prometheus re-read the file: it is a symlink into the current Ray session,
+    and a restarted head changes the target without touching the link Prometheus watches.
+    """
+    lines = [
+        "# Generated by `ferry up`; regenerated on every start. Do not edit.",
+        "global:", "  scrape_interval: 10s", "  evaluation_interval: 10s",
+        "scrape_configs:",
+        "- job_name: ray", "  file_sd_configs:", f"  - files: ['{ray_sd_file(settings)}']",
+        "    refresh_interval: 30s",
+        "- job_name: prometheus", "  static_configs:",
+        f"  - targets: ['{settings.host}:{settings.prometheus_port}']",
+    ]
+    if with_alertmanager:
+        lines += ["alerting:", "  alertmanagers:", "  - static_configs:",
+                  f"    - targets: ['{settings.host}:{settings.alertmanager_port}']"]
+    return "\n".join(lines) + "\n"
+
+
+def prometheus_spec(settings: Settings, with_alertmanager: bool) -> ServiceSpec:
+    binary = find_binary(*BINARIES["prometheus"])
+    root = settings.state_dir / "prometheus"
+    port, host = settings.prometheus_port, settings.host
+
+    def prepare() -> None:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        (root / "prometheus.yml").write_text(prometheus_config(settings, with_alertmanager))
+
+    argv = [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address={host}:{port}", "--web.enable-lifecycle"]
+    return ServiceSpec(name="prometheus", argv=argv, ports={"http": (port, "prometheus_port")},
+                       url=f"http://{host}:{port}", ready_url=f"http://{host}:{port}/-/ready",
+                       prepare=prepare)
+
+
+ALERTMANAGER_CONFIG = """# Generated by `ferry up`. A later change routes alerts to ferry's receiver.
+route:
+  receiver: ferry
+receivers:
+- name: ferry
+"""
+
+
+def alertmanager_spec(settings: Settings) -> ServiceSpec:
+    binary = find_binary(*BINARIES["alertmanager"])
+    root = settings.state_dir / "alertmanager"
+    port, host = settings.alertmanager_port, settings.host
+
+    def prepare() -> None:
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        (root / "alertmanager.yml").write_text(ALERTMANAGER_CONFIG)
+
+    argv = [binary, f"--config.file={root / 'alertmanager.yml'}", f"--storage.path={root / 'data'}",
+            f"--web.listen-address={host}:{port}",
+            "--cluster.listen-address="]  # empty: no HA gossip, which would listen on 0.0.0.0:9094
+    return ServiceSpec(name="alertmanager", argv=argv, ports={"http": (port, "alertmanager_port")},
+                       url=f"http://{host}:{port}", ready_url=f"http://{host}:{port}/-/ready",
+                       prepare=prepare)
+
+
+def build_spec(name: str, settings: Settings, included: tuple[str, ...]) -> ServiceSpec:
+    """The spec of one service; raises MissingBinary when it is not installed."""
+    if name == "ray":
+        return ray_spec(settings)
+    if name == "mlflow":
+        return mlflow_spec(settings)
+    if name == "prometheus":
+        with_am = "alertmanager" in included and installed("alertmanager")
+        return prometheus_spec(settings, with_am)
+    if name == "alertmanager":
+        return alertmanager_spec(settings)
+    raise LocalError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+
+
+def installed(service: str) -> bool:
+    try:
+        find_binary(*BINARIES[service])
+    except MissingBinary:
+        return False
+    return True

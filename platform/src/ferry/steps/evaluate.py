@@ -1,0 +1,85 @@
+"""`ferry step evaluate`: the workload's metrics on the test set, the gates, and the champion comparison.
+
+The champion is scored on the same test set as the candidate, so a data change can't make a worse
+model look better than the one serving.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.artifacts
+
+from ferry.render import names
+from ferry.spec.models import EvaluationSpec
+from ferry.steps.context import StepContext
+from ferry.steps.data import load_prepared
+from ferry.steps.train import CHECKPOINT_ARTIFACT
+
+OUTPUT_METRICS = {"auc_roc": "auc-roc", "average_precision": "average-precision",
+                  "card_precision_at_100": "card-precision-at-100"}
+
+
+def candidate_model(ctx: StepContext) -> Any:
+    train_run = ctx.require_run("train")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(run_id=train_run.info.run_id, artifact_path=CHECKPOINT_ARTIFACT,
+                                                     dst_path=tmp, tracking_uri=ctx.registry.uri)
+        return ctx.workload.load_checkpoint(Path(folder))
+
+
+def champion_scores(ctx: StepContext, prepared: dict[str, Any]) -> tuple[str | None, Any]:
+    champion = ctx.registry.alias(ctx.model, names.ALIAS_CHAMPION)
+    if champion is None:
+        return None, None
+    import mlflow.pytorch
+
+    model = mlflow.pytorch.load_model(f"models:/{names.registered_model_name(ctx.model)}/{champion.version}")
+    return str(champion.version), ctx.workload.predict_batch(model, prepared["x_test"])
+
+
+def judge(spec: EvaluationSpec, metrics: dict[str, float], champion: dict[str, float] | None) -> tuple[bool, str]:
+    """Pure: pass only when every gate holds and, if asked, the champion is beaten on the same data."""
+    for gate in spec.gates:
+        value = metrics.get(gate.metric, math.nan)
+        if math.isnan(value) or (gate.min is not None and value < gate.min) or (
+                gate.max is not None and value > gate.max):
+            return False, f"gate {gate.metric}={value:.4f} outside [{gate.min}, {gate.max}]"
+    beat = spec.beat_champion
+    if beat and champion is not None:
+        ours, theirs = metrics.get(beat.metric, math.nan), champion.get(beat.metric, math.nan)
+        if not ours >= theirs + beat.min_delta:
+            return False, f"{beat.metric} {ours:.4f} does not beat the champion's {theirs:.4f} + {beat.min_delta}"
+    return True, "all gates passed" + (" and the champion is beaten" if champion and beat else "")
+
+
+def run(ctx: StepContext) -> None:
+    done = ctx.finished_run()
+    if done is not None:
+        ctx.emit(_outputs(done.info.run_id, done.data.metrics, done.data.tags))
+        return
+    prepared = load_prepared(ctx)
+    scores = ctx.workload.predict_batch(candidate_model(ctx), prepared["x_test"])
+    metrics = ctx.workload.evaluate(prepared, scores)
+    champion_version, champion_raw = champion_scores(ctx, prepared)
+    champion = ctx.workload.evaluate(prepared, champion_raw) if champion_raw is not None else None
+    passed, reason = judge(ctx.spec.spec.evaluation, metrics, champion)
+    with ctx.mlflow_run() as run:
+        mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+        if champion:
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items() if not math.isnan(v)})
+            mlflow.set_tag("ferry.evaluate.champion_version", champion_version or "")
+        mlflow.set_tags({"ferry.evaluate.passed": str(passed).lower(), "ferry.evaluate.reason": reason})
+        ctx.emit(_outputs(run.info.run_id, metrics, {"ferry.evaluate.passed": str(passed).lower(),
+                                                     "ferry.evaluate.reason": reason}))
+
+
+def _outputs(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {"mlflow-run": run_id, "passed": tags.get("ferry.evaluate.passed", "false"),
+                              "reason": tags.get("ferry.evaluate.reason", "")}
+    values.update({out: metrics.get(name, math.nan) for name, out in OUTPUT_METRICS.items()})
+    return values

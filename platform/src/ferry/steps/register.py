@@ -1,0 +1,63 @@
+"""`ferry step register`: log the model (pt2, signature, input example, requirements) and register it once.
+
+A rerun finds the version already tagged with this workflow and registers nothing new.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+from mlflow.models import infer_signature
+
+from ferry.render import names
+from ferry.steps.context import StepContext, StepFailed, git_commit
+from ferry.steps.data import load_prepared
+from ferry.steps.evaluate import candidate_model
+
+
+def _requirements() -> list[str]:
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
+
+
+def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: str) -> dict[str, str]:
+    tags = {names.TAG_WORKFLOW: ctx.workflow, names.TAG_SPEC_HASH: ctx.spec_hash, names.TAG_MODEL: ctx.model,
+            names.TAG_GIT_COMMIT: git_commit(ctx.settings), names.TAG_DATASET_DIGEST: digest,
+            names.TAG_ROLLOUT_STATE: "registered", names.TAG_ROLLOUT_WEIGHT: "0"}
+    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluate_metrics.items()})
+    return tags
+
+
+def run(ctx: StepContext) -> None:
+    existing = ctx.registry.version_for_workflow(ctx.model, ctx.workflow)
+    if existing is not None:
+        ctx.emit({"model-version": existing.version, "model-uri": _uri(ctx, existing.version)})
+        return
+    evaluation = ctx.require_run("evaluate")
+    if evaluation.data.tags.get("ferry.evaluate.passed") != "true":
+        raise StepFailed(f"evaluation did not pass ({evaluation.data.tags.get('ferry.evaluate.reason')}); "
+                         "nothing to register")
+    prepared = load_prepared(ctx)
+    scorer = _scorer(ctx)
+    example = ctx.workload.input_example(prepared)
+    ctx.registry.ensure_registered_model(ctx.model, ctx.spec.metadata.owner)
+    with ctx.mlflow_run():
+        info = mlflow.pytorch.log_model(scorer, name="model", input_example=example,
+                                        signature=infer_signature(example, ctx.workload.predict_batch(scorer, example)),
+                                        pip_requirements=_requirements(), serialization_format="pt2")
+        version = mlflow.register_model(info.model_uri, names.registered_model_name(ctx.model),
+                                        tags=version_tags(ctx, evaluation.data.metrics, prepared["dataset_digest"]))
+    ctx.emit({"model-version": version.version, "model-uri": _uri(ctx, version.version)})
+
+
+def _scorer(ctx: StepContext) -> Any:
+    model = candidate_model(ctx)
+    to_scorer = getattr(ctx.workload, "scoring_module", None)
+    return to_scorer(model) if to_scorer else model
+
+
+def _uri(ctx: StepContext, version: str) -> str:
+    return f"models:/{names.registered_model_name(ctx.model)}/{version}"
