@@ -90,12 +90,11 @@ def load_checkpoint_model(folder: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def tune_trainable(config: dict[str, Any]) -> None:
-    """One trial: fixed params overlaid with the sampled ones; reports every epoch for ASHA."""
+def tune_trainable(config: dict[str, Any], data: dict[str, Any], fixed_params: dict[str, Any]) -> None:
+    """One trial: fixed params overlaid with the sampled ones (`config`); reports every epoch for ASHA."""
     from ray import tune
 
-    data = config["data"]
-    params = {**config["fixed_params"], **{k: v for k, v in config.items() if k not in ("data", "fixed_params")}}
+    params = {**fixed_params, **config}
     trial_config = {**data, "params": params}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, optimizer = _setup(trial_config, device)

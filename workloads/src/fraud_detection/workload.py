@@ -101,10 +101,10 @@ class FraudDetectionWorkload:
 
         train_loop_per_worker(config)
 
-    def tune_trainable(self, config: dict[str, Any]) -> None:
+    def tune_trainable(self, config: dict[str, Any], data: dict[str, Any], fixed_params: dict[str, Any]) -> None:
         from fraud_detection.training import tune_trainable
 
-        tune_trainable(config)
+        tune_trainable(config, data, fixed_params)
 
     def load_checkpoint(self, folder: Path) -> Any:
         from fraud_detection.training import load_checkpoint_model

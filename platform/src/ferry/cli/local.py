@@ -63,10 +63,10 @@ def runs(
             raise typer.Exit(2)
         console.print(render_progress(load_run(settings, name)))
         return
-    table = Table("run", "model", "phase", "progress", "started", "finished", "message")
+    table = Table("run", "model", "phase", "progress", "started", "finished", "message", expand=True)
     for run in list_runs(settings):
-        table.add_row(*(str(run.get(k) or "") for k in
-                        ("name", "model", "phase", "progress", "startedAt", "finishedAt", "message")))
+        cells = [str(run.get(k) or "") for k in ("name", "model", "phase", "progress", "startedAt", "finishedAt")]
+        table.add_row(*cells, summarize(str(run.get("message") or "")))
     console.print(table)
 
 
@@ -84,6 +84,16 @@ def logs(
     console.print(path.read_text(errors="replace"), markup=False, highlight=False, end="")
 
 
+def summarize(message: str, limit: int = 240) -> str:
+    """One readable line from a long failure message: its first line and the step's own error line."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    errors = [line for line in lines[1:] if line.lower().startswith(("error", "stepfailed"))]
+    text = lines[0] + (f" … {errors[-1]}" if errors else "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _services_table(services: list[Any]) -> Table:
     table = Table("service", "state", "url", "message")
     for service in services:
@@ -95,7 +105,7 @@ def _print_outcomes(result: Any) -> None:
     table = Table("model", "spec hash", "action", "phase", "time", "result")
     for m in result.models:
         version = m.outputs.get("register.model-version", "")
-        detail = f"version {version}, {m.outputs.get('rollout.decision', '')}" if version else m.message
+        detail = f"version {version}, {m.outputs.get('rollout.decision', '')}" if version else summarize(m.message)
         table.add_row(m.model, m.spec_hash, m.action, m.phase, f"{m.seconds:.0f}s" if m.seconds else "", detail)
     console.print(table)
 

@@ -39,8 +39,9 @@ class Workload(Protocol):
     def train_loop_per_worker(self, config: dict[str, Any]) -> None:
         """The per-worker Ray Train loop; reports metrics and a checkpoint every epoch."""
 
-    def tune_trainable(self, config: dict[str, Any]) -> None:
-        """One Tune trial: trains on the training arrays, reports the tune metric every epoch."""
+    def tune_trainable(self, config: dict[str, Any], data: dict[str, Any], fixed_params: dict[str, Any]) -> None:
+        """One Tune trial: `config` holds the sampled hyperparameters, `data` the arrays; reports the
+        tune metric every epoch."""
 
     def load_checkpoint(self, folder: Path) -> Any:
         """The trained model from a checkpoint folder, loaded without executing pickles."""

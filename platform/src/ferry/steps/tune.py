@@ -42,9 +42,10 @@ def _tuner(ctx: StepContext, tune_spec: TuneSpec, data: dict[str, Any]) -> Any:
     scheduler = ASHAScheduler(max_t=epochs, grace_period=min(tune_spec.grace_period, epochs),
                               time_attr="epoch") if tune_spec.scheduler == "asha" else FIFOScheduler()
     search = OptunaSearch(seed=0) if tune_spec.search == "optuna" else None
-    trainable = tune.with_parameters(tune.with_resources(
-        ctx.workload.tune_trainable, {"cpu": tune_spec.cpus_per_trial, "gpu": tune_spec.gpus_per_trial}),
-        data=data, fixed_params=dict(ctx.spec.spec.training.params))
+    # with_parameters puts the arrays in the object store once instead of into every trial's config.
+    trainable = tune.with_resources(
+        tune.with_parameters(ctx.workload.tune_trainable, data=data, fixed_params=dict(ctx.spec.spec.training.params)),
+        {"cpu": tune_spec.cpus_per_trial, "gpu": tune_spec.gpus_per_trial})
     return tune.Tuner(
         trainable,
         param_space=search_space(tune_spec),
