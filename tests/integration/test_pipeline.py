@@ -1,0 +1,187 @@
+"""End to end on tiny data: `ferry up` runs the rendered Workflow through the local runner against a
+real Ray head and a real MLflow server, registers exactly one version, and reconciles idempotently."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow.pytorch
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ferry.adapters.registry import Registry
+from ferry.cli.app import app
+from ferry.local import procs, reconcile
+from ferry.local.service_defs import ray_temp_dir
+from ferry.local.services import ferry_env, service_processes, start_services, stop_services
+from ferry.local.state import status_path
+from ferry.render import names
+from ferry.settings import Settings
+from ferry.spec import load_spec_file, spec_hash
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT_FIELDS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
+               "prometheus_port", "alertmanager_port", "serve_port")
+TINY = {"customers: 1000, terminals: 2000, days: 60, seed: 0": "customers: 150, terminals: 300, days: 40, seed: 0",
+        'train_start: "2018-05-02"': 'train_start: "2018-04-16"', "epochs: 6": "epochs: 2",
+        "num_samples: 4": "num_samples: 2", "max_concurrent: 2": "max_concurrent: 1", "grace_period: 2": "grace_period: 1",
+        "{metric: auc_roc, min: 0.7}": "{metric: auc_roc, min: 0.0}",
+        "{metric: average_precision, min: 0.2}": "{metric: average_precision, min: 0.0}"}
+
+
+def tiny_spec(name: str, **replace: str) -> str:
+    text = (ROOT / "gitops/models/fraud-detector.yaml").read_text()
+    for old, new in {**TINY, **replace}.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text.replace("name: fraud-detector", f"name: {name}").replace("route: /fraud-detector", f"route: /{name}")
+
+
+def write_spec(home: Path, name: str, **replace: str) -> Path:
+    path = home / "gitops/models" / f"{name}.yaml"
+    path.write_text(tiny_spec(name, **replace))
+    return path
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("home")
+    (home / "gitops/models").mkdir(parents=True)
+    write_spec(home, "tiny")
+    settings = Settings(home=home, ready_timeout_s=120, **{f: procs.free_port() for f in PORT_FIELDS})
+    try:
+        start_services(settings)
+        yield settings
+    finally:
+        stop_services(settings)
+        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
+
+
+def registry(settings: Settings) -> Registry:
+    return Registry(settings.mlflow_uri)
+
+
+def versions(settings: Settings, model: str) -> list:
+    return list(registry(settings).client.search_model_versions(f"name = '{model}'"))
+
+
+def test_up_runs_pipeline_and_registers_one_version(settings: Settings) -> None:
+    result = reconcile.up(settings, ["tiny"])
+    [outcome] = result.models
+    assert outcome.phase == "Succeeded", outcome.message
+    [version] = versions(settings, "tiny")
+    spec, _ = load_spec_file(settings.home / "gitops/models/tiny.yaml")
+    assert version.tags[names.TAG_SPEC_HASH] == spec_hash(spec.model)
+    assert version.tags[names.TAG_WORKFLOW] == outcome.workflow
+    assert version.tags[names.TAG_DATASET_DIGEST] and "metric.average_precision" in version.tags
+    assert registry(settings).alias("tiny", names.ALIAS_CHAMPION).version == version.version
+    assert outcome.outputs["evaluate.passed"] == "true" and outcome.outputs["rollout.decision"] == "promoted"
+    state = json.loads(status_path(settings, outcome.workflow).read_text())
+    assert {n["displayName"]: n["phase"] for n in state["status"]["nodes"].values()
+            if n["type"] != "DAG" and "(" not in n["displayName"]} == {
+        step: "Succeeded" for step in names.STEPS}
+
+
+def test_registered_model_loads_without_pickle_and_scores_any_batch(settings: Settings) -> None:
+    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_uri
+    model = mlflow.pytorch.load_model("models:/tiny@champion")
+    import torch
+
+    for rows in (1, 7, 64):
+        scores = model(torch.zeros(rows, 15)).detach().numpy()
+        assert scores.shape == (rows,) and np.all((scores >= 0) & (scores <= 1))
+
+
+def test_second_up_does_nothing(settings: Settings) -> None:
+    [outcome] = reconcile.up(settings, ["tiny"]).models
+    assert outcome.action == "up-to-date"
+    assert len(versions(settings, "tiny")) == 1
+
+
+def test_rerun_of_register_step_creates_no_second_version(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in ferry_env(settings).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("FERRY_OUTPUTS_DIR", str(settings.home / "out"))
+    [outcome] = reconcile.up(settings, ["tiny"]).models
+    spec = "gitops/rendered/local/tiny/spec.json"
+    for step in ("register", "data", "evaluate"):
+        result = CliRunner().invoke(app, ["step", step, "--spec", spec, "--run", outcome.workflow])
+        assert result.exit_code == 0, result.output
+    assert "register.model-version = 1" in CliRunner().invoke(
+        app, ["step", "register", "--spec", spec, "--run", outcome.workflow]).output
+    assert len(versions(settings, "tiny")) == 1
+
+
+def test_serving_only_change_does_not_retrain(settings: Settings) -> None:
+    write_spec(settings.home, "tiny", **{"max_batch_size: 32, wait_ms: 5": "max_batch_size: 16, wait_ms: 3"})
+    [outcome] = reconcile.up(settings, ["tiny"]).models
+    assert outcome.action == "up-to-date"
+    assert len(versions(settings, "tiny")) == 1
+
+
+def test_failing_step_reports_error_and_registers_nothing(settings: Settings) -> None:
+    write_spec(settings.home, "tiny-broken", **{'train_start: "2018-05-02"': 'train_start: "2019-06-01"'})
+    [outcome] = reconcile.up(settings, ["tiny-broken"]).models
+    assert outcome.phase == "Failed"
+    assert "split" in outcome.message and "empty" in outcome.message
+    assert versions(settings, "tiny-broken") == []
+    (settings.home / "gitops/models/tiny-broken.yaml").unlink()
+
+
+def test_failed_gate_skips_register_and_rollout(settings: Settings) -> None:
+    write_spec(settings.home, "tiny-gated", **{"{metric: auc_roc, min: 0.7}": "{metric: auc_roc, min: 0.9999}"})
+    [outcome] = reconcile.up(settings, ["tiny-gated"]).models
+    assert outcome.phase == "Succeeded"
+    assert outcome.outputs["evaluate.passed"] == "false" and "gate auc_roc" in outcome.outputs["evaluate.reason"]
+    assert versions(settings, "tiny-gated") == []
+    (settings.home / "gitops/models/tiny-gated.yaml").unlink()
+
+
+def wait_for_node(settings: Settings, workflow: str, step: str, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        path = status_path(settings, workflow)
+        if path.exists():
+            nodes = json.loads(path.read_text())["status"].get("nodes", {}).values()
+            if any(n["displayName"] == step and n["phase"] == "Succeeded" for n in nodes):
+                return
+        time.sleep(0.5)
+    pytest.fail(f"{step} of {workflow} did not succeed within {timeout_s}s")
+
+
+def test_killed_runner_resumes_without_redoing_steps(settings: Settings) -> None:
+    spec_path = write_spec(settings.home, "tiny-resume", **{"epochs: 6": "epochs: 3"})
+    spec, _ = load_spec_file(spec_path)
+    workflow = names.workflow_name("tiny-resume", spec_hash(spec.model))
+    env = {**os.environ, **ferry_env(settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "ferry.cli.app", "up", "tiny-resume"], env=env,
+                            cwd=settings.home, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for_node(settings, workflow, "data")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    data_run = registry(settings).step_run("tiny-resume", workflow, "data")
+    [outcome] = reconcile.up(settings, ["tiny-resume"]).models
+    assert outcome.phase == "Succeeded", outcome.message
+    assert outcome.outputs["data.mlflow-run"] == data_run.info.run_id
+    assert len(versions(settings, "tiny-resume")) == 1
+
+
+def test_down_leaves_no_process_and_no_port(settings: Settings) -> None:
+    stop_services(settings)
+    assert not any(service_processes(settings).values())
+    for field in ("mlflow_port", "ray_port", "ray_dashboard_port"):
+        assert procs.port_free(getattr(settings, field)), field
