@@ -35,7 +35,8 @@ PORT_FIELDS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_por
                "prometheus_port", "alertmanager_port", "serve_port")
 TINY = {"customers: 1000, terminals: 2000, days: 60, seed: 0": "customers: 150, terminals: 300, days: 40, seed: 0",
         'train_start: "2018-05-02"': 'train_start: "2018-04-16"', "epochs: 6": "epochs: 2",
-        "num_samples: 4": "num_samples: 2", "max_concurrent: 2": "max_concurrent: 1", "grace_period: 2": "grace_period: 1",
+        "num_samples: 4": "num_samples: 2", "max_concurrent: 2": "max_concurrent: 1",
+        "grace_period: 2": "grace_period: 1",
         "{metric: auc_roc, min: 0.7}": "{metric: auc_roc, min: 0.0}",
         "{metric: average_precision, min: 0.2}": "{metric: average_precision, min: 0.0}"}
 

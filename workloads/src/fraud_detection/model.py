@@ -66,7 +66,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()
         optimizer.step()
-        total += float(loss) * len(idx)
+        total += float(loss.detach()) * len(idx)
     return total / max(len(x), 1)
 
 

@@ -7,6 +7,7 @@ killed mid-training restarts from the last finished epoch (FailureConfig in the 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     generator = torch.Generator().manual_seed(int(config.get("seed", 0)) + rank)
     for epoch in range(first_epoch, int(config["epochs"])):
         loss = train_epoch(ddp_model, optimizer, x, y, int(config["batch_size"]), generator)
-        metrics = {"epoch": epoch + 1, "train_loss": loss, "device": str(device),
+        metrics = {"epoch": epoch + 1, "train_loss": loss, "device": str(device), "resumed_from_epoch": first_epoch,
                    **_validation_metrics(model, config["x_valid"], config["y_valid"], device)}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
@@ -62,6 +63,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _save(Path(tmp), model, optimizer, epoch + 1, config["params"])
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+        _maybe_die(config.get("fault_kill_once"), epoch + 1, rank)
+
+
+def _maybe_die(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
+    """Fault injection for reliability tests: the rank-0 worker process dies once after `epoch`,
+    as a preempted or OOM-killed worker would; the marker file makes it happen only once."""
+    if not fault or rank != 0 or epoch != int(fault["epoch"]):
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(str(epoch))
+    os._exit(1)
 
 
 def _save(folder: Path, model: FraudMLP, optimizer: torch.optim.Optimizer, epoch: int,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Run
@@ -10,6 +14,32 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ferry.render import names
+
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
+class NotServable(Exception):
+    """A model version whose artifact is not a torch.export (pt2) program: serving refuses it."""
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """What the router reads from the registry: the alias versions and the challenger's weight (0-100)."""
+
+    champion: str | None = None
+    challenger: str | None = None
+    weight: int = 0
+
+
+def parse_weight(raw: object) -> int:
+    """A weight tag as an int in [0, 100]; missing or malformed reads as 0, so a bad tag sends no traffic."""
+    try:
+        value = float(str(raw))
+    except (TypeError, ValueError):
+        return 0
+    if value != value:  # NaN
+        return 0
+    return int(min(max(value, 0.0), 100.0))
 
 
 class Registry:
@@ -71,11 +101,46 @@ class Registry:
         self.client.set_registered_model_alias(names.registered_model_name(model), alias, version)
 
     def delete_alias(self, model: str, alias: str) -> None:
-        try:
+        with contextlib.suppress(MlflowException):
             self.client.delete_registered_model_alias(names.registered_model_name(model), alias)
-        except MlflowException:
-            pass
 
     def tag_version(self, model: str, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(names.registered_model_name(model), version, key, str(value))
+
+    def rollout_view(self, model: str) -> RolloutView:
+        """Aliases and challenger weight in two calls. Raises when the registry cannot be read, so a caller
+        can tell "no champion" (an empty view) from "registry down" (keep what it has)."""
+        name = names.registered_model_name(model)
+        try:
+            registered = self.client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == NOT_FOUND:
+                return RolloutView()
+            raise
+        aliases = dict(registered.aliases or {})
+        champion, challenger = aliases.get(names.ALIAS_CHAMPION), aliases.get(names.ALIAS_CHALLENGER)
+        weight = 0
+        if challenger is not None:
+            version = self.client.get_model_version(name, challenger)
+            weight = parse_weight(version.tags.get(names.TAG_ROLLOUT_WEIGHT))
+        return RolloutView(champion=champion, challenger=challenger, weight=weight)
+
+    def load_pytorch_version(self, model: str, version: str) -> Any:
+        """The registered version as a torch.export program (what `ferry step register` logs, format pt2).
+
+        A pickled (`model.pth`) artifact is refused before MLflow could unpickle it. The download goes
+        through this client's URI rather than MLflow's process-wide one, so a caller needs no global setup.
+        """
+        import mlflow.artifacts
+        import mlflow.pytorch
+
+        source = self.client.get_model_version_download_uri(names.registered_model_name(model), version)
+        with tempfile.TemporaryDirectory(prefix="ferry-model-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, tracking_uri=self.uri,
+                                                             dst_path=tmp))
+            data = local / "data"
+            if not (data / "model.pt2").is_file() or (data / "model.pth").exists():
+                raise NotServable(f"{model} version {version} is not a torch.export (pt2) model; "
+                                  "register it with serialization_format='pt2'")
+            return mlflow.pytorch.load_model(str(local))

@@ -12,6 +12,7 @@ from typing import Any
 
 from ferry.render import argocd, names
 from ferry.render.profiles import PROFILES, EnvName, EnvProfile
+from ferry.render.rayservice import rayservice
 from ferry.render.workflow import cron_workflow, workflow, workflow_template
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.hashing import spec_hash
@@ -48,6 +49,8 @@ def model_objects(model: ModelSpec, profile: EnvProfile) -> Objects:
         files["cronworkflow.yaml"] = [cron]
     if profile.spec_mount:
         files["spec-configmap.yaml"] = [spec_configmap(model, profile, digest)]
+    if profile.name == "prod":  # locally `ferry.serving.deploy` runs the same Serve app on the local head
+        files["rayservice.yaml"] = [rayservice(model, profile)]
     return files
 
 

@@ -29,6 +29,9 @@ class Workload(Protocol):
     def load_data(self, data: DataSpec, data_root: Path) -> Any:
         """The raw dataset (a pandas DataFrame) for a data spec."""
 
+    def featurize(self, frame: Any, data: DataSpec) -> Any:
+        """The frame with the model's features added (what the data step stores)."""
+
     def dataset_digest(self, frame: Any) -> str:
         """A content digest: the same rows give the same digest."""
 

@@ -34,7 +34,8 @@ def run(ctx: StepContext) -> None:
         path = Path(tmp) / DATASET_FILE
         featured.to_parquet(path, index=False)
         mlflow.log_artifact(str(path), DATASET_ARTIFACT)
-        dataset = mlflow.data.from_pandas(featured.head(1000), source=data.source, name=ctx.model, digest=digest)
+        dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
+            featured.head(1000), source=data.source, name=ctx.model, digest=digest)
         mlflow.log_input(dataset, context="training")
         mlflow.log_params({"rows": len(featured), "source": data.source, **data.params})
         mlflow.set_tag(names.TAG_DATASET_DIGEST, digest)

@@ -14,12 +14,12 @@ def connect(settings: Settings) -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS") or settings.ray_address
-    extra = {}
+    extra: dict[str, object] = {}
     if address.startswith(("127.", "localhost")):
         # With RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 from the parent's environment (ferry_env), this keeps
         # the driver on loopback instead of the host's address.
         extra["_node_ip_address"] = "127.0.0.1"
-    ray.init(address=address, log_to_driver=True, logging_level="WARNING", **extra)
+    ray.init(address=address, log_to_driver=True, logging_level="WARNING", **extra)  # type: ignore[arg-type]
 
 
 def storage_path(settings: Settings) -> str:

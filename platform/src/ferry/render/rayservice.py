@@ -1,0 +1,137 @@
+"""KubeRay v1 RayService per model: the serving router (ferry.serving.app) on its own Ray cluster.
+
+The Serve application is the same one `ferry.serving.deploy.deploy_local` runs on the local head: one
+`router` deployment whose args name the model, workload and registry. Rollout steps never touch this
+object (the router reads aliases and weights from the registry), so Argo CD only changes it when the
+serving spec changes; KubeRay then updates in place as long as only `serveConfigV2` differs (DESIGN §5).
+
+Note the KubeRay v1.7 field name: a RayService's cluster is `rayClusterConfig` (a RayJob's is
+`rayClusterSpec`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import yaml
+
+from ferry.render import names, pods
+from ferry.render.profiles import RAY_VERSION, EnvProfile
+from ferry.spec.models import ModelSpec, ServingSpec
+
+IMPORT_PATH = "ferry.serving.app:build_app"
+ROUTER_DEPLOYMENT = "router"
+SERVE_PORT = 8000
+DASHBOARD_PORT = 8265
+DASHBOARD_AGENT_PORT = 52365
+HEAD_CPUS = 1
+HEAD_MEMORY = "2Gi"
+WORKER_MEMORY = "2Gi"
+WORKER_GROUP = "serve-workers"
+
+
+def deployment_options(serving: ServingSpec) -> dict[str, Any]:
+    """Options of the router deployment, shared by the RayService and the local deploy."""
+    replicas = serving.replicas
+    return {
+        # Serve's default of 5 would cap @serve.batch batches and a replica's throughput (DESIGN §5).
+        "max_ongoing_requests": serving.max_ongoing_requests,
+        "autoscaling_config": {"min_replicas": replicas.min, "max_replicas": replicas.max,
+                               "target_ongoing_requests": replicas.target_ongoing_requests},
+        "ray_actor_options": {"num_cpus": serving.cpus_per_replica},
+    }
+
+
+def app_args(model: ModelSpec, tracking_uri: str) -> dict[str, Any]:
+    """`build_app`'s args (validated there as ferry.serving.schemas.AppArgs)."""
+    return {"model": names.registered_model_name(model.metadata.name), "workload": model.spec.workload,
+            "tracking_uri": tracking_uri, "serving": model.spec.serving.model_dump(mode="json")}
+
+
+def serve_application(model: ModelSpec, tracking_uri: str) -> dict[str, Any]:
+    serving = model.spec.serving
+    return {"name": model.metadata.name, "route_prefix": serving.route, "import_path": IMPORT_PATH,
+            "args": app_args(model, tracking_uri),
+            "deployments": [{"name": ROUTER_DEPLOYMENT, **deployment_options(serving)}]}
+
+
+def serve_config(model: ModelSpec, profile: EnvProfile) -> str:
+    return yaml.safe_dump({"applications": [serve_application(model, profile.mlflow_uri)]}, sort_keys=False)
+
+
+def rayservice(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
+    name = model.metadata.name
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": names.rayservice_name(name), "namespace": profile.namespace,
+                     "labels": names.labels(name, "serving")},
+        "spec": {"serveConfigV2": serve_config(model, profile), "rayClusterConfig": _cluster(model, profile)},
+    }
+
+
+def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
+    serving = model.spec.serving
+    head = _pod(model, profile, "ray-head", HEAD_CPUS, HEAD_MEMORY, _head_probes())
+    # One replica per worker pod, so Serve autoscaling maps onto pods one to one; fractional replica
+    # CPUs round up to whole pod CPUs because `ray start --num-cpus` takes an integer.
+    worker_cpus = max(1, math.ceil(serving.cpus_per_replica))
+    workers = _pod(model, profile, "ray-worker", worker_cpus, WORKER_MEMORY, _worker_probes())
+    return {
+        "rayVersion": RAY_VERSION,
+        "authOptions": {"mode": "token"},
+        "enableInTreeAutoscaling": True,  # Serve asks for replicas, the autoscaler adds worker pods
+        "headGroupSpec": {
+            # No replica lands on the head: it keeps the GCS and controller responsive under load.
+            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},  # noqa: S104 - pod IP
+            "template": head,
+        },
+        "workerGroupSpecs": [{
+            "groupName": WORKER_GROUP, "replicas": serving.replicas.min,
+            "minReplicas": serving.replicas.min, "maxReplicas": serving.replicas.max,
+            "rayStartParams": {}, "template": workers,
+        }],
+    }
+
+
+def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, memory: str,
+         probes: dict[str, Any]) -> dict[str, Any]:
+    env = [*pods.env_vars(profile), {"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"}]
+    return {
+        "metadata": {"labels": names.labels(model.metadata.name, "serving")},
+        "spec": {
+            "serviceAccountName": profile.service_account,
+            "securityContext": pods.pod_security(),
+            "containers": [{
+                "name": container,
+                "image": profile.image,
+                "resources": pods.resources(cpus, memory),
+                "env": env,
+                # Ray writes session files and sockets outside the /tmp emptyDir too.
+                "securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False},
+                "volumeMounts": [{"name": pods.SCRATCH_VOLUME, "mountPath": "/tmp"}],  # noqa: S108
+                **probes,
+            }],
+            "volumes": [{"name": pods.SCRATCH_VOLUME, "emptyDir": {}}],
+        },
+    }
+
+
+def _http_probe(path: str, port: int, period_s: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "initialDelaySeconds": 10, "periodSeconds": period_s,
+            "timeoutSeconds": 2, "failureThreshold": failures}
+
+
+def _head_probes() -> dict[str, Any]:
+    # /api/gcs_healthz is one of the dashboard paths token auth leaves public, so probes need no token.
+    return {"readinessProbe": _http_probe("/api/gcs_healthz", DASHBOARD_PORT, 5, 10),
+            "livenessProbe": _http_probe("/api/gcs_healthz", DASHBOARD_PORT, 5, 120)}
+
+
+def _worker_probes() -> dict[str, Any]:
+    # Ready once this node's Serve proxy answers (it does not check the token); alive while the
+    # dashboard agent accepts connections. What KubeRay injects for RayService workers, minus wget.
+    liveness = {"tcpSocket": {"port": DASHBOARD_AGENT_PORT}, "initialDelaySeconds": 30, "periodSeconds": 5,
+                "timeoutSeconds": 2, "failureThreshold": 120}
+    return {"readinessProbe": _http_probe("/-/healthz", SERVE_PORT, 5, 10), "livenessProbe": liveness}

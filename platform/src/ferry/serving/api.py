@@ -1,0 +1,133 @@
+"""The router's HTTP API, built per workload at replica start (the request model is only known then).
+
+    POST /predict        one request_model object          → Prediction
+    POST /predict/batch  a JSON list of them (1..max rows)  → {"predictions": [...]}
+    GET  /healthz        alive                              GET /readyz  200 once a champion is loaded, else 503
+    GET  /info           what is served (versions, weight, registry reachability, config fingerprint)
+    GET  /docs, /openapi.json
+
+Paths are relative to the application's route prefix. Client errors never become 5xx: FastAPI answers a
+bad payload with 422 naming the field (`loc`), `Intake` answers an oversized body with 413 before any
+parsing. Validation errors leave out the offending `input` FastAPI would echo: request bodies carry card
+data that should not travel into client logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+import ferry
+from ferry.serving import metrics
+from ferry.serving.intake import InFlight, Intake
+from ferry.serving.schemas import BatchPredictions, Health, Info, Prediction, error_body
+from ferry.serving.service import NoChampion, ScoringFailed, ScoringService
+from ferry.spec.models import ServingSpec
+
+logger = logging.getLogger("ferry.serving")
+ScoreOne = Callable[[BaseModel], Awaitable[Prediction]]
+ERRORS: dict[int | str, dict[str, Any]] = {413: {"description": "Body over serving.limits.max_body_bytes"},
+          503: {"description": "No champion loaded yet"}, 504: {"description": "Over serving.limits.timeout_s"}}
+
+
+def build_api(service: ScoringService, score_one: ScoreOne, serving: ServingSpec,
+              in_flight: InFlight | None = None) -> FastAPI:
+    app = FastAPI(title=f"ferry · {service.model}", version=ferry.__version__,
+                  description=f"Scores for {service.model}: champion and challenger split by "
+                              f"`{service.workload.routing_key}`, versions read from the MLflow registry.")
+    app.add_middleware(Intake, max_body_bytes=serving.limits.max_body_bytes, in_flight=in_flight,
+                       on_reject=lambda status: service.recorder.request(metrics.CLIENT_ERROR, "", metrics.UNROUTED))
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        service.recorder.request(metrics.CLIENT_ERROR, "", metrics.UNROUTED)
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    app.add_exception_handler(RequestValidationError, invalid)
+    _probe_routes(app, service)
+    _predict_routes(app, service, score_one, serving)
+    return app
+
+
+def _probe_routes(app: FastAPI, service: ScoringService) -> None:
+    @app.get("/healthz", response_model=Health, tags=["probes"])
+    async def healthz() -> Health:
+        return Health(status="alive")
+
+    @app.get("/readyz", response_model=Health, tags=["probes"], responses={503: {"model": Health}})
+    async def readyz() -> Any:
+        info = service.info()
+        if info.champion is None:
+            return JSONResponse(status_code=503, content=Health(status="not ready", detail=(
+                f"no champion loaded; registry reachable: {info.registry_reachable}")).model_dump())
+        return Health(status="ready", detail=f"champion {info.champion}")
+
+    @app.get("/info", response_model=Info, tags=["probes"])
+    async def info() -> Info:
+        return service.info()
+
+
+def _predict_routes(app: FastAPI, service: ScoringService, score_one: ScoreOne, serving: ServingSpec) -> None:
+    request_model = service.workload.request_model
+    limits = serving.limits
+
+    async def predict(body: Any) -> Any:
+        result = await _guarded(service, limits.timeout_s, lambda: _one(score_one, body))
+        return result if isinstance(result, JSONResponse) else result[0]
+
+    async def predict_batch(body: Any) -> Any:
+        async def score() -> list[Prediction]:
+            return service.score(body)  # already a batch: scored in one pass per variant, no queue
+
+        result = await _guarded(service, limits.timeout_s, score)
+        return result if isinstance(result, JSONResponse) else BatchPredictions(predictions=result)
+
+    # The body types exist only at runtime (the workload's model), so FastAPI is told through annotations.
+    predict.__annotations__ = {"body": Annotated[request_model, Body()]}
+    rows = Body(min_length=1, max_length=limits.max_batch_rows,
+                description=f"1 to {limits.max_batch_rows} rows (serving.limits.max_batch_rows)")
+    predict_batch.__annotations__ = {"body": Annotated[list[request_model], rows]}  # type: ignore[valid-type]
+    app.post("/predict", response_model=Prediction, tags=["predict"], responses=ERRORS)(predict)
+    app.post("/predict/batch", response_model=BatchPredictions, tags=["predict"], responses=ERRORS)(predict_batch)
+
+
+async def _one(score_one: ScoreOne, body: BaseModel) -> list[Prediction]:
+    return [await score_one(body)]
+
+
+async def _guarded(service: ScoringService, timeout_s: float,
+                   call: Callable[[], Awaitable[list[Prediction]]]) -> list[Prediction] | JSONResponse:
+    """Run a scoring call with the request timeout, turning every failure into a JSON 5xx and a metric."""
+    started = time.perf_counter()
+    try:
+        predictions = await asyncio.wait_for(call(), timeout_s)
+    except NoChampion as exc:
+        return _server_error(service, 503, str(exc))
+    except TimeoutError:
+        return _server_error(service, 504, f"no answer within {timeout_s:g}s (serving.limits.timeout_s)")
+    except ScoringFailed as exc:
+        logger.error("scoring failed: %s", exc, exc_info=exc.__cause__)
+        return _server_error(service, 500, "the model failed to score this request; see the router log",
+                             exc.version, exc.variant, exc.rows)
+    except Exception:
+        logger.exception("unexpected error while scoring")
+        return _server_error(service, 500, "internal error while scoring; see the router log")
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    for version, variant in {(p.version, p.variant) for p in predictions}:
+        service.recorder.latency(version, variant, elapsed_ms)
+    return predictions
+
+
+def _server_error(service: ScoringService, status: int, message: str, version: str = "",
+                  variant: str = metrics.UNROUTED, rows: int = 1) -> JSONResponse:
+    service.recorder.request(metrics.SERVER_ERROR, version, variant, rows)
+    return JSONResponse(status_code=status, content=error_body(message))

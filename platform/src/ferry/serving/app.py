@@ -1,0 +1,100 @@
+"""The Ray Serve application: `import_path: ferry.serving.app:build_app` (serveConfigV2 and local deploy).
+
+Design: one deployment, one hop. A request goes HTTP proxy → router replica, and the replica itself holds
+the champion and the challenger (small torch.export programs) and scores them in-process. A classic
+router → model-deployment graph would add a second Ray actor call per request (serialisation, a gRPC
+hop, a second queue), which is most of the budget when ferry's p50 must stay within 1.3× of a bare
+one-deployment Serve app. What the second tier would buy (independent scaling, GPU placement) does not
+pay for models this size; a workload that needs it can put the minority path (e.g. the challenger)
+behind a DeploymentHandle without changing the HTTP API.
+
+- Versions come from the registry (`watcher.RegistryWatcher`): a thread polls aliases and the weight
+  tag every `poll_interval_s` and swaps models in place, so weight changes never redeploy anything.
+- Batching: `@serve.batch` with the spec's `max_batch_size` and `wait_ms` (set per replica in `__init__`),
+  and `max_ongoing_requests` from the spec so batches can fill. A request that is alone in the replica
+  skips the queue: waiting `wait_ms` for company that is not coming would only add latency.
+  `/predict/batch` bodies are batches already and are scored directly.
+- Sticky split (`routing.choose`): blake2b of the routing key, mod 100, below the challenger weight.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+from ray import serve
+from ray.serve import Application
+
+from ferry.adapters.registry import Registry
+from ferry.adapters.workloads import load_workload
+from ferry.render.rayservice import ROUTER_DEPLOYMENT, deployment_options
+from ferry.serving import metrics
+from ferry.serving.api import build_api
+from ferry.serving.intake import InFlight
+from ferry.serving.schemas import AppArgs, Prediction
+from ferry.serving.service import ScoringService, WorkloadView
+from ferry.serving.watcher import RegistryWatcher
+
+
+def make_service(args: AppArgs, recorder: metrics.Recorder) -> ScoringService:
+    """The scoring service with a started registry watcher (first read done, so a champion is usually
+    loaded before the replica reports itself running)."""
+    workload = WorkloadView.of(load_workload(args.workload))
+    registry = Registry(args.tracking_uri)
+    watcher = RegistryWatcher(args.model, lambda: registry.rollout_view(args.model),
+                              lambda version: registry.load_pytorch_version(args.model, version), args.poll_interval_s)
+    watcher.refresh()
+    watcher.start()
+    return ScoringService(args.model, workload, watcher, recorder, args.fingerprint())
+
+
+def _prepare_process(args: AppArgs) -> None:
+    """Process-wide settings of a replica (it is a process of its own, so nothing else is affected)."""
+    import torch
+
+    # MLflow's client defaults (120 s timeout, 7 retries with backoff) would stall a poll for minutes
+    # while the registry is down; one short try per poll is enough when the next poll is seconds away.
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, args.registry_timeout_s)))
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    # Registered models are torch.export programs; refuse anything that would need unpickling.
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    torch.set_num_threads(max(1, int(args.serving.cpus_per_replica)))
+
+
+@serve.deployment(name=ROUTER_DEPLOYMENT)
+@serve.ingress()
+class Router:
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = AppArgs.model_validate(args)
+        _prepare_process(self.args)
+        self.in_flight = InFlight()
+        self.service = make_service(self.args, metrics.RayRecorder(self.args.model))
+        batching = self.args.serving.batching
+        queue: Any = self._score_queued  # @serve.batch adds the setters; the stubs do not know them
+        queue.set_max_batch_size(batching.max_batch_size)
+        queue.set_batch_wait_timeout_s(batching.wait_ms / 1000)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_queued(self, rows: list[BaseModel]) -> list[Prediction]:
+        return self.service.score(rows)
+
+    async def score_one(self, row: BaseModel) -> Prediction:
+        if self.in_flight.count <= 1:
+            return self.service.score([row])[0]
+        return await self._score_queued(row)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_api(self.service, self.score_one, self.args.serving, self.in_flight)
+
+    def __del__(self) -> None:
+        self.service.watcher.stop(timeout_s=1.0)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's application builder: validates the args and applies the spec's deployment options
+    (a serveConfigV2 `deployments` entry with the same values takes precedence, as Serve documents)."""
+    parsed = AppArgs.model_validate(args)
+    router: Any = Router  # a serve Deployment at runtime; mypy sees the decorated class
+    return router.options(**deployment_options(parsed.serving)).bind(parsed.model_dump(mode="json"))

@@ -1,0 +1,121 @@
+"""Run a model's Serve application on the local Ray head, and ask it for a prediction.
+
+The caller (the CLI) makes this process a client of the local head first (`use_ray_client_env`); this
+module takes settings as parameters and never imports ferry.local (layer rule). The application and its
+deployment options are the ones the prod RayService's serveConfigV2 carries (ferry.render.rayservice).
+
+Idempotent: the router reports its configuration fingerprint on `<route>/info`, and a deploy whose
+fingerprint is already serving returns without touching Serve. A changed configuration is a Serve
+update of the running application (new replicas start before old ones stop).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from ferry.render.rayservice import app_args
+from ferry.serving.schemas import DEFAULT_POLL_INTERVAL_S, AppArgs
+from ferry.settings import Settings
+from ferry.spec.models import ModelSpec
+
+DEPLOY_TIMEOUT_S = 180.0
+HTTP_TIMEOUT_S = 10.0
+
+
+class ServingError(Exception):
+    """A deploy or a request failed; the message says what and where to look."""
+
+
+def local_args(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S) -> AppArgs:
+    return AppArgs.model_validate({**app_args(spec, settings.mlflow_uri), "poll_interval_s": poll_interval_s})
+
+
+def serve_url(settings: Settings, spec: ModelSpec) -> str:
+    return f"http://{settings.host}:{settings.serve_port}{spec.spec.serving.route}"
+
+
+def deploy_local(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+                 timeout_s: float = DEPLOY_TIMEOUT_S) -> str:
+    """Deploy (or update) `spec`'s router on the local head; return its URL once `/readyz` answers 200."""
+    args = local_args(settings, spec, poll_interval_s)
+    url = serve_url(settings, spec)
+    if _fingerprint(url) == args.fingerprint():
+        return url  # this very configuration already serves
+    from ray import serve
+
+    from ferry.serving.app import build_app
+
+    _connect(settings)
+    serve.start(http_options={"host": settings.host, "port": settings.serve_port})
+    # serve.run() would wait for RUNNING without a bound; run_many is the same call with the wait ours.
+    target = serve.RunTarget(target=build_app(args.model_dump(mode="json")), name=spec.name,
+                             route_prefix=spec.spec.serving.route)
+    serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    _await_ready(spec.name, url, timeout_s)
+    return url
+
+
+def _connect(settings: Settings) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=settings.ray_address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as exc:
+            raise ServingError(f"cannot reach the Ray head at {settings.ray_address} ({exc}); "
+                               "start it with `ferry up`") from exc
+
+
+def _fingerprint(url: str) -> str | None:
+    try:
+        response = httpx.get(f"{url}/info", timeout=2.0, trust_env=False)
+        return response.json().get("fingerprint") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _await_ready(app: str, url: str, timeout_s: float) -> None:
+    """Poll the app's status (fail fast on DEPLOY_FAILED) and then `/readyz`, within one deadline."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    status, message = "UNKNOWN", ""
+    while time.monotonic() < deadline:
+        found = serve.status().applications.get(app)
+        if found is not None:
+            status, message = str(found.status), found.message
+        if status.endswith("DEPLOY_FAILED"):
+            raise ServingError(f"Serve could not deploy {app}: {message.strip()[-2000:]}")
+        if status.endswith("RUNNING") and _ready(url):
+            return
+        time.sleep(0.5)
+    raise ServingError(f"{app} was not ready within {timeout_s:.0f}s (status {status}; {url}/readyz not 200). "
+                       f"{message.strip()[-500:]} See the replica logs under the Ray session's logs/serve folder; "
+                       "a champion alias must exist in the registry and the head needs a free CPU per replica.")
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2.0, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def predict_once(url: str, payload: dict[str, Any], timeout_s: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
+    """POST one row to `<url>/predict`; the parsed response, or a ServingError naming the status and detail."""
+    try:
+        response = httpx.post(f"{url}/predict", json=payload, timeout=timeout_s, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise ServingError(f"no answer from {url}/predict: {exc}") from exc
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:500]
+    if response.status_code != 200:
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        raise ServingError(f"{url}/predict answered {response.status_code}: {detail}")
+    return dict(body)

@@ -1,0 +1,114 @@
+"""The router's view of the registry (DESIGN §4: the registry is the rollout state).
+
+A background thread re-reads the champion and challenger aliases and the challenger's weight tag every
+few seconds, loads versions it has not loaded yet, and publishes a new immutable `RolloutState`. Request
+handlers read `watcher.state` once per batch: swapping one reference is atomic, so a batch never mixes
+two states and no lock sits on the request path.
+
+When the registry cannot be read, the last state stays in force (a champion that was serving keeps
+serving) and one warning is logged per outage, not one per poll. When a version cannot be loaded, that
+alias keeps its previous model (or, for a new challenger, gets no traffic) and the load is retried on
+the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.adapters.registry import RolloutView
+
+logger = logging.getLogger("ferry.serving")
+
+ReadView = Callable[[], RolloutView]
+LoadVersion = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    version: str
+    module: Any
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    champion: Loaded | None = None
+    challenger: Loaded | None = None
+    weight: int = 0  # share of keys (0-100) the challenger serves; 0 whenever there is no challenger
+
+
+class RegistryWatcher:
+    def __init__(self, model: str, read_view: ReadView, load: LoadVersion, interval_s: float) -> None:
+        self.model = model
+        self.interval_s = interval_s
+        self.state = RolloutState()
+        self.reachable = False
+        self.last_error: str | None = None
+        self.last_poll: float | None = None  # monotonic time of the last successful read
+        self._read_view = read_view
+        self._load = load
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Read the registry once and publish the new state; False (state unchanged) when unreachable."""
+        try:
+            view = self._read_view()
+        except Exception as exc:  # any client error: the registry is down or answering garbage
+            self._unreachable(exc)
+            return False
+        if not self.reachable and self.last_error is not None:
+            logger.warning("registry for %s is reachable again", self.model)
+        self.reachable, self.last_error, self.last_poll = True, None, time.monotonic()
+        self.state = self._next_state(view)
+        return True
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"ferry-watch-{self.model}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.refresh()
+
+    def _unreachable(self, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {str(exc)[:300]}"
+        if self.reachable or self.last_error is None:
+            serving = self.state.champion.version if self.state.champion else "nothing"
+            logger.warning("registry for %s unreachable (%s); keeping the last known state (champion %s)",
+                           self.model, message, serving)
+        self.reachable, self.last_error = False, message
+
+    def _next_state(self, view: RolloutView) -> RolloutState:
+        current = self.state
+        champion = self._resolve(view.champion, current, "champion")
+        wanted = view.challenger if view.challenger != view.champion else None
+        challenger = self._resolve(wanted, current, "challenger")
+        weight = view.weight if challenger is not None else 0
+        if (champion, challenger, weight) != (current.champion, current.challenger, current.weight):
+            logger.info("%s now serves champion %s, challenger %s at weight %d", self.model,
+                        champion.version if champion else None, challenger.version if challenger else None, weight)
+        return RolloutState(champion=champion, challenger=challenger, weight=weight)
+
+    def _resolve(self, version: str | None, current: RolloutState, role: str) -> Loaded | None:
+        """The loaded model for `version`, reusing any model already in memory (a promotion loads nothing)."""
+        if version is None:
+            return None
+        for known in (current.champion, current.challenger):
+            if known is not None and known.version == version:
+                return known
+        try:
+            return Loaded(version, self._load(version))
+        except Exception as exc:  # a broken or refused artifact must not take the router down
+            logger.error("cannot load %s version %s as %s: %s; retrying next poll", self.model, version, role, exc)
+            return current.champion if role == "champion" else None

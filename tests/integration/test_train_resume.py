@@ -1,0 +1,55 @@
+"""A Ray Train worker killed mid-training: FailureConfig restarts the group from the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+SCRIPT = r"""
+import json, sys
+import numpy as np
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from fraud_detection.workload import FraudDetectionWorkload
+
+tmp = sys.argv[1]
+ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+rng = np.random.default_rng(0)
+x = rng.normal(size=(600, 15)).astype(np.float32)
+y = (x[:, 0] > 1.0).astype(np.float32)
+config = {"x_train": x, "y_train": y, "x_valid": x[:100], "y_valid": y[:100], "params": {"hidden": 8},
+          "epochs": 4, "batch_size": 64, "seed": 0, "fault_kill_once": {"epoch": 2, "marker": tmp + "/killed"}}
+trainer = TorchTrainer(FraudDetectionWorkload().train_loop_per_worker, train_loop_config=config,
+                       scaling_config=ScalingConfig(num_workers=1),
+                       run_config=RunConfig(name="resume", storage_path=tmp + "/results",
+                                            failure_config=FailureConfig(max_failures=2),
+                                            checkpoint_config=CheckpointConfig(num_to_keep=2)))
+result = trainer.fit()
+print("RESULT" + json.dumps({"error": repr(result.error) if result.error else None,
+                             "epoch": result.metrics.get("epoch"),
+                             "resumed_from_epoch": result.metrics.get("resumed_from_epoch"),
+                             "checkpoint": result.checkpoint is not None}))
+"""
+
+
+def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=540, check=False)
+    line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT")), None)
+    assert line, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(line.removeprefix("RESULT"))
+    assert (tmp_path / "killed").exists(), "the fault was never injected"
+    assert result["error"] is None and result["epoch"] == 4 and result["checkpoint"]
+    # Killed right after reporting epoch 2: the restart continues from a persisted checkpoint (epoch 1
+    # or 2, depending on whether the last report was committed before the process died), never from 0.
+    assert result["resumed_from_epoch"] in (1, 2)

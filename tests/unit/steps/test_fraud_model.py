@@ -1,0 +1,65 @@
+"""The fraud workload's model and training loop on a tiny frame, without Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fraud_detection.features import FEATURE_NAMES
+from fraud_detection.model import Scorer, build_model, predict_proba, train_epoch
+from fraud_detection.training import _resume, _save, load_checkpoint_model
+from fraud_detection.workload import FraudDetectionWorkload, Transaction
+
+
+def toy(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
+    y = (x[:, 0] + 0.1 * rng.normal(size=n) > 1.0).astype(np.float32)
+    return x, y
+
+
+def test_training_learns_a_separable_signal() -> None:
+    x, y = toy()
+    model = build_model(x.shape[1], {"hidden": 16, "dropout": 0.0})
+    model.set_scaling(x)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    generator = torch.Generator().manual_seed(0)
+    losses = [train_epoch(model, optimizer, torch.as_tensor(x), torch.as_tensor(y), 64, generator) for _ in range(15)]
+    assert losses[-1] < losses[0] * 0.5
+    scores = predict_proba(model, x)
+    assert scores.shape == (len(x),) and float(np.mean((scores > 0.5) == (y > 0.5))) > 0.9
+
+
+def test_checkpoint_roundtrip_uses_weights_only(tmp_path) -> None:
+    x, _ = toy()
+    model = build_model(x.shape[1], {"hidden": 8})
+    model.set_scaling(x)
+    optimizer = torch.optim.Adam(model.parameters())
+    _save(tmp_path, model, optimizer, epoch=3, params={"hidden": 8})
+    loaded = load_checkpoint_model(tmp_path)
+    assert torch.allclose(Scorer(loaded)(torch.as_tensor(x[:5])), Scorer(model.eval())(torch.as_tensor(x[:5])))
+
+    class Folder:
+        def as_directory(self):
+            import contextlib
+
+            return contextlib.nullcontext(str(tmp_path))
+
+    fresh = build_model(x.shape[1], {"hidden": 8})
+    assert _resume(fresh, torch.optim.Adam(fresh.parameters()), Folder()) == 3
+
+
+def test_request_model_rejects_bad_fields() -> None:
+    good = {name: 0.0 for name in FEATURE_NAMES} | {"customer_id": 1}
+    Transaction.model_validate(good)
+    with pytest.raises(ValueError, match="tx_amount"):
+        Transaction.model_validate(good | {"tx_amount": -1})
+    with pytest.raises(ValueError, match="extra"):
+        Transaction.model_validate(good | {"oops": 1})
+
+
+def test_workload_facts_match_metrics() -> None:
+    facts = FraudDetectionWorkload.facts
+    assert set(facts.metrics) == {"auc_roc", "average_precision", "card_precision_at_100"}
+    assert "customers" in facts.data_params and "lr" in facts.training_params

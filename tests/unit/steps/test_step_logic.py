@@ -1,0 +1,76 @@
+"""Pure pieces of the steps: evaluation gates, search-space mapping, typed best params, outputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from ferry.settings import Settings
+from ferry.spec import load_specs
+from ferry.spec.models import EvaluationSpec, SearchDomain
+from ferry.steps.context import StepFailed, _as_text, build_context, read_spec
+from ferry.steps.evaluate import judge
+from ferry.steps.tune import _typed, search_space
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def evaluation(**kwargs) -> EvaluationSpec:
+    return EvaluationSpec.model_validate(kwargs)
+
+
+def test_gates_and_champion() -> None:
+    spec = evaluation(gates=[{"metric": "auc_roc", "min": 0.7}],
+                      beat_champion={"metric": "average_precision", "min_delta": 0.01})
+    assert judge(spec, {"auc_roc": 0.8, "average_precision": 0.5}, None) == (True, "all gates passed")
+    passed, reason = judge(spec, {"auc_roc": 0.6, "average_precision": 0.5}, None)
+    assert not passed and "gate auc_roc" in reason
+    passed, reason = judge(spec, {"auc_roc": 0.8, "average_precision": 0.5}, {"average_precision": 0.495})
+    assert not passed and "does not beat the champion" in reason
+    assert judge(spec, {"auc_roc": 0.8, "average_precision": 0.52}, {"average_precision": 0.5})[0]
+
+
+def test_nan_metric_fails_gate() -> None:
+    spec = evaluation(gates=[{"metric": "auc_roc", "min": 0.0}])
+    assert not judge(spec, {"auc_roc": math.nan}, None)[0]
+    assert not judge(spec, {}, None)[0]
+
+
+def test_search_space_maps_to_ray_domains() -> None:
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    specs, _ = load_specs([ROOT / "gitops/models/fraud-detector.yaml"])
+    tune_spec = specs[0].model.spec.training.tune.model_copy(update={"space": {
+        "lr": SearchDomain(loguniform=(1e-4, 1e-2)), "units": SearchDomain(randint=(2, 4)),
+        "drop": SearchDomain(uniform=(0.0, 0.5)), "act": SearchDomain(choice=["relu", "tanh"])}})
+    space = search_space(tune_spec)
+    assert isinstance(space["lr"], Float) and isinstance(space["drop"], Float)
+    assert isinstance(space["units"], Integer) and space["units"].upper == 5  # inclusive spec bound
+    assert isinstance(space["act"], Categorical)
+
+
+def test_best_params_are_typed_back() -> None:
+    assert _typed("3", SearchDomain(randint=(1, 5))) == 3
+    assert _typed("64", SearchDomain(choice=[32, 64])) == 64
+    assert _typed("0.01", SearchDomain(loguniform=(1e-4, 1.0))) == 0.01
+
+
+def test_output_text() -> None:
+    assert _as_text(True) == "true" and _as_text(0.123456789) == "0.123457" and _as_text(3) == "3"
+
+
+def test_read_spec_relative_to_home_and_inline(tmp_path: Path) -> None:
+    settings = Settings(home=ROOT)
+    model = read_spec("gitops/rendered/local/fraud-detector/spec.json", settings)
+    assert model.metadata.name == "fraud-detector"
+    assert read_spec(model.model_dump_json(), settings) == model
+    with pytest.raises(StepFailed, match="cannot read"):
+        read_spec("missing.json", Settings(home=tmp_path))
+
+
+def test_hash_mismatch_is_refused() -> None:
+    with pytest.raises(StepFailed, match="spec changed under a running Workflow"):
+        build_context("data", "gitops/rendered/local/fraud-detector/spec.json", "wf", "0000000000",
+                      Settings(home=ROOT))
