@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
 
 from ferry.settings import Settings
@@ -9,6 +11,7 @@ from ferry.steps import data, evaluate, register, rollout, train, tune
 from ferry.steps.context import StepContext, StepFailed, TransientStepError, build_context
 
 EXIT_OK, EXIT_FAILED, EXIT_TRANSIENT = 0, 1, 75
+TIMING_PREFIX = "ferry.step.timing "
 STEP_FUNCTIONS: dict[str, Callable[[StepContext], None]] = {
     "data": data.run, "tune": tune.run, "train": train.run,
     "evaluate": evaluate.run, "register": register.run, "rollout": rollout.run,
@@ -16,12 +19,15 @@ STEP_FUNCTIONS: dict[str, Callable[[StepContext], None]] = {
 
 
 def run_step(step: str, spec_arg: str, workflow: str, expect_hash: str | None, settings: Settings) -> StepContext:
+    started = time.perf_counter()
     ctx = build_context(step, spec_arg, workflow, expect_hash, settings)
     try:
         STEP_FUNCTIONS[step](ctx)
     except OSError as exc:
         # MLflow or Ray unreachable: worth a retry with backoff, not a red pipeline.
         raise TransientStepError(f"{step}: cannot reach a service ({exc}); will be retried") from exc
+    # One parseable line per step in its log: benchmarks split wall time into step work and overhead.
+    print(f"{TIMING_PREFIX}{json.dumps({'step': step, 'work_s': round(time.perf_counter() - started, 3)})}")
     return ctx
 
 
