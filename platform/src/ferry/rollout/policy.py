@@ -17,20 +17,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 
 from ferry.spec.models import Analysis, RolloutSpec
 
 PSI_EPSILON = 1e-4
 
 
-class Verdict(str, Enum):
-    PASS = "pass"
+class Verdict(StrEnum):
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     ADVANCE = "advance"
     HOLD = "hold"
     PROMOTE = "promote"
