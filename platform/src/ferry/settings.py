@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     receiver_port: int = 9095
+    rollout_metrics_port: int = 9097
+    prometheus_url_override: str | None = Field(None, description="Prometheus the rollout controller queries.")
     ray_cpus: int | None = Field(None, description="CPUs the local Ray head offers; default: all.")
     mlflow_uri_override: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
     outputs_dir: Path | None = None
@@ -49,6 +51,10 @@ class Settings(BaseSettings):
     @property
     def mlflow_uri(self) -> str:
         return self.mlflow_uri_override or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.prometheus_url_override or f"http://{self.host}:{self.prometheus_port}"
 
     @property
     def ray_address(self) -> str:

@@ -9,6 +9,7 @@ import typer
 
 from ferry.cli import gitops, local, step
 from ferry.cli.output import err_console, print_spec_errors
+from ferry.cli.rollout import rollout_app
 
 app = typer.Typer(
     name="ferry",
@@ -22,6 +23,7 @@ app.command()(gitops.render)
 app.command()(gitops.plan)
 app.command()(gitops.schema)
 app.command()(step.step)
+app.add_typer(rollout_app, name="rollout")
 for verb in (local.up, local.down, local.status, local.runs, local.logs):
     app.command()(verb)
 

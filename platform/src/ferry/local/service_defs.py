@@ -179,6 +179,9 @@ def prometheus_config(settings: Settings, with_alertmanager: bool) -> str:
         "    refresh_interval: 30s",
         "- job_name: prometheus", "  static_configs:",
         f"  - targets: ['{settings.host}:{settings.prometheus_port}']",
+        # The rollout step exports its checks and decisions here while a canary runs.
+        "- job_name: ferry-rollout", "  static_configs:",
+        f"  - targets: ['{settings.host}:{settings.rollout_metrics_port}']",
     ]
     if with_alertmanager:
         lines += ["alerting:", "  alertmanagers:", "  - static_configs:",

@@ -25,7 +25,7 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
     "data": ("mlflow-run", "dataset-digest", "rows"),
     "evaluate": ("mlflow-run", "passed", "reason", "auc-roc", "average-precision", "card-precision-at-100"),
     "register": ("model-version", "model-uri"),
-    "rollout": ("decision",),
+    "rollout": ("decision", "reason"),
 }
 
 

@@ -1,12 +1,16 @@
-"""`ferry step rollout`: the last step. A first version is promoted directly.
-
-Later versions become the challenger at weight 0; walking the weight steps against Prometheus
-(the canary controller) belongs to the serving issue and reads the same registry state.
+"""`ferry step rollout`: the last step. A first version is promoted directly; a later one becomes the
+challenger and walks the spec's weight steps under the canary controller (ferry.rollout), which
+promotes it or rolls it back from Prometheus evidence.
 """
 
 from __future__ import annotations
 
-from ferry.render import names
+import contextlib
+
+from ferry.adapters.prometheus import Prometheus
+from ferry.rollout.controller import Controller, prometheus_observer
+from ferry.rollout.metrics import RolloutMetrics
+from ferry.rollout.policy import parse_duration_s
 from ferry.steps.context import StepContext
 
 
@@ -15,18 +19,19 @@ def run(ctx: StepContext) -> None:
     if version is None:
         ctx.emit({"decision": "nothing-registered"})
         return
-    champion = ctx.registry.alias(ctx.model, names.ALIAS_CHAMPION)
-    if champion is not None and champion.version == version.version:
-        ctx.emit({"decision": "promoted"})
+    state = version.tags.get("ferry.rollout.state", "")
+    if state in ("promoted", "rolled-back", "retired"):
+        ctx.emit({"decision": state})  # a rerun of a finished rollout changes nothing
         return
-    if champion is None:
-        ctx.registry.set_alias(ctx.model, names.ALIAS_CHAMPION, version.version)
-        ctx.registry.tag_version(ctx.model, version.version, {names.TAG_ROLLOUT_STATE: "promoted",
-                                                              names.TAG_ROLLOUT_WEIGHT: "100",
-                                                              names.TAG_ROLLOUT_REASON: "first version"})
-        ctx.emit({"decision": "promoted"})
-        return
-    ctx.registry.set_alias(ctx.model, names.ALIAS_CHALLENGER, version.version)
-    ctx.registry.tag_version(ctx.model, version.version, {names.TAG_ROLLOUT_STATE: "challenger",
-                                                          names.TAG_ROLLOUT_WEIGHT: "0"})
-    ctx.emit({"decision": "challenger"})
+    prom = Prometheus(ctx.settings.prometheus_url)
+    metrics = RolloutMetrics()
+    with contextlib.suppress(OSError):  # another rollout exports on this port; decisions are still tagged
+        metrics.serve(ctx.settings.host, ctx.settings.rollout_metrics_port)
+    window = parse_duration_s(ctx.spec.spec.rollout.interval)
+    controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model, window), metrics=metrics)
+    try:
+        outcome = controller.run(str(version.version))
+    finally:
+        prom.close()
+    ctx.emit({"decision": "promoted" if outcome.action.value == "promote" else "rolled-back",
+              "reason": outcome.reason})
