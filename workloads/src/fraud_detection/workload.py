@@ -124,6 +124,16 @@ class FraudDetectionWorkload:
 
         return predict_proba(model, np.asarray(features, dtype=np.float32))
 
+    def example_request(self) -> dict[str, Any]:
+        """A plausible transaction for smoke tests and `ferry up`'s served prediction."""
+        return {"customer_id": 42, "tx_amount": 57.16, "tx_during_weekend": 0.0, "tx_during_night": 0.0,
+                "customer_id_nb_tx_1day_window": 1.0, "customer_id_avg_amount_1day_window": 57.16,
+                "customer_id_nb_tx_7day_window": 6.0, "customer_id_avg_amount_7day_window": 61.4,
+                "customer_id_nb_tx_30day_window": 25.0, "customer_id_avg_amount_30day_window": 58.9,
+                "terminal_id_nb_tx_1day_window": 2.0, "terminal_id_risk_1day_window": 0.0,
+                "terminal_id_nb_tx_7day_window": 9.0, "terminal_id_risk_7day_window": 0.0,
+                "terminal_id_nb_tx_30day_window": 35.0, "terminal_id_risk_30day_window": 0.0}
+
     def input_example(self, prepared: Mapping[str, Any]) -> np.ndarray:
         return prepared["x_test"][:4]
 

@@ -21,12 +21,16 @@ def up(
     """Start Ray and MLflow (and Prometheus/Alertmanager if installed) on 127.0.0.1 and reconcile every spec."""
     from ferry.local import reconcile
     from ferry.local.runner import render_progress
+    from ferry.local.services import use_ray_client_env
 
     settings = load_settings()
+    use_ray_client_env(settings)  # before Ray is imported: token auth and loopback for this process
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         result = reconcile.up(settings, models or (), on_update=lambda wf: live.update(render_progress(wf)),
-                              on_services=lambda s: console.print(_services_table(s)))
+                              on_services=lambda s: console.print(_services_table(s)),
+                              deploy=lambda spec: _deploy(settings, spec))
     _print_outcomes(result)
+    _print_served(result)
     _print_urls(settings)
     if watch:
         console.print(f"watching {settings.home} for commits touching gitops/models (Ctrl-C to stop)")
@@ -110,10 +114,34 @@ def _print_outcomes(result: Any) -> None:
     console.print(table)
 
 
+def _deploy(settings: Any, spec: Any) -> Any:
+    """Serve the model's champion and ask it once, so `ferry up` ends in a served prediction."""
+    from ferry.adapters.workloads import load_workload
+    from ferry.local.reconcile import Served
+    from ferry.serving.deploy import ServingError, deploy_local, predict_once
+
+    try:
+        url = deploy_local(settings, spec.model)
+        payload = load_workload(spec.model.spec.workload).example_request()
+        return Served(spec.name, url, predict_once(url, payload))
+    except ServingError as exc:
+        return Served(spec.name, "", error=str(exc))
+
+
+def _print_served(result: Any) -> None:
+    for served in result.served:
+        if served.error:
+            err_console.print(f"[red]serving {served.model} failed[/red]: {served.error}")
+            continue
+        console.print(f"serving {served.model}: POST {served.url}/predict  (docs: {served.url}/docs)")
+        console.print(f"  example prediction: {served.prediction}")
+
+
 def _print_urls(settings: Any) -> None:
     console.print(f"MLflow UI:      http://{settings.host}:{settings.mlflow_port}")
     console.print(f"Ray dashboard:  http://{settings.host}:{settings.ray_dashboard_port}")
     console.print(f"Prometheus:     http://{settings.host}:{settings.prometheus_port}")
+    console.print(f"Ray Serve:      http://{settings.host}:{settings.serve_port}")
 
 
 def _print_cycle(head: str, result: Any) -> None:

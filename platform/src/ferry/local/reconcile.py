@@ -38,24 +38,40 @@ class ModelOutcome:
 
 
 @dataclass
+class Served:
+    model: str
+    url: str
+    prediction: dict[str, Any] | None = None
+    error: str = ""
+
+
+Deploy = Callable[[LoadedSpec], Served]
+
+
+@dataclass
 class UpResult:
     services: list[ServiceStatus]
     models: list[ModelOutcome]
+    served: list[Served] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(m.phase in ("", "Succeeded") for m in self.models)
+        return all(m.phase in ("", "Succeeded") for m in self.models) and not any(s.error for s in self.served)
 
 
 def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | None = None,
-       on_services: Callable[[list[ServiceStatus]], None] | None = None) -> UpResult:
+       on_services: Callable[[list[ServiceStatus]], None] | None = None, deploy: Deploy | None = None) -> UpResult:
+    """Services, render, one Workflow per spec without a registered version, then serving (if given)."""
     services = start_services(settings)
     if on_services:
         on_services(services)
     specs = _selected(workspace.valid_specs(settings.home, workload_facts()), models)
     workspace.render(settings.home, "local", workloads=workload_facts())
     registry = Registry(settings.mlflow_uri)
-    return UpResult(services, [reconcile_model(settings, registry, spec, on_update) for spec in specs])
+    result = UpResult(services, [reconcile_model(settings, registry, spec, on_update) for spec in specs])
+    if deploy is not None:
+        result.served = [deploy(spec) for spec in specs if registry.alias(spec.name, names.ALIAS_CHAMPION)]
+    return result
 
 
 def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec]:

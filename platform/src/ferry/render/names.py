@@ -95,4 +95,6 @@ def argocd_workflow_annotations() -> dict[str, str]:
     return {
         "argocd.argoproj.io/sync-options": "Prune=false",
         "argocd.argoproj.io/compare-options": "IgnoreExtraneous",
+        # After its WorkflowTemplate (wave 0): a Workflow created first would fail at once.
+        "argocd.argoproj.io/sync-wave": "1",
     }

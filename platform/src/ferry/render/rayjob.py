@@ -50,9 +50,22 @@ def rayjob(model: ModelSpec, step: str, profile: EnvProfile, spec_hash: str) -> 
             "activeDeadlineSeconds": profile.rayjob_deadline_seconds,
             "backoffLimit": 0,
             "submissionMode": "K8sJobMode",
+            "submitterPodTemplate": _submitter(profile),
             "rayClusterSpec": _cluster(model, step, profile),
         },
     }
+
+
+def _submitter(profile: EnvProfile) -> dict[str, Any]:
+    """KubeRay's default submitter pod has no securityContext; the `restricted` namespace would reject it."""
+    return {"spec": {
+        "restartPolicy": "Never",
+        "serviceAccountName": profile.service_account,
+        "securityContext": pods.pod_security(),
+        "containers": [{"name": "ray-job-submitter", "image": profile.image,
+                        "resources": pods.resources(0.5, "512Mi"),
+                        "securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False}}],
+    }}
 
 
 def _cluster(model: ModelSpec, step: str, profile: EnvProfile) -> dict[str, Any]:

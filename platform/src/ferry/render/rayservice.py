@@ -82,6 +82,9 @@ def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
         "rayVersion": RAY_VERSION,
         "authOptions": {"mode": "token"},
         "enableInTreeAutoscaling": True,  # Serve asks for replicas, the autoscaler adds worker pods
+        # KubeRay's autoscaler sidecar has no securityContext by default: `restricted` would reject the head.
+        "autoscalerOptions": {"securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False},
+                              "resources": pods.resources(0.5, "512Mi")},
         "headGroupSpec": {
             # No replica lands on the head: it keeps the GCS and controller responsive under load.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},  # noqa: S104 - pod IP

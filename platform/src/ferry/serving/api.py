@@ -30,9 +30,10 @@ from ferry.serving import metrics
 from ferry.serving.intake import InFlight, Intake
 from ferry.serving.schemas import BatchPredictions, Health, Info, Prediction, error_body
 from ferry.serving.service import NoChampion, ScoringFailed, ScoringService
+from ferry.serving.watcher import LOGGER_NAME
 from ferry.spec.models import ServingSpec
 
-logger = logging.getLogger("ferry.serving")
+logger = logging.getLogger(LOGGER_NAME)
 ScoreOne = Callable[[BaseModel], Awaitable[Prediction]]
 ERRORS: dict[int | str, dict[str, Any]] = {413: {"description": "Body over serving.limits.max_body_bytes"},
           503: {"description": "No champion loaded yet"}, 504: {"description": "Over serving.limits.timeout_s"}}

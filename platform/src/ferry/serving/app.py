@@ -19,6 +19,7 @@ behind a DeploymentHandle without changing the HTTP API.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -75,13 +76,16 @@ class Router:
         queue: Any = self._score_queued  # @serve.batch adds the setters; the stubs do not know them
         queue.set_max_batch_size(batching.max_batch_size)
         queue.set_batch_wait_timeout_s(batching.wait_ms / 1000)
+        # torch, MLflow and Ray leave ~350k objects behind; a full collection scanning them all paused
+        # requests for 200-350 ms (the p99 under load). Freezing them exempts them from collection.
+        gc.freeze()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_queued(self, rows: list[BaseModel]) -> list[Prediction]:
         return self.service.score(rows)
 
     async def score_one(self, row: BaseModel) -> Prediction:
-        if self.in_flight.count <= 1:
+        if self.in_flight.count <= 1:  # alone in the replica: nobody to batch with, score now
             return self.service.score([row])[0]
         return await self._score_queued(row)
 

@@ -30,8 +30,16 @@ class ServingError(Exception):
     """A deploy or a request failed; the message says what and where to look."""
 
 
+LOCAL_CPUS_PER_REPLICA = 0.1
+
+
 def local_args(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S) -> AppArgs:
-    return AppArgs.model_validate({**app_args(spec, settings.mlflow_uri), "poll_interval_s": poll_interval_s})
+    """On one machine replicas share the CPUs with training: a replica that reserved a whole CPU per model
+    would leave Tune and Train nothing to schedule on, so local replicas reserve a tenth of one."""
+    serving = spec.spec.serving
+    local = spec.model_copy(update={"spec": spec.spec.model_copy(update={"serving": serving.model_copy(
+        update={"cpus_per_replica": min(serving.cpus_per_replica, LOCAL_CPUS_PER_REPLICA)})})})
+    return AppArgs.model_validate({**app_args(local, settings.mlflow_uri), "poll_interval_s": poll_interval_s})
 
 
 def serve_url(settings: Settings, spec: ModelSpec) -> str:
@@ -62,6 +70,7 @@ def deploy_local(settings: Settings, spec: ModelSpec, poll_interval_s: float = D
 def _connect(settings: Settings) -> None:
     import ray
 
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the CLI prints its own progress
     if not ray.is_initialized():
         try:
             ray.init(address=settings.ray_address, log_to_driver=False, logging_level=logging.WARNING)

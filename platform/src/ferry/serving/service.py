@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from ferry.serving import metrics
 from ferry.serving.routing import CHALLENGER, CHAMPION, Variant, choose
 from ferry.serving.schemas import Info, Prediction
-from ferry.serving.watcher import Loaded, RegistryWatcher, RolloutState
+from ferry.serving.watcher import LOGGER_NAME, Loaded, RegistryWatcher, RolloutState
 
-logger = logging.getLogger("ferry.serving")
+logger = logging.getLogger(LOGGER_NAME)
 DEFAULT_THRESHOLD = 0.5
 
 

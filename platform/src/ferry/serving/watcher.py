@@ -22,7 +22,9 @@ from typing import Any
 
 from ferry.adapters.registry import RolloutView
 
-logger = logging.getLogger("ferry.serving")
+# A child of Serve's logger, so inside a replica these lines land in the replica's Serve log.
+LOGGER_NAME = "ray.serve.ferry"
+logger = logging.getLogger(LOGGER_NAME)
 
 ReadView = Callable[[], RolloutView]
 LoadVersion = Callable[[str], Any]

@@ -49,6 +49,9 @@ class Workload(Protocol):
     def load_checkpoint(self, folder: Path) -> Any:
         """The trained model from a checkpoint folder, loaded without executing pickles."""
 
+    def example_request(self) -> dict[str, Any]:
+        """One valid request body for the serving API (smoke tests, `ferry up`'s served prediction)."""
+
     def input_example(self, prepared: Mapping[str, Any]) -> Any:
         """A few feature rows: the registered model's input example and signature."""
 

@@ -36,10 +36,17 @@ def champion_scores(ctx: StepContext, prepared: dict[str, Any]) -> tuple[str | N
     champion = ctx.registry.alias(ctx.model, names.ALIAS_CHAMPION)
     if champion is None:
         return None, None
-    import mlflow.pytorch
+    program = ctx.registry.load_pytorch_version(ctx.model, str(champion.version))
+    return str(champion.version), score_exported(program, prepared["x_test"])
 
-    model = mlflow.pytorch.load_model(f"models:/{names.registered_model_name(ctx.model)}/{champion.version}")
-    return str(champion.version), ctx.workload.predict_batch(model, prepared["x_test"])
+
+def score_exported(program: Any, features: Any) -> Any:
+    """Scores of a registered (torch.export) model: it outputs probabilities and is frozen (no .eval())."""
+    import numpy as np
+    import torch
+
+    with torch.inference_mode():
+        return program(torch.as_tensor(np.asarray(features, dtype=np.float32))).cpu().numpy().reshape(-1)
 
 
 def judge(spec: EvaluationSpec, metrics: dict[str, float], champion: dict[str, float] | None) -> tuple[bool, str]:

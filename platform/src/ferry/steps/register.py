@@ -46,7 +46,7 @@ def run(ctx: StepContext) -> None:
     ctx.registry.ensure_registered_model(ctx.model, ctx.spec.metadata.owner)
     with ctx.mlflow_run():
         info = mlflow.pytorch.log_model(scorer, name="model", input_example=example,
-                                        signature=infer_signature(example, ctx.workload.predict_batch(scorer, example)),
+                                        signature=infer_signature(example, _outputs(scorer, example)),
                                         pip_requirements=_requirements(), serialization_format="pt2")
         version = mlflow.register_model(info.model_uri, names.registered_model_name(ctx.model),
                                         tags=version_tags(ctx, evaluation.data.metrics, prepared["dataset_digest"]))
@@ -57,6 +57,13 @@ def _scorer(ctx: StepContext) -> Any:
     model = candidate_model(ctx)
     to_scorer = getattr(ctx.workload, "scoring_module", None)
     return to_scorer(model) if to_scorer else model
+
+
+def _outputs(scorer: Any, example: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return scorer(torch.as_tensor(example)).numpy()
 
 
 def _uri(ctx: StepContext, version: str) -> str:

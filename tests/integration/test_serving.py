@@ -1,0 +1,218 @@
+"""Serving for real: a Ray head and an MLflow server on free loopback ports in a throwaway home, two tiny
+registered pt2 versions, the router deployed with `deploy_local`, then predictions, limits, a sticky
+50 % challenger picked up from the registry without a redeploy, Ray-exported metrics, and an MLflow
+outage that the router rides out on its last known champion."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import pytest
+import torch
+from mlflow.models import infer_signature
+from tests.support.serving_fakes import transaction, transactions
+
+from ferry.adapters.registry import Registry
+from ferry.local import procs
+from ferry.local.service_defs import ray_temp_dir
+from ferry.local.services import start_services, stop_services, use_ray_client_env
+from ferry.render import names
+from ferry.serving.deploy import ServingError, deploy_local, predict_once
+from ferry.serving.routing import choose
+from ferry.serving.service import run_model
+from ferry.settings import Settings
+from ferry.spec import load_specs
+from ferry.spec.models import ModelSpec
+from fraud_detection.model import FraudMLP, Scorer
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port")
+POLL_S = 1.0
+
+
+def serving_spec() -> ModelSpec:
+    specs, _ = load_specs([ROOT / "gitops/models/fraud-detector-lite.yaml"])
+    model = specs[0].model
+    serving = model.spec.serving.model_copy(update={
+        "cpus_per_replica": 0.5,
+        "limits": model.spec.serving.limits.model_copy(update={"max_body_bytes": 16_384, "max_batch_rows": 10})})
+    return model.model_copy(update={"spec": model.spec.model_copy(update={"serving": serving})})
+
+
+def register_version(settings: Settings, model: str, seed: int) -> str:
+    """A tiny FraudMLP logged and registered the way `ferry step register` does it (pt2, 4-row example)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 5, size=(64, 15)).astype(np.float32)
+    net = FraudMLP(15, hidden=8, dropout=0.0)
+    net.set_scaling(x)
+    scorer = Scorer(net).eval()
+    example = x[:4]
+    with torch.no_grad():
+        output = scorer(torch.from_numpy(example)).numpy()
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(scorer, name="model", input_example=example,
+                                        signature=infer_signature(example, output),
+                                        pip_requirements=["torch"], serialization_format="pt2")
+    version = mlflow.register_model(info.model_uri, names.registered_model_name(model),
+                                    tags={names.TAG_ROLLOUT_WEIGHT: "0"})
+    return str(version.version)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    ports = {field: procs.free_port() for field in PORTS}
+    settings = Settings(home=tmp_path_factory.mktemp("serving-home"), ray_cpus=1, ready_timeout_s=90,
+                        **ports)  # type: ignore[arg-type]
+    saved = dict(os.environ)
+    try:
+        yield settings
+    finally:
+        import ray
+
+        ray.shutdown()
+        stop_services(settings)
+        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def served(settings: Settings) -> dict[str, Any]:
+    start_services(settings, include=["ray", "mlflow"])
+    spec = serving_spec()
+    Registry(settings.mlflow_uri).ensure_registered_model(spec.name, "test")
+    champion, challenger = register_version(settings, spec.name, 1), register_version(settings, spec.name, 2)
+    Registry(settings.mlflow_uri).set_alias(spec.name, names.ALIAS_CHAMPION, champion)
+    use_ray_client_env(settings)
+    started = time.monotonic()
+    url = deploy_local(settings, spec, poll_interval_s=POLL_S, timeout_s=240)
+    return {"url": url, "spec": spec, "champion": champion, "challenger": challenger,
+            "deploy_s": time.monotonic() - started}
+
+
+def post(url: str, payload: Any, path: str = "/predict") -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=payload, timeout=10, trust_env=False)
+
+
+def test_registered_pt2_model_takes_any_batch_size(settings: Settings, served: dict[str, Any]) -> None:
+    module = Registry(settings.mlflow_uri).load_pytorch_version(served["spec"].name, served["champion"])
+    for rows in (1, 4, 37):
+        assert run_model(module, np.ones((rows, 15), dtype=np.float32)).shape == (rows,)
+
+
+def test_single_and_batch_predictions(served: dict[str, Any]) -> None:
+    url, spec = served["url"], served["spec"]
+    assert url.endswith(spec.spec.serving.route)
+    body = predict_once(url, transaction(customer_id=7))
+    assert set(body) == {"score", "decision", "model", "version", "variant"}
+    assert body["version"] == served["champion"] and body["variant"] == "champion" and 0 <= body["score"] <= 1
+    assert body["decision"] == (body["score"] >= 0.5) and body["model"] == spec.name
+    batch = post(url, transactions(10), "/predict/batch")
+    assert batch.status_code == 200 and len(batch.json()["predictions"]) == 10
+    assert httpx.get(f"{url}/healthz", trust_env=False).status_code == 200
+    assert httpx.get(f"{url}/openapi.json", trust_env=False).json()["paths"]["/predict"]
+    docs = httpx.get(f"{url}/docs", trust_env=False)
+    assert docs.status_code == 200 and f"{spec.spec.serving.route}/openapi.json" in docs.text
+
+
+def test_serve_proxy_listens_on_loopback_only(settings: Settings, served: dict[str, Any]) -> None:
+    sockets = [(addr, port) for addr, port, _ in procs.listening_sockets() if port == settings.serve_port]
+    assert sockets and {addr for addr, _ in sockets} == {"127.0.0.1"}, sockets
+
+
+def test_client_errors_are_4xx(served: dict[str, Any]) -> None:
+    url = served["url"]
+    bad = post(url, transaction(tx_amount="a lot"))
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "tx_amount"]
+    assert post(url, transactions(11), "/predict/batch").status_code == 422  # over max_batch_rows
+    huge = post(url, transactions(60), "/predict/batch")
+    assert huge.status_code == 413 and "max_body_bytes" in huge.json()["detail"]
+    with pytest.raises(ServingError, match="422"):
+        predict_once(url, {"customer_id": 1})
+
+
+def test_redeploying_the_same_config_is_a_no_op(settings: Settings, served: dict[str, Any]) -> None:
+    from ray import serve
+
+    before = serve.status().applications[served["spec"].name].last_deployed_time_s
+    started = time.monotonic()
+    assert deploy_local(settings, served["spec"], poll_interval_s=POLL_S) == served["url"]
+    assert time.monotonic() - started < 5
+    assert serve.status().applications[served["spec"].name].last_deployed_time_s == before
+
+
+def test_challenger_weight_from_registry_splits_sticky_without_redeploy(settings: Settings,
+                                                                        served: dict[str, Any]) -> None:
+    from ray import serve
+
+    url, name = served["url"], served["spec"].name
+    before = serve.status().applications[name].last_deployed_time_s
+    registry = Registry(settings.mlflow_uri)
+    registry.tag_version(name, served["challenger"], {names.TAG_ROLLOUT_WEIGHT: 50})
+    registry.set_alias(name, names.ALIAS_CHALLENGER, served["challenger"])
+    assert procs.wait_until(lambda: _info(url)["weight"] == 50, 10 * POLL_S + 10, 0.25), _info(url)
+    keys = range(200)
+    rows = [transaction(customer_id=k) for k in keys]
+    got = [p["variant"] for i in range(0, 200, 10) for p in post(url, rows[i:i + 10], "/predict/batch")
+           .json()["predictions"]]
+    assert got == [choose(k, 50) for k in keys]
+    assert 0.35 < got.count("challenger") / len(got) < 0.65
+    again = [post(url, transaction(customer_id=k)).json() for k in keys[:20]]
+    assert [p["variant"] for p in again] == got[:20]  # sticky across requests
+    assert {p["version"] for p in again if p["variant"] == "challenger"} == {served["challenger"]}
+    assert serve.status().applications[name].last_deployed_time_s == before
+
+
+def test_metrics_are_exported_by_ray(settings: Settings, served: dict[str, Any]) -> None:
+    wanted = ("ray_ferry_serving_requests_total", "ray_ferry_serving_latency_ms_bucket",
+              "ray_ferry_serving_score_bucket", "ray_ferry_serving_predicted_positive_total")
+
+    def text() -> str:
+        try:
+            return httpx.get(f"http://127.0.0.1:{settings.ray_metrics_port}/metrics", timeout=5,
+                             trust_env=False).text
+        except httpx.HTTPError:
+            return ""
+
+    post(served["url"], transaction(customer_id=1, tx_amount=9000.0))
+    procs.wait_until(lambda: all(name in text() for name in wanted[:3]), 60, 2)
+    exported = text()
+    lines = [line for line in exported.splitlines() if line.startswith("ray_ferry_serving_requests_total{")]
+    assert lines, [line for line in exported.splitlines() if "ferry" in line][:20]
+    assert any('outcome="client_error"' in line and 'variant="none"' in line for line in lines)
+    assert any('outcome="ok"' in line and 'variant="challenger"' in line for line in lines)
+    for name in wanted[1:3]:
+        assert name in exported
+
+
+def test_router_rides_out_a_registry_outage(settings: Settings, served: dict[str, Any]) -> None:
+    url = served["url"]
+    mlflow_record = json.loads((settings.state_dir / "services" / "mlflow.json").read_text())
+    procs.terminate_tree(mlflow_record["pid"], mlflow_record.get("start_ticks"), leader_first=False, grace_s=5)
+    assert procs.wait_until(lambda: not _info(url)["registry_reachable"], 10 * POLL_S + 15, 0.25), _info(url)
+    statuses = [post(url, transaction(customer_id=k)).status_code for k in range(200)]
+    assert statuses == [200] * 200
+    info = _info(url)
+    assert info["champion"] == served["champion"] and info["challenger"] == served["challenger"]
+    assert httpx.get(f"{url}/readyz", trust_env=False).status_code == 200
+    logs = ray_temp_dir(settings) / "session_latest" / "logs" / "serve"
+    assert procs.wait_until(lambda: any("unreachable" in f.read_text(errors="replace")
+                                        for f in logs.glob("replica_*.log")), 10, 0.5)
+
+
+def _info(url: str) -> dict[str, Any]:
+    return httpx.get(f"{url}/info", timeout=5, trust_env=False).json()

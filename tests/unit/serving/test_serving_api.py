@@ -1,0 +1,189 @@
+"""The router's HTTP API without Ray: validation, size limits, responses, errors, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+from tests.support.serving_fakes import FakeRegistry, RecordingRecorder, make_service, transaction, transactions
+
+from ferry.adapters.registry import RolloutView
+from ferry.serving.api import build_api
+from ferry.serving.intake import InFlight
+from ferry.serving.routing import choose
+from ferry.serving.schemas import Prediction
+from ferry.serving.service import ScoringService
+from ferry.spec.models import ServingSpec
+from fraud_detection.workload import FraudDetectionWorkload
+
+SERVING = ServingSpec.model_validate({"route": "/fraud-detector", "batching": {"max_batch_size": 8, "wait_ms": 1},
+                                      "limits": {"max_body_bytes": 4096, "max_batch_rows": 5, "timeout_s": 1}})
+BIG_SERVING = SERVING.model_copy(update={"limits": SERVING.limits.model_copy(update={"max_body_bytes": 65536})})
+
+
+def client_for(service: ScoringService, serving: ServingSpec = SERVING, delay_s: float = 0.0) -> TestClient:
+    async def score_one(row: BaseModel) -> Prediction:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        return service.score([row])[0]
+
+    return TestClient(build_api(service, score_one, serving, InFlight()), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    return FakeRegistry(RolloutView("1", "2", 50))
+
+
+@pytest.fixture
+def service(registry: FakeRegistry) -> ScoringService:
+    return make_service(registry)
+
+
+@pytest.fixture
+def client(service: ScoringService) -> Iterator[TestClient]:
+    with client_for(service) as c:
+        yield c
+
+
+def recorder(service: ScoringService) -> RecordingRecorder:
+    assert isinstance(service.recorder, RecordingRecorder)
+    return service.recorder
+
+
+def test_single_prediction(client: TestClient, service: ScoringService) -> None:
+    for customer in range(20):
+        body = client.post("/predict", json=transaction(customer_id=customer, amount=180)).json()
+        variant = choose(customer, 50)
+        assert body["variant"] == variant and body["version"] == ("2" if variant == "challenger" else "1")
+        assert body["model"] == "fraud-detector" and 0.9 < body["score"] <= 1 and body["decision"] is True
+    low = client.post("/predict", json=transaction(amount=10)).json()
+    assert low["score"] < FraudDetectionWorkload.threshold and low["decision"] is False
+    assert recorder(service).total("ok") == 21 and len(recorder(service).latencies) == 21
+
+
+def test_batch_prediction_keeps_order_and_routes_each_row(client: TestClient, service: ScoringService) -> None:
+    rows = transactions(5)
+    response = client.post("/predict/batch", json=rows)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["variant"] for p in predictions] == [choose(r["customer_id"], 50) for r in rows]
+    single = [client.post("/predict", json=r).json()["score"] for r in rows]
+    assert [p["score"] for p in predictions] == pytest.approx(single)
+
+
+def test_bad_payload_is_422_naming_the_field(client: TestClient, service: ScoringService) -> None:
+    missing = transaction()
+    del missing["tx_amount"]
+    cases = {"tx_amount": missing, "tx_during_night": transaction(tx_during_night="night"),
+             "customer_id": transaction(customer_id=-1), "surprise": transaction(surprise=1)}
+    for field, payload in cases.items():
+        response = client.post("/predict", json=payload)
+        assert response.status_code == 422, field
+        detail = response.json()["detail"]
+        assert any(field in e["loc"] for e in detail), (field, detail)
+        assert all(set(e) == {"loc", "msg", "type"} for e in detail)  # card data is not echoed back
+    bad_row = transactions(3)
+    bad_row[2]["tx_amount"] = "lots"
+    detail = client.post("/predict/batch", json=bad_row).json()["detail"]
+    assert detail[0]["loc"] == ["body", 2, "tx_amount"]
+    assert recorder(service).total("client_error") == 5 and recorder(service).total("ok") == 0
+
+
+def test_malformed_json_and_wrong_shapes_are_422(client: TestClient) -> None:
+    headers = {"content-type": "application/json"}
+    assert client.post("/predict", content=b"{not json", headers=headers).status_code == 422
+    assert client.post("/predict", json=[transaction()]).status_code == 422
+    assert client.post("/predict/batch", json=transaction()).status_code == 422
+    assert client.post("/predict/batch", json=[]).status_code == 422
+
+
+def test_too_many_rows_is_422_with_the_limit(service: ScoringService) -> None:
+    with client_for(service, BIG_SERVING) as client:
+        response = client.post("/predict/batch", json=transactions(6))
+    assert response.status_code == 422
+    assert "at most 5" in json.dumps(response.json()["detail"])
+
+
+def test_oversized_body_is_413_before_parsing(client: TestClient, service: ScoringService) -> None:
+    rows = transactions(20)
+    assert len(json.dumps(rows)) > SERVING.limits.max_body_bytes
+    declared = client.post("/predict/batch", json=rows)
+    assert declared.status_code == 413 and "4096" in declared.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+        text = json.dumps(rows).encode()
+        for i in range(0, len(text), 1000):
+            yield text[i:i + 1000]
+
+    streamed = client.post("/predict/batch", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    garbage = client.post("/predict", content=b"x" * 5000, headers={"content-type": "application/json"})
+    assert garbage.status_code == 413  # too big wins over not-JSON: it is never parsed
+    assert recorder(service).total("client_error") == 3
+
+
+def test_probes_and_info(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "alive", "detail": ""}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["detail"] == "champion 1"
+    info = client.get("/info").json()
+    assert info | {"seconds_since_poll": None} == {
+        "model": "fraud-detector", "fingerprint": "fp", "champion": "1", "challenger": "2", "weight": 50,
+        "registry_reachable": True, "last_error": None, "seconds_since_poll": None}
+
+
+def test_without_champion_alive_but_not_ready_and_503() -> None:
+    service = make_service(FakeRegistry())
+    with client_for(service) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503
+        response = client.post("/predict", json=transaction())
+    assert response.status_code == 503 and "no champion" in response.json()["detail"]
+    assert recorder(service).total("server_error") == 1
+
+
+def test_failing_challenger_is_answered_by_the_champion(registry: FakeRegistry) -> None:
+    registry.view, registry.failing = RolloutView("1", "2", 100), {"2"}
+    service = make_service(registry)
+    with client_for(service) as client:
+        response = client.post("/predict/batch", json=transactions(4))
+    assert response.status_code == 200
+    assert {p["version"] for p in response.json()["predictions"]} == {"1"}
+    assert recorder(service).total("server_error", "challenger") == 4 and recorder(service).total("ok") == 4
+
+
+def test_failing_champion_is_a_json_500_counted_against_it(registry: FakeRegistry) -> None:
+    registry.view, registry.failing = RolloutView("1", None, 0), {"1"}
+    service = make_service(registry)
+    with client_for(service) as client:
+        response = client.post("/predict", json=transaction())
+    assert response.status_code == 500 and "model failed" in response.json()["detail"]
+    assert ("server_error", "1", "champion", 1) in recorder(service).requests
+
+
+def test_slow_scoring_times_out_with_504(service: ScoringService) -> None:
+    with client_for(service, delay_s=2.0) as client:
+        response = client.post("/predict", json=transaction())
+    assert response.status_code == 504 and "timeout_s" in response.json()["detail"]
+
+
+def test_openapi_documents_the_workload_models(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/predict", "/predict/batch", "/healthz", "/readyz", "/info"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    assert "customer_id" in schemas["Transaction"]["properties"]
+    batch = spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert batch["maxItems"] == 5 and batch["items"] == {"$ref": "#/components/schemas/Transaction"}
+    assert client.get("/docs").status_code == 200
+
+
+def test_feature_matrix_follows_the_workload_feature_order(service: ScoringService) -> None:
+    row = FraudDetectionWorkload.request_model.model_validate(transaction(amount=42.0))
+    matrix = service.features([row])
+    assert matrix.shape == (1, 15) and matrix.dtype.name == "float32" and matrix[0, 0] == 42.0
+    assert service.workload.routing_key == "customer_id" and "customer_id" not in service.workload.feature_names
