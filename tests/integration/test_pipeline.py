@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT_FIELDS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
-               "prometheus_port", "alertmanager_port", "serve_port")
+               "prometheus_port", "alertmanager_port", "serve_port", "rollout_metrics_port")
 TINY = {"customers: 1000, terminals: 2000, days: 60, seed: 0": "customers: 150, terminals: 300, days: 40, seed: 0",
         'train_start: "2018-05-02"': 'train_start: "2018-04-16"', "epochs: 6": "epochs: 2",
         "num_samples: 4": "num_samples: 2", "max_concurrent: 2": "max_concurrent: 1",
@@ -147,6 +147,23 @@ def test_failed_gate_skips_register_and_rollout(settings: Settings) -> None:
     assert outcome.outputs["evaluate.passed"] == "false" and "gate auc_roc" in outcome.outputs["evaluate.reason"]
     assert versions(settings, "tiny-gated") == []
     (settings.home / "gitops/models/tiny-gated.yaml").unlink()
+
+
+def test_retrain_is_compared_with_the_champion_and_never_promoted_without_evidence(settings: Settings) -> None:
+    write_spec(settings.home, "tiny", **{"epochs: 6": "epochs: 3", "min_delta: 0.0": "min_delta: -1.0",
+                                         "interval: 30s": "interval: 3s", "hold_timeout: 10m": "hold_timeout: 12s"})
+    [outcome] = reconcile.up(settings, ["tiny"]).models
+    assert outcome.phase == "Succeeded", outcome.message
+    assert outcome.outputs["rollout.decision"] == "rolled-back" and "no evidence" in outcome.outputs["rollout.reason"]
+    assert outcome.outputs["evaluate.passed"] == "true"
+    by_version = {v.version: v for v in versions(settings, "tiny")}
+    assert set(by_version) == {"1", "2"}
+    assert registry(settings).alias("tiny", names.ALIAS_CHAMPION).version == "1"
+    assert registry(settings).alias("tiny", names.ALIAS_CHALLENGER) is None
+    assert by_version["2"].tags[names.TAG_ROLLOUT_STATE] == "rolled-back"
+    assert by_version["2"].tags[names.TAG_ROLLOUT_WEIGHT] == "0"
+    evaluate = registry(settings).step_run("tiny", outcome.workflow, "evaluate")
+    assert evaluate.data.tags["ferry.evaluate.champion_version"] == "1"
 
 
 def wait_for_node(settings: Settings, workflow: str, step: str, timeout_s: float = 240) -> None:
