@@ -1,0 +1,305 @@
+"""Detection quality of the fraud_detection model on the handbook protocol.
+
+Data: the default simulator (5000 customers, 10000 terminals, 183 days, seed 0) with the handbook
+features; training week 2018-07-25..31, 7-day delay, test week 2018-08-08..14 (known compromised
+cards removed from the test week, as in the handbook).  Metrics on the test week: AUC ROC, average
+precision (AP) and card precision@100 (``fraud_detection.metrics.evaluate_scores``).
+
+Models:
+
+* handbook references trained on the whole training week: StandardScaler + LogisticRegression
+  (max_iter=1000) and a depth-2 decision tree;
+* the ferry FraudMLP tuned exactly as ferry's tune step does: the Tuner is built by
+  ``ferry.steps.tune._tuner`` (OptunaSearch(seed=0) + ConcurrencyLimiter + ASHAScheduler(time_attr=
+  "epoch")) around the workload's ``tune_trainable``, with validation = the last 20 % of the
+  training week (the workload's ``prepare()``); the best config (``get_best_result(scope="all")``)
+  is then retrained with a plain torch loop (``_setup`` + ``train_epoch``) on the whole training
+  week and evaluated on the test week, over several seeds;
+* for context: the best config trained on the first 80 % only (what ferry's train step fits), and
+  the spec's fixed params without tuning.
+
+Tune runs on a private local Ray (``address="local"``, 2 CPUs) that is shut down afterwards.
+Writes ``docs/benchmarks/model.md``.  Every loop is bounded.  Usage::
+
+    python benchmarks/bench_model.py [--samples 8] [--epochs 8] [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports ray: keep the private cluster on loopback and never join another one.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+for _var in ("RAY_ADDRESS", "FERRY_RAY_STORAGE"):
+    os.environ.pop(_var, None)
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+for _src in (ROOT / "platform" / "src", ROOT / "workloads" / "src"):
+    sys.path.insert(0, str(_src))
+# Ray workers get the same import path as the driver.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT / "platform" / "src"), str(ROOT / "workloads" / "src"), os.environ.get("PYTHONPATH", "")]
+).rstrip(os.pathsep)
+
+import ray  # noqa: E402
+import sklearn  # noqa: E402
+import torch  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.tree import DecisionTreeClassifier  # noqa: E402
+
+from ferry.spec.models import DataSpec, TrainingSpec, TuneSpec  # noqa: E402
+from ferry.steps.tune import _tuner  # noqa: E402
+from fraud_detection.features import add_features  # noqa: E402
+from fraud_detection.model import predict_proba, train_epoch  # noqa: E402
+from fraud_detection.simulator import SimulatorParams, simulate  # noqa: E402
+from fraud_detection.training import _setup  # noqa: E402
+from fraud_detection.workload import FraudDetectionWorkload  # noqa: E402
+
+OUTPUT = ROOT / "docs" / "benchmarks" / "model.md"
+METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
+SPLIT = {"train_start": "2018-07-25", "train_days": 7, "delay_days": 7, "test_days": 7}
+SPACE = {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden": {"choice": [32, 64, 128]}, "dropout": {"uniform": [0.0, 0.3]}}
+FIXED_PARAMS = {"hidden": 64, "lr": 0.003, "dropout": 0.1}  # gitops/models/fraud-detector.yaml
+WORKLOAD = FraudDetectionWorkload()
+
+
+# --------------------------------------------------------------------------- models
+
+
+def sklearn_model(model: Any, x: np.ndarray, y: np.ndarray, prepared: dict[str, Any]) -> dict[str, float]:
+    t0 = time.perf_counter()
+    model.fit(x, y)
+    scores = model.predict_proba(prepared["x_test"])[:, 1]
+    return {**WORKLOAD.evaluate(prepared, scores), "seconds": time.perf_counter() - t0}
+
+
+def tune_mlp(prepared: dict[str, Any], samples: int, epochs: int, batch: int, scratch: Path) -> dict[str, Any]:
+    """ferry's tune step on a private local Ray: same Tuner builder, same trainable, same best-result rule."""
+    tune_spec = TuneSpec(num_samples=samples, max_concurrent=2, scheduler="asha", search="optuna",
+                         metric="average_precision", mode="max", cpus_per_trial=1, space=SPACE)
+    training = TrainingSpec(epochs=epochs, batch_size=batch, params=FIXED_PARAMS, tune=tune_spec)
+    ctx = SimpleNamespace(spec=SimpleNamespace(spec=SimpleNamespace(training=training)), workload=WORKLOAD,
+                          workflow="bench-model", settings=SimpleNamespace(state_dir=scratch / "state"))
+    data = {key: prepared[key] for key in ("x_train", "y_train", "x_valid", "y_valid")}
+    data.update(epochs=epochs, batch_size=batch, seed=0)  # as ferry.steps.tune.run
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             _temp_dir=str(scratch / "ray"))
+    try:
+        t0 = time.perf_counter()
+        results = _tuner(ctx, tune_spec, data).fit()
+        wall = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    best = results.get_best_result(metric=tune_spec.metric, mode=tune_spec.mode, scope="all")
+    trials = []
+    for i, result in enumerate(results):
+        frame = result.metrics_dataframe
+        if result.error is not None or frame is None or frame.empty:
+            trials.append({"trial": i, **{k: result.config.get(k) for k in SPACE}, "epochs": 0,
+                           "best_ap": float("nan"), "last_ap": float("nan"), "is_best": False})
+            continue
+        trials.append({"trial": i, **{k: result.config[k] for k in SPACE}, "epochs": int(frame["epoch"].max()),
+                       "best_ap": float(frame["average_precision"].max()),
+                       "last_ap": float(frame["average_precision"].iloc[-1]),
+                       "is_best": result.path == best.path})
+    return {"wall_s": wall, "params": {k: best.config[k] for k in SPACE}, "best_val_ap":
+            float(best.metrics["average_precision"]), "trials": trials, "errors": len(results.errors),
+            "grace": tune_spec.grace_period}
+
+
+def train_mlp(x: np.ndarray, y: np.ndarray, params: dict[str, Any], epochs: int, batch: int, seed: int,
+              prepared: dict[str, Any]) -> dict[str, float]:
+    """Plain torch loop with the workload's own model setup and epoch function; test-week metrics."""
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)  # weight initialisation
+    model, optimizer = _setup({"x_train": x, "params": {**FIXED_PARAMS, **params}}, "cpu")
+    generator = torch.Generator().manual_seed(seed)  # batch order
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    for _ in range(epochs):
+        train_epoch(model, optimizer, xt, yt, batch, generator)
+    scores = predict_proba(model, prepared["x_test"])
+    return {**WORKLOAD.evaluate(prepared, scores), "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{model}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
+            f"scikit-learn {sklearn.__version__}")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _single(name: str, trained_on: str, r: dict[str, float]) -> list[str]:
+    seconds = "–" if r.get("seconds") is None else f"{r['seconds']:.1f}"
+    return [name, trained_on, *(f"{r[m]:.3f}" for m in METRICS), seconds]
+
+
+def _seeded(name: str, trained_on: str, runs: list[dict[str, float]]) -> list[str]:
+    cells = []
+    for m in METRICS:
+        values = [r[m] for r in runs]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells.append(f"{statistics.mean(values):.3f} ± {sd:.3f} ({min(values):.3f}–{max(values):.3f})")
+    return [name, trained_on, *cells, f"{statistics.mean(r['seconds'] for r in runs):.1f}"]
+
+
+def _params(p: dict[str, Any]) -> str:
+    return f"lr {p['lr']:.2e}, hidden {p['hidden']}, dropout {p['dropout']:.3f}"
+
+
+def render(args: argparse.Namespace, info: dict[str, Any], res: dict[str, Any]) -> str:
+    tuned = res["tune"]
+    week, fit = f"whole week ({info['n_week']:,} tx)", f"first 80 % ({info['n_fit']:,} tx)"
+    n = args.seeds
+    rows = [
+        _single("LogisticRegression (StandardScaler, max_iter=1000)", week, res["lr"]),
+        _single("DecisionTree depth 2 (handbook reference)", week, res["dt"]),
+        _seeded(f"FraudMLP tuned, retrained; mean ± sd (min–max) of {n} seeds", week, res["tuned_week"]),
+        _seeded(f"FraudMLP tuned, as ferry's train step fits it; {n} seeds", fit, res["tuned_fit"]),
+        _seeded(f"FraudMLP untuned (spec params {_params(FIXED_PARAMS)}); {n} seeds", week, res["untuned"]),
+        _single("oracle: scores = test labels (upper bound)", "–", res["oracle"]),
+    ]
+    mean = {m: statistics.mean(r[m] for r in res["tuned_week"]) for m in METRICS}
+    delta = ", ".join(f"{label} {mean[m] - res['lr'][m]:+.3f}" for m, label in
+                      zip(METRICS, ("AUC ROC", "AP", "CP@100"), strict=True))
+    trial_rows = [[str(t["trial"]), f"{t['lr']:.2e}", str(t["hidden"]), f"{t['dropout']:.3f}", str(t["epochs"]),
+                   f"{t['best_ap']:.4f}", f"{t['last_ap']:.4f}", "yes" if t["is_best"] else ""]
+                  for t in tuned["trials"]]
+    seed_rows = [[str(s), *(f"{r[m]:.3f}" for m in METRICS)] for s, r in enumerate(res["tuned_week"])]
+    parts = [
+        "# Benchmark: fraud_detection model quality (handbook protocol)",
+        "",
+        f"Generated by `python benchmarks/bench_model.py --samples {args.samples} --epochs {args.epochs} "
+        f"--seeds {args.seeds}` on {datetime.date.today().isoformat()} (whole run {res['total_s']:.0f} s).",
+        "",
+        f"Machine: {machine()}.  Shared with other Ray pipelines during the run (load average 1 min "
+        f"{info['load'][0]:.2f} at start, {info['load'][1]:.2f} at end); times are indicative only.",
+        "",
+        "## Protocol",
+        "",
+        f"- Data: default simulator (5000 customers, 10000 terminals, 183 days, seed 0; {info['n_all']:,} "
+        "transactions) + the 15 handbook features (`add_features`, delay 7).",
+        f"- Split (`train_test_split` via the workload's `prepare()`): training week 2018-07-25..31 "
+        f"({info['n_week']:,} tx, {info['week_fraud']:.2%} fraud), 7-day delay, test week 2018-08-08..14 "
+        f"({info['n_test']:,} tx, {info['test_fraud']:.2%} fraud, {info['test_frauds']} frauds; cards known "
+        "to be compromised removed).  Validation for tuning: the last 20 % of the training week "
+        f"({info['n_valid']:,} tx).",
+        "- Metrics on the test week: AUC ROC, average precision, card precision@100 (mean daily, detected cards "
+        "removed), from `fraud_detection.metrics.evaluate_scores`.",
+        f"- Tuning (ferry's tune step): `ferry.steps.tune._tuner` with TuneSpec(num_samples={args.samples}, "
+        f"max_concurrent=2, scheduler=asha, grace_period={tuned['grace']} (TuneSpec default), search=optuna, "
+        "metric=average_precision, mode=max, cpus_per_trial=1), space lr loguniform [1e-4, 1e-2], hidden choice "
+        f"[32, 64, 128], dropout uniform [0.0, 0.3]; {args.epochs} epochs, batch {args.batch_size}; the workload's "
+        "`tune_trainable`; best = `get_best_result(scope=\"all\")`.  Private local Ray, 2 CPUs.",
+        f"- Retraining: the best config, {args.epochs} epochs, batch {args.batch_size}, plain torch loop "
+        f"(`_setup` + `train_epoch`, 1 thread), seeds 0..{n - 1} (weights and batch order); the last epoch's "
+        "model is scored.",
+        "",
+        "## Test-week results",
+        "",
+        _table(["model", "trained on", "AUC ROC", "average precision", "card precision@100", "fit s"], rows),
+        "",
+        f"Tuned FraudMLP (mean of {n} seeds) minus LogisticRegression: {delta}.",
+        "",
+        f"Tuning took {tuned['wall_s']:.0f} s of wall time ({len(tuned['trials'])} trials, "
+        f"{tuned['errors']} errors); best config {_params(tuned['params'])} with validation AP "
+        f"{tuned['best_val_ap']:.4f}.",
+        "",
+        "## Tune trials (validation AP on the last 20 % of the training week)",
+        "",
+        _table(["trial", "lr", "hidden", "dropout", "epochs run (ASHA)", "best val AP", "last val AP", "best"],
+               trial_rows),
+        "",
+        "## Tuned FraudMLP retrained on the whole week, per seed",
+        "",
+        _table(["seed", "AUC ROC", "average precision", "card precision@100"], seed_rows),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(1)
+    load_start = os.getloadavg()
+    t_start = time.perf_counter()
+
+    frame = add_features(simulate(SimulatorParams()))
+    prepared = WORKLOAD.prepare(frame, DataSpec(source="simulator", params={}, split=SPLIT))
+    x_week = np.concatenate([prepared["x_train"], prepared["x_valid"]])  # prepare() cut the week in time order
+    y_week = np.concatenate([prepared["y_train"], prepared["y_valid"]])
+    y_test = prepared["y_test"]
+    print(f"data: {len(frame):,} tx; week {len(y_week):,} ({y_week.mean():.2%} fraud); test {len(y_test):,} "
+          f"({y_test.mean():.2%} fraud) in {time.perf_counter() - t_start:.1f} s", flush=True)
+
+    res: dict[str, Any] = {}
+    res["lr"] = sklearn_model(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+                              x_week, y_week, prepared)
+    print("logistic regression:", {k: round(v, 4) for k, v in res["lr"].items()}, flush=True)
+    res["dt"] = sklearn_model(DecisionTreeClassifier(max_depth=2, random_state=0), x_week, y_week, prepared)
+    print("decision tree depth 2:", {k: round(v, 4) for k, v in res["dt"].items()}, flush=True)
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-model-"))
+    try:
+        res["tune"] = tune_mlp(prepared, args.samples, args.epochs, args.batch_size, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    best = res["tune"]["params"]
+    print(f"tune: {res['tune']['wall_s']:.1f} s, best {_params(best)}, val AP {res['tune']['best_val_ap']:.4f}",
+          flush=True)
+
+    runs = {"tuned_week": (x_week, y_week, best), "tuned_fit": (prepared["x_train"], prepared["y_train"], best),
+            "untuned": (x_week, y_week, {})}
+    for key, (x, y, params) in runs.items():
+        res[key] = [train_mlp(x, y, params, args.epochs, args.batch_size, seed, prepared) for seed in range(args.seeds)]
+        aps = [round(r["average_precision"], 4) for r in res[key]]
+        print(f"{key}: AP per seed {aps}", flush=True)
+    res["oracle"] = {**WORKLOAD.evaluate(prepared, y_test.astype(np.float64)), "seconds": None}
+    res["total_s"] = time.perf_counter() - t_start
+    info = {"n_all": len(frame), "n_week": len(y_week), "n_fit": len(prepared["y_train"]),
+            "n_valid": len(prepared["y_valid"]), "n_test": len(y_test), "week_fraud": float(y_week.mean()),
+            "test_fraud": float(y_test.mean()), "test_frauds": int(y_test.sum()),
+            "load": (load_start[0], os.getloadavg()[0])}
+    if not args.no_write:
+        OUTPUT.write_text(render(args, info, res))
+        print(f"wrote {OUTPUT.relative_to(ROOT)} in {res['total_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
