@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Prometheus and Alertmanager binaries for the monitoring tests; optional for everything else.
+# Debian packages: Prometheus and Alertmanager for the monitoring tests, wrk for the serving benchmark.
+# Optional for everything else, so a machine without root or apt-get only gets a note.
 set -u
-if command -v prometheus >/dev/null && { command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null; }; then
-  exit 0
-fi
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v wrk >/dev/null || missing+=(wrk)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    prometheus prometheus-alertmanager >/dev/null \
-    || echo "warning: could not install prometheus/prometheus-alertmanager; monitoring tests will be skipped"
+    "${missing[@]}" >/dev/null \
+    || echo "warning: could not install ${missing[*]}; the tests that need them will be skipped"
 else
-  echo "note: install the Debian packages prometheus and prometheus-alertmanager (needs root and apt-get)"
+  echo "note: install the Debian packages ${missing[*]} (needs root and apt-get)"
 fi

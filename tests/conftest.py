@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tests are hermetic: a developer's own MLflow, Ray or ferry settings must not leak into them.
+for _name in [n for n in os.environ if n.startswith(("FERRY_", "RAY_ADDRESS", "MLFLOW_TRACKING_URI"))]:
+    del os.environ[_name]
 MODELS = ROOT / "gitops" / "models"
 
 
