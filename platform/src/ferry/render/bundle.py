@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ferry.render import argocd, names
+from ferry.render import argocd, dashboards, monitoring, names
 from ferry.render.profiles import PROFILES, EnvName, EnvProfile
 from ferry.render.rayservice import rayservice
 from ferry.render.workflow import cron_workflow, workflow, workflow_template
@@ -51,6 +51,10 @@ def model_objects(model: ModelSpec, profile: EnvProfile) -> Objects:
         files["spec-configmap.yaml"] = [spec_configmap(model, profile, digest)]
     if profile.name == "prod":  # locally `ferry.serving.deploy` runs the same Serve app on the local head
         files["rayservice.yaml"] = [rayservice(model, profile)]
+        # Locally Prometheus loads the same rules from monitoring/generated/rules (ferry.render.monitoring).
+        files["prometheusrule.yaml"] = [monitoring.prometheus_rule(model, profile)]
+        files["podmonitor.yaml"] = [monitoring.pod_monitor(model, profile)]
+        files["dashboard-configmap.yaml"] = [dashboards.model_configmap(model, profile)]
     return files
 
 

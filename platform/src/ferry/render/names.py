@@ -6,6 +6,9 @@ the RayJob it creates, the registered model, the tags steps search by) is derive
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 PART_OF = "ferry"
 DOMAIN = "ferry.dev"
 
@@ -23,6 +26,12 @@ TAG_DATASET_DIGEST = "ferry.dataset_digest"
 TAG_ROLLOUT_WEIGHT = "ferry.rollout.weight"
 TAG_ROLLOUT_STATE = "ferry.rollout.state"
 TAG_ROLLOUT_REASON = "ferry.rollout.reason"
+
+# Every alert's runbook_url is this base plus docs/runbooks/<alert in kebab case>.md.
+RUNBOOK_URL_BASE = "https://github.com/ferry-ml/ferry/blob/main/docs/runbooks/"
+# The label kube-prometheus-stack's Grafana sidecar watches ConfigMaps for (gitops/platform/apps).
+GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
+GRAFANA_UID_MAX = 40
 
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
@@ -75,6 +84,37 @@ def rayservice_name(model: str) -> str:
 
 def application_name(model: str) -> str:
     return f"ferry-{model}"
+
+
+def prometheus_rule_name(model: str) -> str:
+    return model
+
+
+def pod_monitor_name(model: str) -> str:
+    return model
+
+
+def dashboard_configmap_name(model: str) -> str:
+    return f"{model}-dashboard"
+
+
+def dashboard_uid(model: str) -> str:
+    """Grafana caps a dashboard uid at 40 characters; long model names keep a prefix and a digest."""
+    uid = f"ferry-{model}"
+    if len(uid) <= GRAFANA_UID_MAX:
+        return uid
+    digest = hashlib.sha256(model.encode()).hexdigest()[:8]
+    return f"{uid[:GRAFANA_UID_MAX - 9]}-{digest}"
+
+
+def runbook_file(alert: str) -> str:
+    """`FerryModelDriftHigh` -> `ferry-model-drift-high.md` (docs/runbooks/README.md conventions)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", alert.replace("MLflow", "Mlflow"))
+    return f"{words.lower()}.md"
+
+
+def runbook_url(alert: str) -> str:
+    return RUNBOOK_URL_BASE + runbook_file(alert)
 
 
 def labels(model: str, component: str, spec_hash: str | None = None) -> dict[str, str]:
