@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 for _name in [n for n in os.environ if n.startswith(("FERRY_", "RAY_ADDRESS", "MLFLOW_TRACKING_URI"))]:
     del os.environ[_name]
 MODELS = ROOT / "gitops" / "models"
+
+# `pytest --hypothesis-profile=reliability` (task reliability): the fuzz tests run ten times the examples.
+settings.register_profile("reliability", settings.get_profile("default"))
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from ferry.settings import Settings
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PORT_FIELDS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
-               "prometheus_port", "alertmanager_port")
+               "prometheus_port", "alertmanager_port", "receiver_port")
 
 
 def free_port_settings(home: Path, **extra: object) -> Settings:

@@ -464,3 +464,20 @@ def validate_yaml_documents(path: Path | str) -> list[str]:
     for label, obj in _objects(docs):
         errors.extend(f"{path}:{label} {_identity(obj)}: {msg}" for msg in validate_object(obj))
     return errors
+
+
+def argo_definitions() -> Schema:
+    """The hardened (strict) Argo Workflows definitions, keyed like ``io.argoproj.workflow.v1alpha1.Workflow``."""
+    return _argo_definitions(str(schemas_dir()), _ARGO_WORKFLOWS)
+
+
+def validate_argo_definition(obj: Any, definition: str) -> list[str]:
+    """Strictly validate an Argo Server API object that is no Kubernetes kind (a request body such as
+    WorkflowCreateRequest, a WorkflowList page, a LogEntry) against its definition in the vendored schema.
+    A bare name (``WorkflowCreateRequest``) means ``io.argoproj.workflow.v1alpha1.<name>``."""
+    name = definition if "." in definition else f"{_WF}.{definition}"
+    defs = argo_definitions()
+    if name not in defs:
+        return [f"(root): no Argo Workflows definition {name!r}"]
+    validator = Draft202012Validator({"$ref": f"#/definitions/{name}", "definitions": defs})
+    return _format(validator.iter_errors(obj))

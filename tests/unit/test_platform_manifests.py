@@ -225,7 +225,8 @@ def test_models_come_from_the_rendered_argocd_folder() -> None:
     app = _apps()["ferry-models"]
     folder = ROOT / app["spec"]["source"]["path"]
     kinds = {d["kind"]: d for path in folder.glob("*.yaml") for d in _load(path)}
-    assert set(kinds) == {"AppProject", "ApplicationSet"}
+    # + the drift alerts' EventSource and EventBus all models' Sensors share (ferry.render.events)
+    assert set(kinds) == {"AppProject", "ApplicationSet", "EventSource", "EventBus"}
     [project] = _load(APPS / "project.yaml")
     assert app["spec"]["destination"]["namespace"] in {d["namespace"] for d in project["spec"]["destinations"]}
 
@@ -268,6 +269,29 @@ def test_grafana_watches_dashboard_configmaps_and_alertmanager_is_on() -> None:
     assert values["alertmanager"]["enabled"] is True
     spec = values["prometheus"]["prometheusSpec"]
     assert spec["ruleSelectorNilUsesHelmValues"] is False and spec["podMonitorSelectorNilUsesHelmValues"] is False
+
+
+# Where each chart takes the resources of the workloads it deploys (a missing key here is an unbounded pod).
+CHART_RESOURCES = {
+    "argo-workflows": ("controller", "executor", "server"),
+    "argo-events": ("controller",),
+    "kuberay-operator": ("",),
+    "mlflow": ("",),
+    "kube-prometheus-stack": ("prometheusOperator", "prometheus.prometheusSpec", "alertmanager.alertmanagerSpec",
+                              "grafana", "grafana.sidecar", "kube-state-metrics", "prometheus-node-exporter"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHART_RESOURCES))
+def test_chart_workloads_have_requests_and_limits(name: str) -> None:
+    values = _apps()[name]["spec"]["source"]["helm"]["valuesObject"]
+    for path in CHART_RESOURCES[name]:
+        node = values
+        for key in filter(None, path.split(".")):
+            node = node[key]
+        resources = node["resources"]
+        assert set(resources) == {"requests", "limits"}, (name, path)
+        assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
 
 
 # ----------------------------------------------------------------------------------------- health checks
@@ -381,6 +405,22 @@ def test_workflow_role_is_exactly_what_the_pipeline_needs() -> None:
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": _name(role)}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PROD.service_account,
                                     "namespace": PROD.namespace}]
+
+
+def test_operator_role_reads_runs_and_starts_them_only() -> None:
+    """`ferry runs|logs|submit --argo-server` act with this identity (Argo Server in client auth mode)."""
+    role = _by_kind("Role")[f"{PROD.namespace}/ferry-operator"]
+    granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    assert granted == {
+        *(("argoproj.io", "workflows", v) for v in ("get", "list", "watch", "create")),
+        ("argoproj.io", "workflowtemplates", "get"), ("argoproj.io", "workflowtemplates", "list"),
+        ("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get"),
+    }
+    binding = _by_kind("RoleBinding")[f"{PROD.namespace}/ferry-operator"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ferry-operator", "namespace": PROD.namespace}]
+    account = _by_kind("ServiceAccount")[f"{PROD.namespace}/ferry-operator"]
+    assert account["automountServiceAccountToken"] is False, "no pod runs as the operator"
 
 
 def test_no_secret_values_in_git() -> None:

@@ -1,4 +1,5 @@
-"""The controller's writes, driven by an in-memory registry, a fake clock and scripted observations."""
+"""The controller's writes, driven by an in-memory registry, a fake clock and scripted observations; the
+people's promote/abort (ferry.rollout.actions and the CLI) on the same registry."""
 
 from __future__ import annotations
 
@@ -6,16 +7,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
 
 from ferry.adapters.prometheus import PrometheusUnavailable
+from ferry.adapters.registry import RolloutView
 from ferry.render import names
-from ferry.rollout.controller import Controller
+from ferry.rollout import actions
+from ferry.rollout.controller import SETTLE_S, Controller
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action, Observation, VariantStats
 from ferry.spec import load_specs
 
 ROOT = Path(__file__).resolve().parents[3]
+EPOCH = 1_800_000_000.0
+SHAPE = (40, 20, 12, 8, 6, 4, 3, 2, 2, 1, 1, 1)
 
 
 @dataclass
@@ -25,7 +32,7 @@ class MemoryRegistry:
     weights: list[str] = field(default_factory=list)
     fail_next: int = 0
 
-    def alias(self, model: str, alias: str):  # type: ignore[no-untyped-def]
+    def alias(self, model: str, alias: str):
         version = self.aliases.get(alias)
         return SimpleNamespace(version=version) if version else None
 
@@ -43,6 +50,18 @@ class MemoryRegistry:
         if names.TAG_ROLLOUT_WEIGHT in tags:
             self.weights.append(str(tags[names.TAG_ROLLOUT_WEIGHT]))
 
+    @property
+    def client(self) -> SimpleNamespace:
+        """The two MlflowClient reads `ferry rollout status` makes."""
+        return SimpleNamespace(
+            get_model_version=lambda name, version: SimpleNamespace(tags=self.tags.get(version, {})),
+            search_model_versions=lambda query: [SimpleNamespace(version=v, tags=t) for v, t in self.tags.items()])
+
+    def rollout_view(self, model: str) -> RolloutView:
+        challenger = self.aliases.get("challenger")
+        weight = int(self.tags.get(challenger or "", {}).get(names.TAG_ROLLOUT_WEIGHT, 0))
+        return RolloutView(self.aliases.get("champion"), challenger, weight)
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -51,54 +70,84 @@ class FakeClock:
     def now(self) -> float:
         return self.t
 
+    def time(self) -> float:
+        return EPOCH + self.t
+
     def sleep(self, seconds: float) -> None:
         self.t += seconds
 
 
-def spec():  # type: ignore[no-untyped-def]
+def spec():
     specs, _ = load_specs([ROOT / "gitops/models/fraud-detector.yaml"])
     return specs[0].model
 
 
-def controller(registry: MemoryRegistry, observe) -> Controller:  # type: ignore[no-untyped-def]
+def controller(registry: MemoryRegistry, observe) -> Controller:
     return Controller(registry, spec(), observe, FakeClock(), RolloutMetrics(CollectorRegistry()))  # type: ignore[arg-type]
 
 
-def healthy(champion: str, challenger: str) -> Observation:
-    return Observation(VariantStats(2000, 20, 10), VariantStats(500, 5, 11), 0.01)
+def variant(n: float, errors: float) -> VariantStats:
+    return VariantStats(n, errors, 12.0, tuple(n * s / sum(SHAPE) for s in SHAPE))
 
 
-def erroring(champion: str, challenger: str) -> Observation:
-    return Observation(VariantStats(2000, 20, 10), VariantStats(500, 60, 11), 0.01)
+@dataclass
+class Traffic:
+    """Counts that grow at every look, as Prometheus' would under steady traffic (unless `frozen`)."""
+
+    challenger_error_rate: float = 0.0
+    frozen: bool = False
+    looks: list[float] = field(default_factory=list)
+
+    def __call__(self, champion: str, challenger: str, since: float) -> Observation:
+        self.looks.append(since)
+        n = 600.0 * (1 if self.frozen else len(self.looks))
+        return Observation(variant(4 * n, 0), variant(n, round(n * self.challenger_error_rate)))
 
 
-def silent(champion: str, challenger: str) -> Observation:
+def silent(champion: str, challenger: str, since: float) -> Observation:
     raise PrometheusUnavailable("connection refused")
 
 
 def test_first_version_is_promoted_directly() -> None:
     registry = MemoryRegistry()
-    outcome = controller(registry, healthy).run("1")
+    outcome = controller(registry, Traffic()).run("1")
     assert outcome.action is Action.PROMOTE and registry.aliases == {"champion": "1"}
 
 
 def test_good_challenger_walks_the_steps_and_is_promoted() -> None:
     registry = MemoryRegistry(aliases={"champion": "1"})
-    outcome = controller(registry, healthy).run("2")
+    traffic = Traffic()
+    outcome = controller(registry, traffic).run("2")
     assert outcome.action is Action.PROMOTE
     assert registry.weights == ["10", "25", "50", "100"]
     assert registry.aliases == {"champion": "2"}
     assert registry.tags["1"][names.TAG_ROLLOUT_STATE] == "retired"
-    assert "ferry.rollout.check.001" in registry.tags["2"]
+    assert '"error_rate_upper"' in registry.tags["2"]["ferry.rollout.check.001"]
+
+
+def test_each_step_is_judged_from_its_own_start() -> None:
+    traffic = Traffic()
+    controller(MemoryRegistry(aliases={"champion": "1"}), traffic).run("2")
+    interval = 30.0
+    # step 1 counts from the challenger's start; later ones from their weight change plus the export lag
+    assert traffic.looks == [EPOCH, EPOCH + interval + SETTLE_S, EPOCH + 2 * interval + SETTLE_S]
 
 
 def test_erroring_challenger_is_rolled_back_after_failure_limit() -> None:
     registry = MemoryRegistry(aliases={"champion": "1"})
-    outcome = controller(registry, erroring).run("2")
+    outcome = controller(registry, Traffic(challenger_error_rate=0.06)).run("2")
     assert outcome.action is Action.ROLLBACK and outcome.checks == 2
     assert registry.aliases == {"champion": "1"}
     assert registry.tags["2"][names.TAG_ROLLOUT_STATE] == "rolled-back"
     assert registry.weights[-1] == "0"
+
+
+def test_one_scrape_read_twice_is_not_two_failed_checks() -> None:
+    registry = MemoryRegistry(aliases={"champion": "1"})
+    outcome = controller(registry, Traffic(challenger_error_rate=0.06, frozen=True)).run("2")
+    assert outcome.action is Action.ROLLBACK and outcome.reason.startswith("no evidence within 10m")
+    checks = [v for k, v in registry.tags["2"].items() if k.startswith("ferry.rollout.check.")]
+    assert len(checks) == 2 and '"verdict": "fail"' in checks[0] and '"verdict": "stale"' in checks[1]
 
 
 def test_no_metrics_never_promotes_and_times_out() -> None:
@@ -110,4 +159,46 @@ def test_no_metrics_never_promotes_and_times_out() -> None:
 
 def test_registry_outage_is_retried() -> None:
     registry = MemoryRegistry(aliases={"champion": "1"}, fail_next=2)
-    assert controller(registry, healthy).run("2").action is Action.PROMOTE
+    assert controller(registry, Traffic()).run("2").action is Action.PROMOTE
+
+
+def test_by_hand_promote_and_abort_share_the_controller_writes() -> None:
+    registry = MemoryRegistry(aliases={"champion": "1", "challenger": "2"})
+    actions.by_hand(registry, "m", Action.PROMOTE)  # type: ignore[arg-type]
+    assert registry.aliases == {"champion": "2"} and registry.tags["1"][names.TAG_ROLLOUT_STATE] == "retired"
+    assert registry.tags["2"][names.TAG_ROLLOUT_REASON] == "promoted by hand"
+    registry.aliases["challenger"] = "3"
+    actions.by_hand(registry, "m", Action.ROLLBACK)  # type: ignore[arg-type]
+    assert registry.aliases == {"champion": "2"} and registry.tags["3"][names.TAG_ROLLOUT_WEIGHT] == "0"
+    with pytest.raises(actions.NoChallenger, match="no challenger to abort"):
+        actions.by_hand(registry, "m", Action.ROLLBACK)  # type: ignore[arg-type]
+
+
+def test_cli_promote_and_abort(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry.cli import rollout as cli
+
+    registry = MemoryRegistry(aliases={"champion": "1", "challenger": "2"})
+    monkeypatch.setattr(cli, "_registry", lambda: registry)
+    result = CliRunner().invoke(cli.rollout_app, ["abort", "fraud-detector"])
+    assert result.exit_code == 0 and "v2 rolled back; v1 serves all traffic" in result.output
+    again = CliRunner().invoke(cli.rollout_app, ["promote", "fraud-detector"])
+    assert again.exit_code == 1 and "no challenger to promote" in again.output
+    registry.aliases["challenger"] = "3"
+    promoted = CliRunner().invoke(cli.rollout_app, ["promote", "fraud-detector"])
+    assert promoted.exit_code == 0 and "v3 is now champion" in promoted.output
+
+
+def test_cli_status_shows_the_rolled_back_version_and_its_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry.cli import rollout as cli
+
+    registry = MemoryRegistry(aliases={"champion": "1"})
+    controller(registry, Traffic(challenger_error_rate=0.06)).run("2")
+    monkeypatch.setattr(cli, "_registry", lambda: registry)
+    result = CliRunner().invoke(cli.rollout_app, ["status", "fraud-detector"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "champion v1, challenger v- at 0%" in result.output
+    assert "v2: state rolled-back, weight 0, reason 2 failed checks: error rate +0.0600 exceeds" in result.output
+    assert "600/600" not in result.output and "2400/600" in result.output and "fail" in result.output
+    status = actions.status(registry, "fraud-detector")  # type: ignore[arg-type]
+    assert status.version == "2" and [n for n, _ in status.checks] == ["001", "002"]
+    assert status.checks[0][1]["requests"] == [2400.0, 600.0] and status.checks[1][1]["verdict"] == "fail"

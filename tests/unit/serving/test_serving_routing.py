@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from ferry.adapters.registry import parse_weight
-from ferry.serving.routing import BUCKETS, CHALLENGER, CHAMPION, bucket, choose
+from ferry.serving.routing import BUCKETS, CHALLENGER, CHAMPION, bucket, choose, choose_many
 
 KEYS = range(10_000)
 
@@ -60,3 +60,11 @@ def test_keyless_requests_split_in_proportion() -> None:
     (None, 0), ("", 0), ("abc", 0), ("nan", 0), ("25", 25), ("25.9", 25), ("-5", 0), ("150", 100), (50, 50)])
 def test_weight_tag_parsing(raw: object, expected: int) -> None:
     assert parse_weight(raw) == expected
+
+
+@pytest.mark.parametrize("weight", [0, 1, 37, 50, 99, 100])
+def test_choose_many_agrees_with_choose(weight: int) -> None:
+    keys = list(KEYS)
+    assert choose_many(keys, len(keys), weight) == [choose(k, weight) for k in keys]
+    assert choose_many(keys, len(keys), weight, has_challenger=False) == [CHAMPION] * len(keys)
+    assert len(choose_many(None, 7, weight)) == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ferry.adapters.reference import Reference
 from ferry.render import names
 
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
@@ -29,6 +31,27 @@ class RolloutView:
     champion: str | None = None
     challenger: str | None = None
     weight: int = 0
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What monitoring reads about a version: its drift reference and when it was trained (Unix seconds);
+    None where the version has none (registered before ferry recorded them, or by hand)."""
+
+    reference: Reference | None = None
+    trained_at_s: float | None = None
+
+
+REFERENCE_ARTIFACT = "ferry/reference.json"  # in the registering run's artifacts
+
+
+def parse_trained_at(raw: object) -> float | None:
+    """A `ferry.trained_at` tag (RFC 3339) as Unix seconds; None when missing or malformed."""
+    try:
+        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def parse_weight(raw: object) -> int:
@@ -144,3 +167,22 @@ class Registry:
                 raise NotServable(f"{model} version {version} is not a torch.export (pt2) model; "
                                   "register it with serialization_format='pt2'")
             return mlflow.pytorch.load_model(str(local))
+
+    def log_reference(self, run_id: str, reference: Reference) -> str:
+        """Store a drift reference in a run's artifacts; returns the URI the version's tag records."""
+        self.client.log_text(run_id, reference.to_json(), REFERENCE_ARTIFACT)
+        return f"runs:/{run_id}/{REFERENCE_ARTIFACT}"
+
+    def version_facts(self, model: str, version: str) -> VersionFacts:
+        """The version's drift reference (downloaded from the URI in its `ferry.reference` tag) and its
+        training time. Raises when the registry is unreachable or the reference is malformed."""
+        import mlflow.artifacts
+
+        tags = self.client.get_model_version(names.registered_model_name(model), version).tags
+        uri = tags.get(names.TAG_REFERENCE)
+        reference = None
+        if uri:
+            with tempfile.TemporaryDirectory(prefix="ferry-reference-") as tmp:
+                path = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=self.uri, dst_path=tmp)
+                reference = Reference.from_json(Path(path).read_text(), f"{model} version {version} ({uri})")
+        return VersionFacts(reference, parse_trained_at(tags.get(names.TAG_TRAINED_AT)))

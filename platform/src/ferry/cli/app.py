@@ -7,13 +7,13 @@ import sys
 
 import typer
 
-from ferry.cli import gitops, local, step
+from ferry.cli import alerts, cluster, gitops, local, step
 from ferry.cli.output import err_console, print_spec_errors
 from ferry.cli.rollout import rollout_app
 
 app = typer.Typer(
     name="ferry",
-    help="GitOps-driven ML platform: validate, render and plan model specs; run them locally.",
+    help="GitOps-driven ML platform: validate, render and plan model specs; run them locally or on a cluster.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -26,6 +26,8 @@ app.command()(step.step)
 app.add_typer(rollout_app, name="rollout")
 for verb in (local.up, local.down, local.status, local.runs, local.logs):
     app.command()(verb)
+app.command()(cluster.submit)
+app.command()(alerts.alerts)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Local mode verbs: up, down, status, runs, logs."""
+"""Local mode verbs: up, down, status; runs and logs (local, or a cluster's with --argo-server)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from ferry.cli.cluster import ArgoServerOption, NamespaceOption, connect
 from ferry.cli.output import console, err_console
+from ferry.local.progress import render_progress
 from ferry.settings import load_settings
 
 
@@ -56,36 +58,56 @@ def status() -> None:
 def runs(
     action: Annotated[str | None, typer.Argument(help="`show` to show one run.")] = None,
     name: Annotated[str | None, typer.Argument(help="Workflow name for `runs show`.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only the runs of this model.")] = None,
+    argo_server: ArgoServerOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """List local pipeline runs, or `ferry runs show NAME` for one run's DAG."""
-    from ferry.local.runner import list_runs, load_run, render_progress
+    """List pipeline runs, or `ferry runs show NAME` for one run's DAG (local, or a cluster's with --argo-server)."""
+    if action not in (None, "show") or (action == "show" and not name):
+        err_console.print("[red]error[/red] usage: ferry runs [--model MODEL] | ferry runs show NAME")
+        raise typer.Exit(2)
+    if argo_server:
+        with connect(argo_server, namespace) as server:
+            found = server.get_run(name) if name else server.list_runs(model)
+    else:
+        from ferry.local.runner import list_runs, load_run
 
-    settings = load_settings()
-    if action == "show":
-        if not name:
-            err_console.print("[red]error[/red] usage: ferry runs show NAME")
-            raise typer.Exit(2)
-        console.print(render_progress(load_run(settings, name)))
-        return
+        settings = load_settings()
+        found = load_run(settings, name) if name else [r for r in list_runs(settings) if model in (None, r["model"])]
+    console.print(render_progress(found) if isinstance(found, dict) else runs_table(found))
+
+
+def runs_table(found: list[dict[str, Any]]) -> Table:
+    """One row per run: the same columns for local runs and a cluster's."""
     table = Table("run", "model", "phase", "progress", "started", "finished", "message", expand=True)
-    for run in list_runs(settings):
+    for run in found:
         cells = [str(run.get(k) or "") for k in ("name", "model", "phase", "progress", "startedAt", "finishedAt")]
         table.add_row(*cells, summarize(str(run.get("message") or "")))
-    console.print(table)
+    return table
 
 
 def logs(
     name: Annotated[str, typer.Argument(help="Workflow name.")],
     step: Annotated[str, typer.Argument(help="Step (task) name, e.g. train.")],
+    argo_server: ArgoServerOption = None,
+    namespace: NamespaceOption = None,
 ) -> None:
-    """Print the log of one step of a local run."""
-    from ferry.local.runner import node_log_path
+    """Print the log of one step of a run (every attempt, in order)."""
+    if argo_server:
+        with connect(argo_server, namespace) as server:
+            text = server.step_log(name, step)
+        if not text:
+            err_console.print(f"no log lines for {name}/{step}: the pods of succeeded steps are deleted by the "
+                              "Workflow's podGC (OnPodSuccess); failed steps keep theirs")
+    else:
+        from ferry.local.runner import node_log_path
 
-    path = node_log_path(load_settings(), name, step)
-    if not path.exists():
-        err_console.print(f"[red]error[/red] no log for {name}/{step} at {path}")
-        raise typer.Exit(1)
-    console.print(path.read_text(errors="replace"), markup=False, highlight=False, end="")
+        path = node_log_path(load_settings(), name, step)
+        if not path.exists():
+            err_console.print(f"[red]error[/red] no log for {name}/{step} at {path}")
+            raise typer.Exit(1)
+        text = path.read_text(errors="replace")
+    console.print(text, markup=False, highlight=False, end="")
 
 
 def summarize(message: str, limit: int = 240) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import time
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ferry.cli.output import console, err_console
@@ -23,55 +25,66 @@ def _registry() -> Registry:
 
 
 @rollout_app.command()
-def status(model: Annotated[str, typer.Argument(help="Model name.")]) -> None:
-    """Champion, challenger, the challenger's weight and every recorded check."""
-    from ferry.render import names
+def status(model: Annotated[str, typer.Argument(help="Model name.")],
+           version: Annotated[str | None, typer.Option(help="Version to show (default: the challenger, else the "
+                                                            "newest version that had a rollout).")] = None) -> None:
+    """Champion, challenger and weight; one version's rollout state, reason and every recorded check."""
+    from ferry.rollout.actions import status as rollout_status
 
-    registry = _registry()
-    view = registry.rollout_view(model)
-    console.print(f"{model}: champion v{view.champion or '-'}, challenger v{view.challenger or '-'} "
-                  f"at {view.weight}%")
-    version = view.challenger or view.champion
-    if version is None:
+    found = rollout_status(_registry(), model, version)
+    view = found.view
+    console.print(f"{model}: champion v{view.champion or '-'}, challenger v{view.challenger or '-'} at {view.weight}%")
+    if found.version is None:
         return
-    tags = registry.client.get_model_version(names.registered_model_name(model), version).tags
-    table = Table("check", "record")
-    for key in sorted(k for k in tags if k.startswith("ferry.rollout.check.")):
-        table.add_row(key.rsplit(".", 1)[-1], tags[key])
-    console.print(f"v{version}: state {tags.get(names.TAG_ROLLOUT_STATE, '-')}, "
-                  f"reason {tags.get(names.TAG_ROLLOUT_REASON, '-')}")
+    console.print(f"v{found.version}: state {found.state}, weight {found.weight}, reason {found.reason}")
+    table = Table("check", "at (UTC)", "verdict", "action", "weight", "requests champ/chal", "errors champ/chal",
+                  "err Δ", "p99 ms champ/chal", "PSI (noise)", "reason")
+    for number, record in found.checks:
+        table.add_row(number, *_check_cells(record))
     console.print(table)
+
+
+def _check_cells(record: dict[str, Any]) -> list[str]:
+    def pair(key: str, digits: int = 0) -> str:
+        values = record.get(key)
+        if not isinstance(values, list) or len(values) != 2:
+            return "-"
+        return "/".join("-" if v is None else f"{v:.{digits}f}" for v in values)
+
+    at = record.get("at")
+    when = time.strftime("%H:%M:%S", time.gmtime(at)) if isinstance(at, int | float) else "-"
+    delta = "-"
+    if "error_rate_delta" in record:
+        delta = (f"{record['error_rate_delta']:+.4f} [{record.get('error_rate_lower', 0):+.4f}, "
+                 f"{record.get('error_rate_upper', 0):+.4f}]")
+    psi = "-" if record.get("score_psi") is None else f"{record['score_psi']:.3f} ({record.get('psi_noise')})"
+    return [when, str(record.get("verdict", "-")), str(record.get("action", "-")), str(record.get("weight", "-")),
+            pair("requests"), pair("errors"), escape(delta), pair("p99_ms", 1), psi,
+            escape(str(record.get("reason", "")))]
+
+
+def _by_hand(model: str, promote: bool) -> None:
+    from ferry.rollout.actions import NoChallenger, by_hand
+    from ferry.rollout.policy import Action
+
+    try:
+        view = by_hand(_registry(), model, Action.PROMOTE if promote else Action.ROLLBACK)
+    except NoChallenger as exc:
+        err_console.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+    if promote:
+        console.print(f"{model}: v{view.challenger} is now champion")
+    else:
+        console.print(f"{model}: v{view.challenger} rolled back; v{view.champion} serves all traffic")
 
 
 @rollout_app.command()
 def promote(model: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Make the challenger the champion now (a person's decision, recorded as such)."""
-    from ferry.render import names
-
-    registry = _registry()
-    view = registry.rollout_view(model)
-    if view.challenger is None:
-        err_console.print(f"[red]error[/red] {model} has no challenger to promote")
-        raise typer.Exit(1)
-    registry.set_alias(model, names.ALIAS_CHAMPION, view.challenger)
-    registry.delete_alias(model, names.ALIAS_CHALLENGER)
-    registry.tag_version(model, view.challenger, {names.TAG_ROLLOUT_STATE: "promoted", names.TAG_ROLLOUT_WEIGHT: 100,
-                                                  names.TAG_ROLLOUT_REASON: "promoted by hand"})
-    console.print(f"{model}: v{view.challenger} is now champion")
+    _by_hand(model, promote=True)
 
 
 @rollout_app.command()
 def abort(model: Annotated[str, typer.Argument(help="Model name.")]) -> None:
     """Roll the challenger back now: weight 0, alias removed, the champion keeps all traffic."""
-    from ferry.render import names
-
-    registry = _registry()
-    view = registry.rollout_view(model)
-    if view.challenger is None:
-        err_console.print(f"[red]error[/red] {model} has no challenger to abort")
-        raise typer.Exit(1)
-    registry.tag_version(model, view.challenger, {names.TAG_ROLLOUT_WEIGHT: 0})
-    registry.delete_alias(model, names.ALIAS_CHALLENGER)
-    registry.tag_version(model, view.challenger, {names.TAG_ROLLOUT_STATE: "rolled-back",
-                                                  names.TAG_ROLLOUT_REASON: "aborted by hand"})
-    console.print(f"{model}: v{view.challenger} rolled back; v{view.champion} serves all traffic")
+    _by_hand(model, promote=False)

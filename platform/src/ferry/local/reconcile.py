@@ -13,7 +13,8 @@ from typing import Any
 from ferry.adapters import git, workspace
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
-from ferry.local.runner import run_workflow
+from ferry.local import locks
+from ferry.local.runner import DEFAULT_LOCK_TIMEOUT_S, run_workflow
 from ferry.local.services import ServiceStatus, start_services
 from ferry.plan import make_plan
 from ferry.render import names
@@ -23,6 +24,7 @@ from ferry.spec.hashing import spec_hash
 from ferry.spec.loader import LoadedSpec
 
 OnUpdate = Callable[[dict[str, Any]], None]
+RECONCILE_LOCK_TIMEOUT_S = DEFAULT_LOCK_TIMEOUT_S  # as long as a run may wait for its model's mutex
 
 
 @dataclass
@@ -88,11 +90,24 @@ def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec
 
 def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec,
                     on_update: OnUpdate | None = None) -> ModelOutcome:
-    """Run the spec's Workflow unless a version with its hash is registered (same hash: nothing to do)."""
+    """Run the spec's Workflow unless a version with its hash is registered (same hash: nothing to do).
+
+    The check and the run happen under one lock per model: two `ferry up`s racing on a model (a watch
+    and a manual run, two terminals) would otherwise both see no version, and the second would fail on
+    the run lock. With it the second waits, finds the first one's version and reports up-to-date.
+    """
     digest = spec_hash(spec.model)
     workflow = names.workflow_name(spec.name, digest)
-    if registry.versions_with_hash(spec.name, digest):
-        return ModelOutcome(spec.name, digest, "up-to-date", workflow, message="a version with this hash exists")
+    with locks.exclusive(locks.lock_path(settings, f"reconcile-{spec.name}"), what=f"reconcile of {spec.name}",
+                         timeout_s=RECONCILE_LOCK_TIMEOUT_S):
+        if registry.versions_with_hash(spec.name, digest):
+            return ModelOutcome(spec.name, digest, "up-to-date", workflow,
+                                message="a version with this hash exists")
+        return _run(settings, spec, digest, workflow, on_update)
+
+
+def _run(settings: Settings, spec: LoadedSpec, digest: str, workflow: str,
+         on_update: OnUpdate | None) -> ModelOutcome:
     started = time.monotonic()
     result = run_workflow(settings.home / rendered_dir("local") / spec.name, settings, on_update=on_update)
     status = result.get("status", {})

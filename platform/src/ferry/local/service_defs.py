@@ -23,7 +23,7 @@ from ferry.local.errors import LocalError
 from ferry.render import alerting, alerts
 from ferry.settings import Settings
 
-SERVICES = ("ray", "mlflow", "prometheus", "alertmanager")
+SERVICES = ("ray", "mlflow", "prometheus", "alertmanager", "receiver")
 OPTIONAL = ("prometheus", "alertmanager")
 BINARIES = {"ray": ("ray",), "mlflow": ("mlflow",), "prometheus": ("prometheus",),
             "alertmanager": ("prometheus-alertmanager", "alertmanager")}  # Debian's name first
@@ -191,6 +191,9 @@ def prometheus_config(settings: Settings, with_alertmanager: bool) -> str:
         # The rollout step exports its checks and decisions here while a canary runs.
         "- job_name: ferry-rollout", "  static_configs:",
         f"  - targets: ['{settings.host}:{settings.rollout_metrics_port}']",
+        # ferry's webhook receiver: pipeline-run counts (ferry_pipeline_runs_total) and its own counters.
+        "- job_name: ferry-receiver", "  static_configs:",
+        f"  - targets: ['{settings.host}:{settings.receiver_port}']",
     ]
     if with_alertmanager:
         lines += ["alerting:", "  alertmanagers:", "  - static_configs:",
@@ -238,6 +241,15 @@ def alertmanager_spec(settings: Settings) -> ServiceSpec:
                        prepare=prepare)
 
 
+def receiver_spec(settings: Settings) -> ServiceSpec:
+    """ferry's Alertmanager webhook receiver (ferry.local.receiver), this interpreter, loopback."""
+    port, host = settings.receiver_port, settings.host
+    return ServiceSpec(name="receiver", argv=[sys.executable, "-m", "ferry.local.receiver"],
+                       ports={"http": (port, "receiver_port")}, url=f"http://{host}:{port}",
+                       ready_url=f"http://{host}:{port}/-/ready", grace_s=10.0,
+                       prepare=lambda: (settings.state_dir / "alerts").mkdir(parents=True, exist_ok=True))
+
+
 def build_spec(name: str, settings: Settings, included: tuple[str, ...]) -> ServiceSpec:
     """The spec of one service; raises MissingBinary when it is not installed."""
     if name == "ray":
@@ -249,6 +261,8 @@ def build_spec(name: str, settings: Settings, included: tuple[str, ...]) -> Serv
         return prometheus_spec(settings, with_am)
     if name == "alertmanager":
         return alertmanager_spec(settings)
+    if name == "receiver":
+        return receiver_spec(settings)
     raise LocalError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
 
 

@@ -15,7 +15,7 @@ ARGOCD_DIR = "_argocd"
 MODEL_KINDS = (
     ("argoproj.io", "WorkflowTemplate"), ("argoproj.io", "Workflow"), ("argoproj.io", "CronWorkflow"),
     ("", "ConfigMap"), ("ray.io", "RayService"), ("monitoring.coreos.com", "PrometheusRule"),
-    ("monitoring.coreos.com", "PodMonitor"),
+    ("monitoring.coreos.com", "PodMonitor"), ("argoproj.io", "Sensor"),
 )
 
 

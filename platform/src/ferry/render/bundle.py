@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ferry.render import argocd, dashboards, monitoring, names
+from ferry.render import argocd, dashboards, events, monitoring, names
 from ferry.render.profiles import PROFILES, EnvName, EnvProfile
 from ferry.render.rayservice import rayservice
 from ferry.render.workflow import cron_workflow, workflow, workflow_template
@@ -55,6 +55,8 @@ def model_objects(model: ModelSpec, profile: EnvProfile) -> Objects:
         files["prometheusrule.yaml"] = [monitoring.prometheus_rule(model, profile)]
         files["podmonitor.yaml"] = [monitoring.pod_monitor(model, profile)]
         files["dashboard-configmap.yaml"] = [dashboards.model_configmap(model, profile)]
+        # Drift alert -> retraining Workflow (locally the receiver does it: ferry.local.receiver).
+        files["sensor.yaml"] = [events.retrain_sensor(model.metadata.name, profile, digest)]
     return files
 
 
@@ -67,6 +69,8 @@ def render_objects(models: Sequence[ModelSpec], env: EnvName) -> Objects:
     if env == "prod":
         objects[f"{argocd.ARGOCD_DIR}/appproject.yaml"] = [argocd.app_project(profile)]
         objects[f"{argocd.ARGOCD_DIR}/applicationset.yaml"] = [argocd.application_set(profile)]
+        # Shared by every model's Sensor; synced by ferry-models after Argo Events' CRDs (ferry.render.events).
+        objects[f"{argocd.ARGOCD_DIR}/events.yaml"] = [events.event_bus(profile), events.alerts_event_source(profile)]
     return objects
 
 

@@ -189,7 +189,7 @@ def model_dashboard(model: ModelSpec) -> Board:
                 f" {q.number(monitoring.drift_psi_alert)} for {monitoring.drift_window}.", "short",
                 [(f"max by (feature) ({q.sel(q.DRIFT_PSI, mine)})", "{{feature}}")],
                 limit=monitoring.drift_psi_alert),
-        _stat(layout, "Time since last training", "Age of the newest trained version.", "s",
+        _stat(layout, "Time since last training", "Age of the serving champion (since its training finished).", "s",
               [(f"time() - max({q.sel(q.LAST_TRAINED, mine)})", "age")], width=12),
     ]
     rows: list[tuple[str, list[Any]]] = [("Traffic and errors", traffic), ("Latency", speed), ("Canary", canary),
@@ -226,7 +226,7 @@ def pipelines_dashboard() -> Board:
               [(f"sum by (model) (increase({local_failed}[1d]))", "{{model}}")], width=12, limit=1),
     ]
     freshness = [
-        _series(layout, "Model age", "Time since each model's newest trained version.", "s",
+        _series(layout, "Model age", "Time since each model's serving champion finished training.", "s",
                 [(f"time() - max by (model) ({q.sel(q.LAST_TRAINED)})", "{{model}}")], width=24),
     ]
     rows: list[tuple[str, list[Any]]] = [("Argo Workflows", cluster), ("Local runner", local), ("Freshness", freshness)]

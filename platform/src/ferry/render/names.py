@@ -15,6 +15,7 @@ DOMAIN = "ferry.dev"
 LABEL_MODEL = f"{DOMAIN}/model"
 LABEL_SPEC_HASH = f"{DOMAIN}/spec-hash"
 LABEL_STEP = f"{DOMAIN}/step"
+LABEL_TRIGGER = f"{DOMAIN}/trigger"  # why a pipeline run exists (ferry.render.workflow.TRIGGERS)
 
 # MLflow tags through which steps find each other's results (no Argo artifact repository needed).
 TAG_WORKFLOW = "ferry.workflow"
@@ -26,6 +27,9 @@ TAG_DATASET_DIGEST = "ferry.dataset_digest"
 TAG_ROLLOUT_WEIGHT = "ferry.rollout.weight"
 TAG_ROLLOUT_STATE = "ferry.rollout.state"
 TAG_ROLLOUT_REASON = "ferry.rollout.reason"
+# Set at register: when the version's training finished (RFC 3339, UTC) and where its drift reference is.
+TAG_TRAINED_AT = "ferry.trained_at"
+TAG_REFERENCE = "ferry.reference"
 
 # Every alert's runbook_url is this base plus docs/runbooks/<alert in kebab case>.md.
 RUNBOOK_URL_BASE = "https://github.com/ferry-ml/ferry/blob/main/docs/runbooks/"
@@ -47,6 +51,12 @@ def workflow_template_name(model: str) -> str:
 def workflow_name(model: str, spec_hash: str) -> str:
     """New hash, new name, new run; the same hash names the same (already existing) Workflow."""
     return f"{model}-{spec_hash}"
+
+
+def retrain_workflow_prefix(model: str, trigger: str) -> str:
+    """Runs outside the spec's own (a drift alert, `ferry submit`): Argo's generateName on a cluster; locally
+    a UTC stamp follows. CronWorkflow runs are `<model>-retrain-<time>` (cron_workflow_name)."""
+    return f"{model}-{trigger}-"
 
 
 def cron_workflow_name(model: str) -> str:

@@ -17,6 +17,9 @@ SERVING_LATENCY_BUCKET = "ray_ferry_serving_latency_ms_bucket"  # {model,version
 SERVING_LATENCY_COUNT = "ray_ferry_serving_latency_ms_count"
 SERVING_SCORE_BUCKET = "ray_ferry_serving_score_bucket"
 SERVING_POSITIVES = "ray_ferry_serving_predicted_positive_total"
+# ferry.serving.drift, from the router too: PSI against the champion's training reference, its training time.
+DRIFT_PSI = "ray_ferry_drift_psi"  # {model,feature} gauge; feature="score" for the model's score
+LAST_TRAINED = "ray_ferry_model_last_trained_timestamp_seconds"  # {model} gauge, the champion's
 
 # --- ferry rollout (ferry.rollout.metrics, scraped from the rollout step while it runs) ---------------
 ROLLOUT_CHECKS = "ferry_rollout_checks_total"  # {model,version,verdict}
@@ -24,10 +27,8 @@ ROLLOUT_DECISIONS = "ferry_rollout_decisions_total"  # {model,version,action}
 ROLLOUT_WEIGHT = "ferry_rollout_weight"  # {model,version}
 ROLLOUT_ERROR_RATE_DELTA = "ferry_rollout_error_rate_delta"  # {model,version}
 
-# --- ferry, planned (no producer yet; docs/reference/metrics.md says who will export them) ------------
-DRIFT_PSI = "ferry_drift_psi"  # {model,feature} gauge, from the router
-LAST_TRAINED = "ferry_model_last_trained_timestamp_seconds"  # {model} gauge, from the register step
-PIPELINE_RUNS = "ferry_pipeline_runs_total"  # {model,phase} counter, from the local runner
+# --- ferry local mode (ferry.local.receiver, job ferry-receiver) ----------------------------------------
+PIPELINE_RUNS = "ferry_pipeline_runs_total"  # {model,phase} counter, the local runner's finished runs
 
 # --- Ray Serve built-ins ------------------------------------------------------------------------------
 SERVE_REPLICA_HEALTHY = "ray_serve_deployment_replica_healthy"  # {application,deployment,replica}

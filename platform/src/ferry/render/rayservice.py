@@ -18,7 +18,7 @@ import yaml
 
 from ferry.render import names, pods
 from ferry.render.profiles import RAY_VERSION, EnvProfile
-from ferry.spec.models import ModelSpec, ServingSpec
+from ferry.spec.models import ModelSpec, ServingSpec, duration_s
 
 IMPORT_PATH = "ferry.serving.app:build_app"
 ROUTER_DEPLOYMENT = "router"
@@ -46,7 +46,8 @@ def deployment_options(serving: ServingSpec) -> dict[str, Any]:
 def app_args(model: ModelSpec, tracking_uri: str) -> dict[str, Any]:
     """`build_app`'s args (validated there as ferry.serving.schemas.AppArgs)."""
     return {"model": names.registered_model_name(model.metadata.name), "workload": model.spec.workload,
-            "tracking_uri": tracking_uri, "serving": model.spec.serving.model_dump(mode="json")}
+            "tracking_uri": tracking_uri, "serving": model.spec.serving.model_dump(mode="json"),
+            "drift_window_s": duration_s(model.spec.monitoring.drift_window)}
 
 
 def serve_application(model: ModelSpec, tracking_uri: str) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from ferry.render.yamlout import dump_yaml
 from ferry.spec.models import ModelSpec
 
 EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a step says "retry me" (e.g. MLflow briefly unreachable)
+# Why a run exists, as the Workflow argument `trigger` and (labelsFrom) the label ferry.dev/trigger. A new
+# run name is what forces a new training: steps find their results by workflow name, so a retraining run of an
+# already registered spec hash trains, evaluates and registers again and then goes through the canary.
+TRIGGERS = ("spec", "schedule", "drift", "manual")
 STEP_CPU, STEP_MEMORY = 0.5, "1Gi"
 
 # What a person reads in the Argo UI for each step, written by the step to $FERRY_OUTPUTS_DIR/<name>.
@@ -118,7 +122,11 @@ def workflow_template(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> 
         labels=names.labels(name, "pipeline"),
         annotations={"workflows.argoproj.io/description": f"Train, evaluate, register and roll out {name}."},
         entrypoint="pipeline",
-        arguments=[Parameter(name="spec-hash", value=spec_hash, description="Hash of the training fields.")],
+        arguments=[Parameter(name="spec-hash", value=spec_hash, description="Hash of the training fields."),
+                   Parameter(name="trigger", value="spec", enum=list(TRIGGERS),
+                             description="Why this run exists: spec (a new spec hash), schedule, drift, manual.")],
+        workflow_metadata=m.WorkflowMetadata(
+            labelsFrom={names.LABEL_TRIGGER: m.LabelValueFrom(expression="workflow.parameters.trigger")}),
         service_account_name=profile.service_account,
         security_context=m.PodSecurityContext(**_snake(pods.pod_security())),
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=names.mutex_name(name))]),
@@ -174,7 +182,8 @@ def cron_workflow(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> dict
             "workflowMetadata": {"labels": names.labels(name, "pipeline-run", spec_hash)},
             "workflowSpec": {
                 "workflowTemplateRef": {"name": names.workflow_template_name(name)},
-                "arguments": {"parameters": [{"name": "spec-hash", "value": spec_hash}]},
+                "arguments": {"parameters": [{"name": "spec-hash", "value": spec_hash},
+                                             {"name": "trigger", "value": "schedule"}]},
             },
         },
     }

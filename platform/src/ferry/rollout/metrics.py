@@ -24,6 +24,11 @@ class RolloutMetrics:
                             registry=self.registry)
         self.p_values = Gauge("ferry_rollout_error_p_value", "p-value of the error-rate test.", labels,
                               registry=self.registry)
+        self.uppers = Gauge("ferry_rollout_error_rate_upper_bound",
+                            "Upper confidence bound of challenger minus champion error rate (promotion needs it "
+                            "under max_error_rate_delta).", labels, registry=self.registry)
+        self.psis = Gauge("ferry_rollout_score_psi", "PSI between the variants' score histograms in this step.",
+                          labels, registry=self.registry)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
@@ -32,8 +37,12 @@ class RolloutMetrics:
         self.checks.labels(model, version, result.verdict.value).inc()
         self.decision(model, version, decision.action.value)
         self.weight(model, version, decision.weight)
-        self.deltas.labels(model, version).set(result.error_rate_delta)
-        self.p_values.labels(model, version).set(result.p_value)
+        if result.error is not None:  # a stale or data-less check leaves the last values in place
+            self.deltas.labels(model, version).set(result.error.delta)
+            self.p_values.labels(model, version).set(result.error.p_value)
+            self.uppers.labels(model, version).set(result.error.upper)
+        if result.score_psi is not None:
+            self.psis.labels(model, version).set(result.score_psi)
 
     def decision(self, model: str, version: str, action: str) -> None:
         self.decisions.labels(model, version, action).inc()

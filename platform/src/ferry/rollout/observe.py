@@ -1,4 +1,15 @@
-"""Turn Prometheus series into the policy's Observation for champion vs challenger over one window."""
+"""Turn Prometheus series into the policy's Observation for champion vs challenger since one instant.
+
+Every windowed figure is an exact counter difference, `x - (x @ since or x * 0)`: the value now minus
+the value the last scrape before `since` held (0 for a series born after it), summed after the
+difference. Unlike `increase(x[w])` it does not extrapolate to the window's edges, so a series one scrape
+old counts fully and every score bucket is scaled by the same factor (per-bucket extrapolation made the
+PSI of two identical models read up to 0.7), and the window starts where the weight step started, so a
+step is judged on its own traffic. A replica restart resets its counters; its negative difference is
+clamped to 0 (what it served before the restart is lost, never counted twice). `since` is the
+controller's wall clock read against Prometheus' (`@` takes unix time): the two must agree to within a
+scrape interval, which NTP-synchronised nodes do.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +17,65 @@ import math
 from collections import defaultdict
 
 from ferry.adapters.prometheus import Prometheus
-from ferry.rollout.policy import Observation, VariantStats, psi
+from ferry.rollout.policy import Observation, VariantStats
 
 PREFIX = "ray_ferry_serving_"  # Ray's exporter prefixes application metrics with `ray_`
+OK, SERVER_ERROR = "ok", "server_error"
 
 
 def _selector(model: str, versions: tuple[str, str]) -> str:
     return f'model="{model}",version=~"{versions[0]}|{versions[1]}"'
 
 
-def requests_by_version(prom: Prometheus, model: str, versions: tuple[str, str], window: str) -> dict[str, dict]:
-    query = (f"sum by (version, outcome) (increase({PREFIX}requests_total{{{_selector(model, versions)}}}"
-             f"[{window}]))")
+def since_start(series: str, since_unix: float) -> str:
+    """PromQL for how much each series of a counter grew since `since_unix`, exactly."""
+    return f"clamp_min({series} - ({series} @ {since_unix:.3f} or {series} * 0), 0)"
+
+
+def requests_by_version(prom: Prometheus, model: str, versions: tuple[str, str],
+                        since_unix: float) -> dict[str, dict[str, float]]:
+    series = f"{PREFIX}requests_total{{{_selector(model, versions)}}}"
     counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for labels, value in prom.vector(query):
+    for labels, value in prom.vector(f"sum by (version, outcome) ({since_start(series, since_unix)})"):
         if not math.isnan(value):
             counts[labels.get("version", "")][labels.get("outcome", "")] += value
     return counts
 
 
-def p99_by_version(prom: Prometheus, model: str, versions: tuple[str, str], window: str) -> dict[str, float]:
-    query = (f"histogram_quantile(0.99, sum by (le, version) (rate({PREFIX}latency_ms_bucket"
-             f"{{{_selector(model, versions)}}}[{window}])))")
+def p99_by_version(prom: Prometheus, model: str, versions: tuple[str, str], since_unix: float) -> dict[str, float]:
+    series = f"{PREFIX}latency_ms_bucket{{{_selector(model, versions)}}}"
+    query = f"histogram_quantile(0.99, sum by (le, version) ({since_start(series, since_unix)}))"
     return {labels.get("version", ""): value for labels, value in prom.vector(query) if not math.isnan(value)}
 
 
-def score_histograms(prom: Prometheus, model: str, versions: tuple[str, str], window: str) -> dict[str, list[float]]:
-    query = (f"sum by (le, version) (increase({PREFIX}score_bucket{{{_selector(model, versions)}}}[{window}]))")
+def score_histograms(prom: Prometheus, model: str, versions: tuple[str, str],
+                     since_unix: float) -> dict[str, tuple[float, ...]]:
+    series = f"{PREFIX}score_bucket{{{_selector(model, versions)}}}"
     cumulative: dict[str, dict[float, float]] = defaultdict(dict)
-    for labels, value in prom.vector(query):
+    for labels, value in prom.vector(f"sum by (le, version) ({since_start(series, since_unix)})"):
         cumulative[labels.get("version", "")][float(labels["le"])] = value
     return {version: _per_bin(buckets) for version, buckets in cumulative.items()}
 
 
-def _per_bin(cumulative: dict[float, float]) -> list[float]:
+def _per_bin(cumulative: dict[float, float]) -> tuple[float, ...]:
     ordered = [cumulative[le] for le in sorted(cumulative)]
-    return [max(b - a, 0.0) for a, b in zip([0.0, *ordered], ordered, strict=False)]
+    return tuple(max(b - a, 0.0) for a, b in zip([0.0, *ordered], ordered, strict=False))
 
 
-def observe(prom: Prometheus, model: str, champion: str, challenger: str, window: str) -> Observation:
+def observe(prom: Prometheus, model: str, champion: str, challenger: str, since_unix: float) -> Observation:
     versions = (champion, challenger)
-    counts = requests_by_version(prom, model, versions, window)
-    p99 = p99_by_version(prom, model, versions, window)
-    hists = score_histograms(prom, model, versions, window)
+    counts = requests_by_version(prom, model, versions, since_unix)
+    p99 = p99_by_version(prom, model, versions, since_unix)
+    hists = score_histograms(prom, model, versions, since_unix)
 
     def stats(version: str) -> VariantStats:
         by_outcome = counts.get(version, {})
-        served = by_outcome.get("ok", 0.0) + by_outcome.get("server_error", 0.0)
-        return VariantStats(served, by_outcome.get("server_error", 0.0), p99.get(version))
+        served = by_outcome.get(OK, 0.0) + by_outcome.get(SERVER_ERROR, 0.0)
+        return VariantStats(served, by_outcome.get(SERVER_ERROR, 0.0), p99.get(version), hists.get(version, ()))
 
-    score_psi = None
-    if champion in hists and challenger in hists and len(hists[champion]) == len(hists[challenger]):
-        score_psi = psi(hists[champion], hists[challenger])
-    return Observation(stats(champion), stats(challenger), score_psi)
+    champion_stats, challenger_stats = stats(champion), stats(challenger)
+    if len(champion_stats.scores) != len(challenger_stats.scores):  # one side has no histogram yet
+        champion_stats = VariantStats(champion_stats.requests, champion_stats.errors, champion_stats.p99_latency_ms)
+        challenger_stats = VariantStats(challenger_stats.requests, challenger_stats.errors,
+                                        challenger_stats.p99_latency_ms)
+    return Observation(champion_stats, challenger_stats)

@@ -1,33 +1,46 @@
 """The canary policy, pure: observations in, a verdict and a decision out. No clock, no I/O.
 
-Each check compares challenger against champion over one interval:
-- error rate: a one-sided test of H0 "challenger's error rate exceeds the champion's by at most
-  max_error_rate_delta" (Wald z-test on the difference, with Agresti–Caffo's +1/+1 adjustment so
-  zero-error samples don't give zero variance). A bare threshold would roll back on noise at low
-  traffic and miss real regressions at high traffic; the test scales with the evidence.
+Each check compares challenger against champion on the requests served since the current weight step
+began (the observer's job: exact counter differences, no extrapolation):
+- error rate: the difference challenger - champion with an Agresti–Caffo (+1/+1) Wald interval, one-sided
+  at `significance` on each side. FAIL when its lower bound is above max_error_rate_delta (evidence of
+  harm); PASS only when its upper bound is below it (evidence of no harm); anything between is not yet
+  known and holds. A bare threshold would roll back on noise at low traffic and miss real regressions at
+  high traffic, and "could not reject" is not evidence: with few requests a 5-point regression often
+  cannot be rejected, and promoting it is exactly what a canary is for.
 - latency: the challenger's p99 must stay under max_p99_latency_ms.
-- score divergence: PSI between the two variants' score distributions under max_score_psi.
-Too few requests on either side is INCONCLUSIVE: the rollout holds, and rolls back when the hold
-outlasts hold_timeout. It never promotes without evidence (Flagger and Argo Rollouts are criticised
-for judging on empty data).
+- score divergence: PSI between the two variants' score histograms under max_score_psi, judged only
+  when each side holds enough rows that sampling noise alone stays under the limit (PSI of two samples of
+  one distribution is about chi-square(bins - 1) × (1/n1 + 1/n2)); below that it is inconclusive.
+Too few requests on either side is INCONCLUSIVE. A check whose data has not moved since the previous
+check (the metrics path refreshes every 10-20 s, the controller may look more often) is STALE: it holds
+and never counts as a pass or a failure a second time. A hold that outlasts hold_timeout rolls back:
+the policy never promotes without evidence (Flagger and Argo Rollouts are criticised for judging on
+empty data).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from statistics import NormalDist
 
 from ferry.spec.models import Analysis, RolloutSpec
 
 PSI_EPSILON = 1e-4
+PSI_NOISE_QUANTILE = 0.999  # a healthy challenger's PSI stays under the noise bound in 999 checks of 1000
+# The chi-square approximation is thin-tailed for sparse bins (a bin empty on one side meets PSI's epsilon
+# floor): by simulation with 12-20 bins, 150-1000 rows, the true 99.9 % quantile is up to 1.57 × it.
+PSI_SPARSE_FACTOR = 1.6
 
 
 class Verdict(StrEnum):
     PASS = "pass"  # noqa: S105 - a verdict, not a password
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
+    STALE = "stale"
 
 
 class Action(StrEnum):
@@ -42,21 +55,58 @@ class VariantStats:
     requests: float
     errors: float
     p99_latency_ms: float | None = None
+    scores: tuple[float, ...] = ()  # rows per score-histogram bin, the same bins for both variants
+
+    @property
+    def scored(self) -> float:
+        return sum(self.scores)
 
 
 @dataclass(frozen=True)
 class Observation:
     champion: VariantStats
     challenger: VariantStats
-    score_psi: float | None = None
+
+    @property
+    def score_psi(self) -> float | None:
+        a, b = self.champion.scores, self.challenger.scores
+        if not a or len(a) != len(b) or sum(a) <= 0 or sum(b) <= 0:
+            return None
+        return psi(a, b)
+
+    def fingerprint(self) -> tuple[float, ...]:
+        """What moves when new data arrives: two checks with the same fingerprint saw the same scrape."""
+        return (self.champion.requests, self.champion.errors, self.challenger.requests, self.challenger.errors)
+
+
+@dataclass(frozen=True)
+class ErrorRateEvidence:
+    delta: float  # observed challenger - champion error rate
+    lower: float  # one-sided confidence bounds of the difference (Agresti–Caffo)
+    upper: float
+    p_value: float  # of H0: difference <= margin (small: evidence of harm)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     verdict: Verdict
     reasons: tuple[str, ...]
-    error_rate_delta: float = 0.0
-    p_value: float = 1.0
+    error: ErrorRateEvidence | None = None
+    score_psi: float | None = None
+    psi_noise: float | None = None  # PSI that two samples of one distribution this size reach by chance
+    observation: Observation | None = None
+
+    @property
+    def fingerprint(self) -> tuple[float, ...]:
+        return self.observation.fingerprint() if self.observation else ()
+
+    @property
+    def error_rate_delta(self) -> float:
+        return self.error.delta if self.error else 0.0
+
+    @property
+    def p_value(self) -> float:
+        return self.error.p_value if self.error else 1.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +114,7 @@ class RolloutState:
     step_index: int = 0
     failed_checks: int = 0
     holding_since_s: float | None = None
+    last_fingerprint: tuple[float, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -74,14 +125,34 @@ class Decision:
     reason: str
 
 
-def error_rate_test(champion: VariantStats, challenger: VariantStats, margin: float) -> tuple[float, float]:
-    """(observed delta, one-sided p-value) for H0: challenger_rate - champion_rate <= margin."""
+def error_rate_evidence(champion: VariantStats, challenger: VariantStats, margin: float,
+                        significance: float) -> ErrorRateEvidence:
+    """Bounds on challenger - champion error rate, one-sided at `significance` each (Agresti–Caffo +1/+1,
+    which keeps zero-error samples from claiming zero variance)."""
     n_c, n_h = champion.requests + 2, challenger.requests + 2
     p_c, p_h = (champion.errors + 1) / n_c, (challenger.errors + 1) / n_h
     delta = challenger.errors / max(challenger.requests, 1) - champion.errors / max(champion.requests, 1)
     se = math.sqrt(p_c * (1 - p_c) / n_c + p_h * (1 - p_h) / n_h)
-    z = ((p_h - p_c) - margin) / se
-    return delta, 0.5 * math.erfc(z / math.sqrt(2))
+    z = NormalDist().inv_cdf(1 - significance)
+    adjusted = p_h - p_c
+    p_value = 0.5 * math.erfc(((adjusted - margin) / se) / math.sqrt(2))
+    return ErrorRateEvidence(delta, adjusted - z * se, adjusted + z * se, p_value)
+
+
+def chi2_quantile(dof: int, q: float) -> float:
+    """Wilson–Hilferty approximation of the chi-square quantile (within a few % for dof >= 3)."""
+    z = NormalDist().inv_cdf(q)
+    k = max(dof, 1)
+    return k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3
+
+
+def psi_noise(champion: VariantStats, challenger: VariantStats) -> float:
+    """The PSI two samples of one distribution this size exceed only 1 time in 1000 (bins either side uses)."""
+    if champion.scored <= 0 or challenger.scored <= 0 or len(champion.scores) != len(challenger.scores):
+        return math.inf
+    bins = sum(1 for a, b in zip(champion.scores, challenger.scores, strict=True) if a > 0 or b > 0)
+    return PSI_SPARSE_FACTOR * chi2_quantile(bins - 1, PSI_NOISE_QUANTILE) * (1 / champion.scored
+                                                                              + 1 / challenger.scored)
 
 
 def check(analysis: Analysis, obs: Observation) -> CheckResult:
@@ -89,39 +160,74 @@ def check(analysis: Analysis, obs: Observation) -> CheckResult:
              for name, stats in (("champion", obs.champion), ("challenger", obs.challenger))
              if stats.requests < analysis.min_requests]
     if short:
-        return CheckResult(Verdict.INCONCLUSIVE, ("too little data: " + "; ".join(short),))
-    delta, p_value = error_rate_test(obs.champion, obs.challenger, analysis.max_error_rate_delta)
+        return CheckResult(Verdict.INCONCLUSIVE, ("too little data: " + "; ".join(short),),
+                           observation=obs)
+    error = error_rate_evidence(obs.champion, obs.challenger, analysis.max_error_rate_delta, analysis.significance)
+    score_psi, noise = obs.score_psi, psi_noise(obs.champion, obs.challenger)
+    failures, unknown = _failures(analysis, obs, error, score_psi, noise), _unknowns(analysis, obs, error, noise)
+    verdict = Verdict.FAIL if failures else Verdict.INCONCLUSIVE if unknown else Verdict.PASS
+    reasons = failures or unknown or [
+        f"error rate {error.delta:+.4f} (upper bound {error.upper:+.4f} < +{analysis.max_error_rate_delta}), "
+        f"p99 {obs.challenger.p99_latency_ms:.1f} ms, score PSI {score_psi:.3f}: within limits"]
+    return CheckResult(verdict, tuple(reasons), error, score_psi, noise, obs)
+
+
+def _failures(analysis: Analysis, obs: Observation, error: ErrorRateEvidence, score_psi: float | None,
+              noise: float) -> list[str]:
     failures = []
-    if p_value < analysis.significance:
-        failures.append(f"error rate +{delta:.4f} exceeds +{analysis.max_error_rate_delta} (p={p_value:.2g})")
+    if error.lower > analysis.max_error_rate_delta:
+        failures.append(f"error rate {error.delta:+.4f} exceeds +{analysis.max_error_rate_delta} "
+                        f"(lower bound {error.lower:+.4f}, p={error.p_value:.2g})")
     p99 = obs.challenger.p99_latency_ms
     if p99 is not None and p99 > analysis.max_p99_latency_ms:
         failures.append(f"p99 latency {p99:.1f} ms > {analysis.max_p99_latency_ms} ms")
-    if obs.score_psi is not None and obs.score_psi > analysis.max_score_psi:
-        failures.append(f"score PSI {obs.score_psi:.3f} > {analysis.max_score_psi}")
-    if failures:
-        return CheckResult(Verdict.FAIL, tuple(failures), delta, p_value)
-    return CheckResult(Verdict.PASS, (f"error rate {delta:+.4f} (p={p_value:.2g}), within limits",), delta, p_value)
+    if score_psi is not None and noise <= analysis.max_score_psi and score_psi > analysis.max_score_psi:
+        failures.append(f"score PSI {score_psi:.3f} > {analysis.max_score_psi}")
+    return failures
+
+
+def _unknowns(analysis: Analysis, obs: Observation, error: ErrorRateEvidence, noise: float) -> list[str]:
+    unknown = []
+    if error.upper >= analysis.max_error_rate_delta:
+        unknown.append(f"no evidence of no harm yet: error rate {error.delta:+.4f}, upper bound "
+                       f"{error.upper:+.4f} >= +{analysis.max_error_rate_delta} "
+                       f"({obs.challenger.errors:.0f}/{obs.challenger.requests:.0f} vs "
+                       f"{obs.champion.errors:.0f}/{obs.champion.requests:.0f})")
+    if obs.challenger.p99_latency_ms is None:
+        unknown.append("no challenger latency data")
+    if noise > analysis.max_score_psi:
+        unknown.append(f"too few scored rows to judge PSI ({obs.challenger.scored:.0f} challenger, "
+                       f"{obs.champion.scored:.0f} champion: chance alone reaches {noise:.2f})")
+    return unknown
 
 
 def decide(spec: RolloutSpec, state: RolloutState, result: CheckResult, now_s: float) -> Decision:
     """The next move after one check. `now_s` is any monotonic clock reading (the caller's)."""
     weight = spec.steps[state.step_index]
+    result = staleness(result, state)
     reason = "; ".join(result.reasons)
+    seen = replace(state, last_fingerprint=result.fingerprint or state.last_fingerprint)
     if result.verdict is Verdict.FAIL:
-        failed = replace(state, failed_checks=state.failed_checks + 1, holding_since_s=None)
+        failed = replace(seen, failed_checks=seen.failed_checks + 1, holding_since_s=None)
         if failed.failed_checks >= spec.analysis.failure_limit:
             return Decision(Action.ROLLBACK, failed, 0, f"{failed.failed_checks} failed checks: {reason}")
         return Decision(Action.HOLD, failed, weight, f"failed check {failed.failed_checks}: {reason}")
-    if result.verdict is Verdict.INCONCLUSIVE:
-        since = state.holding_since_s if state.holding_since_s is not None else now_s
+    if result.verdict in (Verdict.INCONCLUSIVE, Verdict.STALE):
+        since = seen.holding_since_s if seen.holding_since_s is not None else now_s
         if now_s - since >= parse_duration_s(spec.hold_timeout):
-            return Decision(Action.ROLLBACK, state, 0, f"no evidence within {spec.hold_timeout}: {reason}")
-        return Decision(Action.HOLD, replace(state, holding_since_s=since), weight, reason)
-    advanced = replace(state, step_index=state.step_index + 1, holding_since_s=None)
+            return Decision(Action.ROLLBACK, seen, 0, f"no evidence within {spec.hold_timeout}: {reason}")
+        return Decision(Action.HOLD, replace(seen, holding_since_s=since), weight, reason)
+    advanced = RolloutState(step_index=state.step_index + 1, failed_checks=state.failed_checks)
     if advanced.step_index >= len(spec.steps) - 1:
         return Decision(Action.PROMOTE, advanced, 100, f"passed at {weight}%: {reason}")
     return Decision(Action.ADVANCE, advanced, spec.steps[advanced.step_index], reason)
+
+
+def staleness(result: CheckResult, state: RolloutState) -> CheckResult:
+    """The result as `decide` will judge it: STALE when its data is the previous check's."""
+    if result.fingerprint and result.fingerprint == state.last_fingerprint:
+        return replace(result, verdict=Verdict.STALE, reasons=("no new data since the last check",))
+    return result
 
 
 def parse_duration_s(text: str) -> float:

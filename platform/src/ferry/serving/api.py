@@ -6,10 +6,11 @@
     GET  /info           what is served (versions, weight, registry reachability, config fingerprint)
     GET  /docs, /openapi.json
 
-Paths are relative to the application's route prefix. Client errors never become 5xx: FastAPI answers a
-bad payload with 422 naming the field (`loc`), `Intake` answers an oversized body with 413 before any
-parsing. Validation errors leave out the offending `input` FastAPI would echo: request bodies carry card
-data that should not travel into client logs.
+Paths are relative to the application's route prefix. Client errors never become 5xx: a bad payload gets
+422 naming the field (`loc`; for a batch the row too: FastAPI for single requests, `columns.BatchReader`
+for batches, which validates column-wise and falls back to pydantic for the exact errors), `Intake`
+answers an oversized body with 413 before any parsing. Validation errors leave out the offending `input`
+FastAPI would echo: request bodies carry card data that should not travel into client logs.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 import ferry
 from ferry.serving import metrics
+from ferry.serving.columns import BatchReader, openapi_body
+from ferry.serving.faults import InjectedFault, settle_batch
 from ferry.serving.intake import InFlight, Intake
 from ferry.serving.schemas import BatchPredictions, Health, Info, Prediction, error_body
 from ferry.serving.service import NoChampion, ScoringFailed, ScoringService
@@ -78,43 +81,51 @@ def _probe_routes(app: FastAPI, service: ScoringService) -> None:
 
 
 def _predict_routes(app: FastAPI, service: ScoringService, score_one: ScoreOne, serving: ServingSpec) -> None:
-    request_model = service.workload.request_model
-    limits = serving.limits
+    workload, limits = service.workload, serving.limits
+    reader = BatchReader(workload.request_model, workload.feature_names, workload.routing_key, limits.max_batch_rows)
 
     async def predict(body: Any) -> Any:
-        result = await _guarded(service, limits.timeout_s, lambda: _one(score_one, body))
-        return result if isinstance(result, JSONResponse) else result[0]
+        async def one() -> Answer:
+            prediction = await score_one(body)
+            return prediction, {(prediction.version, prediction.variant)}
 
-    async def predict_batch(body: Any) -> Any:
-        async def score() -> list[Prediction]:
-            return service.score(body)  # already a batch: scored in one pass per variant, no queue
+        return await _guarded(service, limits.timeout_s, one)
 
-        result = await _guarded(service, limits.timeout_s, score)
-        return result if isinstance(result, JSONResponse) else BatchPredictions(predictions=result)
+    async def predict_batch(request: Request) -> Any:
+        # The body is read and validated column-wise (ferry.serving.columns), not as one model per row, and
+        # the answer is written straight to JSON: already a batch, scored in one pass per variant, no queue.
+        batch = reader.read(await request.body())
 
-    # The body types exist only at runtime (the workload's model), so FastAPI is told through annotations.
-    predict.__annotations__ = {"body": Annotated[request_model, Body()]}
-    rows = Body(min_length=1, max_length=limits.max_batch_rows,
-                description=f"1 to {limits.max_batch_rows} rows (serving.limits.max_batch_rows)")
-    predict_batch.__annotations__ = {"body": Annotated[list[request_model], rows]}  # type: ignore[valid-type]
+        async def score() -> Answer:
+            scored = service.score_batch(batch.keys, batch.features)
+            if service.faults is not None:
+                await settle_batch(service.faults, set(scored.versions), scored.first_fault())
+            return Response(scored.to_json(), media_type="application/json"), scored.served
+
+        return await _guarded(service, limits.timeout_s, score)
+
+    # The body type exists only at runtime (the workload's model), so FastAPI is told through annotations;
+    # the batch body is read raw, so its schema is given to OpenAPI by hand.
+    predict.__annotations__ = {"body": Annotated[workload.request_model, Body()]}
     app.post("/predict", response_model=Prediction, tags=["predict"], responses=ERRORS)(predict)
-    app.post("/predict/batch", response_model=BatchPredictions, tags=["predict"], responses=ERRORS)(predict_batch)
+    app.post("/predict/batch", response_model=BatchPredictions, tags=["predict"], responses=ERRORS,
+             openapi_extra=openapi_body(workload.request_model, limits.max_batch_rows))(predict_batch)
 
 
-async def _one(score_one: ScoreOne, body: BaseModel) -> list[Prediction]:
-    return [await score_one(body)]
+Answer = tuple[Any, Iterable[tuple[str, str]]]  # the response, and the (version, variant) pairs that served it
 
 
-async def _guarded(service: ScoringService, timeout_s: float,
-                   call: Callable[[], Awaitable[list[Prediction]]]) -> list[Prediction] | JSONResponse:
+async def _guarded(service: ScoringService, timeout_s: float, call: Callable[[], Awaitable[Answer]]) -> Any:
     """Run a scoring call with the request timeout, turning every failure into a JSON 5xx and a metric."""
     started = time.perf_counter()
     try:
-        predictions = await asyncio.wait_for(call(), timeout_s)
+        answer, served = await asyncio.wait_for(call(), timeout_s)
     except NoChampion as exc:
         return _server_error(service, 503, str(exc))
     except TimeoutError:
         return _server_error(service, 504, f"no answer within {timeout_s:g}s (serving.limits.timeout_s)")
+    except InjectedFault as exc:  # fault injection (ferry.serving.faults): already counted as a server error
+        return JSONResponse(status_code=500, content=error_body(str(exc)))
     except ScoringFailed as exc:
         logger.error("scoring failed: %s", exc, exc_info=exc.__cause__)
         return _server_error(service, 500, "the model failed to score this request; see the router log",
@@ -123,9 +134,9 @@ async def _guarded(service: ScoringService, timeout_s: float,
         logger.exception("unexpected error while scoring")
         return _server_error(service, 500, "internal error while scoring; see the router log")
     elapsed_ms = (time.perf_counter() - started) * 1000
-    for version, variant in {(p.version, p.variant) for p in predictions}:
+    for version, variant in served:
         service.recorder.latency(version, variant, elapsed_ms)
-    return predictions
+    return answer
 
 
 def _server_error(service: ScoringService, status: int, message: str, version: str = "",

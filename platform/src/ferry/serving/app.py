@@ -15,6 +15,8 @@ behind a DeploymentHandle without changing the HTTP API.
   skips the queue: waiting `wait_ms` for company that is not coming would only add latency.
   `/predict/batch` bodies are batches already and are scored directly.
 - Sticky split (`routing.choose`): blake2b of the routing key, mod 100, below the challenger weight.
+- Fault injection (`faults`, for tests and reliability runs): only when the args say
+  `allow_fault_injection: true`, which the renderer never does.
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
 
-from ferry.adapters.registry import Registry
+from ferry.adapters.registry import Registry, RolloutView
 from ferry.adapters.workloads import load_workload
+from ferry.render import names
 from ferry.render.rayservice import ROUTER_DEPLOYMENT, deployment_options
 from ferry.serving import metrics
 from ferry.serving.api import build_api
+from ferry.serving.drift import DriftMonitor, RayDriftGauges
+from ferry.serving.faults import FaultBook, InjectedFault, settle
 from ferry.serving.intake import InFlight
 from ferry.serving.schemas import AppArgs, Prediction
 from ferry.serving.service import ScoringService, WorkloadView
@@ -44,11 +49,24 @@ def make_service(args: AppArgs, recorder: metrics.Recorder) -> ScoringService:
     loaded before the replica reports itself running)."""
     workload = WorkloadView.of(load_workload(args.workload))
     registry = Registry(args.tracking_uri)
-    watcher = RegistryWatcher(args.model, lambda: registry.rollout_view(args.model),
+    faults = FaultBook(lambda version: registry.client.get_model_version(
+        names.registered_model_name(args.model), version).tags) if args.allow_fault_injection else None
+
+    def read_view() -> RolloutView:
+        view = registry.rollout_view(args.model)
+        if faults is not None:  # the fault tags of what is served, re-read with every poll
+            faults.refresh((view.champion, view.challenger))
+        return view
+
+    watcher = RegistryWatcher(args.model, read_view,
                               lambda version: registry.load_pytorch_version(args.model, version), args.poll_interval_s)
     watcher.refresh()
     watcher.start()
-    return ScoringService(args.model, workload, watcher, recorder, args.fingerprint())
+    drift = DriftMonitor(args.model, workload.feature_names, args.drift_window_s, RayDriftGauges(args.model),
+                         lambda: watcher.state.champion.version if watcher.state.champion else None,
+                         lambda version: registry.version_facts(args.model, version))
+    drift.start()
+    return ScoringService(args.model, workload, watcher, recorder, args.fingerprint(), faults, drift)
 
 
 def _prepare_process(args: AppArgs) -> None:
@@ -81,19 +99,23 @@ class Router:
         gc.freeze()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _score_queued(self, rows: list[BaseModel]) -> list[Prediction]:
-        return self.service.score(rows)
+    async def _score_queued(self, rows: list[BaseModel]) -> list[Prediction | InjectedFault]:
+        return self.service.score_each(rows)  # an injected fault fails its own request, not the batch
 
     async def score_one(self, row: BaseModel) -> Prediction:
         if self.in_flight.count <= 1:  # alone in the replica: nobody to batch with, score now
-            return self.service.score([row])[0]
-        return await self._score_queued(row)
+            result = self.service.score_each([row])[0]
+        else:
+            result = await self._score_queued(row)
+        return (await settle([result], self.service.faults))[0]
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_api(self.service, self.score_one, self.args.serving, self.in_flight)
 
     def __del__(self) -> None:
         self.service.watcher.stop(timeout_s=1.0)
+        if self.service.drift is not None:
+            self.service.drift.stop(timeout_s=1.0)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -33,13 +33,15 @@ class ServingError(Exception):
 LOCAL_CPUS_PER_REPLICA = 0.1
 
 
-def local_args(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S) -> AppArgs:
+def local_args(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+               allow_fault_injection: bool = False) -> AppArgs:
     """On one machine replicas share the CPUs with training: a replica that reserved a whole CPU per model
     would leave Tune and Train nothing to schedule on, so local replicas reserve a tenth of one."""
     serving = spec.spec.serving
     local = spec.model_copy(update={"spec": spec.spec.model_copy(update={"serving": serving.model_copy(
         update={"cpus_per_replica": min(serving.cpus_per_replica, LOCAL_CPUS_PER_REPLICA)})})})
-    return AppArgs.model_validate({**app_args(local, settings.mlflow_uri), "poll_interval_s": poll_interval_s})
+    return AppArgs.model_validate({**app_args(local, settings.mlflow_uri), "poll_interval_s": poll_interval_s,
+                                   "allow_fault_injection": allow_fault_injection})
 
 
 def serve_url(settings: Settings, spec: ModelSpec) -> str:
@@ -47,9 +49,11 @@ def serve_url(settings: Settings, spec: ModelSpec) -> str:
 
 
 def deploy_local(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
-                 timeout_s: float = DEPLOY_TIMEOUT_S) -> str:
-    """Deploy (or update) `spec`'s router on the local head; return its URL once `/readyz` answers 200."""
-    args = local_args(settings, spec, poll_interval_s)
+                 timeout_s: float = DEPLOY_TIMEOUT_S, allow_fault_injection: bool = False) -> str:
+    """Deploy (or update) `spec`'s router on the local head; return its URL once `/readyz` answers 200.
+    `allow_fault_injection` makes the router honour the ferry.fault.* version tags (tests, reliability
+    runs; see ferry.serving.faults); the CLI never sets it."""
+    args = local_args(settings, spec, poll_interval_s, allow_fault_injection)
     url = serve_url(settings, spec)
     if _fingerprint(url) == args.fingerprint():
         return url  # this very configuration already serves

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from typing import Literal
 
 Variant = Literal["champion", "challenger"]
@@ -37,3 +38,17 @@ def choose(key: object | None, weight: int, has_challenger: bool = True) -> Vari
         return CHALLENGER
     slot = random.randrange(BUCKETS) if key is None else bucket(key)  # noqa: S311 - not security-relevant
     return CHALLENGER if slot < weight else CHAMPION
+
+
+def choose_many(keys: Sequence[object] | None, rows: int, weight: int, has_challenger: bool = True) -> list[Variant]:
+    """`choose` for a batch (keys None: no routing key). Without a canary nothing is hashed; with one the
+    hash is inlined, since a 256-row batch otherwise spends more on calls than on blake2b."""
+    if not has_challenger or weight <= 0:
+        return [CHAMPION] * rows
+    if weight >= BUCKETS:
+        return [CHALLENGER] * rows
+    if keys is None:
+        return [choose(None, weight) for _ in range(rows)]
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [CHALLENGER if from_bytes(blake2b(str(k).encode("utf-8"), digest_size=8).digest(), "big") % BUCKETS
+            < weight else CHAMPION for k in keys]

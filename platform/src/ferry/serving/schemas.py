@@ -29,6 +29,11 @@ class AppArgs(BaseModel):
                                    description="How often the router re-reads aliases and weight.")
     registry_timeout_s: float = Field(5.0, gt=0, le=120,
                                       description="HTTP timeout of one registry call from the router.")
+    drift_window_s: float = Field(3600.0, gt=0, le=30 * 86400, description=(
+        "Sliding window of live traffic the drift PSI is computed over (monitoring.drift_window)."))
+    allow_fault_injection: bool = Field(False, description=(
+        "Honour the ferry.fault.* model-version tags (ferry.serving.faults). For tests and reliability runs "
+        "only: the renderer never sets it."))
 
     def fingerprint(self) -> str:
         """Identifies a deployed configuration: equal fingerprints mean redeploying changes nothing."""

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pydantic_core
 from pydantic import BaseModel
 
 from ferry.serving import metrics
-from ferry.serving.routing import CHALLENGER, CHAMPION, Variant, choose
+from ferry.serving.drift import DriftMonitor
+from ferry.serving.faults import FaultBook, InjectedFault, predictions
+from ferry.serving.routing import CHALLENGER, CHAMPION, Variant, choose_many
 from ferry.serving.schemas import Info, Prediction
 from ferry.serving.watcher import LOGGER_NAME, Loaded, RegistryWatcher, RolloutState
 
@@ -66,40 +69,119 @@ def run_model(module: Any, features: np.ndarray) -> np.ndarray:
     return scores
 
 
+@dataclass
+class Scored:
+    """One batch's answers, column-wise, so the batch endpoint can write its JSON without a pydantic model
+    per row; `results()` gives the per-row objects the single-request path answers with."""
+
+    model: str
+    scores: np.ndarray  # float64 per row; NaN for a row that drew an injected fault
+    versions: list[str]
+    variants: list[Variant]
+    decisions: np.ndarray
+    faults: dict[int, InjectedFault]
+    served: set[tuple[str, Variant]]  # (version, variant) pairs that scored rows: the latency labels
+
+    @classmethod
+    def empty(cls, model: str, rows: int) -> Scored:
+        return cls(model, np.full(rows, np.nan), [""] * rows, [CHAMPION] * rows, np.zeros(rows, dtype=bool), {},
+                   set())
+
+    def fill(self, index: list[int], version: str, variant: Variant, scores: np.ndarray, threshold: float) -> None:
+        self.scores[index] = scores
+        self.decisions[index] = scores >= threshold
+        for i in index:
+            self.versions[i], self.variants[i] = version, variant
+        self.served.add((version, variant))
+
+    def fail(self, row: int, fault: InjectedFault) -> None:
+        self.faults[row] = fault
+        self.versions[row] = fault.version
+        self.variants[row] = CHALLENGER if fault.variant == CHALLENGER else CHAMPION
+
+    def scores_of(self, variant: Variant) -> list[float]:
+        return [float(s) for s, v, in zip(self.scores, self.variants, strict=True) if v == variant and s == s]
+
+    def first_fault(self) -> InjectedFault | None:
+        return self.faults[min(self.faults)] if self.faults else None
+
+    def results(self) -> list[Prediction | InjectedFault]:
+        scores, decisions = self.scores.tolist(), self.decisions.tolist()
+        return [self.faults[i] if i in self.faults else Prediction(
+            score=scores[i], decision=decisions[i], model=self.model, version=self.versions[i],
+            variant=self.variants[i]) for i in range(len(scores))]
+
+    def to_json(self) -> bytes:
+        """`{"predictions": [...]}` as `BatchPredictions` would serialise it (a batch without faults)."""
+        rows = [{"score": s, "decision": d, "model": self.model, "version": v, "variant": a} for s, d, v, a in zip(
+            self.scores.tolist(), self.decisions.tolist(), self.versions, self.variants, strict=True)]
+        return pydantic_core.to_json({"predictions": rows})
+
+
 class ScoringService:
     def __init__(self, model: str, workload: WorkloadView, watcher: RegistryWatcher,
-                 recorder: metrics.Recorder, fingerprint: str = "") -> None:
+                 recorder: metrics.Recorder, fingerprint: str = "", faults: FaultBook | None = None,
+                 drift: DriftMonitor | None = None) -> None:
         self.model = model
+        self.drift = drift  # live drift against the champion's training reference (ferry.serving.drift)
         self.workload = workload
         self.watcher = watcher
         self.recorder = recorder
         self.fingerprint = fingerprint
+        self.faults = faults  # None unless the app args allow fault injection (ferry.serving.faults)
 
     def ready(self) -> bool:
         return self.watcher.state.champion is not None
 
     def score(self, rows: Sequence[BaseModel]) -> list[Prediction]:
-        """One prediction per row, in order; one registry state (snapshot) for the whole batch."""
+        """One prediction per row, in order; one registry state (snapshot) for the whole batch.
+        Raises InjectedFault when fault injection is on and a row drew one."""
+        return predictions(self.score_each(rows))
+
+    def score_each(self, rows: Sequence[BaseModel]) -> list[Prediction | InjectedFault]:
+        """Like `score`, but a row that drew an injected fault gets its InjectedFault in its place, so a
+        batch of several HTTP requests fails only the requests that drew one."""
+        key = self.workload.routing_key
+        keys = [getattr(row, key) for row in rows] if key else None
+        return self.score_batch(keys, self.features(rows)).results()
+
+    def score_batch(self, keys: Sequence[Any] | None, features: np.ndarray) -> Scored:
+        """Score a feature matrix (rows in the workload's feature order) column-wise: one registry state
+        (snapshot) for the whole batch, one forward pass and one metrics update per variant."""
         state = self.watcher.state
         if state.champion is None:
             raise NoChampion(f"no champion of {self.model} is loaded yet")
         has_challenger = state.challenger is not None
-        key = self.workload.routing_key
-        variants = [choose(getattr(row, key) if key else None, state.weight, has_challenger) for row in rows]
-        features = self.features(rows)
-        results: list[Prediction | None] = [None] * len(rows)
+        rows = int(features.shape[0])
+        variants = choose_many(keys, rows, state.weight, has_challenger)
+        scored = Scored.empty(self.model, rows)
+        if self.faults is not None:
+            self._inject(state, variants, scored)
         for variant in (CHAMPION, CHALLENGER):
-            index = [i for i, v in enumerate(variants) if v == variant]
+            index = [i for i, v in enumerate(variants) if v == variant and i not in scored.faults]
             if index:
-                for i, prediction in zip(index, self._score_group(state, variant, features[index]), strict=True):
-                    results[i] = prediction
-        return [p for p in results if p is not None]
+                loaded, served_as, scores = self._score_group(state, variant, features[index])
+                scored.fill(index, loaded.version, served_as, scores, self.workload.threshold)
+        if self.drift is not None:
+            self.drift.observe(state.champion.version, features, scored.scores_of(CHAMPION))
+        return scored
+
+    def _inject(self, state: RolloutState, variants: list[Variant], scored: Scored) -> None:
+        """Fail the rows whose version's `ferry.fault.error_rate` draw says so; count them as server errors."""
+        assert self.faults is not None
+        for i, variant in enumerate(variants):
+            loaded = state.challenger if variant == CHALLENGER else state.champion
+            if loaded is not None and self.faults.fails(loaded.version):
+                scored.fail(i, InjectedFault(loaded.version, variant))
+                self.recorder.request(metrics.SERVER_ERROR, loaded.version, variant)
 
     def features(self, rows: Sequence[BaseModel]) -> np.ndarray:
         names = self.workload.feature_names
-        return np.array([[getattr(row, name) for name in names] for row in rows], dtype=np.float32)
+        matrix = np.array([[getattr(row, name) for name in names] for row in rows], dtype=np.float32)
+        return matrix.reshape(len(rows), len(names))
 
-    def _score_group(self, state: RolloutState, variant: Variant, features: np.ndarray) -> list[Prediction]:
+    def _score_group(self, state: RolloutState, variant: Variant,
+                     features: np.ndarray) -> tuple[Loaded, Variant, np.ndarray]:
         loaded = state.challenger if variant == CHALLENGER else state.champion
         assert loaded is not None
         try:
@@ -113,14 +195,10 @@ class ScoringService:
             logger.exception("challenger %s failed; answering %d row(s) with the champion", loaded.version,
                              len(features))
             return self._score_group(state, CHAMPION, features)
-        return self._predictions(loaded, variant, scores)
-
-    def _predictions(self, loaded: Loaded, variant: Variant, scores: np.ndarray) -> list[Prediction]:
-        decisions = scores >= self.workload.threshold
+        positives = int(np.count_nonzero(scores >= self.workload.threshold))
         self.recorder.request(metrics.OK, loaded.version, variant, len(scores))
-        self.recorder.scores(loaded.version, variant, scores.tolist(), int(decisions.sum()))
-        return [Prediction(score=float(s), decision=bool(d), model=self.model, version=loaded.version,
-                           variant=variant) for s, d in zip(scores, decisions, strict=True)]
+        self.recorder.scores(loaded.version, variant, scores.tolist(), positives)
+        return loaded, variant, scores
 
     def info(self) -> Info:
         state, watcher = self.watcher.state, self.watcher

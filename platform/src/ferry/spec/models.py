@@ -50,6 +50,28 @@ class TimeSplit(Strict):
     test_days: int = Field(7, ge=1, le=366)
 
 
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # file:, s3://, https://, and Windows drives (C:)
+
+
+def _unsafe_path(value: str) -> str:
+    """Why a data path could leave the data root or mean something else than a local file ('' when safe).
+
+    Spec paths are never URL-decoded, so '%2e%2e' is harmless as such; it is refused anyway because
+    it only ever appears when someone tries it, and a clear error beats a file-not-found later.
+    Symlinks that leave the root can only be seen on disk: the workload resolves the path at run time.
+    """
+    checks = [
+        (not value.strip(), "it is empty"),
+        (any(ord(ch) < 32 or ord(ch) == 127 for ch in value), "control characters are not allowed"),
+        (bool(SCHEME.match(value)), "a URL scheme or drive is not allowed"),
+        (value.startswith(("/", "~")), "absolute and '~' paths are not allowed"),
+        ("\\" in value, "use '/' as the separator; '\\' is not allowed"),
+        ("%" in value, "percent-encoded characters are not allowed"),
+        (".." in value.split("/"), "'..' is not allowed"),
+    ]
+    return next((reason for failed, reason in checks if failed), "")
+
+
 class DataSpec(Strict):
     source: Literal["simulator", "parquet"] = Field(
         description="`simulator` generates data from `params`; `parquet` reads `path`."
@@ -63,11 +85,10 @@ class DataSpec(Strict):
     def _safe_path(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        if "://" in value or value.startswith(("/", "~")) or ".." in value.split("/"):
-            raise ValueError(
-                "must be a relative path inside the data root without '..', '~' or a URL scheme,"
-                f" got {value!r}"
-            )
+        problem = _unsafe_path(value)
+        if problem:
+            raise ValueError(f"must be a relative path inside the data root ({problem}), got {value!r};"
+                             " e.g. 'transactions/2018.parquet'")
         return value
 
     @model_validator(mode="after")
@@ -214,6 +235,14 @@ def _duration(value: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_duration), Field(json_schema_extra={"pattern": DURATION.pattern})]
+DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_s(value: str) -> float:
+    """A validated Duration ('30s', '5m', '1h') in seconds."""
+    found = DURATION.match(_duration(value))
+    assert found is not None
+    return int(found.group(1)) * DURATION_UNIT_S[found.group(2)]
 
 
 class RolloutSpec(Strict):

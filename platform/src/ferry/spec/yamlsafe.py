@@ -120,7 +120,14 @@ def _build_mapping(node: yaml.MappingNode, path: Path, lines: dict[Path, int], l
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
             raise YamlProblem("keys must be plain strings", key_node.start_mark.line + 1)
-        key = str(loader.construct_object(key_node))
+        raw_key = loader.construct_object(key_node)
+        if raw_key is None or raw_key == "":  # `~:`, `null:`, `"":` or a bare `&anchor:` would read as 'None'
+            raise YamlProblem("a key is empty or null", key_node.start_mark.line + 1,
+                              "write the field's name before the ':'")
+        key = str(raw_key)
+        if not key.isprintable():  # it would be echoed raw in error paths: terminal escapes in a CI log
+            raise YamlProblem(f"key {key!r} contains non-printable characters", key_node.start_mark.line + 1,
+                              "keys are plain names such as `epochs`")
         if key in mapping:
             first = lines[(*path, key)]
             raise YamlProblem(f"duplicate key {key!r} (first on line {first})", key_node.start_mark.line + 1,

@@ -1,16 +1,20 @@
 """`ferry step register`: log the model (pt2, signature, input example, requirements) and register it once.
 
-A rerun finds the version already tagged with this workflow and registers nothing new.
+A rerun finds the version already tagged with this workflow and registers nothing new. Besides the model,
+the version gets what monitoring needs: its drift reference (decile histograms of the training features
+and of the model's scores on them, `ferry.adapters.reference`) and the time its training finished.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
 import mlflow.pytorch
 from mlflow.models import infer_signature
 
+from ferry.adapters.reference import Reference, build_reference, sample_rows, workload_feature_names
 from ferry.render import names
 from ferry.steps.context import StepContext, StepFailed, git_commit
 from ferry.steps.data import load_prepared
@@ -23,10 +27,11 @@ def _requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
 
 
-def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: str) -> dict[str, str]:
+def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: str,
+                 monitoring: dict[str, str] | None = None) -> dict[str, str]:
     tags = {names.TAG_WORKFLOW: ctx.workflow, names.TAG_SPEC_HASH: ctx.spec_hash, names.TAG_MODEL: ctx.model,
             names.TAG_GIT_COMMIT: git_commit(ctx.settings), names.TAG_DATASET_DIGEST: digest,
-            names.TAG_ROLLOUT_STATE: "registered", names.TAG_ROLLOUT_WEIGHT: "0"}
+            names.TAG_ROLLOUT_STATE: "registered", names.TAG_ROLLOUT_WEIGHT: "0", **(monitoring or {})}
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluate_metrics.items()})
     return tags
 
@@ -43,14 +48,34 @@ def run(ctx: StepContext) -> None:
     prepared = load_prepared(ctx)
     scorer = _scorer(ctx)
     example = ctx.workload.input_example(prepared)
+    reference = training_reference(ctx.workload, prepared, scorer)
+    trained_at = trained_at_tag(ctx.require_run("train").info.end_time)
     ctx.registry.ensure_registered_model(ctx.model, ctx.spec.metadata.owner)
-    with ctx.mlflow_run():
+    with ctx.mlflow_run() as run:
         info = mlflow.pytorch.log_model(scorer, name="model", input_example=example,
                                         signature=infer_signature(example, _outputs(scorer, example)),
                                         pip_requirements=_requirements(), serialization_format="pt2")
+        monitoring = {names.TAG_REFERENCE: ctx.registry.log_reference(run.info.run_id, reference),
+                      names.TAG_TRAINED_AT: trained_at}
         version = mlflow.register_model(info.model_uri, names.registered_model_name(ctx.model),
-                                        tags=version_tags(ctx, evaluation.data.metrics, prepared["dataset_digest"]))
+                                        tags=version_tags(ctx, evaluation.data.metrics, prepared["dataset_digest"],
+                                                          monitoring))
     ctx.emit({"model-version": version.version, "model-uri": _uri(ctx, version.version)})
+
+
+def training_reference(workload: Any, prepared: dict[str, Any], scorer: Any) -> Reference:
+    """Drift reference from the training rows (`x_train`, the protocol's name) and the scorer's scores on
+    them: the live distribution the router compares against is the one the model learned from."""
+    import numpy as np
+
+    rows = sample_rows(np.asarray(prepared["x_train"], dtype=np.float32))
+    return build_reference(rows, workload_feature_names(workload), _outputs(scorer, rows).reshape(-1))
+
+
+def trained_at_tag(end_time_ms: int | None) -> str:
+    """When training finished (the train step run's end), RFC 3339 UTC; now if MLflow has no end time."""
+    moment = datetime.now(UTC) if end_time_ms is None else datetime.fromtimestamp(end_time_ms / 1000, UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _scorer(ctx: StepContext) -> Any:

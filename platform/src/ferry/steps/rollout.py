@@ -10,7 +10,6 @@ import contextlib
 from ferry.adapters.prometheus import Prometheus
 from ferry.rollout.controller import Controller, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
-from ferry.rollout.policy import parse_duration_s
 from ferry.steps.context import StepContext
 
 
@@ -27,8 +26,7 @@ def run(ctx: StepContext) -> None:
     metrics = RolloutMetrics()
     with contextlib.suppress(OSError):  # another rollout exports on this port; decisions are still tagged
         metrics.serve(ctx.settings.host, ctx.settings.rollout_metrics_port)
-    window = parse_duration_s(ctx.spec.spec.rollout.interval)
-    controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model, window), metrics=metrics)
+    controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model), metrics=metrics)
     try:
         outcome = controller.run(str(version.version))
     finally:

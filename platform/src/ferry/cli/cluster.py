@@ -1,0 +1,112 @@
+"""Operating a cluster from the CLI: the Argo Server options `ferry runs|logs|submit` share, and `ferry submit`.
+
+With `--argo-server` (or FERRY_ARGO_SERVER) the verbs talk to that cluster's Argo Server; without it
+they work on the local runs under .ferry/. Either way the output is the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.live import Live
+
+from ferry.cli.output import console, err_console
+from ferry.settings import load_settings
+
+if TYPE_CHECKING:
+    from ferry.adapters.argo_server import ArgoServer
+
+# The environment of the cluster verbs, for the CLI reference (ferry.cli.docs). The adapter reads them; this copy
+# keeps the docs generator free of the SDK, and tests/unit/test_cli_cluster.py keeps the two equal.
+CLUSTER_ENVIRONMENT = {
+    "FERRY_ARGO_SERVER": "Argo Server URL for `ferry runs|logs|submit` (same as --argo-server).",
+    "FERRY_ARGO_NAMESPACE": "Namespace of the pipeline runs on the cluster (default: ferry).",
+    "FERRY_ARGO_TOKEN": "Bearer token for the Argo Server, e.g. `kubectl -n ferry create token ferry-operator`. "
+                        "Read at each call, never stored.",
+    "ARGO_TOKEN": "Used when FERRY_ARGO_TOKEN is not set, as the Argo CLI does.",
+    "FERRY_ARGO_INSECURE_SKIP_VERIFY": "`1` to accept a self-signed certificate of the Argo Server.",
+}
+
+ArgoServerOption = Annotated[str | None, typer.Option(
+    "--argo-server", envvar="FERRY_ARGO_SERVER", show_envvar=True, rich_help_panel="Cluster",
+    help="Argo Server URL (e.g. https://argo.example.com or http://127.0.0.1:2746 through a port-forward). "
+         "The token is read from FERRY_ARGO_TOKEN or ARGO_TOKEN; without a URL, local runs are used.")]
+NamespaceOption = Annotated[str | None, typer.Option(
+    "--namespace", "-n", envvar="FERRY_ARGO_NAMESPACE", show_envvar=True, rich_help_panel="Cluster",
+    help="Namespace of the pipeline runs on the cluster (default: ferry).")]
+
+
+def connect(url: str, namespace: str | None) -> ArgoServer:
+    try:
+        from ferry.adapters.argo_server import ArgoServer, ArgoTarget
+    except ModuleNotFoundError as exc:  # the argo-workflows SDK is an extra: local mode does not need it
+        err_console.print(f"[red]error[/red] --argo-server needs the Argo Workflows SDK ({exc.name}): "
+                          "pip install 'ferry[cluster]'")
+        raise typer.Exit(2) from None
+    return ArgoServer(ArgoTarget.from_env(url, namespace))
+
+
+def submit(
+    model: Annotated[str, typer.Argument(help="Model name (a spec in gitops/models).")],
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="Train again under a new run name even if this spec hash was trained before.")] = False,
+    reason: Annotated[str, typer.Option(help="Why, recorded on the run (annotation ferry.dev/reason).")] =
+        "submitted by hand",
+    argo_server: ArgoServerOption = None,
+    namespace: NamespaceOption = None,
+) -> None:
+    """Start a pipeline run of MODEL now: on the cluster from its WorkflowTemplate, or locally."""
+    if argo_server:
+        with connect(argo_server, namespace) as server:
+            workflow, created = server.submit(model, retrain=retrain, reason=reason)
+        _print_submitted(workflow, created)
+        return
+    if retrain:
+        _retrain_locally(model, reason)
+    else:
+        _run_locally(model)
+
+
+def _print_submitted(workflow: dict[str, Any], created: bool) -> None:
+    name = (workflow.get("metadata") or {}).get("name", "")
+    phase = (workflow.get("status") or {}).get("phase") or "Pending"
+    if created:
+        console.print(f"submitted {name} ({phase})")
+    else:
+        console.print(f"{name} exists already ({phase}): use --retrain to train this spec again")
+    console.print(f"  follow it with: ferry runs show {name}   (same --argo-server)")
+
+
+def _retrain_locally(model: str, reason: str) -> None:
+    from ferry.local.progress import render_progress
+    from ferry.local.retrain import start_retraining
+    from ferry.local.services import start_services, use_ray_client_env
+
+    settings = load_settings()
+    use_ray_client_env(settings)  # before Ray is imported: token auth and loopback for this process
+    start_services(settings)
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        result = start_retraining(settings, model, reason, trigger="manual",
+                                  on_started=lambda name: console.print(f"started {name}"),
+                                  on_update=lambda wf: live.update(render_progress(wf)))
+    console.print(f"{result.workflow}: {result.phase} {result.message}".rstrip())
+    if result.phase != "Succeeded":
+        raise typer.Exit(1)
+
+
+def _run_locally(model: str) -> None:
+    from ferry.cli.local import _print_outcomes
+    from ferry.local import reconcile
+    from ferry.local.progress import render_progress
+    from ferry.local.services import use_ray_client_env
+
+    settings = load_settings()
+    use_ray_client_env(settings)
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        result = reconcile.up(settings, [model], on_update=lambda wf: live.update(render_progress(wf)))
+    _print_outcomes(result)
+    if any(m.action == "up-to-date" for m in result.models):
+        err_console.print("a version with this spec hash is registered: use --retrain to train again")
+    if not result.ok:
+        raise typer.Exit(1)

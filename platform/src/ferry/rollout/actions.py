@@ -1,0 +1,102 @@
+"""The registry writes that end a rollout, shared by the controller and `ferry rollout promote|abort`.
+
+Promotion sets `champion` before removing `challenger`, so at every instant the router sees a consistent
+pair; a rollback sets the weight to 0 before removing the alias, so the router stops sending traffic
+even if the second write fails. `write` wraps each call (the controller passes its retry loop).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ferry.adapters.registry import Registry, RolloutView
+from ferry.render import names
+from ferry.rollout.policy import Action
+
+Write = Callable[..., Any]
+CHECK_TAG_PREFIX = "ferry.rollout.check."  # one JSON record per check: ferry.rollout.check.001, .002, ...
+
+
+def _direct(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+class NoChallenger(Exception):
+    pass
+
+
+def promote(registry: Registry, model: str, version: str, old: str | None, reason: str,
+            write: Write = _direct) -> None:
+    write(registry.set_alias, model, names.ALIAS_CHAMPION, version)
+    write(registry.delete_alias, model, names.ALIAS_CHALLENGER)
+    write(registry.tag_version, model, version, {
+        names.TAG_ROLLOUT_STATE: "promoted", names.TAG_ROLLOUT_WEIGHT: 100, names.TAG_ROLLOUT_REASON: reason})
+    if old is not None and old != version:
+        write(registry.tag_version, model, old, {names.TAG_ROLLOUT_STATE: "retired"})
+
+
+def rollback(registry: Registry, model: str, version: str, reason: str, write: Write = _direct) -> None:
+    write(registry.tag_version, model, version, {names.TAG_ROLLOUT_WEIGHT: 0})
+    write(registry.delete_alias, model, names.ALIAS_CHALLENGER)
+    write(registry.tag_version, model, version,
+          {names.TAG_ROLLOUT_STATE: "rolled-back", names.TAG_ROLLOUT_REASON: reason})
+
+
+def by_hand(registry: Registry, model: str, action: Action) -> RolloutView:
+    """A person's promote or abort of the current challenger; the view as it was before."""
+    view = registry.rollout_view(model)
+    if view.challenger is None:
+        verb = "promote" if action is Action.PROMOTE else "abort"
+        raise NoChallenger(f"{model} has no challenger to {verb}")
+    if action is Action.PROMOTE:
+        promote(registry, model, view.challenger, view.champion, "promoted by hand")
+    elif action is Action.ROLLBACK:
+        rollback(registry, model, view.challenger, "aborted by hand")
+    else:
+        raise ValueError(f"a person can promote or roll back, not {action.value}")
+    return view
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """What `ferry rollout status` shows: the aliases, one version's rollout tags and its recorded checks."""
+
+    view: RolloutView
+    version: str | None
+    state: str = "-"
+    reason: str = "-"
+    weight: str = "-"
+    checks: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
+def status(registry: Registry, model: str, version: str | None = None) -> RolloutStatus:
+    """The rollout of `version`; by default the challenger's, else the newest version that had one (a
+    rolled-back version is neither champion nor challenger, and it is the one on-call asks about)."""
+    view = registry.rollout_view(model)
+    name = names.registered_model_name(model)
+    if version is None:
+        version = view.challenger or _latest_rollout(registry, name) or view.champion
+    if version is None:
+        return RolloutStatus(view, None)
+    tags = dict(registry.client.get_model_version(name, version).tags)
+    checks = tuple((key.rsplit(".", 1)[-1], _record(value)) for key, value in sorted(tags.items())
+                   if key.startswith(CHECK_TAG_PREFIX))
+    return RolloutStatus(view, version, tags.get(names.TAG_ROLLOUT_STATE, "-"),
+                         tags.get(names.TAG_ROLLOUT_REASON, "-"), tags.get(names.TAG_ROLLOUT_WEIGHT, "-"), checks)
+
+
+def _latest_rollout(registry: Registry, name: str) -> str | None:
+    versions = registry.client.search_model_versions(f"name='{name}'")
+    rolled = [int(v.version) for v in versions if names.TAG_ROLLOUT_STATE in (v.tags or {})]
+    return str(max(rolled)) if rolled else None
+
+
+def _record(raw: str) -> dict[str, Any]:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return {"reason": raw}
+    return record if isinstance(record, dict) else {"reason": raw}

@@ -1,0 +1,82 @@
+"""A retraining run for real: `ferry up` trains a tiny spec once, then `start_retraining` (what a drift alert
+makes the receiver call, and `ferry submit --retrain`) trains the same spec hash again under a new run name,
+registers a second version, compares it with the champion and puts it through the canary.
+
+No traffic reaches the model here, so the canary has no evidence and, after `hold_timeout`, rolls the
+challenger back: the point is that a retrained challenger takes the normal rollout path, never a shortcut.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from tests.integration.test_pipeline import write_spec
+
+from ferry.adapters.registry import Registry
+from ferry.local import procs, reconcile
+from ferry.local.retrain import RetrainingBusy, start_retraining
+from ferry.local.service_defs import ray_temp_dir
+from ferry.local.services import start_services, stop_services
+from ferry.local.state import load_run
+from ferry.render import names
+from ferry.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port",
+         "prometheus_port", "alertmanager_port", "receiver_port", "rollout_metrics_port")
+MODEL = "tiny-retrain"
+# The retrained version must reach the canary whatever its score (min_delta -1), and a canary without
+# traffic gives up quickly (3 s checks, 12 s hold timeout).
+FAST_CANARY = {"min_delta: 0.0": "min_delta: -1.0", "interval: 30s": "interval: 3s",
+               "hold_timeout: 10m": "hold_timeout: 12s"}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    home = tmp_path_factory.mktemp("retrain-home")
+    (home / "gitops/models").mkdir(parents=True)
+    write_spec(home, MODEL, **FAST_CANARY)
+    settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120, **{f: procs.free_port() for f in PORTS})  # type: ignore[arg-type]
+    try:
+        start_services(settings, include=["ray", "mlflow"])
+        yield settings
+    finally:
+        stop_services(settings)
+        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
+
+
+def test_retraining_trains_the_same_spec_again_and_goes_through_the_canary(settings: Settings) -> None:
+    [first] = reconcile.up(settings, [MODEL]).models
+    assert first.phase == "Succeeded", first.message
+    registry = Registry(settings.mlflow_uri)
+    assert registry.alias(MODEL, names.ALIAS_CHAMPION).version == "1"
+    assert reconcile.up(settings, [MODEL]).models[0].action == "up-to-date"  # the spec hash is registered
+
+    started: list[str] = []
+    result = start_retraining(settings, MODEL, "test: drift on tx_amount", trigger="drift", on_started=started.append)
+    assert result.phase == "Succeeded", result.message
+    assert started == [result.workflow] and result.workflow.startswith(f"{MODEL}-drift-")
+    versions = {v.version: v for v in registry.client.search_model_versions(f"name = '{MODEL}'")}
+    assert set(versions) == {"1", "2"}
+    assert versions["2"].tags[names.TAG_SPEC_HASH] == versions["1"].tags[names.TAG_SPEC_HASH] == first.spec_hash
+    assert versions["2"].tags[names.TAG_WORKFLOW] == result.workflow
+    evaluate = registry.step_run(MODEL, result.workflow, "evaluate")
+    assert evaluate.data.tags["ferry.evaluate.champion_version"] == "1"
+    outputs = {n["displayName"]: {p["name"]: p.get("value") for p in n["outputs"]["parameters"]}
+               for n in load_run(settings, result.workflow)["status"]["nodes"].values() if "(" not in n["displayName"]}
+    assert outputs["rollout"]["decision"] == "rolled-back" and "no evidence" in outputs["rollout"]["reason"]
+    assert registry.alias(MODEL, names.ALIAS_CHAMPION).version == "1"
+    assert versions["2"].tags[names.TAG_ROLLOUT_STATE] == "rolled-back"
+    rendered = (settings.home / "gitops/rendered/local" / MODEL / "workflow.yaml").read_text()
+    assert f"name: {first.workflow}" in rendered and "drift" not in rendered  # the committed run is untouched
+
+
+def test_retraining_refuses_while_the_models_pipeline_runs(settings: Settings) -> None:
+    from ferry.local import locks
+
+    with locks.exclusive(locks.lock_path(settings, names.mutex_name(MODEL)), what="test", timeout_s=0), \
+            pytest.raises(RetrainingBusy):
+        start_retraining(settings, MODEL, "second")

@@ -1,0 +1,134 @@
+"""A bounded, open-loop HTTP load generator for the reliability scenarios (loopback only).
+
+Open loop: requests leave on a fixed schedule whether or not earlier ones have answered, so a stalled
+server shows up as errors and latency instead of silently lowering the offered rate (the coordinated
+omission a closed loop hides). Bounded three ways: a request count, a duration, and a cap on requests
+in flight (past it a scheduled request is counted as `dropped`, never queued without bound). Only
+127.0.0.1/localhost URLs are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class Sample:
+    sent_s: float  # since the start of the run
+    status: int  # HTTP status; 0 when no response (connection error, timeout)
+    latency_ms: float
+    error: str = ""
+
+
+@dataclass
+class LoadResult:
+    rate: float
+    duration_s: float
+    samples: list[Sample] = field(default_factory=list)
+    dropped: int = 0
+
+    @property
+    def sent(self) -> int:
+        return len(self.samples)
+
+    @property
+    def ok(self) -> int:
+        return sum(1 for s in self.samples if s.status == 200)
+
+    @property
+    def failed(self) -> list[Sample]:
+        return [s for s in self.samples if s.status != 200]
+
+    def statuses(self) -> dict[str, int]:
+        return dict(Counter(str(s.status) if s.status else (s.error or "no answer") for s in self.samples))
+
+    def percentile(self, q: float, only_ok: bool = True) -> float:
+        values = sorted(s.latency_ms for s in self.samples if s.status == 200 or not only_ok)
+        if not values:
+            return float("nan")
+        return values[min(len(values) - 1, int(q / 100 * len(values)))]
+
+    def summary(self) -> dict[str, Any]:
+        return {"rate_rps": self.rate, "duration_s": round(self.duration_s, 1), "sent": self.sent, "ok": self.ok,
+                "failed": len(self.failed), "dropped": self.dropped, "statuses": self.statuses(),
+                "p50_ms": round(self.percentile(50), 1), "p99_ms": round(self.percentile(99), 1),
+                "max_ms": round(max((s.latency_ms for s in self.samples), default=float("nan")), 1)}
+
+
+def check_loopback(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host not in LOOPBACK:
+        raise ValueError(f"load is only ever sent to loopback, not {host!r}")
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: Any, started: float, out: list[Sample]) -> None:
+    sent = time.perf_counter()
+    try:
+        response = await client.post(url, json=body)
+        out.append(Sample(sent - started, response.status_code, (time.perf_counter() - sent) * 1000))
+    except httpx.HTTPError as exc:
+        out.append(Sample(sent - started, 0, (time.perf_counter() - sent) * 1000, type(exc).__name__))
+
+
+async def _run(url: str, payload: Callable[[int], Any], rate: float, duration_s: float, max_requests: int,
+               max_in_flight: int, timeout_s: float, stop: threading.Event | None) -> LoadResult:
+    result = LoadResult(rate=rate, duration_s=0.0)
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as client:
+        started = time.perf_counter()
+        tasks: set[asyncio.Task[None]] = set()
+        for i in range(max_requests):
+            due = started + i / rate
+            if due - started >= duration_s or (stop is not None and stop.is_set()):
+                break
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            if len(tasks) >= max_in_flight:
+                result.dropped += 1
+                continue
+            task = asyncio.create_task(_one(client, url, payload(i), started, result.samples))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s + 1)
+        result.duration_s = time.perf_counter() - started
+    result.samples.sort(key=lambda s: s.sent_s)
+    return result
+
+
+def run_load(url: str, payload: Callable[[int], Any], *, rate: float, duration_s: float, max_requests: int = 100_000,
+             max_in_flight: int = 64, timeout_s: float = 10.0, stop: threading.Event | None = None) -> LoadResult:
+    """POST `payload(i)` to `url` at `rate` requests/s for at most `duration_s` and `max_requests`
+    (or until `stop` is set, for load that runs beside a scenario in another thread)."""
+    check_loopback(url)
+    if not (0 < rate <= 2_000 and 0 < duration_s <= 1_800 and 0 < max_requests <= 1_000_000):
+        raise ValueError("rate, duration and count must be positive and bounded (rate <= 2000/s, <= 30 min)")
+    return asyncio.run(_run(url, payload, rate, duration_s, max_requests, max_in_flight, timeout_s, stop))
+
+
+def outage(result: LoadResult, after_s: float) -> dict[str, Any]:
+    """What a fault at `after_s` cost. Failed requests after it; and the recovery time: from the fault to
+    the end of the last request after it that failed or was slow (over 5x the pre-fault p50, at least
+    100 ms). A server that queues requests through an outage loses none but stalls: the stall is the cost."""
+    before = sorted(s.latency_ms for s in result.samples if s.sent_s < after_s and s.status == 200)
+    normal_ms = max(100.0, 5 * before[len(before) // 2]) if before else 100.0
+    later = [s for s in result.samples if s.sent_s >= after_s]
+    failed = [s for s in later if s.status != 200]
+    bad = [s for s in later if s.status != 200 or s.latency_ms > normal_ms]
+    recovered_s = max((s.sent_s + s.latency_ms / 1000 - after_s for s in bad), default=0.0)
+    slowest = max((s.latency_ms for s in later if s.status == 200), default=float("nan"))
+    return {"failed_after_fault": len(failed), "sent_after_fault": len(later),
+            "slow_after_fault": len(bad) - len(failed),
+            "slow_means_over_ms": round(normal_ms, 1), "recovery_s": round(recovered_s, 2),
+            "slowest_ok_ms": round(slowest, 1), "failure_statuses": dict(Counter(
+                str(s.status) if s.status else s.error for s in failed))}

@@ -1,0 +1,44 @@
+"""The load generator's bounds and its outage arithmetic (pure; no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.reliability.loadgen import LoadResult, Sample, outage, run_load
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1/predict", "http://example.com/", "http://0.0.0.0:8000/"])
+def test_only_loopback(url: str) -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        run_load(url, lambda i: {}, rate=1, duration_s=1)
+
+
+@pytest.mark.parametrize("kwargs", [{"rate": 0, "duration_s": 1}, {"rate": 5000, "duration_s": 1},
+                                    {"rate": 1, "duration_s": 3600}, {"rate": 1, "duration_s": 1, "max_requests": 0}])
+def test_bounded(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="bounded"):
+        run_load("http://127.0.0.1:1/", lambda i: {}, **kwargs)
+
+
+def test_refused_connections_are_counted_not_raised() -> None:
+    result = run_load("http://127.0.0.1:1/predict", lambda i: {}, rate=20, duration_s=0.5, timeout_s=1)
+    assert result.sent == 10 and result.ok == 0 and set(result.statuses()) == {"ConnectError"}
+
+
+def samples(spec: list[tuple[float, int, float]]) -> LoadResult:
+    return LoadResult(rate=10, duration_s=10, samples=[Sample(t, status, ms, "" if status else "ReadTimeout")
+                                                       for t, status, ms in spec])
+
+
+def test_outage_counts_failures_and_stalls_after_the_fault() -> None:
+    result = samples([(0.0, 200, 10), (0.5, 200, 12), (1.0, 200, 10),  # before: p50 10 ms -> slow is > 100 ms
+                      (2.0, 200, 3000), (2.5, 503, 5), (3.0, 0, 1000), (4.0, 200, 900), (6.0, 200, 11)])
+    lost = outage(result, after_s=2.0)
+    assert lost["failed_after_fault"] == 2 and lost["slow_after_fault"] == 2 and lost["sent_after_fault"] == 5
+    assert lost["recovery_s"] == pytest.approx(3.0)  # the 2.0 s request took 3 s: the last bad answer ends at 5 s
+    assert lost["failure_statuses"] == {"503": 1, "ReadTimeout": 1} and lost["slowest_ok_ms"] == 3000
+
+
+def test_no_fault_cost_is_zero() -> None:
+    lost = outage(samples([(0.0, 200, 10), (1.0, 200, 10), (2.0, 200, 12)]), after_s=1.0)
+    assert lost["failed_after_fault"] == 0 and lost["recovery_s"] == 0.0
