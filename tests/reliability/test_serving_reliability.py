@@ -114,7 +114,12 @@ def _cases(url: str) -> dict[str, tuple[str, str, dict[str, Any], set[int]]]:
         "NaN literal": ("POST", one, {"content": json.dumps(transaction(tx_amount=float("nan"))).encode(),
                                       "headers": JSON}, {422}),
         "Infinity in an unbounded field": ("POST", one, {"content": json.dumps(transaction(
-            customer_id_avg_amount_30day_window=float("inf"))).encode(), "headers": JSON}, {200, 422}),
+            customer_id_avg_amount_30day_window=float("inf"))).encode(), "headers": JSON}, {422}),
+        "Infinity in a batch row": ("POST", batch, {"content": json.dumps([*transactions(2), transaction(
+            customer_id_avg_amount_30day_window=float("inf"))]).encode(), "headers": JSON}, {422}),
+        "literal overflowing to infinity (1e400)": ("POST", one, {"content": json.dumps(transaction(
+            customer_id_avg_amount_30day_window="MARK")).replace('"MARK"', "1e400").encode(),
+            "headers": JSON}, {422}),
         "huge finite numbers (1e308)": ("POST", one, {"json": transaction(
             customer_id_avg_amount_30day_window=1e308, customer_id_nb_tx_30day_window=1e308)}, {200, 422}),
         "deeply nested JSON (5000 levels, 10 kB)": ("POST", one, {"content": b"[" * 5000 + b"]" * 5000,

@@ -153,7 +153,8 @@ def test_one_application_per_component() -> None:
     charts = {src["chart"] for app in _apps().values() if "chart" in (src := app["spec"]["source"])}
     assert charts == {chart for _, chart in CHART_PINS}
     paths = {app["spec"]["source"].get("path") for app in _apps().values()} - {None}
-    assert paths == {"gitops/platform/argocd", "platform/deploy", "gitops/rendered/prod/_argocd"}
+    assert paths == {"gitops/platform/argocd", "platform/deploy", "gitops/rendered/prod/_argocd",
+                     "monitoring/generated/kubernetes"}
     for path in paths:
         assert (ROOT / path).is_dir(), path
 
@@ -188,6 +189,7 @@ def test_sync_waves_put_crds_and_operators_first_and_models_last() -> None:
     assert wave["kube-prometheus-stack"] < wave["kuberay-operator"]  # their ServiceMonitors need its CRDs
     assert max(wave[name] for name in operators) < wave["mlflow"] == 0
     assert wave["ferry-models"] == max(wave.values()) and wave["ferry-models"] > wave["mlflow"]
+    assert wave["ferry-monitoring"] > wave["kube-prometheus-stack"]  # PrometheusRule is its CRD
 
 
 @pytest.mark.parametrize("name", ["kuberay-operator", "kube-prometheus-stack", "argo-workflows", "argo-events"])

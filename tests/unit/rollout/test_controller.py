@@ -3,6 +3,7 @@ people's promote/abort (ferry.rollout.actions and the CLI) on the same registry.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,52 +16,15 @@ from ferry.adapters.prometheus import PrometheusUnavailable
 from ferry.adapters.registry import RolloutView
 from ferry.render import names
 from ferry.rollout import actions
-from ferry.rollout.controller import SETTLE_S, Controller
+from ferry.rollout.controller import SETTLE_S, Controller, RegistryUnavailable, RolloutStuck
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action, Observation, VariantStats
 from ferry.spec import load_specs
+from ferry.steps.context import StepFailed, TransientStepError
 
 ROOT = Path(__file__).resolve().parents[3]
 EPOCH = 1_800_000_000.0
 SHAPE = (40, 20, 12, 8, 6, 4, 3, 2, 2, 1, 1, 1)
-
-
-@dataclass
-class MemoryRegistry:
-    aliases: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, dict[str, str]] = field(default_factory=dict)
-    weights: list[str] = field(default_factory=list)
-    fail_next: int = 0
-
-    def alias(self, model: str, alias: str):
-        version = self.aliases.get(alias)
-        return SimpleNamespace(version=version) if version else None
-
-    def set_alias(self, model: str, alias: str, version: str) -> None:
-        if self.fail_next:
-            self.fail_next -= 1
-            raise ConnectionError("mlflow down")
-        self.aliases[alias] = version
-
-    def delete_alias(self, model: str, alias: str) -> None:
-        self.aliases.pop(alias, None)
-
-    def tag_version(self, model: str, version: str, tags: dict) -> None:
-        self.tags.setdefault(version, {}).update({k: str(v) for k, v in tags.items()})
-        if names.TAG_ROLLOUT_WEIGHT in tags:
-            self.weights.append(str(tags[names.TAG_ROLLOUT_WEIGHT]))
-
-    @property
-    def client(self) -> SimpleNamespace:
-        """The two MlflowClient reads `ferry rollout status` makes."""
-        return SimpleNamespace(
-            get_model_version=lambda name, version: SimpleNamespace(tags=self.tags.get(version, {})),
-            search_model_versions=lambda query: [SimpleNamespace(version=v, tags=t) for v, t in self.tags.items()])
-
-    def rollout_view(self, model: str) -> RolloutView:
-        challenger = self.aliases.get("challenger")
-        weight = int(self.tags.get(challenger or "", {}).get(names.TAG_ROLLOUT_WEIGHT, 0))
-        return RolloutView(self.aliases.get("champion"), challenger, weight)
 
 
 class FakeClock:
@@ -77,13 +41,66 @@ class FakeClock:
         self.t += seconds
 
 
+@dataclass
+class MemoryRegistry:
+    """Aliases and tags in memory; MLflow is down (every call raises) while the clock is in an outage."""
+
+    aliases: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)
+    weights: list[str] = field(default_factory=list)
+    fail_next: int = 0
+    clock: FakeClock = field(default_factory=FakeClock)
+    outages: list[tuple[float, float]] = field(default_factory=list)  # [start, end) in clock seconds
+    weight_writes: list[tuple[float, str]] = field(default_factory=list)  # (clock seconds, weight)
+
+    def _up(self) -> None:
+        if any(start <= self.clock.t < end for start, end in self.outages):
+            raise ConnectionError("mlflow down")
+
+    def alias(self, model: str, alias: str):
+        version = self.aliases.get(alias)
+        return SimpleNamespace(version=version) if version else None
+
+    def set_alias(self, model: str, alias: str, version: str) -> None:
+        self._up()
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("mlflow down")
+        self.aliases[alias] = version
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        self._up()
+        self.aliases.pop(alias, None)
+
+    def tag_version(self, model: str, version: str, tags: dict) -> None:
+        self._up()
+        self.tags.setdefault(version, {}).update({k: str(v) for k, v in tags.items()})
+        if names.TAG_ROLLOUT_WEIGHT in tags:
+            self.weights.append(str(tags[names.TAG_ROLLOUT_WEIGHT]))
+            self.weight_writes.append((self.clock.t, str(tags[names.TAG_ROLLOUT_WEIGHT])))
+
+    @property
+    def client(self) -> SimpleNamespace:
+        """The two MlflowClient reads `ferry rollout status` makes."""
+        return SimpleNamespace(
+            get_model_version=lambda name, version: SimpleNamespace(tags=self.tags.get(version, {})),
+            search_model_versions=lambda query: [SimpleNamespace(version=v, tags=t) for v, t in self.tags.items()])
+
+    def rollout_view(self, model: str) -> RolloutView:
+        self._up()
+        challenger = self.aliases.get("challenger")
+        weight = int(self.tags.get(challenger or "", {}).get(names.TAG_ROLLOUT_WEIGHT, 0))
+        return RolloutView(self.aliases.get("champion"), challenger, weight)
+
+
 def spec():
     specs, _ = load_specs([ROOT / "gitops/models/fraud-detector.yaml"])
     return specs[0].model
 
 
-def controller(registry: MemoryRegistry, observe) -> Controller:
-    return Controller(registry, spec(), observe, FakeClock(), RolloutMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+def controller(registry: MemoryRegistry, observe, **kwargs) -> Controller:
+    return Controller(registry, spec(), observe, registry.clock, RolloutMetrics(CollectorRegistry()),  # type: ignore[arg-type]
+                      **kwargs)
 
 
 def variant(n: float, errors: float) -> VariantStats:
@@ -162,6 +179,87 @@ def test_registry_outage_is_retried() -> None:
     assert controller(registry, Traffic()).run("2").action is Action.PROMOTE
 
 
+def records(registry: MemoryRegistry, version: str = "2") -> dict[str, dict]:
+    return {k.rsplit(".", 1)[-1]: json.loads(v) for k, v in sorted(registry.tags.get(version, {}).items())
+            if k.startswith(actions.CHECK_TAG_PREFIX)}
+
+
+def test_an_outage_longer_than_the_old_retries_during_the_walk_holds_then_finishes() -> None:
+    # MLflow down from 35 s to 235 s (the old retry loop gave up after 31 s): the 50 % step is decided at
+    # 60 s, 90 s, ... but its weight write only lands at 240 s; the rollout then promotes normally.
+    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(35.0, 235.0)])
+    traffic = Traffic()
+    outcome = controller(registry, traffic).run("2")
+    assert outcome.action is Action.PROMOTE and registry.aliases == {"champion": "2"}
+    assert registry.weights == ["10", "25", "50", "100"]
+    assert [w for w in registry.weight_writes if w[1] == "50"] == [(240.0, "50")]
+    # the checks held on the 25 % step all counted from its start: `since` did not move
+    assert traffic.looks[1:8] == [EPOCH + 30 + SETTLE_S] * 7 and traffic.looks[8] == EPOCH + 240 + SETTLE_S
+    written = records(registry)
+    assert list(written) == [f"{n:03d}" for n in range(1, outcome.checks + 1)]  # every record, flushed
+    held = [r for r in written.values() if r["action"] == "hold"]
+    assert len(held) == 6 and all(r["weight"] == 25 and "did not take weight 50%" in r["reason"] for r in held)
+
+
+def test_no_advance_until_the_weight_write_lands() -> None:
+    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(55.0, 125.0)])
+    controller(registry, Traffic()).run("2")
+    assert registry.weight_writes == [(0.0, "10"), (30.0, "25"), (150.0, "50"), (180.0, "100")]
+    written = records(registry)
+    assert [(r["action"], r["weight"]) for r in written.values()] == [
+        ("advance", 25), ("hold", 25), ("hold", 25), ("hold", 25), ("advance", 50), ("promote", 100)]
+
+
+def test_a_terminal_outage_within_the_bound_still_rolls_back() -> None:
+    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(55.0, 455.0)])
+    outcome = controller(registry, Traffic(challenger_error_rate=0.06)).run("2")
+    assert outcome.action is Action.ROLLBACK and registry.aliases == {"champion": "1"}
+    assert registry.tags["2"][names.TAG_ROLLOUT_STATE] == "rolled-back"
+    assert registry.weight_writes[-1][1] == "0" and 455.0 <= registry.weight_writes[-1][0] < 455.0 + 30
+    assert list(records(registry)) == ["001", "002"]
+
+
+def test_a_terminal_outage_past_the_bound_says_where_the_aliases_are() -> None:
+    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(55.0, 10_000.0)])
+    with pytest.raises(RolloutStuck) as stuck:
+        controller(registry, Traffic(challenger_error_rate=0.06), registry_timeout_s=900).run("2")
+    message = str(stuck.value)
+    assert "could not rollback fraud-detector v2: MLflow unreachable for 900 s (mlflow down)" in message
+    assert "Nothing was changed" in message and "`ferry rollout abort fraud-detector`" in message
+    assert 60 + 900 <= registry.clock.t < 60 + 900 + 31  # bounded: gave up once the bound had passed
+    assert registry.aliases == {"champion": "1", "challenger": "2"}
+
+
+def test_default_bound_is_the_hold_timeout_or_ten_minutes() -> None:
+    assert controller(MemoryRegistry(), Traffic()).registry_timeout_s == 600.0
+
+
+class HalfPromoting(MemoryRegistry):
+    """The champion alias lands, then MLflow stops answering for good."""
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        raise ConnectionError("mlflow down")
+
+
+def test_a_half_done_promote_names_the_state_and_the_command() -> None:
+    registry = HalfPromoting(aliases={"champion": "1"})
+    with pytest.raises(RolloutStuck) as stuck:
+        controller(registry, Traffic(), registry_timeout_s=120).run("2")
+    assert registry.aliases == {"champion": "2", "challenger": "2"}
+    assert "already points at v2" in str(stuck.value) and "`ferry rollout promote fraud-detector`" in str(stuck.value)
+
+
+def test_registry_unreachable_at_start_is_retried_then_refused_clearly() -> None:
+    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(0.0, 200.0)])
+    assert controller(registry, Traffic()).run("2").action is Action.PROMOTE
+    assert registry.weight_writes[0][0] >= 200.0
+    down = MemoryRegistry(aliases={"champion": "1"}, outages=[(0.0, 10_000.0)])
+    with pytest.raises(RegistryUnavailable, match=r"could not read the aliases of fraud-detector from MLflow "
+                                                  r"within 600 s .*nothing was changed: rerun the step"):
+        controller(down, Traffic()).run("2")
+    assert down.aliases == {"champion": "1"} and down.tags == {}
+
+
 def test_by_hand_promote_and_abort_share_the_controller_writes() -> None:
     registry = MemoryRegistry(aliases={"champion": "1", "challenger": "2"})
     actions.by_hand(registry, "m", Action.PROMOTE)  # type: ignore[arg-type]
@@ -202,3 +300,32 @@ def test_cli_status_shows_the_rolled_back_version_and_its_checks(monkeypatch: py
     status = actions.status(registry, "fraud-detector")  # type: ignore[arg-type]
     assert status.version == "2" and [n for n, _ in status.checks] == ["001", "002"]
     assert status.checks[0][1]["requests"] == [2400.0, 600.0] and status.checks[1][1]["verdict"] == "fail"
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (RegistryUnavailable("could not read the aliases"), TransientStepError),
+    (RolloutStuck("could not rollback m v2: ... `ferry rollout abort m`"), StepFailed)])
+def test_step_turns_a_registry_outage_into_a_clear_step_failure(monkeypatch: pytest.MonkeyPatch,
+                                                               error: Exception, expected: type) -> None:
+    from ferry.steps import rollout as step
+
+    class Failing:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def run(self, version: str) -> None:
+            raise error
+
+    class Quiet(RolloutMetrics):
+        def serve(self, host: str, port: int) -> None:
+            pass
+
+    monkeypatch.setattr(step, "Controller", Failing)
+    monkeypatch.setattr(step, "RolloutMetrics", Quiet)
+    registry = SimpleNamespace(version_for_workflow=lambda model, workflow: SimpleNamespace(version=2, tags={}))
+    ctx = SimpleNamespace(registry=registry, model="m", workflow="w", spec=spec(), emit=lambda values: None,
+                          settings=SimpleNamespace(prometheus_url="http://127.0.0.1:9", host="127.0.0.1",
+                                                   rollout_metrics_port=0))
+    with pytest.raises(StepFailed) as failed:
+        step.run(ctx)  # type: ignore[arg-type]
+    assert type(failed.value) is expected and failed.value.user_message == f"rollout: {error}"

@@ -94,6 +94,24 @@ def test_bad_payload_is_422_naming_the_field(client: TestClient, service: Scorin
     assert recorder(service).total("client_error") == 5 and recorder(service).total("ok") == 0
 
 
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_non_finite_numbers_are_422_naming_row_and_field(client: TestClient, service: ScoringService,
+                                                         literal: str) -> None:
+    headers = {"content-type": "application/json"}
+    field = "customer_id_avg_amount_30day_window"  # ge=0 only: unbounded above
+    one = json.dumps(transaction(**{field: "MARK"})).replace('"MARK"', literal).encode()
+    response = client.post("/predict", content=one, headers=headers)
+    assert response.status_code == 422, response.text
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", field], "finite_number")]
+    rows = transactions(3)
+    rows[2][field] = "MARK"
+    batch = json.dumps(rows).replace('"MARK"', literal).encode()
+    response = client.post("/predict/batch", content=batch, headers=headers)
+    assert response.status_code == 422, response.text
+    assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", 2, field], "finite_number")]
+    assert recorder(service).total("client_error") == 2 and recorder(service).total("ok") == 0
+
+
 def test_malformed_json_and_wrong_shapes_are_422(client: TestClient) -> None:
     headers = {"content-type": "application/json"}
     assert client.post("/predict", content=b"{not json", headers=headers).status_code == 422

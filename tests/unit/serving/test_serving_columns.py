@@ -116,3 +116,37 @@ def test_models_the_fast_path_cannot_describe() -> None:
 
     assert all(describe(model) is None for model in (Loose, Named, Checked, Defaulted))
     assert describe(Transaction) is not None
+
+
+NON_FINITE = ["Infinity", "-Infinity", "NaN", "1e400"]  # JSON literals; 1e400 overflows to infinity
+
+
+def _with_literal(rows: list[dict[str, Any]], row: int, field: str, literal: str) -> bytes:
+    rows = [dict(r) for r in rows]
+    rows[row][field] = "MARK"
+    return json.dumps(rows).replace('"MARK"', literal).encode()
+
+
+@pytest.mark.parametrize("literal", NON_FINITE)
+def test_non_finite_values_are_422_naming_the_row_and_the_field(literal: str) -> None:
+    field = "customer_id_avg_amount_30day_window"  # ge=0 only: unbounded above
+    body = _with_literal(transactions(3), 1, field, literal)
+    assert reader()._fast(body) is None
+    with pytest.raises(RequestValidationError) as caught:
+        reader().read(body)
+    errors = caught.value.errors()
+    assert [e["loc"] for e in errors] == [("body", 1, field)] and errors[0]["type"] == "finite_number"
+
+
+def test_non_finite_values_are_refused_even_when_the_request_model_allows_them() -> None:
+    class Permissive(BaseModel):
+        model_config = ConfigDict(extra="forbid")  # allow_inf_nan defaults to True
+        amount: float
+        count: float = Field(ge=0)
+
+    r = BatchReader(Permissive, ("amount", "count"), None, 10)
+    assert r.read(b'[{"amount": 1.5, "count": 2}]').features.tolist() == [[1.5, 2.0]]
+    with pytest.raises(RequestValidationError) as caught:
+        r.read(b'[{"amount": 1, "count": 2}, {"amount": -Infinity, "count": Infinity}]')
+    assert [e["loc"] for e in caught.value.errors()] == [("body", 1, "amount"), ("body", 1, "count")]
+    assert {e["type"] for e in caught.value.errors()} == {"finite_number"}

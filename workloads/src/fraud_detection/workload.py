@@ -29,9 +29,11 @@ SCORE_THRESHOLD = 0.5
 
 
 class Transaction(BaseModel):
-    """One card transaction as the router receives it: the 15 model features plus the card id."""
+    """One card transaction as the router receives it: the 15 model features plus the card id.
+    Non-finite numbers (JSON `Infinity`, `NaN`, or a literal that overflows to infinity) are refused: the
+    model would score them as NaN."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     customer_id: int = Field(ge=0, description="Card id; also the sticky key for canary routing.")
     tx_amount: float = Field(ge=0, le=1e7)
     tx_during_weekend: float = Field(ge=0, le=1)

@@ -18,6 +18,7 @@ from ferry.adapters.reference import Reference
 from ferry.render import names
 
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+MISSING_ALIAS = "INVALID_PARAMETER_VALUE"  # what MLflow answers for an alias that is not set
 
 
 class NotServable(Exception):
@@ -105,10 +106,14 @@ class Registry:
             return []
 
     def alias(self, model: str, alias: str) -> ModelVersion | None:
+        """The aliased version, None when the model or the alias does not exist. An unreachable registry
+        raises: reading it as "no champion" would let a caller skip the comparison or the canary."""
         try:
             return self.client.get_model_version_by_alias(names.registered_model_name(model), alias)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            if exc.error_code in (NOT_FOUND, MISSING_ALIAS):
+                return None
+            raise
 
     def ensure_registered_model(self, model: str, owner: str) -> None:
         name = names.registered_model_name(model)

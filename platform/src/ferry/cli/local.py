@@ -164,6 +164,7 @@ def _print_urls(settings: Any) -> None:
     console.print(f"Ray dashboard:  http://{settings.host}:{settings.ray_dashboard_port}")
     console.print(f"Prometheus:     http://{settings.host}:{settings.prometheus_port}")
     console.print(f"Ray Serve:      http://{settings.host}:{settings.serve_port}")
+    console.print(f"Alert receiver: http://{settings.host}:{settings.receiver_port}  (metrics, `ferry alerts`)")
 
 
 def _print_cycle(head: str, result: Any) -> None:

@@ -45,6 +45,31 @@ def rollback(registry: Registry, model: str, version: str, reason: str, write: W
           {names.TAG_ROLLOUT_STATE: "rolled-back", names.TAG_ROLLOUT_REASON: reason})
 
 
+def partial_state(action: Action, model: str, version: str, old: str | None, landed: int) -> str:
+    """Where the aliases stand when only the first `landed` writes of promote or rollback went through (in
+    the order above), and how a person finishes the job."""
+    if action is Action.PROMOTE:
+        if old is None and landed == 0:
+            return (f"Nothing was changed (v{version} is not champion yet): rerun `ferry step rollout` once "
+                    f"MLflow is reachable.")
+        if landed == 0:
+            return (f"Nothing was changed: champion v{old}, challenger v{version} at its last weight. Finish by "
+                    f"hand with `ferry rollout promote {model}` (or `ferry rollout abort {model}`).")
+        if landed == 1:
+            return (f"The champion alias already points at v{version}, and so does the challenger alias: "
+                    f"v{version} serves all traffic. Finish by hand with `ferry rollout promote {model}`.")
+        return (f"The aliases are final (champion v{version}, no challenger); only the rollout tags of "
+                f"v{version} are not all written: `ferry rollout status {model}` may show them stale.")
+    if landed == 0:
+        return (f"Nothing was changed: challenger v{version} still takes its last weight next to champion "
+                f"v{old}. Finish by hand with `ferry rollout abort {model}`.")
+    if landed == 1:
+        return (f"v{version}'s weight is 0 (it takes no traffic) but the challenger alias still points at it. "
+                f"Finish by hand with `ferry rollout abort {model}`.")
+    return (f"The aliases are final (no challenger, champion v{old} serves all traffic); only v{version}'s "
+            f"rolled-back state tag is not written: `ferry rollout status {model}` may show it stale.")
+
+
 def by_hand(registry: Registry, model: str, action: Action) -> RolloutView:
     """A person's promote or abort of the current challenger; the view as it was before."""
     view = registry.rollout_view(model)

@@ -6,20 +6,33 @@ model version (tags) and in Prometheus metrics, and moves the weight (the termin
 ferry.rollout.actions). A check that finds the same data as the previous one (the metrics path, Ray's
 10 s export plus the scrape, is slower than a short interval) is stale: counted in the metrics, never a
 second pass or failure, and not tagged unless it ends the rollout.
-Registry writes retry with backoff; if MLflow stays down the controller keeps its state and retries
-at the next interval (serving keeps the last known aliases meanwhile).
+
+MLflow down (serving keeps the last known aliases meanwhile):
+- a check record that cannot be written is kept and written with the next one, at a later interval;
+- an ADVANCE whose weight tag cannot be written did not happen: the controller holds on the current step
+  (its data still counting from the step's start) and advances at a later passing check once the write
+  lands, so the policy state never runs ahead of the weight the router reads;
+- the start (reading the aliases, then tagging and naming the challenger) and the terminal writes
+  (promote, rollback: ferry.rollout.actions orders them so every partial state is consistent) retry with
+  capped backoff for `registry_timeout_s` (default max(hold_timeout, 10 min)). Past it the start raises
+  RegistryUnavailable (nothing moved: safe to rerun) and a terminal write raises RolloutStuck, whose message
+  says where the aliases are and how to finish by hand.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import replace as evolve
 from typing import Any, Protocol
 
+from mlflow.exceptions import MlflowException
+
 from ferry.adapters.prometheus import Prometheus, PrometheusUnavailable
-from ferry.adapters.registry import Registry
+from ferry.adapters.registry import Registry, RolloutView
 from ferry.render import names
 from ferry.rollout import actions
 from ferry.rollout.metrics import RolloutMetrics
@@ -44,6 +57,26 @@ TERMINAL = (Action.PROMOTE, Action.ROLLBACK)
 # of traffic served at the previous weight: later steps start counting that much after the change. The
 # first step needs none: the challenger served nothing before it.
 SETTLE_S = 10.0
+MIN_REGISTRY_TIMEOUT_S = 600.0
+MAX_BACKOFF_S = 30.0
+# What an unreachable or failing MLflow raises (requests' connection errors are OSErrors); anything else
+# is a bug and surfaces at once.
+REGISTRY_ERRORS = (MlflowException, OSError)
+log = logging.getLogger(__name__)
+
+
+class RegistryUnavailable(Exception):
+    """MLflow stayed unreachable before the rollout changed anything that serving reads: safe to rerun."""
+
+
+class RolloutStuck(Exception):
+    """A promote or rollback could not be written within the bound; the message says how to finish it."""
+
+
+class _GaveUp(Exception):
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class Clock(Protocol):
@@ -80,24 +113,30 @@ def prometheus_observer(prom: Prometheus, model: str) -> Observe:
 
 class Controller:
     def __init__(self, registry: Registry, spec: ModelSpec, observer: Observe, clock: Clock | None = None,
-                 metrics: RolloutMetrics | None = None, settle_s: float = SETTLE_S) -> None:
+                 metrics: RolloutMetrics | None = None, settle_s: float = SETTLE_S,
+                 registry_timeout_s: float | None = None) -> None:
         self.registry, self.spec, self.observer = registry, spec, observer
         self.clock = clock or RealClock()
         self.settle_s = settle_s
         self.metrics = metrics or RolloutMetrics()
         self.model = spec.metadata.name
+        hold_timeout = parse_duration_s(spec.spec.rollout.hold_timeout)
+        self.registry_timeout_s = (max(hold_timeout, MIN_REGISTRY_TIMEOUT_S) if registry_timeout_s is None
+                                   else registry_timeout_s)
+        self.pending: dict[str, str] = {}  # check records not yet written, by tag
 
     def run(self, version: str) -> RolloutOutcome:
-        champion = self.registry.alias(self.model, names.ALIAS_CHAMPION)
-        if champion is None or champion.version == version:
-            self._promote(version, None, "first version: nothing to compare against")
+        champion = self._read_view().champion
+        if champion is None or champion == version:
+            reason = "first version: nothing to compare against"
+            self._finish(Action.PROMOTE, version, None, reason)
             return RolloutOutcome(Action.PROMOTE, version, "first version", 0)
-        return self._walk(version, str(champion.version))
+        return self._walk(version, champion)
 
     def _walk(self, version: str, champion: str) -> RolloutOutcome:
         rollout = self.spec.spec.rollout
         state = RolloutState()
-        self._start(version, rollout.steps[0])
+        self._start(version, champion, rollout.steps[0])
         since = self.clock.time()  # the first step counts from the moment the challenger can be reached
         interval = parse_duration_s(rollout.interval)
         checks = 0
@@ -105,21 +144,20 @@ class Controller:
             self.clock.sleep(interval)
             result = staleness(self._check(champion, version, since), state)
             decision = decide(rollout, state, result, self.clock.now())
+            if decision.action is Action.ADVANCE:
+                decision = self._advance(version, state, decision)
             if result.verdict is not Verdict.STALE or decision.action is not Action.HOLD:
                 checks += 1
-                self._record(version, checks, result, decision, since)
+                self.pending[f"{actions.CHECK_TAG_PREFIX}{checks:03d}"] = json.dumps(
+                    check_record(result, decision, since, self.clock.time()), sort_keys=True)
             self.metrics.check(self.model, version, result, decision)
             state = decision.state
-            if decision.action is Action.PROMOTE:
-                self._promote(version, champion, decision.reason)
-            elif decision.action is Action.ROLLBACK:
-                self._rollback(version, decision.reason)
-            elif decision.action is Action.ADVANCE:
-                self._retrying(self.registry.tag_version, self.model, version,
-                               {names.TAG_ROLLOUT_WEIGHT: decision.weight})
+            if decision.action is Action.ADVANCE:
                 since = self.clock.time() + self.settle_s
             if decision.action in TERMINAL:
+                self._finish(decision.action, version, champion, decision.reason)
                 return RolloutOutcome(decision.action, version, decision.reason, checks)
+            self._flush(version)
 
     def _check(self, champion: str, version: str, since: float) -> CheckResult:
         if self.clock.time() < since:
@@ -129,38 +167,99 @@ class Controller:
         except PrometheusUnavailable as exc:
             return CheckResult(Verdict.INCONCLUSIVE, (f"no metrics: {exc}",))
 
-    def _start(self, version: str, weight: int) -> None:
-        self._retrying(self.registry.tag_version, self.model, version,
-                       {names.TAG_ROLLOUT_STATE: "canary", names.TAG_ROLLOUT_WEIGHT: weight})
-        self._retrying(self.registry.set_alias, self.model, names.ALIAS_CHALLENGER, version)
+    def _read_view(self) -> RolloutView:
+        deadline = self.clock.now() + self.registry_timeout_s
+        try:
+            view: RolloutView = self._persist(deadline, "reading the aliases", self.registry.rollout_view,
+                                              self.model)
+        except _GaveUp as exc:
+            raise RegistryUnavailable(
+                f"could not read the aliases of {self.model} from MLflow within {self.registry_timeout_s:.0f} s "
+                f"({exc.cause}); nothing was changed: rerun the step once MLflow is reachable") from None
+        return view
+
+    def _start(self, version: str, champion: str, weight: int) -> None:
+        deadline = self.clock.now() + self.registry_timeout_s
+        try:
+            self._persist(deadline, "starting the canary", self.registry.tag_version, self.model, version,
+                          {names.TAG_ROLLOUT_STATE: "canary", names.TAG_ROLLOUT_WEIGHT: weight})
+            self._persist(deadline, "naming the challenger", self.registry.set_alias, self.model,
+                          names.ALIAS_CHALLENGER, version)
+        except _GaveUp as exc:
+            raise RegistryUnavailable(
+                f"could not start the canary of {self.model} v{version}: MLflow unreachable for "
+                f"{self.registry_timeout_s:.0f} s ({exc.cause}); the challenger alias was not set, so champion "
+                f"v{champion} still serves all traffic: rerun the step once MLflow is reachable") from None
         self.metrics.weight(self.model, version, weight)
 
-    def _promote(self, version: str, old: str | None, reason: str) -> None:
-        actions.promote(self.registry, self.model, version, old, reason, self._retrying)
-        self.metrics.decision(self.model, version, Action.PROMOTE.value)
-        self.metrics.weight(self.model, version, 100)
+    def _advance(self, version: str, state: RolloutState, decision: Decision) -> Decision:
+        """The decision as it happened: ADVANCE once the weight tag is written, else a hold on this step."""
+        try:
+            self.registry.tag_version(self.model, version, {names.TAG_ROLLOUT_WEIGHT: decision.weight})
+        except REGISTRY_ERRORS as exc:
+            weight = self.spec.spec.rollout.steps[state.step_index]
+            log.warning("%s v%s: MLflow unreachable, weight %s%% not written (%s); holding at %s%%",
+                        self.model, version, decision.weight, exc, weight)
+            # The check passed: evidence, so no hold timer; the step's data keeps counting from its start.
+            held = evolve(state, last_fingerprint=decision.state.last_fingerprint, holding_since_s=None)
+            return Decision(Action.HOLD, held, weight, f"passed, but the registry did not take weight "
+                                                       f"{decision.weight}% ({exc}): holding at {weight}%")
+        return decision
 
-    def _rollback(self, version: str, reason: str) -> None:
-        actions.rollback(self.registry, self.model, version, reason, self._retrying)
-        self.metrics.weight(self.model, version, 0)
+    def _flush(self, version: str) -> None:
+        """Write the kept check records now if MLflow answers; otherwise keep them for the next interval."""
+        if not self.pending:
+            return
+        try:
+            self.registry.tag_version(self.model, version, dict(self.pending))
+        except REGISTRY_ERRORS as exc:
+            log.warning("%s v%s: MLflow unreachable, %d check record(s) kept for the next interval (%s)",
+                        self.model, version, len(self.pending), exc)
+            return
+        self.pending.clear()
 
-    def _record(self, version: str, number: int, result: CheckResult, decision: Decision, since: float) -> None:
-        record = check_record(result, decision, since, self.clock.time())
-        self._retrying(self.registry.tag_version, self.model, version,
-                       {f"{actions.CHECK_TAG_PREFIX}{number:03d}": json.dumps(record, sort_keys=True)})
+    def _finish(self, action: Action, version: str, old: str | None, reason: str) -> None:
+        """The terminal writes, each retried until `registry_timeout_s` from now; RolloutStuck past it."""
+        deadline = self.clock.now() + self.registry_timeout_s
+        landed = 0
 
-    def _retrying(self, fn: Callable[..., Any], *args: Any, attempts: int = 6) -> Any:
-        """Registry writes survive a short MLflow outage; a long one fails loudly rather than half-moving."""
+        def write(fn: Callable[..., Any], *args: Any) -> None:
+            nonlocal landed
+            self._persist(deadline, f"writing the {action.value} of v{version}", fn, *args)
+            landed += 1
+
+        try:
+            if self.pending:
+                self._persist(deadline, "writing the check records", self.registry.tag_version, self.model,
+                              version, dict(self.pending))
+                self.pending.clear()
+            if action is Action.PROMOTE:
+                actions.promote(self.registry, self.model, version, old, reason, write)
+            else:
+                actions.rollback(self.registry, self.model, version, reason, write)
+        except _GaveUp as exc:
+            raise RolloutStuck(
+                f"could not {action.value} {self.model} v{version}: MLflow unreachable for "
+                f"{self.registry_timeout_s:.0f} s ({exc.cause}). "
+                + actions.partial_state(action, self.model, version, old, landed)) from None
+        if old is None:  # a first version: no check counted this decision
+            self.metrics.decision(self.model, version, action.value)
+        self.metrics.weight(self.model, version, 100 if action is Action.PROMOTE else 0)
+
+    def _persist(self, deadline: float, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`, retried with capped exponential backoff while MLflow fails, until `deadline`."""
         delay = 1.0
-        for attempt in range(attempts):
+        while True:
             try:
                 return fn(*args)
-            except Exception:
-                if attempt == attempts - 1:
-                    raise
-                self.clock.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        return None
+            except REGISTRY_ERRORS as exc:
+                left = deadline - self.clock.now()
+                if left <= 0:
+                    raise _GaveUp(exc) from exc
+                log.warning("%s: MLflow unreachable while %s (%s); retrying in %.0f s, giving up in %.0f s",
+                            self.model, what, exc, min(delay, left), left)
+                self.clock.sleep(min(delay, left))
+                delay = min(delay * 2, MAX_BACKOFF_S)
 
 
 def check_record(result: CheckResult, decision: Decision, since: float, at: float) -> dict[str, Any]:

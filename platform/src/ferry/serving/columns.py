@@ -13,6 +13,9 @@ takes integers only), every bound met. Anything else, a malformed or unusual bat
 own errors, each naming the row and the field (`loc: ["body", row, field]`), exactly as FastAPI would.
 A request model the fast path cannot describe (non-numeric fields, defaults, validators, strict mode,
 extra fields allowed) always takes the pydantic path.
+Non-finite numbers (`Infinity`, `NaN`, a literal that overflows to infinity) never reach the model: the
+fast path hands them to pydantic, and a batch whose rows pydantic accepted anyway (a request model that
+allows them) is refused here with the same `finite_number` error, naming row and field.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class Column:
         except (ValueError, TypeError, OverflowError):  # ragged nested lists, huge integers: pydantic decides
             return None
         if array.ndim != 1 or (array.dtype.kind != "i" and not (array.dtype.kind == "f" and not self.integer)):
+            return None
+        if array.dtype.kind == "f" and not bool(np.isfinite(array).all()):
             return None
         if any(not bool(check(array, bound).all()) for check, bound in self.bounds):
             return None
@@ -109,9 +114,20 @@ class BatchReader:
 
     def from_models(self, rows: Sequence[BaseModel]) -> Batch:
         names = self.feature_names
-        features = np.array([[getattr(row, name) for name in names] for row in rows], dtype=np.float32)
+        values = np.array([[getattr(row, name) for name in names] for row in rows], dtype=np.float64)
+        values = values.reshape(len(rows), len(names))
+        refuse_non_finite(values, names)
         keys = [getattr(row, self.routing_key) for row in rows] if self.routing_key else None
-        return Batch(keys, features.reshape(len(rows), len(names)))
+        return Batch(keys, values.astype(np.float32))
+
+
+def refuse_non_finite(values: np.ndarray, names: Sequence[str]) -> None:
+    """A 422 naming each row and field whose value is not a finite number."""
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        raise RequestValidationError([
+            {"type": "finite_number", "loc": ("body", int(row), names[int(col)]),
+             "msg": "Input should be a finite number", "input": float(values[row, col])} for row, col in bad])
 
 
 def describe(model: type[BaseModel]) -> tuple[Column, ...] | None:

@@ -1,6 +1,11 @@
 """`ferry step rollout`: the last step. A first version is promoted directly; a later one becomes the
 challenger and walks the spec's weight steps under the canary controller (ferry.rollout), which
 promotes it or rolls it back from Prometheus evidence.
+
+MLflow unreachable for longer than the controller's bound ends the step with a message, never a traceback:
+before the canary started (nothing moved) as a transient failure the retry strategy reruns; at a promote
+or rollback as a failure a person finishes by hand (the message says with which command), because a
+rerun would restart the canary of a version the controller had already judged.
 """
 
 from __future__ import annotations
@@ -8,9 +13,9 @@ from __future__ import annotations
 import contextlib
 
 from ferry.adapters.prometheus import Prometheus
-from ferry.rollout.controller import Controller, prometheus_observer
+from ferry.rollout.controller import Controller, RegistryUnavailable, RolloutStuck, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
-from ferry.steps.context import StepContext
+from ferry.steps.context import StepContext, StepFailed, TransientStepError
 
 
 def run(ctx: StepContext) -> None:
@@ -29,6 +34,10 @@ def run(ctx: StepContext) -> None:
     controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model), metrics=metrics)
     try:
         outcome = controller.run(str(version.version))
+    except RegistryUnavailable as exc:
+        raise TransientStepError(f"rollout: {exc}") from None
+    except RolloutStuck as exc:
+        raise StepFailed(f"rollout: {exc}") from None
     finally:
         prom.close()
     ctx.emit({"decision": "promoted" if outcome.action.value == "promote" else "rolled-back",
