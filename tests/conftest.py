@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,16 @@ MODELS = ROOT / "gitops" / "models"
 
 # `pytest --hypothesis-profile=reliability` (task reliability): the fuzz tests run ten times the examples.
 settings.register_profile("reliability", settings.get_profile("default"))
+
+
+@pytest.fixture(autouse=True)
+def _forget_mlflow_tracking_uri() -> Iterator[None]:
+    """A test that points MLflow's process-wide tracking URI at its own server (`mlflow.set_tracking_uri`)
+    must not leak it: that server is gone by the next test, and the global wins over MLFLOW_TRACKING_URI."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)  # unsets the global and the MLFLOW_TRACKING_URI it exported
 
 
 @pytest.fixture

@@ -101,9 +101,8 @@ def test_up_runs_pipeline_and_registers_one_version(settings: Settings) -> None:
         step: "Succeeded" for step in names.STEPS}
 
 
-def test_registered_model_loads_without_pickle_and_scores_any_batch(settings: Settings,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_uri)
+def test_registered_model_loads_without_pickle_and_scores_any_batch(settings: Settings) -> None:
+    mlflow.set_tracking_uri(settings.mlflow_uri)  # the process-wide URI wins over MLFLOW_TRACKING_URI
     model = mlflow.pytorch.load_model("models:/tiny@champion")
     import torch
 
