@@ -34,7 +34,7 @@ import numpy as np
 
 from ferry.adapters.reference import SCORE, Reference, bin_index, psi
 from ferry.adapters.registry import VersionFacts
-from ferry.serving.watcher import LOGGER_NAME
+from ferry.serving.watcher import LOGGER_NAME, BackgroundLoop
 
 logger = logging.getLogger(LOGGER_NAME)
 
@@ -147,8 +147,10 @@ class DriftWindow:
         return result
 
 
-class DriftMonitor:
+class DriftMonitor(BackgroundLoop):
     """Follows the champion, keeps its window, and publishes PSI and training time from a daemon thread."""
+
+    THREAD_PREFIX = "ferry-drift"
 
     def __init__(self, model: str, feature_names: Sequence[str], window_s: float, gauges: DriftGauges,
                  champion: Callable[[], str | None], facts: Callable[[str], VersionFacts],
@@ -166,8 +168,7 @@ class DriftMonitor:
         self._load_facts = facts
         self._clock = clock
         self._failing: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def observe(self, champion: str, features: np.ndarray, champion_scores: Sequence[float] | np.ndarray) -> None:
         """Request path: count a scored batch when its champion is the one whose window is open."""
@@ -205,16 +206,6 @@ class DriftMonitor:
             logger.warning("%s version %s has no drift reference (registered without `ferry step register`?): "
                            "no drift metrics for it", self.model, champion)
         return True
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"ferry-drift-{self.model}", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     def _loop(self) -> None:
         while True:

@@ -43,7 +43,33 @@ class RolloutState:
     weight: int = 0  # share of keys (0-100) the challenger serves; 0 whenever there is no challenger
 
 
-class RegistryWatcher:
+class BackgroundLoop:
+    """One daemon thread running `_loop` until `stop()`: the registry watcher and the drift monitor."""
+
+    model: str
+    THREAD_PREFIX = "ferry-loop"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"{self.THREAD_PREFIX}-{self.model}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+
+class RegistryWatcher(BackgroundLoop):
+    THREAD_PREFIX = "ferry-watch"
+
     def __init__(self, model: str, read_view: ReadView, load: LoadVersion, interval_s: float) -> None:
         self.model = model
         self.interval_s = interval_s
@@ -53,8 +79,7 @@ class RegistryWatcher:
         self.last_poll: float | None = None  # monotonic time of the last successful read
         self._read_view = read_view
         self._load = load
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def refresh(self) -> bool:
         """Read the registry once and publish the new state; False (state unchanged) when unreachable."""
@@ -68,16 +93,6 @@ class RegistryWatcher:
         self.reachable, self.last_error, self.last_poll = True, None, time.monotonic()
         self.state = self._next_state(view)
         return True
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name=f"ferry-watch-{self.model}", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
