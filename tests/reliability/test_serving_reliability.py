@@ -214,11 +214,13 @@ def test_models_are_loaded_without_pickle(bench: Bench, record: Record, tmp_path
     lab = bench.lab
     registry = lab.registry
     champion = lab.champion()
+    # Listing a run's artifacts resolves its logged models through MLflow's process-wide client, which
+    # ignores the client's own URI: point the global at this test's server first.
+    mlflow.set_tracking_uri(lab.settings.mlflow_uri)
     files = registry.client.list_artifacts(registry.client.get_model_version(
         names.registered_model_name(lab.name), champion).run_id, "model/data")
     assert {f.path.rsplit("/", 1)[-1] for f in files} >= {"model.pt2"} and not any(
         f.path.endswith((".pth", ".pkl")) for f in files)
-    mlflow.set_tracking_uri(lab.settings.mlflow_uri)
     with mlflow.start_run():
         info = mlflow.pytorch.log_model(torch.nn.Linear(15, 1), name="model", serialization_format="pickle",
                                         pip_requirements=["torch"])
