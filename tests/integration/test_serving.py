@@ -179,7 +179,7 @@ def test_challenger_weight_from_registry_splits_sticky_without_redeploy(settings
 
 def test_metrics_are_exported_by_ray(settings: Settings, served: dict[str, Any]) -> None:
     wanted = ("ray_ferry_serving_requests_total", "ray_ferry_serving_latency_ms_bucket",
-              "ray_ferry_serving_score_bucket", "ray_ferry_serving_predicted_positive_total")
+              "ray_ferry_serving_score_bucket_total", "ray_ferry_serving_predicted_positive_total")
 
     def text() -> str:
         try:

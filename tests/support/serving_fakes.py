@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ferry.adapters.registry import RolloutView
@@ -64,7 +64,7 @@ class RecordingRecorder:
     def latency(self, version: str, variant: str, ms: float) -> None:
         self.latencies.append((version, variant, ms))
 
-    def scores(self, version: str, variant: str, scores: Sequence[float], positives: int) -> None:
+    def scores(self, version: str, variant: str, scores: np.ndarray, positives: int) -> None:
         self.scored.append((version, variant, len(scores), positives))
 
     def total(self, outcome: str, variant: str | None = None) -> int:

@@ -225,7 +225,7 @@ def test_latency_boundaries_match_the_serving_histogram() -> None:
     prefix = serving_metrics.EXPORT_PREFIX
     used = [q.SERVING_REQUESTS, q.SERVING_POSITIVES, q.SERVING_LATENCY_BUCKET, q.SERVING_SCORE_BUCKET]
     assert used == [prefix + serving_metrics.REQUESTS, prefix + serving_metrics.POSITIVES,
-                    f"{prefix}{serving_metrics.LATENCY}_bucket", f"{prefix}{serving_metrics.SCORE}_bucket"]
+                    f"{prefix}{serving_metrics.LATENCY}_bucket", prefix + serving_metrics.SCORE_BUCKETS]
 
 
 @pytest.mark.parametrize(("schedule", "gap"), [("0 3 * * 1", 7 * 86400), ("0 3 1 * *", 31 * 86400),

@@ -36,3 +36,22 @@ def test_counts_are_exact_differences_since_the_step_start() -> None:
     assert obs.champion.p99_latency_ms == 12.0 and obs.challenger.p99_latency_ms is None
     assert obs.champion.scores == (240.0, 45.0, 15.0) and obs.challenger.scores == (80.0, 15.0, 5.0)
     assert obs.score_psi == 0.0  # same shape, different totals
+
+
+@dataclass
+class LowBucketsMissing(CannedPrometheus):
+    """The router creates a score bucket's series with its first row: version 2 never scored <= 0.5."""
+
+    def vector(self, query: str) -> list[tuple[dict[str, str], float]]:
+        if "score_bucket_total" not in query:
+            return super().vector(query)
+        self.queries.append(query)
+        return [({"version": "1", "le": "0.5"}, 50.0), ({"version": "1", "le": "1.0"}, 90.0),
+                ({"version": "1", "le": "+Inf"}, 100.0),
+                ({"version": "2", "le": "1.0"}, 60.0), ({"version": "2", "le": "+Inf"}, 100.0)]
+
+
+def test_a_missing_low_bucket_counts_as_zero_so_both_variants_share_bins() -> None:
+    obs = observe(LowBucketsMissing(), "m", "1", "2", 1700000000.0)  # type: ignore[arg-type]
+    assert obs.champion.scores == (50.0, 40.0, 10.0)
+    assert obs.challenger.scores == (0.0, 60.0, 40.0)

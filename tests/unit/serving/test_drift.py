@@ -262,3 +262,22 @@ def test_the_rendered_router_args_carry_the_specs_drift_window() -> None:
         args = AppArgs.model_validate(app_args(spec.model, "http://mlflow"))
         assert args.drift_window_s == duration_s(spec.model.spec.monitoring.drift_window)
     assert duration_s("1h") == 3600 and duration_s("30s") == 30 and duration_s("250ms") == 0.25
+
+
+def test_single_rows_are_binned_together_and_none_is_lost() -> None:
+    from ferry.serving.drift import PENDING_ROWS
+
+    ref, x = reference()
+    mon = monitor({"1": VersionFacts(ref, None)}, ["1"], Gauges())
+    mon.tick()
+    assert mon.window is not None
+    for i in range(PENDING_ROWS - 1):  # single requests: held, not binned one by one
+        mon.observe("1", x[i:i + 1], [0.5])
+    assert int(mon.window._totals()[2][0]) == 0
+    mon.observe("1", x[:1], [])  # the PENDING_ROWS-th row (a challenger's: no champion score) bins them all
+    features, scores = (int(n) for n in mon.window._totals()[2])
+    assert (features, scores) == (PENDING_ROWS, PENDING_ROWS - 1)
+    for i in range(5):
+        mon.observe("1", x[i:i + 1], [0.5])
+    mon.tick()  # a tick bins what is held before it publishes
+    assert int(mon.window._totals()[2][0]) == PENDING_ROWS + 5

@@ -16,7 +16,7 @@ from ferry.serving.api import build_api
 from ferry.serving.intake import InFlight
 from ferry.serving.routing import choose
 from ferry.serving.schemas import Prediction
-from ferry.serving.service import ScoringService
+from ferry.serving.service import NoChampion, ScoringService
 from ferry.spec.models import ServingSpec
 from fraud_detection.workload import FraudDetectionWorkload
 
@@ -205,3 +205,55 @@ def test_feature_matrix_follows_the_workload_feature_order(service: ScoringServi
     matrix = service.features([row])
     assert matrix.shape == (1, 15) and matrix.dtype.name == "float32" and matrix[0, 0] == 42.0
     assert service.workload.routing_key == "customer_id" and "customer_id" not in service.workload.feature_names
+
+
+def test_the_fast_lane_answers_what_the_routes_would(client: TestClient) -> None:
+    single = json.dumps(transaction(customer_id=7, amount=120)).encode()
+    batch = json.dumps(transactions(4)).encode()
+    for path, body in (("/predict", single), ("/predict/batch", batch)):
+        lane = client.post(path, content=body, headers={"content-type": "application/json"})
+        # A +json media type: the lane steps aside and FastAPI's route parses the body
+        routed = client.post(path, content=body, headers={"content-type": "application/vnd.ferry+json"})
+        assert lane.status_code == routed.status_code == 200, (lane.text, routed.text)
+        assert lane.json() == routed.json() and lane.headers["content-type"] == "application/json"
+
+
+def test_the_fast_lane_takes_only_clean_scoring_requests(service: ScoringService) -> None:
+    from ferry.serving.api import Scoring, fast_lane, route_path
+
+    async def score_one(row: BaseModel) -> Prediction:
+        return service.score([row])[0]
+
+    lane = fast_lane(Scoring(service, score_one, SERVING))
+    json_headers = [(b"content-type", b"application/json; charset=utf-8")]
+
+    def scope(path: str, headers: list[tuple[bytes, bytes]] = json_headers, root: str = "") -> dict[str, object]:
+        return {"type": "http", "method": "POST", "path": root + path, "root_path": root, "headers": headers}
+
+    good, bad = json.dumps(transaction()).encode(), json.dumps(transaction(amount=-5)).encode()
+    assert asyncio.run(lane(scope("/predict", root="/fraud-detector"), good)) is not None
+    assert asyncio.run(lane(scope("/predict"), bad)) is None  # FastAPI's 422, not the lane's
+    assert asyncio.run(lane(scope("/predict/batch"), b"[{")) is None
+    assert asyncio.run(lane(scope("/predict", headers=[(b"content-type", b"text/plain")]), good)) is None
+    assert asyncio.run(lane(scope("/info"), good)) is None
+    assert route_path(scope("/predict", root="/fraud-detector")) == "/predict"
+    assert route_path({"path": "/fraud-detectorX/predict", "root_path": "/fraud-detector"}) == (
+        "/fraud-detectorX/predict")
+
+
+@pytest.mark.parametrize(("view", "failing"), [(RolloutView("1", "2", 50), set()), (RolloutView("1", None, 0), set()),
+                                               (RolloutView("1", "2", 100), {"2"})])
+def test_a_single_row_is_scored_as_in_a_batch(view: RolloutView, failing: set[str]) -> None:
+    rows = [FraudDetectionWorkload.request_model.model_validate(t) for t in transactions(40)]
+    alone = make_service(FakeRegistry(view, failing=failing))
+    batched = make_service(FakeRegistry(view, failing=failing))
+    assert [alone.score_single(row) for row in rows] == batched.score_each(rows)
+    assert sorted(recorder(alone).requests) == sorted(  # the same counts, one row at a time
+        (outcome, version, variant, 1) for outcome, version, variant, n in recorder(batched).requests
+        for _ in range(n))
+
+
+def test_a_single_row_without_champion_is_refused() -> None:
+    with pytest.raises(NoChampion):
+        make_service(FakeRegistry(RolloutView(None, None, 0))).score_single(
+            FraudDetectionWorkload.request_model.model_validate(transaction()))

@@ -34,7 +34,7 @@ def test_a_clean_batch_takes_the_fast_path_with_pydantics_values() -> None:
     fast = reader()._fast(body)
     assert fast is not None and fast.features.dtype == np.float32 and fast.features.shape == (256, 15)
     slow = by_pydantic(body)
-    assert np.array_equal(fast.features, slow.features) and fast.keys == slow.keys
+    assert np.array_equal(fast.features, slow.features) and keys_of(fast) == keys_of(slow)
 
 
 ODD_VALUES: list[Any] = [True, False, "1.5", "7", -1, 1.5, 2.0, None, [1], {"a": 1}, 1e400, 10**30, 2, 0.5, 1e8]
@@ -58,7 +58,7 @@ def test_fast_path_never_accepts_what_pydantic_rejects_nor_changes_a_value() -> 
             continue
         if fast is not None:
             fast_hits += 1
-            assert np.array_equal(fast.features, slow.features) and fast.keys == slow.keys, rows
+            assert np.array_equal(fast.features, slow.features) and keys_of(fast) == keys_of(slow), rows
     assert fast_hits > 20  # the comparison did exercise the fast path
 
 
@@ -150,3 +150,9 @@ def test_non_finite_values_are_refused_even_when_the_request_model_allows_them()
         r.read(b'[{"amount": 1, "count": 2}, {"amount": -Infinity, "count": Infinity}]')
     assert [e["loc"] for e in caught.value.errors()] == [("body", 1, "amount"), ("body", 1, "count")]
     assert {e["type"] for e in caught.value.errors()} == {"finite_number"}
+
+
+def keys_of(batch: Any) -> list[Any] | None:
+    """The routing keys as a list (the fast path hands an int64 key column over as an array)."""
+    keys = batch.keys
+    return keys.tolist() if isinstance(keys, np.ndarray) else keys

@@ -62,3 +62,25 @@ def test_local_deploy_uses_the_same_args_with_the_local_registry() -> None:
     assert args.tracking_uri == "http://127.0.0.1:5999" and args.poll_interval_s == 1.0
     assert args.fingerprint() == local_args(settings, model(), poll_interval_s=1.0).fingerprint()
     assert args.fingerprint() != local_args(settings, model(), poll_interval_s=2.0).fingerprint()
+
+
+def test_cluster_serves_through_haproxy_unless_the_spec_says_python() -> None:
+    spec = model()
+    assert spec.spec.serving.ingress == "haproxy"
+    wanted = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+              "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+
+    def pod_env(model_spec) -> list[dict[str, str]]:
+        [service] = render_objects([model_spec], "prod")["fraud-detector/rayservice.yaml"]
+        cluster = service["spec"]["rayClusterConfig"]
+        envs = []
+        for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
+            [container] = template["spec"]["containers"]
+            envs.append({e["name"]: e["value"] for e in container["env"]})
+        return envs
+
+    # The controller (head), HAProxy and the replicas (workers) read the mode at start: every pod has it.
+    assert all(wanted.items() <= env.items() for env in pod_env(spec))
+    serving = spec.spec.serving.model_copy(update={"ingress": "python"})
+    python = spec.model_copy(update={"spec": spec.spec.model_copy(update={"serving": serving})})
+    assert not any(name in env for env in pod_env(python) for name in wanted)

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import itertools
+import random
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 
 from ferry.adapters.registry import parse_weight
-from ferry.serving.routing import BUCKETS, CHALLENGER, CHAMPION, bucket, choose, choose_many
+from ferry.serving.routing import BUCKETS, CHALLENGER, CHAMPION, bucket, buckets, challenger_rows, choose, choose_many
 
 KEYS = range(10_000)
 
 
 def test_bucket_is_stable_across_processes() -> None:
     # Pinned values: a change of hash would move customers between models mid-rollout.
-    assert [bucket(k) for k in (0, 1, 42, "abc", 123456789)] == [89, 10, 38, 21, 37]
+    assert [bucket(k) for k in (0, 1, 42, "abc", 123456789)] == [35, 65, 13, 21, 97]
     code = "from ferry.serving.routing import bucket; print([bucket(k) for k in range(50)])"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": "123", "PYTHONPATH": ":".join(sys.path)})
     assert other.stdout.strip() == str([bucket(k) for k in range(50)])
 
 
-def test_int_and_str_keys_agree() -> None:
-    assert all(bucket(k) == bucket(str(k)) for k in range(100))
+def test_batch_hash_agrees_with_the_single_key_hash() -> None:
+    rng = random.Random(7)
+    ints = [0, 1, -1, 42, -(2**63), 2**63 - 1, *(rng.randrange(-(2**63), 2**63) for _ in range(5000))]
+    assert buckets(ints).tolist() == [bucket(k) for k in ints]
+    mixed = [1, "1", 2**70, True, 3.5]  # not all 64-bit ints: each hashed on its own, as text
+    assert buckets(mixed).tolist() == [bucket(k) for k in mixed]
+    assert bucket(2**70) == bucket(str(2**70)) and bucket(True) == bucket("True")
     assert all(0 <= bucket(k) < BUCKETS for k in KEYS)
+
+
+def test_sequential_ids_spread_evenly_over_buckets() -> None:
+    counts = Counter(bucket(k) for k in range(100_000))
+    assert len(counts) == BUCKETS and max(counts.values()) < 1150 and min(counts.values()) > 850
 
 
 @pytest.mark.parametrize("weight", [1, 10, 25, 50, 75, 99])
@@ -68,3 +80,12 @@ def test_choose_many_agrees_with_choose(weight: int) -> None:
     assert choose_many(keys, len(keys), weight) == [choose(k, weight) for k in keys]
     assert choose_many(keys, len(keys), weight, has_challenger=False) == [CHAMPION] * len(keys)
     assert len(choose_many(None, 7, weight)) == 7
+    assert challenger_rows(keys, len(keys), weight).tolist() == [choose(k, weight) == CHALLENGER for k in keys]
+
+
+def test_an_int64_key_column_hashes_like_its_values() -> None:
+    import numpy as np
+
+    keys = [0, 7, -3, 2**40, 123456789]
+    assert buckets(np.array(keys, dtype=np.int64)).tolist() == [bucket(k) for k in keys]
+    assert buckets(np.array(["a", "b"])).tolist() == [bucket("a"), bucket("b")]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 SERVING_REQUESTS = "ray_ferry_serving_requests_total"  # {model,version,variant,outcome}
 SERVING_LATENCY_BUCKET = "ray_ferry_serving_latency_ms_bucket"  # {model,version,variant,le}
 SERVING_LATENCY_COUNT = "ray_ferry_serving_latency_ms_count"
-SERVING_SCORE_BUCKET = "ray_ferry_serving_score_bucket"
+SERVING_SCORE_BUCKET = "ray_ferry_serving_score_bucket_total"
 SERVING_POSITIVES = "ray_ferry_serving_predicted_positive_total"
 # ferry.serving.drift, from the router too: PSI against the champion's training reference, its training time.
 DRIFT_PSI = "ray_ferry_drift_psi"  # {model,feature} gauge; feature="score" for the model's score

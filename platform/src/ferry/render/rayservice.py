@@ -99,9 +99,23 @@ def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     }
 
 
+def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
+    """Ray Serve's high-throughput mode ("Enable High Throughput on Ray Serve with KubeRay"), set on every
+    pod: the controller, HAProxy and the replicas all read it at start. HAProxy answers on SERVE_PORT in
+    place of the Python proxy and forwards to each router replica's own HTTP server, so a request makes
+    one hop into the process that scores it. The mode buffers replica logs 1000 records deep; a buffer of
+    1 keeps a replica's warnings (a refused model, a registry outage) in its log as they happen."""
+    if serving.ingress != "haproxy":
+        return []
+    return [{"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"},
+            {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"},
+            {"name": "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "value": "1"}]
+
+
 def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, memory: str,
          probes: dict[str, Any]) -> dict[str, Any]:
-    env = [*pods.env_vars(profile), {"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"}]
+    env = [*pods.env_vars(profile), {"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"},
+           *ingress_env(model.spec.serving)]
     return {
         "metadata": {"labels": names.labels(model.metadata.name, "serving")},
         "spec": {

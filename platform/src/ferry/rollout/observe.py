@@ -50,15 +50,18 @@ def p99_by_version(prom: Prometheus, model: str, versions: tuple[str, str], sinc
 
 def score_histograms(prom: Prometheus, model: str, versions: tuple[str, str],
                      since_unix: float) -> dict[str, tuple[float, ...]]:
-    series = f"{PREFIX}score_bucket{{{_selector(model, versions)}}}"
+    series = f"{PREFIX}score_bucket_total{{{_selector(model, versions)}}}"
     cumulative: dict[str, dict[float, float]] = defaultdict(dict)
     for labels, value in prom.vector(f"sum by (le, version) ({since_start(series, since_unix)})"):
         cumulative[labels.get("version", "")][float(labels["le"])] = value
-    return {version: _per_bin(buckets) for version, buckets in cumulative.items()}
+    every_le = sorted({le for buckets in cumulative.values() for le in buckets})
+    return {version: _per_bin(buckets, every_le) for version, buckets in cumulative.items()}
 
 
-def _per_bin(cumulative: dict[float, float]) -> tuple[float, ...]:
-    ordered = [cumulative[le] for le in sorted(cumulative)]
+def _per_bin(cumulative: dict[float, float], every_le: list[float]) -> tuple[float, ...]:
+    """Per-bin counts over the same `le` for every version. The router only creates a bucket's series with
+    its first row (ferry.serving.metrics), so a bucket missing for one version while another has it holds 0."""
+    ordered = [cumulative.get(le, 0.0) for le in every_le]
     return tuple(max(b - a, 0.0) for a, b in zip([0.0, *ordered], ordered, strict=False))
 
 

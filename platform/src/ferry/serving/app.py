@@ -14,7 +14,15 @@ behind a DeploymentHandle without changing the HTTP API.
   and `max_ongoing_requests` from the spec so batches can fill. A request that is alone in the replica
   skips the queue: waiting `wait_ms` for company that is not coming would only add latency.
   `/predict/batch` bodies are batches already and are scored directly.
-- Sticky split (`routing.choose`): blake2b of the routing key, mod 100, below the challenger weight.
+- Sticky split (`routing.choose`): a stable hash of the routing key (splitmix64 for integer keys, numpy
+  for a whole batch; blake2b otherwise), mod 100, below the challenger weight.
+- The hot path is lean: `Intake`'s fast lane answers clean scoring requests without FastAPI's routing
+  (`api.fast_lane`), a lone single request skips the batch bookkeeping (`ScoringService.score_single`),
+  score buckets are tallied in-process and flushed to Ray every second (`metrics.TallyFlusher`), and
+  drift bins single rows together (`drift.SmallBatches`). On a cluster the RayService runs Ray's
+  HAProxy ingress (`serving.ingress`, `render.rayservice.ingress_env`), so a request's only hop is
+  HAProxy → this replica; locally Ray's Python proxy stays in front (it binds loopback; HAProxy mode
+  cannot, in Ray 2.60).
 - Fault injection (`faults`, for tests and reliability runs): only when the args say
   `allow_fault_injection: true`, which the renderer never does.
 """
@@ -89,7 +97,10 @@ class Router:
         self.args = AppArgs.model_validate(args)
         _prepare_process(self.args)
         self.in_flight = InFlight()
-        self.service = make_service(self.args, metrics.RayRecorder(self.args.model))
+        recorder = metrics.RayRecorder(self.args.model)
+        self.flusher = metrics.TallyFlusher(self.args.model, recorder)
+        self.flusher.start()
+        self.service = make_service(self.args, recorder)
         batching = self.args.serving.batching
         queue: Any = self._score_queued  # @serve.batch adds the setters; the stubs do not know them
         queue.set_max_batch_size(batching.max_batch_size)
@@ -104,7 +115,7 @@ class Router:
 
     async def score_one(self, row: BaseModel) -> Prediction:
         if self.in_flight.count <= 1:  # alone in the replica: nobody to batch with, score now
-            result = self.service.score_each([row])[0]
+            result = self.service.score_single(row)
         else:
             result = await self._score_queued(row)
         return (await settle([result], self.service.faults))[0]
@@ -113,6 +124,7 @@ class Router:
         return build_api(self.service, self.score_one, self.args.serving, self.in_flight)
 
     def __del__(self) -> None:
+        self.flusher.stop(timeout_s=1.0)  # flushes what is tallied on its way out
         self.service.watcher.stop(timeout_s=1.0)
         if self.service.drift is not None:
             self.service.drift.stop(timeout_s=1.0)

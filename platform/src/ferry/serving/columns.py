@@ -61,7 +61,7 @@ class Column:
 class Batch:
     """A validated batch: the routing keys (None without a routing key) and the float32 feature matrix."""
 
-    keys: list[Any] | None
+    keys: list[Any] | np.ndarray | None  # an int64 array when the key column is, so routing hashes it at once
     features: np.ndarray
 
     def __len__(self) -> int:
@@ -103,7 +103,7 @@ class BatchReader:
         features = np.empty((len(rows), len(self.feature_names)), dtype=np.float32)
         for j, name in enumerate(self.feature_names):
             features[:, j] = arrays[name]
-        keys = arrays[self.routing_key].tolist() if self.routing_key else None
+        keys = _keys(arrays[self.routing_key]) if self.routing_key else None
         return Batch(keys, features)
 
     def validate_rows(self, body: bytes) -> list[BaseModel]:
@@ -119,6 +119,10 @@ class BatchReader:
         refuse_non_finite(values, names)
         keys = [getattr(row, self.routing_key) for row in rows] if self.routing_key else None
         return Batch(keys, values.astype(np.float32))
+
+
+def _keys(column: np.ndarray) -> list[Any] | np.ndarray:
+    return column if column.dtype == np.int64 else column.tolist()
 
 
 def refuse_non_finite(values: np.ndarray, names: Sequence[str]) -> None:

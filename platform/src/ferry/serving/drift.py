@@ -147,6 +147,42 @@ class DriftWindow:
         return result
 
 
+SMALL_BATCH_ROWS = 16  # batches below this are binned together (per-call numpy overhead dominates them)
+PENDING_ROWS = 64
+
+
+class SmallBatches:
+    """Rows of small batches (mostly single requests) held until PENDING_ROWS of them, or the next tick,
+    and then binned in one call: binning one row costs ~10 µs of numpy overhead, a tenth of a single
+    request. A row is counted in the window's slot of when it is binned, at most one publish interval
+    (= one slot) after it was scored."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[tuple[DriftWindow, np.ndarray, np.ndarray]] = []
+        self._rows = 0
+
+    def add(self, window: DriftWindow, features: np.ndarray, scores: np.ndarray) -> None:
+        with self._lock:
+            self._items.append((window, features, scores))
+            self._rows += features.shape[0]
+            if self._rows < PENDING_ROWS:
+                return
+            items, self._items, self._rows = self._items, [], 0
+        _bin(items)
+
+    def flush(self) -> None:
+        with self._lock:
+            items, self._items, self._rows = self._items, [], 0
+        _bin(items)
+
+
+def _bin(items: list[tuple[DriftWindow, np.ndarray, np.ndarray]]) -> None:
+    for window in {id(w): w for w, _, _ in items}.values():  # the champion may have changed in between
+        mine = [(f, s) for w, f, s in items if w is window]
+        window.add(np.concatenate([f for f, _ in mine]), np.concatenate([s for _, s in mine]))
+
+
 class DriftMonitor(BackgroundLoop):
     """Follows the champion, keeps its window, and publishes PSI and training time from a daemon thread."""
 
@@ -168,6 +204,7 @@ class DriftMonitor(BackgroundLoop):
         self._load_facts = facts
         self._clock = clock
         self._failing: str | None = None
+        self._small = SmallBatches()
         super().__init__()
 
     def observe(self, champion: str, features: np.ndarray, champion_scores: Sequence[float] | np.ndarray) -> None:
@@ -175,7 +212,11 @@ class DriftMonitor(BackgroundLoop):
         window = self.window
         if window is None or champion != self.version or features.shape[0] == 0:
             return
-        window.add(features, np.asarray(champion_scores, dtype=np.float64))
+        scores = np.asarray(champion_scores, dtype=np.float64)
+        if features.shape[0] < SMALL_BATCH_ROWS:
+            self._small.add(window, features, scores)
+        else:
+            window.add(features, scores)
 
     def tick(self) -> dict[str, float]:
         """Follow a champion change, then publish; returns what was published (for tests and logs)."""
@@ -184,6 +225,7 @@ class DriftMonitor(BackgroundLoop):
             return {}
         if self.facts.trained_at_s is not None:
             self.gauges.trained_at(self.facts.trained_at_s)
+        self._small.flush()
         values = self.window.psi(self.min_rows) if self.window is not None else {}
         for feature, value in values.items():
             self.gauges.psi(feature, value)

@@ -210,6 +210,10 @@ class ServingSpec(Strict):
     batching: Batching = Batching()
     limits: RequestLimits = RequestLimits()
     cpus_per_replica: float = Field(1.0, gt=0)
+    ingress: Literal["haproxy", "python"] = Field("haproxy", description=(
+        "Cluster ingress of the RayService. 'haproxy': Ray Serve's high-throughput mode (HAProxy in each "
+        "pod forwards straight to the router replicas' own HTTP servers, no Python proxy hop). 'python': "
+        "Ray's Python Serve proxy. Local mode always uses the Python proxy, which binds 127.0.0.1."))
 
     @field_validator("route")
     @classmethod
