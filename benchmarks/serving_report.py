@@ -14,11 +14,11 @@ from serving_load import LABELS, MODES, SYSTEMS, Sample
 HIGH_THROUGHPUT_NOTE = (
     "This is the ingress the rendered RayService runs by default (`serving.ingress: haproxy`, the environment of "
     "`ferry.render.rayservice.ingress_env`, set here on the local Ray head). Local mode (`ferry up`) keeps Ray's "
-    "Python proxy: in Ray 2.60 HAProxy mode the replicas' own HTTP servers are forced onto all interfaces "
-    "(`DEFAULT_HTTP_HOST = get_all_interfaces_ip()`), and HAProxy's Prometheus exporter "
-    "(RAY_SERVE_HAPROXY_METRICS_PORT, 9101) and stats page (RAY_SERVE_HAPROXY_STATS_PORT, 8404) are bound to all "
-    "interfaces by Ray's config template (`bind :port` / `bind *:port`, no host setting), so a local ferry would "
-    "listen beyond loopback. In a pod those listen on the pod IP, which is what they are for.")
+    "Python proxy: in Ray 2.60 HAProxy mode, HAProxy's Prometheus exporter (RAY_SERVE_HAPROXY_METRICS_PORT, 9101) "
+    "and stats page (RAY_SERVE_HAPROXY_STATS_PORT, 8404) are bound to all interfaces by Ray's config template "
+    "(`bind :port` / `bind *:port`, no host setting; seen with `ss -ltn` in this mode), so a local ferry would "
+    "listen beyond loopback. The frontend and the replicas' own HTTP servers follow the configured host "
+    "(127.0.0.1). In a pod all of them listen on the pod IP, which is what they are for.")
 
 
 def ratio(value: float) -> str:
@@ -67,13 +67,13 @@ def batch_gap(results: dict[tuple[str, str, int], Sample], args: argparse.Namesp
                      f"Ray Serve ({bare.rate * rows:,.0f}); bare Ray Serve = {bare.rate / mlflow.rate:.2f}× mlflow "
                      f"models serve ({mlflow.rate * rows:,.0f}); p50 ferry {ferry.pct_ms(50):.2f} ms, bare "
                      f"{bare.pct_ms(50):.2f} ms, mlflow {mlflow.pct_ms(50):.2f} ms.")
-    lines += ["", "ferry's batch endpoint validates each body column-wise (`ferry.serving.columns`: one JSON parse "
-              "in pydantic-core, one numpy array and one vectorised bounds check per field, pydantic only for "
-              "a batch that fails or needs lax coercion, so a 422 still names the row and field) and writes its "
-              "answer straight to JSON (`Scored.to_json`), with one forward pass and one request-counter update per "
-              "variant. What is left between ferry and the bare app is mostly the score histogram (Ray's Histogram "
-              "takes one value per `observe`; see `RayRecorder.scores`), the sticky hash per row during a canary and "
-              "the fastapi routing layer.",
+    lines += ["", "ferry's batch endpoint is answered by the router's fast lane (`ferry.serving.api.fast_lane`, "
+              "before FastAPI's routing), validates each body column-wise (`ferry.serving.columns`: one JSON parse "
+              "in pydantic-core, one numpy array and one vectorised bounds check per field, pydantic only for a "
+              "batch that fails or needs lax coercion, so a 422 still names the row and field), hashes the batch's "
+              "routing keys in one numpy pass, and writes its answer straight to JSON (`Scored.to_json`), with one "
+              "forward pass and one request-counter update per variant; score buckets are tallied in-process and "
+              "flushed to Ray once a second (`ferry.serving.metrics.TallyFlusher`).",
               "", *(hop_high_throughput() if args.ray_high_throughput else hop_default()), ""]
     return lines
 
