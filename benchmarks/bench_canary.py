@@ -53,8 +53,8 @@ from tests.integration.test_canary import (  # noqa: E402
     describe,
     lab_settings,
     start_lab,
-    stop_lab,
 )
+from tests.support.local_stack import stop_stack  # noqa: E402
 
 from ferry.rollout.controller import SETTLE_S  # noqa: E402
 from ferry.rollout.policy import Action  # noqa: E402
@@ -282,7 +282,7 @@ def main() -> None:
                 print(f"healthy {len(healthy)}: " + describe(healthy[-1].run), flush=True)
         examples = status_examples(lab, [*bad, *healthy])
     finally:
-        stop_lab(settings)
+        stop_stack(settings)
         shutil.rmtree(home, ignore_errors=True)
     text = report(bad, healthy, args.healthy, args.budget_s, time.monotonic() - began) + "\n".join(examples) + "\n"
     print(text)

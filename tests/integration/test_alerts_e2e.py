@@ -23,7 +23,6 @@ interval (10 s), Ray's metrics export and Alertmanager's routing (group_wait 30 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import threading
@@ -38,6 +37,8 @@ import httpx
 import numpy as np
 import pytest
 from tests.integration.test_serving import register_version, serving_spec
+from tests.support.local_stack import restored_environ, stopping
+from tests.support.local_stack import wait_for_value as wait_for
 from tests.support.serving_fakes import transaction
 from typer.testing import CliRunner
 
@@ -49,8 +50,7 @@ from ferry.adapters.workloads import workload_facts
 from ferry.cli.app import app
 from ferry.local import procs
 from ferry.local.alertstore import AlertStore
-from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import start_services, stop_services, use_ray_client_env
+from ferry.local.services import start_services, use_ray_client_env
 from ferry.local.state import load_run
 from ferry.render import alerts, monitoring, names
 from ferry.serving.deploy import deploy_local
@@ -147,7 +147,6 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    saved = dict(os.environ)
     home = tmp_path_factory.mktemp("alerts-home")
     spec = page_spec()
     rules = home / monitoring.model_rule_path(spec.name)
@@ -159,7 +158,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     workspace.render(home, "local", workloads=workload_facts())  # what a retraining run executes
     settings = Settings(home=home, ray_cpus=1, ready_timeout_s=120,
                         **{port: procs.free_port() for port in PORTS})  # type: ignore[arg-type]
-    try:
+    with restored_environ(), stopping(settings):
         states = {s.name: s.state for s in start_services(settings, include=SERVICES)}
         assert states == dict.fromkeys(SERVICES, "started"), states
         registry = Registry(settings.mlflow_uri)
@@ -170,14 +169,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         use_ray_client_env(settings)
         url = deploy_local(settings, spec, poll_interval_s=1.0, timeout_s=240, allow_fault_injection=True)
         yield Lab(settings, spec, url, champion)
-    finally:
-        import ray
-
-        ray.shutdown()
-        stop_services(settings)
-        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def received(lab: Lab, alertname: str) -> dict[str, Any] | None:
@@ -189,16 +180,6 @@ def received(lab: Lab, alertname: str) -> dict[str, Any] | None:
 def parse(stamp: str) -> float:
     return datetime.strptime(stamp.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z" if "." in stamp
                              else "%Y-%m-%dT%H:%M:%S%z").astimezone(UTC).timestamp()
-
-
-def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(interval_s)
-    return None
 
 
 def test_injected_errors_page_the_receiver_and_ferry_alerts_shows_it(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:

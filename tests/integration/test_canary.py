@@ -17,10 +17,8 @@ defaults; a check every 5 s therefore often finds no new data, which the control
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import shutil
 import threading
 import time
 from collections import Counter
@@ -31,13 +29,13 @@ from typing import Any
 import httpx
 import pytest
 from tests.integration.test_serving import register_version, serving_spec
+from tests.support.local_stack import restored_environ, stopping
 from tests.support.serving_fakes import transaction
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
 from ferry.local import procs
-from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import start_services, stop_services, use_ray_client_env
+from ferry.local.services import start_services, use_ray_client_env
 from ferry.render import names
 from ferry.rollout.controller import Controller, RolloutOutcome, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
@@ -250,9 +248,9 @@ def lab_settings(home: Any) -> Settings:
     return Settings(home=home, ray_cpus=1, ready_timeout_s=120, **ports)  # type: ignore[arg-type]
 
 
-def start_lab(settings: Settings, spec: ModelSpec) -> Lab:
+def start_lab(settings: Settings, spec: ModelSpec, services: tuple[str, ...] = ("ray", "mlflow", "prometheus")) -> Lab:
     """Ray, MLflow and Prometheus, a registered champion, the router deployed with fault injection allowed."""
-    start_services(settings, include=["ray", "mlflow", "prometheus"])
+    start_services(settings, include=list(services))
     registry = Registry(settings.mlflow_uri)
     registry.ensure_registered_model(spec.name, "test")
     champion = register_version(settings, spec.name, CHAMPION_SEED)
@@ -263,26 +261,13 @@ def start_lab(settings: Settings, spec: ModelSpec) -> Lab:
     return Lab(settings, spec, url)
 
 
-def stop_lab(settings: Settings) -> None:
-    import ray
-
-    ray.shutdown()
-    stop_services(settings)
-    shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
-
-
 # --- tests ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    saved = dict(os.environ)
     settings = lab_settings(tmp_path_factory.mktemp("canary-home"))
-    try:
+    with restored_environ(), stopping(settings):
         yield start_lab(settings, canary_spec())
-    finally:
-        stop_lab(settings)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def last_deployed(lab: Lab) -> float:

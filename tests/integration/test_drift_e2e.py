@@ -15,7 +15,6 @@ drifted request to the alert firing is printed (see docs/benchmarks/monitoring.m
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import threading
@@ -33,6 +32,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.models import infer_signature
+from tests.support.local_stack import restored_environ, stopping, wait_for_value
 
 from ferry.adapters import workspace
 from ferry.adapters.prometheus import Prometheus
@@ -41,8 +41,7 @@ from ferry.adapters.workloads import workload_facts
 from ferry.local import procs
 from ferry.local.alertstore import AlertStore
 from ferry.local.retrain import retrain_dir
-from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import start_services, stop_services, use_ray_client_env
+from ferry.local.services import start_services, use_ray_client_env
 from ferry.render import alerts, names
 from ferry.render import monitoring as rendered
 from ferry.render import promql as q
@@ -236,28 +235,12 @@ def start_lab(settings: Settings, spec: ModelSpec, services: tuple[str, ...] = (
     return Lab(settings, spec, url, champion, Prometheus(settings.prometheus_url))
 
 
-def stop_lab(lab_or_settings: Lab | Settings) -> None:
-    import ray
-
-    settings = lab_or_settings.settings if isinstance(lab_or_settings, Lab) else lab_or_settings
-    if isinstance(lab_or_settings, Lab):
-        lab_or_settings.prom.close()
-    ray.shutdown()
-    stop_services(settings)
-    shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    saved = dict(os.environ)
     settings = lab_settings(tmp_path_factory.mktemp("drift-home"))
     prepare_retraining(settings)
-    try:
+    with restored_environ(), stopping(settings):
         yield start_lab(settings, drift_spec(), services=FULL_SERVICES)
-    finally:
-        stop_lab(settings)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def wait_for(condition: Any, timeout_s: float, every_s: float = 1.0) -> float | None:
@@ -299,7 +282,7 @@ def test_simulated_amount_drift_fires_the_drift_alert(lab: Lab) -> None:
     assert labels["model"] == lab.name and labels["team"] == "risk" and labels["severity"] == "ticket"
     assert labels["feature"] in after and after[labels["feature"]] > threshold
     # Prometheus → Alertmanager (ferry's routing tree, `retrain` route) → ferry's receiver → a retraining run
-    workflow = wait_for_value(lambda: retraining_started(lab), 150)
+    workflow = wait_for_value(lambda: retraining_started(lab), 150, 0.5)
     started_s = time.monotonic() - switched
     assert workflow is not None, [a.retraining for a in AlertStore.open(lab.settings).alerts()]
     assert workflow.startswith(names.retrain_workflow_prefix(lab.name, "drift"))
@@ -317,16 +300,6 @@ def retraining_started(lab: Lab) -> str | None:
             for trigger in alert.retraining:
                 if trigger["result"] == "started" and trigger.get("workflow"):
                     return str(trigger["workflow"])
-    return None
-
-
-def wait_for_value(probe: Any, timeout_s: float, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(every_s)
     return None
 
 

@@ -14,7 +14,6 @@ Panels whose data needs local pipeline runs are in COVERED_ELSEWHERE, with the l
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,8 +29,8 @@ from tests.integration.test_drift_e2e import (
     register_version,
     request_rows,
     start_lab,
-    stop_lab,
 )
+from tests.support.local_stack import restored_environ, stopping
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
@@ -72,14 +71,9 @@ def monitored_spec() -> ModelSpec:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    saved = dict(os.environ)
     settings = lab_settings(tmp_path_factory.mktemp("monitoring-home"))
-    try:
+    with restored_environ(), stopping(settings):
         yield start_lab(settings, monitored_spec(), allow_fault_injection=True)
-    finally:
-        stop_lab(settings)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def panels(board: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,8 +6,6 @@ outage that the router rides out on its last known champion."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 from mlflow.models import infer_signature
+from tests.support.local_stack import restored_environ, stopping
 from tests.support.serving_fakes import transaction, transactions
 
 from ferry.adapters.registry import Registry
 from ferry.local import procs
 from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import start_services, stop_services, use_ray_client_env
+from ferry.local.services import start_services, use_ray_client_env
 from ferry.render import names
 from ferry.serving.deploy import ServingError, deploy_local, predict_once
 from ferry.serving.routing import choose
@@ -77,17 +76,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     ports = {field: procs.free_port() for field in PORTS}
     settings = Settings(home=tmp_path_factory.mktemp("serving-home"), ray_cpus=1, ready_timeout_s=90,
                         **ports)  # type: ignore[arg-type]
-    saved = dict(os.environ)
-    try:
+    with restored_environ(), stopping(settings):
         yield settings
-    finally:
-        import ray
-
-        ray.shutdown()
-        stop_services(settings)
-        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

@@ -24,18 +24,18 @@ from typing import Any
 import httpx
 import pytest
 
-from ferry.adapters.registry import NotServable, Registry
+from ferry.adapters.registry import NotServable
 from ferry.local import procs
-from ferry.local.services import service_processes, start_services, use_ray_client_env
+from ferry.local.services import service_processes, start_services
 from ferry.render import names
 from ferry.render.rayservice import ROUTER_DEPLOYMENT
 from ferry.rollout.policy import Action
-from ferry.serving.deploy import deploy_local
 from ferry.settings import Settings
-from tests.integration.test_canary import CHAMPION_SEED, Lab, canary_spec, describe, lab_settings, stop_lab
-from tests.integration.test_serving import POLL_S, register_version
+from tests.integration.test_canary import Lab, canary_spec, describe, lab_settings, start_lab
+from tests.integration.test_serving import POLL_S
 from tests.reliability.conftest import FULL, Record, scaled
 from tests.reliability.loadgen import LoadResult, outage, run_load
+from tests.support.local_stack import restored_environ, stopping
 from tests.support.serving_fakes import transaction, transactions
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(1800 if FULL else 420)]
@@ -62,23 +62,11 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
-    saved = dict(os.environ)
     settings = lab_settings(tmp_path_factory.mktemp("reliability-home"))
     spec = canary_spec()  # steps 20/50/100 every 5 s, hold_timeout 2m (the Prometheus scenario passes 40 s)
-    try:
-        start_services(settings, include=["ray", "mlflow", "prometheus"] if FULL else ["ray", "mlflow"])
-        registry = Registry(settings.mlflow_uri)
-        registry.ensure_registered_model(spec.name, "test")
-        champion = register_version(settings, spec.name, CHAMPION_SEED)
-        registry.set_alias(spec.name, names.ALIAS_CHAMPION, champion)
-        registry.tag_version(spec.name, champion, {names.TAG_ROLLOUT_STATE: "promoted"})
-        use_ray_client_env(settings)
-        url = deploy_local(settings, spec, poll_interval_s=POLL_S, timeout_s=240, allow_fault_injection=True)
-        yield Bench(Lab(settings, spec, url), prometheus=FULL)
-    finally:
-        stop_lab(settings)
-        os.environ.clear()
-        os.environ.update(saved)
+    services = ("ray", "mlflow", "prometheus") if FULL else ("ray", "mlflow")
+    with restored_environ(), stopping(settings):
+        yield Bench(start_lab(settings, spec, services), prometheus=FULL)
 
 
 # --- bad input -----------------------------------------------------------------------------------------
