@@ -8,17 +8,16 @@ challenger back: the point is that a retrained challenger takes the normal rollo
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 from tests.integration.test_pipeline import write_spec
+from tests.support.local_stack import stopping
 
 from ferry.adapters.registry import Registry
 from ferry.local import procs, reconcile
 from ferry.local.retrain import RetrainingBusy, start_retraining
-from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import start_services, stop_services
+from ferry.local.services import start_services
 from ferry.local.state import load_run
 from ferry.render import names
 from ferry.settings import Settings
@@ -40,12 +39,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     (home / "gitops/models").mkdir(parents=True)
     write_spec(home, MODEL, **FAST_CANARY)
     settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120, **{f: procs.free_port() for f in PORTS})  # type: ignore[arg-type]
-    try:
+    with stopping(settings):
         start_services(settings, include=["ray", "mlflow"])
         yield settings
-    finally:
-        stop_services(settings)
-        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
 
 
 def test_retraining_trains_the_same_spec_again_and_goes_through_the_canary(settings: Settings) -> None:

@@ -7,7 +7,6 @@ Ray-Train-worker-kill scenarios live in tests/integration (test_pipeline.py, tes
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,13 +17,13 @@ import pytest
 
 from ferry.adapters.registry import Registry
 from ferry.local import procs
-from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import ferry_env, start_services, stop_services
+from ferry.local.services import ferry_env, start_services
 from ferry.render import names
 from ferry.settings import Settings
 from ferry.spec import load_spec_file, spec_hash
 from tests.integration.test_pipeline import PORT_FIELDS, write_spec
 from tests.reliability.conftest import FULL, Record
+from tests.support.local_stack import stopping
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(1200),
               pytest.mark.skipif(not FULL, reason="full length only: task reliability (RELIABILITY_MODE=full)")]
@@ -37,12 +36,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     (home / "gitops/models").mkdir(parents=True)
     write_spec(home, MODEL)
     settings = Settings(home=home, ready_timeout_s=120, **{f: procs.free_port() for f in PORT_FIELDS})
-    try:
+    with stopping(settings):
         start_services(settings, include=["ray", "mlflow"])
         yield settings
-    finally:
-        stop_services(settings)
-        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
 
 
 def test_two_racing_ups_register_exactly_one_version(settings: Settings, record: Record) -> None:

@@ -54,10 +54,6 @@ def event_source_url(profile: EnvProfile) -> str:
     return f"http://{event_source_service(profile)}:{WEBHOOK_PORT}{WEBHOOK_ENDPOINT}"
 
 
-def sensor_name(model: str) -> str:
-    return f"{model}-retrain-on-drift"
-
-
 def _platform_labels(component: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": EVENT_SOURCE if component == "alerts" else f"ferry-{component}",
             "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": names.PART_OF,
@@ -140,7 +136,7 @@ def retrain_sensor(model: str, profile: EnvProfile, spec_hash: str) -> dict[str,
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Sensor",
-        "metadata": {"name": sensor_name(model), "namespace": profile.namespace,
+        "metadata": {"name": names.sensor_name(model), "namespace": profile.namespace,
                      "labels": names.labels(model, "retraining-trigger", spec_hash)},
         "spec": {
             "eventBusName": EVENT_BUS,

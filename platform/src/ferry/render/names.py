@@ -63,6 +63,11 @@ def cron_workflow_name(model: str) -> str:
     return f"{model}-retrain"
 
 
+def sensor_name(model: str) -> str:
+    """The Argo Events Sensor that starts `model`'s retraining when its drift alert fires."""
+    return f"{model}-retrain-on-drift"
+
+
 def spec_configmap_name(model: str) -> str:
     return f"{model}-spec"
 
