@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ferry.adapters.reference import build_reference
 from ferry.adapters.registry import RolloutView, VersionFacts
 from ferry.serving.drift import DriftMonitor
 from ferry.serving.metrics import NullRecorder
 from ferry.serving.service import ScoringService, WorkloadView
 from ferry.serving.watcher import RegistryWatcher
+from ferry.stats.reference import build_reference
 from fraud_detection.model import FraudMLP, Scorer
 from fraud_detection.workload import FraudDetectionWorkload
 

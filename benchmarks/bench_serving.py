@@ -246,7 +246,7 @@ def register(settings: Any, spec: Any) -> tuple[str, str]:
 
 def start_http_servers(settings: Any, children: Children, model: str, version: str) -> dict[str, int]:
     """mlflow models serve and the plain FastAPI app, started now and awaited later (they load meanwhile)."""
-    from ferry.local import procs
+    from ferry.local.supervisor import procs
     from ferry.render import names
 
     ports = {"mlflow": procs.free_port(), "fastapi": procs.free_port()}
@@ -266,7 +266,7 @@ def deploy_ray_apps(settings: Any, spec: Any, champion: str) -> tuple[str, str]:
     both replicas load at the same time."""
     from ray import serve
 
-    from ferry.local.services import use_ray_client_env
+    from ferry.local.supervisor.services import use_ray_client_env
     from ferry.serving.deploy import LOCAL_CPUS_PER_REPLICA, _connect, deploy_local
 
     use_ray_client_env(settings)
@@ -361,7 +361,7 @@ def main() -> None:
     def log(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
-    from ferry.local import procs
+    from ferry.local.supervisor import procs
     from ferry.settings import Settings
 
     load_before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -388,7 +388,7 @@ def main() -> None:
 def run(args: argparse.Namespace, settings: Any, children: Children, work: Path, log: Any,
         meta: dict[str, Any]) -> None:
     """Start every server, check their answers, measure, then write the report and the plot."""
-    from ferry.local.services import start_services
+    from ferry.local.supervisor.services import start_services
     from ferry.spec import load_specs
 
     start_services(settings, include=["ray", "mlflow"])
@@ -449,8 +449,8 @@ def run_meta(spec: Any, variants: dict[str, int], meta: dict[str, Any]) -> dict[
 
 def tear_down(settings: Any, children: Children, dirs: list[Path], log: Any) -> None:
     """Stop every server this run started and remove its files, whatever happened before."""
-    from ferry.local.service_defs import ray_temp_dir
-    from ferry.local.services import stop_services
+    from ferry.local.supervisor.service_defs import ray_temp_dir
+    from ferry.local.supervisor.services import stop_services
 
     children.stop_all()
     if "ray" in sys.modules:

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ferry.local import procs
-from ferry.local.services import stop_services
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.services import stop_services
 from ferry.settings import Settings
 from ferry.steps.runner import TIMING_PREFIX
 

@@ -1,6 +1,6 @@
 """Alerts end to end, for real: a Ray head, MLflow, Prometheus, Alertmanager and ferry's webhook receiver on
 free loopback ports in a throwaway home, started as `ferry up` starts them, and a tiny champion served with
-fault injection allowed. Its drift reference (ferry.adapters.reference) is built from the same synthetic
+fault injection allowed. Its drift reference (ferry.stats.reference) is built from the same synthetic
 traffic generator the test sends, so healthy traffic does not drift.
 
 1. Injected errors (the champion's `ferry.fault.error_rate` tag) fire FerryModelErrorBudgetBurn from the
@@ -42,21 +42,21 @@ from tests.support.local_stack import wait_for_value as wait_for
 from tests.support.serving_fakes import transaction
 from typer.testing import CliRunner
 
-from ferry.adapters import workspace
+from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
-from ferry.adapters.reference import build_reference
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
 from ferry.cli.app import app
-from ferry.local import procs
-from ferry.local.alertstore import AlertStore
-from ferry.local.services import start_services, use_ray_client_env
-from ferry.local.state import load_run
+from ferry.local.alerts.store import AlertStore
+from ferry.local.engine.state import load_run
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.services import start_services, use_ray_client_env
 from ferry.render import alerts, monitoring, names
 from ferry.serving.deploy import deploy_local
 from ferry.serving.faults import TAG_ERROR_RATE
 from ferry.settings import Settings
 from ferry.spec.models import ModelSpec
+from ferry.stats.reference import build_reference
 from fraud_detection.workload import FraudDetectionWorkload
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(720)]

@@ -34,14 +34,14 @@ import torch
 from mlflow.models import infer_signature
 from tests.support.local_stack import restored_environ, stopping, wait_for_value
 
-from ferry.adapters import workspace
+from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
-from ferry.local import procs
-from ferry.local.alertstore import AlertStore
-from ferry.local.retrain import retrain_dir
-from ferry.local.services import start_services, use_ray_client_env
+from ferry.local.alerts.retrain import retrain_dir
+from ferry.local.alerts.store import AlertStore
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.services import start_services, use_ray_client_env
 from ferry.render import alerts, names
 from ferry.render import monitoring as rendered
 from ferry.render import promql as q

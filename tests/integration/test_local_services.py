@@ -14,10 +14,10 @@ import httpx
 import pytest
 import yaml
 
-from ferry.local import procs, service_defs
 from ferry.local.errors import LocalError
-from ferry.local.service_defs import SKIP_HINT, MissingBinary, ray_temp_dir
-from ferry.local.services import ferry_env, service_processes, service_status, start_services, stop_services
+from ferry.local.supervisor import procs, service_defs
+from ferry.local.supervisor.service_defs import SKIP_HINT, MissingBinary, ray_temp_dir
+from ferry.local.supervisor.services import ferry_env, service_processes, service_status, start_services, stop_services
 from ferry.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -15,10 +15,11 @@ from tests.integration.test_pipeline import write_spec
 from tests.support.local_stack import stopping
 
 from ferry.adapters.registry import Registry
-from ferry.local import procs, reconcile
-from ferry.local.retrain import RetrainingBusy, start_retraining
-from ferry.local.services import start_services
-from ferry.local.state import load_run
+from ferry.local import reconcile
+from ferry.local.alerts.retrain import RetrainingBusy, start_retraining
+from ferry.local.engine.state import load_run
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.services import start_services
 from ferry.render import names
 from ferry.settings import Settings
 
@@ -71,7 +72,7 @@ def test_retraining_trains_the_same_spec_again_and_goes_through_the_canary(setti
 
 
 def test_retraining_refuses_while_the_models_pipeline_runs(settings: Settings) -> None:
-    from ferry.local import locks
+    from ferry.local.engine import locks
 
     with locks.exclusive(locks.lock_path(settings, names.mutex_name(MODEL)), what="test", timeout_s=0), \
             pytest.raises(RetrainingBusy):

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ferry.local import procs
-from ferry.local.service_defs import ray_auth_headers, ray_temp_dir
-from ferry.local.services import start_services, stop_services
-from ferry.local.state import node_id
+from ferry.local.engine.state import node_id
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.service_defs import ray_auth_headers, ray_temp_dir
+from ferry.local.supervisor.services import start_services, stop_services
 from ferry.render import names
 from ferry.settings import Settings
 
@@ -91,7 +91,7 @@ def jobs_of(settings: Settings, workflow: str) -> dict[str, str]:
 
 
 def test_rayjob_step_runs_on_local_head(settings: Settings, tmp_path: Path) -> None:
-    from ferry.local.runner import node_log_path, run_workflow
+    from ferry.local.engine.runner import node_log_path, run_workflow
 
     folder = write_workflow(tmp_path / "wf", "rj-ok", HELLO)
     result = run_workflow(folder, settings, backoff_scale=0.01)
@@ -113,7 +113,7 @@ def test_rayjob_step_runs_on_local_head(settings: Settings, tmp_path: Path) -> N
 
 
 def test_failed_rayjob_fails_the_run_and_a_rerun_uses_a_new_id(settings: Settings, tmp_path: Path) -> None:
-    from ferry.local.runner import run_workflow
+    from ferry.local.engine.runner import run_workflow
 
     folder = write_workflow(tmp_path / "wf", "rj-bad", f"{PY} -c \"print('boom'); raise SystemExit(3)\"")
     result = run_workflow(folder, settings, backoff_scale=0.01)
@@ -131,7 +131,7 @@ def test_failed_rayjob_fails_the_run_and_a_rerun_uses_a_new_id(settings: Setting
 def test_in_process_client_after_importing_ray(settings: Settings) -> None:
     """use_ray_client_env fixes a process that imported Ray before it had the token variables."""
     code = ("import ray, sys; from pathlib import Path; from ferry.settings import Settings; "
-            "from ferry.local.services import use_ray_client_env; "
+            "from ferry.local.supervisor.services import use_ray_client_env; "
             f"s = Settings(home=Path({str(settings.home)!r}), ray_port={settings.ray_port}); "
             "use_ray_client_env(s); ray.init(address=s.ray_address); print('CPU', ray.cluster_resources()['CPU'])")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}

@@ -22,9 +22,9 @@ from tests.support.local_stack import restored_environ, stopping
 from tests.support.serving_fakes import transaction, transactions
 
 from ferry.adapters.registry import Registry
-from ferry.local import procs
-from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import start_services, use_ray_client_env
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.service_defs import ray_temp_dir
+from ferry.local.supervisor.services import start_services, use_ray_client_env
 from ferry.render import names
 from ferry.serving.deploy import ServingError, deploy_local, predict_once
 from ferry.serving.routing import choose

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ferry.adapters.registry import Registry
-from ferry.local import procs
-from ferry.local.services import ferry_env, start_services
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.services import ferry_env, start_services
 from ferry.render import names
 from ferry.settings import Settings
 from ferry.spec import load_spec_file, spec_hash

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ferry.local.service_defs import ray_temp_dir
-from ferry.local.services import stop_services
+from ferry.local.supervisor.service_defs import ray_temp_dir
+from ferry.local.supervisor.services import stop_services
 from ferry.settings import Settings
 
 

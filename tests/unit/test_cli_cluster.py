@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from ferry.adapters import argo_server as argo
 from ferry.cli import output
 from ferry.cli.app import app
-from ferry.local.state import node_id, status_path
+from ferry.local.engine.state import node_id, status_path
 from ferry.render import names
 from ferry.settings import load_settings
 
@@ -434,7 +434,8 @@ def test_local_retrain_goes_through_the_local_retraining_runner(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --argo-server, `submit --retrain` starts the services and a local retraining run (the runner
     itself is exercised by the integration tests; here only the CLI's wiring)."""
-    from ferry.local import retrain, services
+    from ferry.local.alerts import retrain
+    from ferry.local.supervisor import services
 
     monkeypatch.setenv("FERRY_HOME", str(tmp_path))
     calls: list[tuple[Any, ...]] = []

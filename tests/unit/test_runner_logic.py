@@ -17,14 +17,14 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferry.local import expr, locks
-from ferry.local.argo import RetryStrategy, Task, load_workflow, parse_duration, topological
+from ferry.local.engine import expr, locks
+from ferry.local.engine.argo import RetryStrategy, Task, load_workflow, parse_duration, topological
+from ferry.local.engine.executors import local_command
+from ferry.local.engine.rayjobs import condition_holds, local_entrypoint, submission_id
+from ferry.local.engine.runner import list_runs, load_run, node_log_path, render_progress, run_workflow
+from ferry.local.engine.state import node_id
 from ferry.local.errors import LocalError
-from ferry.local.executors import local_command
-from ferry.local.rayjobs import condition_holds, local_entrypoint, submission_id
-from ferry.local.runner import list_runs, load_run, node_log_path, render_progress, run_workflow
-from ferry.local.services import ferry_env
-from ferry.local.state import node_id
+from ferry.local.supervisor.services import ferry_env
 from ferry.settings import Settings
 
 PY = sys.executable

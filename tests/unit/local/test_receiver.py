@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from ferry.local.alertstore import AlertStore, db_path
-from ferry.local.receiver import build_app
-from ferry.local.retrain import RetrainingBusy, RetrainResult
+from ferry.local.alerts.receiver import build_app
+from ferry.local.alerts.retrain import RetrainingBusy, RetrainResult
+from ferry.local.alerts.store import AlertStore, db_path
 from ferry.settings import Settings
 
 T0 = "2026-11-26T15:00:00.123Z"
@@ -250,12 +250,12 @@ def test_receiver_is_a_local_service_scraped_by_prometheus(tmp_path: Path) -> No
 
     import yaml
 
-    from ferry.local import service_defs
+    from ferry.local.supervisor import service_defs
 
     settings = Settings(home=tmp_path, receiver_port=19095)
     assert "receiver" in service_defs.SERVICES and "receiver" not in service_defs.OPTIONAL
     spec = service_defs.build_spec("receiver", settings, service_defs.SERVICES)
-    assert spec.argv == [sys.executable, "-m", "ferry.local.receiver"]
+    assert spec.argv == [sys.executable, "-m", "ferry.local.alerts.receiver"]
     assert spec.ready_url == "http://127.0.0.1:19095/-/ready" and spec.main_port == 19095
     config = yaml.safe_load(service_defs.prometheus_config(settings, with_alertmanager=True))
     [job] = [j for j in config["scrape_configs"] if j["job_name"] == "ferry-receiver"]

@@ -11,8 +11,8 @@ from tests.unit.local.test_receiver import FakeRetrain, alert, drift, payload, w
 from typer.testing import CliRunner
 
 from ferry.cli.app import app
-from ferry.local.alertstore import AlertStore
-from ferry.local.receiver import build_app
+from ferry.local.alerts.receiver import build_app
+from ferry.local.alerts.store import AlertStore
 from ferry.settings import Settings
 
 runner = CliRunner()

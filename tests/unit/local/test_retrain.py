@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ferry.local import locks
+from ferry.local.alerts.retrain import REASON_ANNOTATION, RetrainingBusy, retrain_workflow, start_retraining
+from ferry.local.engine import locks
+from ferry.local.engine.runner import load_run, run_workflow
 from ferry.local.errors import LocalError
-from ferry.local.retrain import REASON_ANNOTATION, RetrainingBusy, retrain_workflow, start_retraining
-from ferry.local.runner import load_run, run_workflow
 from ferry.render import names
 from ferry.settings import Settings
 

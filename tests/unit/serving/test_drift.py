@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from tests.support.serving_fakes import FakeRegistry, RecordingRecorder, transaction
 
-from ferry.adapters.reference import (
+from ferry.adapters.registry import RolloutView, VersionFacts, parse_trained_at
+from ferry.render import promql
+from ferry.serving import drift
+from ferry.serving.drift import DriftMonitor, DriftWindow
+from ferry.serving.service import ScoringService, WorkloadView
+from ferry.serving.watcher import RegistryWatcher
+from ferry.stats.reference import (
     SCORE,
     BadReference,
     Histogram,
@@ -22,12 +28,6 @@ from ferry.adapters.reference import (
     sample_rows,
     workload_feature_names,
 )
-from ferry.adapters.registry import RolloutView, VersionFacts, parse_trained_at
-from ferry.render import promql
-from ferry.serving import drift
-from ferry.serving.drift import DriftMonitor, DriftWindow
-from ferry.serving.service import ScoringService, WorkloadView
-from ferry.serving.watcher import RegistryWatcher
 from fraud_detection.workload import FraudDetectionWorkload
 
 

@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 import torch
 
-from ferry.adapters.reference import SCORE, Reference
 from ferry.spec.models import DataSpec, TimeSplit
+from ferry.stats.reference import SCORE, Reference
 from ferry.steps.register import trained_at_tag, training_reference
 from fraud_detection.model import FraudMLP, Scorer
 from fraud_detection.workload import FraudDetectionWorkload

@@ -14,8 +14,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ferry.adapters.reference import Reference
 from ferry.render import names
+from ferry.stats.reference import Reference
 
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
 MISSING_ALIAS = "INVALID_PARAMETER_VALUE"  # what MLflow answers for an alias that is not set

@@ -21,7 +21,7 @@ def alerts(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one list) instead of a table.")] = False,
 ) -> None:
     """Show the alerts ferry's local receiver got from Alertmanager, newest first, and any retraining they started."""
-    from ferry.local.alertstore import AlertStore, db_path
+    from ferry.local.alerts.store import AlertStore, db_path
 
     settings = load_settings()
     found = AlertStore.open(settings).alerts(model=model, firing=firing, limit=limit) \

@@ -79,9 +79,9 @@ def _print_submitted(workflow: dict[str, Any], created: bool) -> None:
 
 
 def _retrain_locally(model: str, reason: str) -> None:
-    from ferry.local.progress import render_progress
-    from ferry.local.retrain import start_retraining
-    from ferry.local.services import start_services, use_ray_client_env
+    from ferry.local.alerts.retrain import start_retraining
+    from ferry.local.engine.progress import render_progress
+    from ferry.local.supervisor.services import start_services, use_ray_client_env
 
     settings = load_settings()
     use_ray_client_env(settings)  # before Ray is imported: token auth and loopback for this process
@@ -98,8 +98,8 @@ def _retrain_locally(model: str, reason: str) -> None:
 def _run_locally(model: str) -> None:
     from ferry.cli.local import _print_outcomes
     from ferry.local import reconcile
-    from ferry.local.progress import render_progress
-    from ferry.local.services import use_ray_client_env
+    from ferry.local.engine.progress import render_progress
+    from ferry.local.supervisor.services import use_ray_client_env
 
     settings = load_settings()
     use_ray_client_env(settings)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ferry.adapters import workspace
+from ferry import workspace
 from ferry.adapters.workloads import workload_facts
 from ferry.cli.output import console, err_console, print_spec_errors
 from ferry.plan.report import as_json, as_markdown, as_text

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ferry.cli.cluster import ArgoServerOption, NamespaceOption, connect
 from ferry.cli.output import console, err_console
-from ferry.local.progress import render_progress
+from ferry.local.engine.progress import render_progress
 from ferry.settings import load_settings
 
 
@@ -22,8 +22,8 @@ def up(
 ) -> None:
     """Start Ray and MLflow (and Prometheus/Alertmanager if installed) on 127.0.0.1 and reconcile every spec."""
     from ferry.local import reconcile
-    from ferry.local.runner import render_progress
-    from ferry.local.services import use_ray_client_env
+    from ferry.local.engine.runner import render_progress
+    from ferry.local.supervisor.services import use_ray_client_env
 
     settings = load_settings()
     use_ray_client_env(settings)  # before Ray is imported: token auth and loopback for this process
@@ -43,14 +43,14 @@ def up(
 
 def down() -> None:
     """Stop exactly the services that `ferry up` started."""
-    from ferry.local.services import stop_services
+    from ferry.local.supervisor.services import stop_services
 
     console.print(_services_table(stop_services(load_settings())))
 
 
 def status() -> None:
     """Show the local services and their URLs."""
-    from ferry.local.services import service_status
+    from ferry.local.supervisor.services import service_status
 
     console.print(_services_table(service_status(load_settings())))
 
@@ -70,7 +70,7 @@ def runs(
         with connect(argo_server, namespace) as server:
             found = server.get_run(name) if name else server.list_runs(model)
     else:
-        from ferry.local.runner import list_runs, load_run
+        from ferry.local.engine.runner import list_runs, load_run
 
         settings = load_settings()
         found = load_run(settings, name) if name else [r for r in list_runs(settings) if model in (None, r["model"])]
@@ -100,7 +100,7 @@ def logs(
             err_console.print(f"no log lines for {name}/{step}: the pods of succeeded steps are deleted by the "
                               "Workflow's podGC (OnPodSuccess); failed steps keep theirs")
     else:
-        from ferry.local.runner import node_log_path
+        from ferry.local.engine.runner import node_log_path
 
         path = node_log_path(load_settings(), name, step)
         if not path.exists():

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ferry.adapters import git, workspace
+from ferry import workspace
+from ferry.adapters import git
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
-from ferry.local import locks
-from ferry.local.runner import DEFAULT_LOCK_TIMEOUT_S, run_workflow
-from ferry.local.services import ServiceStatus, start_services
+from ferry.local.engine import locks
+from ferry.local.engine.runner import DEFAULT_LOCK_TIMEOUT_S, run_workflow
+from ferry.local.supervisor.services import ServiceStatus, start_services
 from ferry.plan import make_plan
 from ferry.render import names
 from ferry.render.profiles import rendered_dir

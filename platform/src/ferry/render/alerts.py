@@ -35,7 +35,8 @@ SLO_PERIOD_DAYS = 30  # the error budget's period: burn rate 1 spends it in exac
 EVENT_WINDOW = "1h"  # how long a rollback or a failed run keeps its alert firing
 STALE_GRACE_S = 6 * 3600  # one pipeline deadline (EnvProfile.workflow_deadline_seconds) of slack
 
-# Where the plain rule files live in a checkout; local Prometheus loads these globs (ferry.local.service_defs).
+# Where the plain rule files live in a checkout; local Prometheus loads these globs
+# (ferry.local.supervisor.service_defs).
 RULE_FILE_GLOBS = ("monitoring/rules/*.yaml", "monitoring/generated/rules/*.yaml")
 
 ERROR_RATIO = "model:ferry_serving_errors:ratio_rate"  # + window, e.g. ..._rate5m

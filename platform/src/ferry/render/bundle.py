@@ -55,7 +55,7 @@ def model_objects(model: ModelSpec, profile: EnvProfile) -> Objects:
         files["prometheusrule.yaml"] = [monitoring.prometheus_rule(model, profile)]
         files["podmonitor.yaml"] = [monitoring.pod_monitor(model, profile)]
         files["dashboard-configmap.yaml"] = [dashboards.model_configmap(model, profile)]
-        # Drift alert -> retraining Workflow (locally the receiver does it: ferry.local.receiver).
+        # Drift alert -> retraining Workflow (locally the receiver does it: ferry.local.alerts.receiver).
         files["sensor.yaml"] = [events.retrain_sensor(model.metadata.name, profile, digest)]
     return files
 

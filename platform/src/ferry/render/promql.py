@@ -27,7 +27,7 @@ ROLLOUT_DECISIONS = "ferry_rollout_decisions_total"  # {model,version,action}
 ROLLOUT_WEIGHT = "ferry_rollout_weight"  # {model,version}
 ROLLOUT_ERROR_RATE_DELTA = "ferry_rollout_error_rate_delta"  # {model,version}
 
-# --- ferry local mode (ferry.local.receiver, job ferry-receiver) ----------------------------------------
+# --- ferry local mode (ferry.local.alerts.receiver, job ferry-receiver) ----------------------------------------
 PIPELINE_RUNS = "ferry_pipeline_runs_total"  # {model,phase} counter, the local runner's finished runs
 
 # --- Ray Serve built-ins ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Live drift in the router: PSI of live inputs and scores against the champion's training reference.
 
 Every scored batch adds its rows to a sliding window (`monitoring.drift_window`), binned against the cut
-points stored with the champion version (`ferry.adapters.reference`). A background thread, every
+points stored with the champion version (`ferry.stats.reference`). A background thread, every
 `publish_interval_s`, sums the window and exports
 
     ray_ferry_drift_psi{model,feature}                         gauge; feature="score" for the champion's score
@@ -32,9 +32,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ferry.adapters.reference import SCORE, Reference, bin_index, psi
 from ferry.adapters.registry import VersionFacts
 from ferry.serving.watcher import LOGGER_NAME, BackgroundLoop
+from ferry.stats.reference import SCORE, Reference, bin_index, psi
 
 logger = logging.getLogger(LOGGER_NAME)
 

@@ -2,7 +2,7 @@
 
 A rerun finds the version already tagged with this workflow and registers nothing new. Besides the model,
 the version gets what monitoring needs: its drift reference (decile histograms of the training features
-and of the model's scores on them, `ferry.adapters.reference`) and the time its training finished.
+and of the model's scores on them, `ferry.stats.reference`) and the time its training finished.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import mlflow
 import mlflow.pytorch
 from mlflow.models import infer_signature
 
-from ferry.adapters.reference import Reference, build_reference, sample_rows, workload_feature_names
 from ferry.render import names
+from ferry.stats.reference import Reference, build_reference, sample_rows, workload_feature_names
 from ferry.steps.context import StepContext, StepFailed, git_commit
 from ferry.steps.data import load_prepared
 from ferry.steps.evaluate import candidate_model

@@ -9,7 +9,7 @@ Tables:
   each notification updates its status, endsAt and the time it was last received.
 - ``triggers``: which alert instances asked for a retraining run, and what became of it.
 - ``pipeline_runs``: each local run's completion (workflow, finishedAt, phase), seen once; the source of
-  the counter ``ferry_pipeline_runs_total`` (see ferry.local.receiver).
+  the counter ``ferry_pipeline_runs_total`` (see ferry.local.alerts.receiver).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class RecordedAlert:
 
 @dataclass(frozen=True)
 class Incoming:
-    """One alert of a webhook notification, already validated (ferry.local.receiver)."""
+    """One alert of a webhook notification, already validated (ferry.local.alerts.receiver)."""
 
     fingerprint: str
     status: str

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ferry.local.argo import LoadedWorkflow, Task
+from ferry.local.engine.argo import LoadedWorkflow, Task
 from ferry.local.errors import LocalError
 from ferry.settings import Settings
 

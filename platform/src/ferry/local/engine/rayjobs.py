@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ferry.local.errors import LocalError
-from ferry.local.executors import (
+from ferry.local.engine.executors import (
     FERRY_MODULE,
     INTERRUPTED,
     Attempt,
@@ -28,8 +27,9 @@ from ferry.local.executors import (
     fresh_outputs_dir,
     read_outputs,
 )
-from ferry.local.service_defs import ray_auth_headers
-from ferry.local.services import ferry_env
+from ferry.local.errors import LocalError
+from ferry.local.supervisor.service_defs import ray_auth_headers
+from ferry.local.supervisor.services import ferry_env
 from ferry.render import names
 
 if TYPE_CHECKING:

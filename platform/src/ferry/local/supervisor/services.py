@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import ferry
-from ferry.local import procs
 from ferry.local.errors import LocalError
-from ferry.local.service_defs import (
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.service_defs import (
     OPTIONAL,
     SERVICES,
     SKIP_HINT,

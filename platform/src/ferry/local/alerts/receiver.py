@@ -1,13 +1,13 @@
 """ferry's local Alertmanager webhook receiver: records alerts, exports pipeline-run counts, retrains on drift.
 
-`ferry up` runs it as the service `receiver` (`python -m ferry.local.receiver`, 127.0.0.1:<receiver_port>);
+`ferry up` runs it as the service `receiver` (`python -m ferry.local.alerts.receiver`, 127.0.0.1:<receiver_port>);
 the local Alertmanager sends every route to `POST /alerts` (ferry.render.alerting.local_config).
 
 - `POST /alerts` takes Alertmanager's webhook payload (version "4", as documented for webhook_config),
   answers 422 naming the field when it is not one, and records every alert in `.ferry/alerts/alerts.db`
-  (ferry.local.alertstore), which `ferry alerts` reads.
+  (ferry.local.alerts.store), which `ferry alerts` reads.
 - A firing `FerryModelDriftHigh` with a `model` label starts a retraining run of that model through the local
-  runner (ferry.local.retrain.start_retraining) in a background thread, so Alertmanager gets its answer at
+  runner (ferry.local.alerts.retrain.start_retraining) in a background thread, so Alertmanager gets its answer at
   once. At most one per model at a time, and one per alert instance: Alertmanager repeats a notification
   (repeat_interval, a new feature joining the group), and that must not train again. Each decision is
   recorded against the alerts that caused it.
@@ -27,9 +27,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ferry.local.alertstore import ZERO_TIME, AlertStore, Incoming
+from ferry.local.alerts.store import ZERO_TIME, AlertStore, Incoming
+from ferry.local.engine.state import list_runs
 from ferry.local.errors import LocalError
-from ferry.local.state import list_runs
 from ferry.settings import Settings
 
 log = logging.getLogger("ferry.receiver")
@@ -37,7 +37,7 @@ log = logging.getLogger("ferry.receiver")
 DRIFT_ALERT = "FerryModelDriftHigh"
 RUN_PHASES = ("Succeeded", "Failed", "Error")  # a finished run's phase (Argo's final workflow phases)
 MAX_BODY_BYTES = 4 * 1024 * 1024
-Retrain = Callable[..., Any]  # ferry.local.retrain.start_retraining's signature
+Retrain = Callable[..., Any]  # ferry.local.alerts.retrain.start_retraining's signature
 
 
 # --- the webhook payload (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config) ----
@@ -178,7 +178,7 @@ class Retrainer:
             return self._decided(model, alerts, "skipped", why)
         ids = self.store.add_trigger(model, alerts, "starting", message="drift alert received")
         # A daemon thread, not an executor: `ferry down` must not wait for a training to finish. The run's state
-        # stays resumable (ferry.local.runner), and the step processes die with the receiver's process tree.
+        # stays resumable (ferry.local.engine.runner), and the step processes die with the receiver's process tree.
         threading.Thread(target=self._run, args=(model, alerts, ids), name=f"ferry-retrain-{model}",
                          daemon=True).start()
         return {"model": model, "result": "starting"}
@@ -190,7 +190,7 @@ class Retrainer:
         return {"model": model, "result": result, "message": message}
 
     def _run(self, model: str, alerts: list[Incoming], ids: list[int]) -> None:
-        from ferry.local.retrain import RetrainingBusy
+        from ferry.local.alerts.retrain import RetrainingBusy
 
         features = ", ".join(sorted({a.labels.get("feature", "?") for a in alerts}))
         reason = f"{DRIFT_ALERT} firing for {model} (feature {features}) since {alerts[0].starts_at}"
@@ -219,14 +219,14 @@ class Retrainer:
 # --- the app -----------------------------------------------------------------------------------------------
 
 def build_app(settings: Settings, retrain: Retrain | None = None) -> Any:
-    """The FastAPI app; `retrain` defaults to ferry.local.retrain.start_retraining (tests pass their own)."""
+    """The FastAPI app; `retrain` defaults to ferry.local.alerts.retrain.start_retraining (tests pass their own)."""
     from fastapi import FastAPI, Request
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
 
     if retrain is None:
-        from ferry.local.retrain import start_retraining
+        from ferry.local.alerts.retrain import start_retraining
 
         retrain = start_retraining
     store = AlertStore.open(settings)
@@ -276,7 +276,7 @@ def build_app(settings: Settings, retrain: Retrain | None = None) -> Any:
 
 
 def main() -> None:
-    """`python -m ferry.local.receiver`: serve on the settings' host and receiver port (FERRY_* variables)."""
+    """`python -m ferry.local.alerts.receiver`: serve on the settings' host and receiver port (FERRY_* variables)."""
     import uvicorn
 
     from ferry.settings import load_settings

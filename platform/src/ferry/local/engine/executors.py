@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.local.errors import LocalError
-from ferry.local.services import ferry_env
+from ferry.local.supervisor.services import ferry_env
 from ferry.settings import Settings
 
 FERRY_MODULE = ("-m", "ferry.cli.app")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from ferry.local import procs
 from ferry.local.errors import LocalError
+from ferry.local.supervisor import procs
 from ferry.render import alerting, alerts
 from ferry.settings import Settings
 
@@ -242,9 +242,9 @@ def alertmanager_spec(settings: Settings) -> ServiceSpec:
 
 
 def receiver_spec(settings: Settings) -> ServiceSpec:
-    """ferry's Alertmanager webhook receiver (ferry.local.receiver), this interpreter, loopback."""
+    """ferry's Alertmanager webhook receiver (ferry.local.alerts.receiver), this interpreter, loopback."""
     port, host = settings.receiver_port, settings.host
-    return ServiceSpec(name="receiver", argv=[sys.executable, "-m", "ferry.local.receiver"],
+    return ServiceSpec(name="receiver", argv=[sys.executable, "-m", "ferry.local.alerts.receiver"],
                        ports={"http": (port, "receiver_port")}, url=f"http://{host}:{port}",
                        ready_url=f"http://{host}:{port}/-/ready", grace_s=10.0,
                        prepare=lambda: (settings.state_dir / "alerts").mkdir(parents=True, exist_ok=True))

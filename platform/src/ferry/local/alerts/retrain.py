@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from ferry.local import locks
-from ferry.local.argo import TEMPLATE_FILE, WORKFLOW_FILE
+from ferry.local.engine import locks
+from ferry.local.engine.argo import TEMPLATE_FILE, WORKFLOW_FILE
+from ferry.local.engine.runner import run_workflow
 from ferry.local.errors import LocalError
-from ferry.local.runner import run_workflow
 from ferry.render import names
 from ferry.render.profiles import rendered_dir
 from ferry.render.workflow import TRIGGERS

@@ -23,12 +23,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from ferry.local import expr, locks, state
-from ferry.local.argo import LoadedWorkflow, RetryStrategy, Task, load_workflow, parse_duration
+from ferry.local.engine import expr, locks, state
+from ferry.local.engine.argo import LoadedWorkflow, RetryStrategy, Task, load_workflow, parse_duration
+from ferry.local.engine.executors import INTERRUPTED, Attempt, AttemptResult, run_container
+from ferry.local.engine.progress import render_progress
+from ferry.local.engine.state import DONE, RunState, list_runs, load_run, node_log_path
 from ferry.local.errors import LocalError
-from ferry.local.executors import INTERRUPTED, Attempt, AttemptResult, run_container
-from ferry.local.progress import render_progress
-from ferry.local.state import DONE, RunState, list_runs, load_run, node_log_path
 from ferry.settings import Settings
 
 __all__ = ["LocalError", "list_runs", "load_run", "node_log_path", "render_progress", "run_workflow"]
@@ -217,7 +217,7 @@ class _Scheduler:
                           outputs_dir=state.outputs_dir(self.settings, self.loaded.name, task.name, index),
                           stop=self.stop, deadline_s=self._deadline(template))
         if "resource" in rendered:
-            from ferry.local.rayjobs import run_rayjob  # imports Ray: only when a RayJob runs
+            from ferry.local.engine.rayjobs import run_rayjob  # imports Ray: only when a RayJob runs
 
             return run_rayjob(attempt)
         return run_container(attempt)

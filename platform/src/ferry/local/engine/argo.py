@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ferry.local import expr
+from ferry.local.engine import expr
 from ferry.local.errors import LocalError
 
 WORKFLOW_FILE = "workflow.yaml"
