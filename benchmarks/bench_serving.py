@@ -232,7 +232,7 @@ def register(settings: Any, spec: Any) -> tuple[str, str]:
     from tests.integration.test_serving import register_version
 
     from ferry.adapters.registry import Registry
-    from ferry.render import names
+    from ferry.contract import names
 
     registry = Registry(settings.mlflow_uri)
     registry.ensure_registered_model(spec.name, "bench")
@@ -246,8 +246,8 @@ def register(settings: Any, spec: Any) -> tuple[str, str]:
 
 def start_http_servers(settings: Any, children: Children, model: str, version: str) -> dict[str, int]:
     """mlflow models serve and the plain FastAPI app, started now and awaited later (they load meanwhile)."""
+    from ferry.contract import names
     from ferry.local.supervisor import procs
-    from ferry.render import names
 
     ports = {"mlflow": procs.free_port(), "fastapi": procs.free_port()}
     env = child_env(settings)

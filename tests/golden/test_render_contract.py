@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from ferry.render import names
+from ferry.contract import names
 from ferry.render.bundle import render_objects
 from ferry.spec import load_specs, spec_hash
 

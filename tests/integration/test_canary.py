@@ -34,9 +34,9 @@ from tests.support.serving_fakes import transaction
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
+from ferry.contract import names
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import start_services, use_ray_client_env
-from ferry.render import names
 from ferry.rollout.controller import Controller, RolloutOutcome, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.observe import requests_by_version

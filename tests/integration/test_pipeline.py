@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 
 from ferry.adapters.registry import Registry
 from ferry.cli.app import app
+from ferry.contract import names
 from ferry.local import reconcile
 from ferry.local.engine.state import status_path
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.service_defs import ray_temp_dir
 from ferry.local.supervisor.services import ferry_env, service_processes, start_services, stop_services
-from ferry.render import names
 from ferry.settings import Settings
 from ferry.spec import load_spec_file, spec_hash
 

@@ -15,12 +15,12 @@ from tests.integration.test_pipeline import write_spec
 from tests.support.local_stack import stopping
 
 from ferry.adapters.registry import Registry
+from ferry.contract import names
 from ferry.local import reconcile
 from ferry.local.alerts.retrain import RetrainingBusy, start_retraining
 from ferry.local.engine.state import load_run
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import start_services
-from ferry.render import names
 from ferry.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

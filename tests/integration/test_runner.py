@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 
+from ferry.contract import names
 from ferry.local.engine.state import node_id
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.service_defs import ray_auth_headers, ray_temp_dir
 from ferry.local.supervisor.services import start_services, stop_services
-from ferry.render import names
 from ferry.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

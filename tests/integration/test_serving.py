@@ -22,10 +22,10 @@ from tests.support.local_stack import restored_environ, stopping
 from tests.support.serving_fakes import transaction, transactions
 
 from ferry.adapters.registry import Registry
+from ferry.contract import names
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.service_defs import ray_temp_dir
 from ferry.local.supervisor.services import start_services, use_ray_client_env
-from ferry.render import names
 from ferry.serving.deploy import ServingError, deploy_local, predict_once
 from ferry.serving.routing import choose
 from ferry.serving.service import run_model

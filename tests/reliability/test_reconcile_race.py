@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from ferry.adapters.registry import Registry
+from ferry.contract import names
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import ferry_env, start_services
-from ferry.render import names
 from ferry.settings import Settings
 from ferry.spec import load_spec_file, spec_hash
 from tests.integration.test_pipeline import PORT_FIELDS, write_spec

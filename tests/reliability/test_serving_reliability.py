@@ -25,9 +25,9 @@ import httpx
 import pytest
 
 from ferry.adapters.registry import NotServable
+from ferry.contract import names
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import service_processes, start_services
-from ferry.render import names
 from ferry.render.rayservice import ROUTER_DEPLOYMENT
 from ferry.rollout.policy import Action
 from ferry.settings import Settings

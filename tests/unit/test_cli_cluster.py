@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 from ferry.adapters import argo_server as argo
 from ferry.cli import output
 from ferry.cli.app import app
+from ferry.contract import names
 from ferry.local.engine.state import node_id, status_path
-from ferry.render import names
 from ferry.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
+from ferry.contract import names
 from ferry.local.alerts.retrain import REASON_ANNOTATION, RetrainingBusy, retrain_workflow, start_retraining
 from ferry.local.engine import locks
 from ferry.local.engine.runner import load_run, run_workflow
 from ferry.local.errors import LocalError
-from ferry.render import names
 from ferry.settings import Settings
 
 MODEL = "demo"

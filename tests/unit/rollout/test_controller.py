@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from ferry.adapters.prometheus import PrometheusUnavailable
 from ferry.adapters.registry import RolloutView
-from ferry.render import names
+from ferry.contract import names
 from ferry.rollout import actions
 from ferry.rollout.controller import SETTLE_S, Controller, RegistryUnavailable, RolloutStuck
 from ferry.rollout.metrics import RolloutMetrics

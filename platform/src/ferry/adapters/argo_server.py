@@ -35,7 +35,7 @@ from argo_workflows.model.io_argoproj_workflow_v1alpha1_workflow_template_ref im
 from argo_workflows.model.object_meta import ObjectMeta
 from urllib3.exceptions import HTTPError
 
-from ferry.render import names
+from ferry.contract import names
 
 # The variables the Argo CLI reads too, so one `export` serves both tools.
 ENV_SERVER = "FERRY_ARGO_SERVER"

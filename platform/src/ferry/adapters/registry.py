@@ -14,7 +14,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ferry.render import names
+from ferry.contract import names
 from ferry.stats.reference import Reference
 
 NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"

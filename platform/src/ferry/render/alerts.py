@@ -18,7 +18,7 @@ from typing import Any
 
 from croniter import croniter
 
-from ferry.render import names
+from ferry.contract import names
 from ferry.render import promql as q
 from ferry.spec.models import ModelSpec
 

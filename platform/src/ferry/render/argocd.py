@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.render import names
+from ferry.contract import names
 from ferry.render.profiles import EnvProfile, rendered_dir
 
 ARGOCD_NAMESPACE = "argocd"

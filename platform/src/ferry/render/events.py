@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.render import names, pods
+from ferry.contract import names, pods
 from ferry.render.profiles import EnvProfile
 
 EVENT_SOURCE = "ferry-alerts"

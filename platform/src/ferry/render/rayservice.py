@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ferry.render import names, pods
+from ferry.contract import names, pods
 from ferry.render.profiles import RAY_VERSION, EnvProfile
 from ferry.spec.models import ModelSpec, ServingSpec, duration_s
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.adapters.registry import Registry, RolloutView
-from ferry.render import names
+from ferry.contract import names
 from ferry.rollout.policy import Action
 
 Write = Callable[..., Any]

@@ -33,7 +33,7 @@ from mlflow.exceptions import MlflowException
 
 from ferry.adapters.prometheus import Prometheus, PrometheusUnavailable
 from ferry.adapters.registry import Registry, RolloutView
-from ferry.render import names
+from ferry.contract import names
 from ferry.rollout import actions
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.observe import observe

@@ -40,7 +40,7 @@ from ray.serve import Application
 
 from ferry.adapters.registry import Registry, RolloutView
 from ferry.adapters.workloads import load_workload
-from ferry.render import names
+from ferry.contract import names
 from ferry.render.rayservice import ROUTER_DEPLOYMENT, deployment_options
 from ferry.serving import metrics
 from ferry.serving.api import build_api

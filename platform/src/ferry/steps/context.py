@@ -20,7 +20,7 @@ from mlflow.entities import Run
 from ferry.adapters.git import head_commit
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import load_workload
-from ferry.render import names
+from ferry.contract import names
 from ferry.settings import Settings
 from ferry.spec.hashing import spec_hash
 from ferry.spec.models import ModelSpec

@@ -10,7 +10,7 @@ import mlflow
 import mlflow.artifacts
 import mlflow.data
 
-from ferry.render import names
+from ferry.contract import names
 from ferry.steps.context import StepContext, StepFailed
 
 DATASET_ARTIFACT = "dataset"

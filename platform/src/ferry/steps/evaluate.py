@@ -14,7 +14,7 @@ from typing import Any
 import mlflow
 import mlflow.artifacts
 
-from ferry.render import names
+from ferry.contract import names
 from ferry.spec.models import EvaluationSpec
 from ferry.steps.context import StepContext
 from ferry.steps.data import load_prepared

@@ -14,7 +14,7 @@ import mlflow
 import mlflow.pytorch
 from mlflow.models import infer_signature
 
-from ferry.render import names
+from ferry.contract import names
 from ferry.stats.reference import Reference, build_reference, sample_rows, workload_feature_names
 from ferry.steps.context import StepContext, StepFailed, git_commit
 from ferry.steps.data import load_prepared

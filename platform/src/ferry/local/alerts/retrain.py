@@ -24,11 +24,11 @@ from typing import Any
 
 import yaml
 
+from ferry.contract import names
 from ferry.local.engine import locks
 from ferry.local.engine.argo import TEMPLATE_FILE, WORKFLOW_FILE
 from ferry.local.engine.runner import run_workflow
 from ferry.local.errors import LocalError
-from ferry.render import names
 from ferry.render.profiles import rendered_dir
 from ferry.render.workflow import TRIGGERS
 from ferry.settings import Settings

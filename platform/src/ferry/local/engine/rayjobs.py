@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ferry.contract import names
 from ferry.local.engine.executors import (
     FERRY_MODULE,
     INTERRUPTED,
@@ -30,7 +31,6 @@ from ferry.local.engine.executors import (
 from ferry.local.errors import LocalError
 from ferry.local.supervisor.service_defs import ray_auth_headers
 from ferry.local.supervisor.services import ferry_env
-from ferry.render import names
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
