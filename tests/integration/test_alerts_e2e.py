@@ -47,11 +47,12 @@ from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
 from ferry.cli.app import app
+from ferry.contract import names
 from ferry.local.alerts.store import AlertStore
 from ferry.local.engine.state import load_run
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import start_services, use_ray_client_env
-from ferry.render import alerts, monitoring, names
+from ferry.render import alerts, monitoring
 from ferry.serving.deploy import deploy_local
 from ferry.serving.faults import TAG_ERROR_RATE
 from ferry.settings import Settings

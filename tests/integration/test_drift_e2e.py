@@ -38,11 +38,12 @@ from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
+from ferry.contract import names
 from ferry.local.alerts.retrain import retrain_dir
 from ferry.local.alerts.store import AlertStore
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import start_services, use_ray_client_env
-from ferry.render import alerts, names
+from ferry.render import alerts
 from ferry.render import monitoring as rendered
 from ferry.render import promql as q
 from ferry.serving.deploy import deploy_local

@@ -34,8 +34,9 @@ from tests.support.local_stack import restored_environ, stopping
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
+from ferry.contract import names
 from ferry.local.supervisor import procs
-from ferry.render import dashboards, names
+from ferry.render import dashboards
 from ferry.render import promql as q
 from ferry.rollout.controller import Controller, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics

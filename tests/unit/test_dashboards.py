@@ -14,7 +14,8 @@ import pytest
 import yaml
 from tests.support.kube_schemas import validate_grafana_dashboard, validate_object
 
-from ferry.render import alerts, dashboards, names
+from ferry.contract import names
+from ferry.render import alerts, dashboards
 from ferry.render.profiles import PROFILES
 from ferry.spec import load_specs
 from ferry.spec.models import ModelSpec

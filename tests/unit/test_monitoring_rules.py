@@ -17,8 +17,9 @@ import pytest
 import yaml
 from tests.support.kube_schemas import validate_yaml_documents
 
+from ferry.contract import names
 from ferry.local.supervisor import service_defs
-from ferry.render import alerting, alerts, monitoring, names
+from ferry.render import alerting, alerts, monitoring
 from ferry.render import promql as q
 from ferry.render.profiles import PROFILES
 from ferry.render.rayservice import rayservice

@@ -13,7 +13,8 @@ import yaml
 from tests.support.kube_schemas import validate_object
 from tests.unit.local.test_receiver import drift, payload
 
-from ferry.render import alerting, argocd, events, names
+from ferry.contract import names
+from ferry.render import alerting, argocd, events
 from ferry.render.bundle import render_objects
 from ferry.render.profiles import PROFILES
 from ferry.render.workflow import TRIGGERS

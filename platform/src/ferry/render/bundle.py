@@ -10,7 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ferry.render import argocd, dashboards, events, monitoring, names
+from ferry.contract import names
+from ferry.render import argocd, dashboards, events, monitoring
 from ferry.render.profiles import PROFILES, EnvName, EnvProfile
 from ferry.render.rayservice import rayservice
 from ferry.render.workflow import cron_workflow, workflow, workflow_template

@@ -22,7 +22,8 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import prometheus as pm
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
 
-from ferry.render import alerts, names
+from ferry.contract import names
+from ferry.render import alerts
 from ferry.render import promql as q
 from ferry.render.profiles import EnvProfile
 from ferry.spec.models import ModelSpec

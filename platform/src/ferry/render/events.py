@@ -29,7 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ferry.contract import names, pods
+from ferry.contract import names
+from ferry.render import pods
 from ferry.render.profiles import EnvProfile
 
 EVENT_SOURCE = "ferry-alerts"

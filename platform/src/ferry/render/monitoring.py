@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ferry.render import alerting, alerts, dashboards, names
+from ferry.contract import names
+from ferry.render import alerting, alerts, dashboards
 from ferry.render.profiles import PROFILES, EnvProfile
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.models import ModelSpec

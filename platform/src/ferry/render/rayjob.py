@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from ferry.contract import names, pods
+from ferry.contract import names
+from ferry.render import pods
 from ferry.render.profiles import RAY_VERSION, EnvProfile
 from ferry.spec.models import ModelSpec
 

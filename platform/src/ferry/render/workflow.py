@@ -11,7 +11,8 @@ from typing import Any
 from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
 from hera.workflows import models as m
 
-from ferry.contract import names, pods
+from ferry.contract import names
+from ferry.render import pods
 from ferry.render.profiles import EnvProfile
 from ferry.render.rayjob import rayjob
 from ferry.render.yamlout import dump_yaml
