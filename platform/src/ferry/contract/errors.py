@@ -1,0 +1,24 @@
+"""The root of every error ferry reports to a person.
+
+Every failure a user can cause or meet (a bad spec, a service that is down, a step that failed) is a FerryError:
+its `user_message` is what the CLI prints, and `exit_code` what the command exits with. Anything else that
+reaches the CLI is a bug in ferry, reported as one (with FERRY_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+EXIT_FAILED = 1
+
+
+class FerryError(Exception):
+    """A failure with a message written for the person who runs ferry: what went wrong and what to do."""
+
+    exit_code: int = EXIT_FAILED
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        super().__init__(message, *args)
+        self.message = message
+
+    @property
+    def user_message(self) -> str:
+        return self.message or type(self).__name__
