@@ -56,9 +56,9 @@ from tests.integration.test_canary import (  # noqa: E402
 )
 from tests.support.local_stack import stop_stack  # noqa: E402
 
+from ferry.contract.names import TAG_FAULT_ERROR_RATE  # noqa: E402
 from ferry.rollout.controller import SETTLE_S  # noqa: E402
 from ferry.rollout.policy import Action  # noqa: E402
-from ferry.serving.faults import TAG_ERROR_RATE  # noqa: E402
 
 EXPORT_LAG_S = 25.0  # Ray's 10 s export + Prometheus' 10 s scrape, with room
 FLAGGER_FLOOR_S = 60 * 5  # analysis.interval 1m × threshold 5, as in Flagger's documented examples
@@ -107,7 +107,7 @@ def bad_rollout(lab: Lab, load: Load) -> Timed:
                   last_answer_s=None if last is None or run.outcome.action is Action.PROMOTE else last - started,
                   non_200=sum(n for s, n in load.statuses(started).items() if s != 200))
     if run.outcome.action is Action.PROMOTE:  # a worse champion would skew every later comparison: heal it,
-        lab.registry.tag_version(lab.name, version, {TAG_ERROR_RATE: 0})
+        lab.registry.tag_version(lab.name, version, {TAG_FAULT_ERROR_RATE: 0})
         time.sleep(EXPORT_LAG_S)  # and let its errors reach Prometheus before the next step starts counting
     return timed
 

@@ -48,13 +48,13 @@ from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
 from ferry.cli.app import app
 from ferry.contract import names
+from ferry.contract.names import TAG_FAULT_ERROR_RATE
 from ferry.local.alerts.store import AlertStore
 from ferry.local.engine.state import load_run
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import start_services, use_ray_client_env
 from ferry.render import alerts, monitoring
 from ferry.serving.deploy import deploy_local
-from ferry.serving.faults import TAG_ERROR_RATE
 from ferry.settings import Settings
 from ferry.spec.models import ModelSpec
 from ferry.stats.reference import build_reference
@@ -190,13 +190,13 @@ def test_injected_errors_page_the_receiver_and_ferry_alerts_shows_it(lab: Lab, m
         time.sleep(20)  # healthy traffic first: two scrapes of every request series
         assert received(lab, "FerryModelErrorBudgetBurn") is None
         injected = time.time()
-        Registry(lab.settings.mlflow_uri).tag_version(lab.spec.name, lab.champion, {TAG_ERROR_RATE: ERROR_RATE})
+        Registry(lab.settings.mlflow_uri).tag_version(lab.spec.name, lab.champion, {TAG_FAULT_ERROR_RATE: ERROR_RATE})
         page = wait_for(lambda: received(lab, "FerryModelErrorBudgetBurn"), PAGE_TIMEOUT_S)
         arrived = time.time()
     finally:
         traffic.stop.set()
         traffic.thread.join(15)
-        Registry(lab.settings.mlflow_uri).tag_version(lab.spec.name, lab.champion, {TAG_ERROR_RATE: 0})
+        Registry(lab.settings.mlflow_uri).tag_version(lab.spec.name, lab.champion, {TAG_FAULT_ERROR_RATE: 0})
     assert page is not None, f"no page within {PAGE_TIMEOUT_S:.0f}s; statuses {sorted(set(traffic.statuses))}"
     assert 500 in traffic.statuses and 200 in traffic.statuses
     assert (page["severity"], page["team"], page["labels"]["window"]) == ("page", "risk", "1h")

@@ -35,6 +35,7 @@ from tests.support.serving_fakes import transaction
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
 from ferry.contract import names
+from ferry.contract.names import TAG_FAULT_ERROR_RATE, TAG_FAULT_LATENCY_MS
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import start_services, use_ray_client_env
 from ferry.rollout.controller import Controller, RolloutOutcome, prometheus_observer
@@ -42,7 +43,6 @@ from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.observe import requests_by_version
 from ferry.rollout.policy import Action, Observation
 from ferry.serving.deploy import deploy_local
-from ferry.serving.faults import TAG_ERROR_RATE, TAG_LATENCY_MS
 from ferry.settings import Settings
 from ferry.spec.models import ModelSpec, RolloutSpec
 
@@ -155,7 +155,7 @@ class Run:
     started_unix: float
 
     def checks(self) -> list[dict[str, Any]]:
-        return [json.loads(v) for k, v in sorted(self.tags.items()) if k.startswith("ferry.rollout.check.")]
+        return [json.loads(v) for k, v in sorted(self.tags.items()) if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
 
 
 @dataclass
@@ -174,8 +174,8 @@ class Lab:
 
     def register(self, seed: int = CHAMPION_SEED, error_rate: float = 0.0, latency_ms: float = 0.0) -> str:
         version = register_version(self.settings, self.name, seed)
-        faults = {TAG_ERROR_RATE: error_rate} if error_rate else {}
-        faults |= {TAG_LATENCY_MS: latency_ms} if latency_ms else {}
+        faults = {TAG_FAULT_ERROR_RATE: error_rate} if error_rate else {}
+        faults |= {TAG_FAULT_LATENCY_MS: latency_ms} if latency_ms else {}
         if faults:
             self.registry.tag_version(self.name, version, faults)
         return version

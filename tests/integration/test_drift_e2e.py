@@ -38,6 +38,7 @@ from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
+from ferry.contract import metrics as catalogue
 from ferry.contract import names
 from ferry.local.alerts.retrain import retrain_dir
 from ferry.local.alerts.store import AlertStore
@@ -189,11 +190,11 @@ class Lab:
         return self.spec.name
 
     def psi(self) -> dict[str, float]:
-        query = f"max by (feature) ({q.sel(q.DRIFT_PSI, q.eq('model', self.name))})"
+        query = f"max by (feature) ({q.sel(catalogue.DRIFT_PSI.series, q.eq('model', self.name))})"
         return {labels["feature"]: value for labels, value in self.prom.vector(query)}
 
     def alert_state(self, alert: str) -> str | None:
-        found = self.prom.vector(q.sel(q.ALERTS, q.eq("alertname", alert), q.eq("model", self.name)))
+        found = self.prom.vector(q.sel(catalogue.ALERTS.series, q.eq("alertname", alert), q.eq("model", self.name)))
         states = {labels["alertstate"] for labels, _ in found}
         return "firing" if "firing" in states else next(iter(states), None)
 
@@ -278,7 +279,8 @@ def test_simulated_amount_drift_fires_the_drift_alert(lab: Lab) -> None:
     assert after["tx_amount"] > threshold and after["customer_id_avg_amount_30day_window"] > threshold
     assert after["tx_during_night"] < threshold  # the knob moved amounts only
     assert load.statuses and set(load.statuses) == {200}, set(load.statuses)
-    firing = lab.prom.vector(q.sel(q.ALERTS, q.eq("alertname", "FerryModelDriftHigh"), q.eq("alertstate", "firing")))
+    firing = lab.prom.vector(q.sel(catalogue.ALERTS.series, q.eq("alertname", names.ALERT_DRIFT_HIGH),
+                                   q.eq("alertstate", "firing")))
     labels = firing[0][0]
     assert labels["model"] == lab.name and labels["team"] == "risk" and labels["severity"] == "ticket"
     assert labels["feature"] in after and after[labels["feature"]] > threshold
@@ -305,7 +307,7 @@ def retraining_started(lab: Lab) -> str | None:
 
 
 def test_champion_training_time_is_exported(lab: Lab) -> None:
-    query = q.sel(q.LAST_TRAINED, q.eq("model", lab.name))
+    query = q.sel(catalogue.LAST_TRAINED.series, q.eq("model", lab.name))
     assert wait_for(lambda: bool(lab.prom.vector(query)), 60)
     [(_, value)] = [(labels, value) for labels, value in lab.prom.vector(f"max({query})")]
     tags = Registry(lab.settings.mlflow_uri).client.get_model_version(

@@ -34,13 +34,14 @@ from tests.support.local_stack import restored_environ, stopping
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
+from ferry.contract import metrics as catalogue
 from ferry.contract import names
+from ferry.contract.names import TAG_FAULT_ERROR_RATE
 from ferry.local.supervisor import procs
 from ferry.render import dashboards
 from ferry.render import promql as q
 from ferry.rollout.controller import Controller, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
-from ferry.serving.faults import TAG_ERROR_RATE
 from ferry.spec.models import ModelSpec, RolloutSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -95,7 +96,7 @@ def run_failing_canary(lab: Lab) -> str:
     """Register a challenger that fails 25 % of its rows and let the controller roll it back under load."""
     challenger = register_version(lab.settings, lab.spec, seed=1)
     registry = Registry(lab.settings.mlflow_uri)
-    registry.tag_version(lab.name, challenger, {TAG_ERROR_RATE: 0.25, names.TAG_ROLLOUT_STATE: "registered"})
+    registry.tag_version(lab.name, challenger, {TAG_FAULT_ERROR_RATE: 0.25, names.TAG_ROLLOUT_STATE: "registered"})
     metrics = RolloutMetrics()
     metrics.serve(lab.settings.host, lab.settings.rollout_metrics_port)  # as `ferry step rollout` does
     prom = Prometheus(lab.settings.prometheus_url)
@@ -114,11 +115,12 @@ def test_every_dashboard_panel_has_data_after_real_traffic_and_a_canary(lab: Lab
         for bad in ({"customer_id": 1}, [{"customer_id": -1}]):  # 422s: client errors in the panels
             path = "/predict" if isinstance(bad, dict) else "/predict/batch"
             assert httpx.post(f"{lab.url}{path}", json=bad, timeout=10, trust_env=False).status_code == 422
-        requests = q.sel(q.SERVING_REQUESTS, q.eq("model", lab.name), q.eq("outcome", "ok"))
+        requests = q.sel(catalogue.SERVING_REQUESTS.series, q.eq("model", lab.name),
+                         q.eq("outcome", catalogue.OUTCOME_OK))
         assert procs_wait(lambda: bool(lab.prom.vector(f"sum(increase({requests}[1m])) > 100")), 120)
         run_failing_canary(lab)
         assert procs_wait(lambda: lab.alert_state("FerryModelCanaryRolledBack") == "firing", 90)
-        drift = q.sel(q.DRIFT_PSI, q.eq("model", lab.name))
+        drift = q.sel(catalogue.DRIFT_PSI.series, q.eq("model", lab.name))
         ratio = q.sel("model:ferry_serving_errors:ratio_rate1h", q.eq("model", lab.name))
         assert procs_wait(lambda: bool(lab.prom.vector(drift)) and bool(lab.prom.vector(ratio)), 90)
         time.sleep(25)  # two more scrapes and rule evaluations with the canary's series in place

@@ -227,7 +227,7 @@ def test_retrain_is_compared_with_the_champion_and_never_promoted_without_eviden
     assert by_version["2"].tags[names.TAG_ROLLOUT_STATE] == "rolled-back"
     assert by_version["2"].tags[names.TAG_ROLLOUT_WEIGHT] == "0"
     evaluate = registry(settings).step_run("tiny", outcome.workflow, "evaluate")
-    assert evaluate.data.tags["ferry.evaluate.champion_version"] == "1"
+    assert evaluate.data.tags[names.TAG_EVALUATE_CHAMPION_VERSION] == "1"
 
 
 def wait_for_node(settings: Settings, workflow: str, step: str, timeout_s: float = 240) -> None:

@@ -61,7 +61,7 @@ def test_retraining_trains_the_same_spec_again_and_goes_through_the_canary(setti
     assert versions["2"].tags[names.TAG_SPEC_HASH] == versions["1"].tags[names.TAG_SPEC_HASH] == first.spec_hash
     assert versions["2"].tags[names.TAG_WORKFLOW] == result.workflow
     evaluate = registry.step_run(MODEL, result.workflow, "evaluate")
-    assert evaluate.data.tags["ferry.evaluate.champion_version"] == "1"
+    assert evaluate.data.tags[names.TAG_EVALUATE_CHAMPION_VERSION] == "1"
     outputs = {n["displayName"]: {p["name"]: p.get("value") for p in n["outputs"]["parameters"]}
                for n in load_run(settings, result.workflow)["status"]["nodes"].values() if "(" not in n["displayName"]}
     assert outputs["rollout"]["decision"] == "rolled-back" and "no evidence" in outputs["rollout"]["reason"]

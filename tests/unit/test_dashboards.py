@@ -1,5 +1,6 @@
 """Grafana dashboards: schema-valid, every panel queries Prometheus with PromQL that promtool parses, and every
-metric a dashboard or a rule reads is in the catalogue (docs/reference/metrics.md)."""
+metric a dashboard or a rule reads is in the metric catalogue (ferry.contract.metrics, which generates
+docs/reference/metrics.md), and every catalogued metric said to be read is read."""
 
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ import pytest
 import yaml
 from tests.support.kube_schemas import validate_grafana_dashboard, validate_object
 
-from ferry.contract import names
+from ferry.contract import metrics, names
 from ferry.render import alerts, dashboards
 from ferry.render.profiles import PROFILES
 from ferry.spec import load_specs
 from ferry.spec.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOGUE = ROOT / "docs" / "reference" / "metrics.md"
 PROMTOOL = shutil.which("promtool")
 # Grafana's interval variables, replaced by a duration before promtool parses an expression.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1d"}
@@ -77,10 +77,16 @@ def metric_names(expr: str) -> set[str]:
     return names_
 
 
-def catalogued(name: str, catalogue: str) -> bool:
-    name = re.sub(r"(:ratio_rate)\d+[smhd]$", r"\1<window>", name)
-    candidates = {name, re.sub(r"_(bucket|count|sum)$", "", name)}
-    return any(f"`{candidate}`" in catalogue for candidate in candidates)
+def used_metrics() -> dict[str, str]:
+    """Every series name a dashboard or a rule reads or records, and where."""
+    used: dict[str, str] = {}
+    for expr in dashboard_exprs():
+        used.update(dict.fromkeys(metric_names(expr), "a dashboard"))
+    for expr, record in rule_exprs():
+        used.update(dict.fromkeys(metric_names(expr), "a rule"))
+        if record:
+            used[record] = "a recording rule"
+    return used
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -142,36 +148,34 @@ def test_metric_name_extraction() -> None:
 
 
 def test_every_metric_in_dashboards_and_rules_is_catalogued() -> None:
-    catalogue = CATALOGUE.read_text()
-    used: dict[str, str] = {}
-    for expr in dashboard_exprs():
-        used.update(dict.fromkeys(metric_names(expr), "a dashboard"))
-    for expr, record in rule_exprs():
-        used.update(dict.fromkeys(metric_names(expr), "a rule"))
-        if record:
-            used[record] = "a recording rule"
-    missing = sorted(f"{name} (in {where})" for name, where in used.items() if not catalogued(name, catalogue))
-    assert missing == [], f"add to docs/reference/metrics.md: {missing}"
+    used = used_metrics()
+    missing = sorted(f"{name} (in {where})" for name, where in used.items() if metrics.find(name) is None)
+    assert missing == [], f"add to the catalogue in ferry/contract/metrics.py: {missing}"
     assert len(used) >= 20
 
 
+def test_the_catalogue_says_which_metrics_are_read() -> None:
+    """`used_by` is what the reference page shows: a metric said to be read is read, and one read says so."""
+    read = {metrics.find(name) for name in used_metrics()}
+    said = {metric for metric in metrics.CATALOGUE if metric.used_by}
+    assert sorted(m.series for m in said - read) == [], "catalogued as used, but no rule or dashboard reads it"
+    assert sorted(m.series for m in read - said if m) == [], "read by a rule or dashboard: say so in `used_by`"
+
+
+def test_catalogue_lookup_resolves_histograms_and_windows() -> None:
+    assert metrics.find(metrics.SERVING_LATENCY.bucket) is metrics.SERVING_LATENCY
+    assert metrics.find(metrics.SERVING_LATENCY.series + "_sum") is metrics.SERVING_LATENCY
+    assert metrics.find(metrics.ERROR_RATIO.at("30m")) is metrics.ERROR_RATIO
+    assert metrics.find(metrics.SERVING_REQUESTS.series + "_bucket") is None  # a counter has no buckets
+    assert metrics.find(metrics.ERROR_RATIO.series + "soon") is None
+    assert metrics.find("ferry_not_a_metric") is None
+
+
 def test_catalogue_marks_every_metric_produced_or_planned() -> None:
-    catalogue = CATALOGUE.read_text()
-    sections = re.split(r"^## ", catalogue, flags=re.MULTILINE)[1:]
-    statuses = {section.splitlines()[0] for section in sections}
-    assert {"ferry: serving (produced)", "ferry: rollout (produced)", "ferry: local runs and alerts (produced)"} \
-        <= statuses
-    for section in sections:
-        title = section.splitlines()[0]
-        rows = [line for line in section.splitlines() if line.startswith("| `")]
-        if rows:
-            assert "produced" in title or "planned" in title, title
-    planned = next((s for s in sections if s.startswith("ferry: planned")), "")  # none left today
-    local = next(s for s in sections if s.startswith("ferry: local runs and alerts (produced)"))
-    assert "`ferry_pipeline_runs_total`" in local and "`ferry_pipeline_runs_total`" not in planned
-    produced = next(s for s in sections if s.startswith("ferry: drift and model age (produced)"))
-    for metric in ("ray_ferry_drift_psi", "ray_ferry_model_last_trained_timestamp_seconds"):
-        assert f"`{metric}`" in produced and f"`{metric}`" not in planned
+    assert {metric.status for metric in metrics.CATALOGUE} <= set(metrics.Status)
+    produced = {metric.series for metric in metrics.CATALOGUE if metric.status is metrics.Status.PRODUCED}
+    for metric in (metrics.PIPELINE_RUNS, metrics.DRIFT_PSI, metrics.LAST_TRAINED, metrics.SERVING_REQUESTS):
+        assert metric.series in produced
 
 
 def test_configmaps_carry_the_sidecar_label_and_the_dashboard() -> None:

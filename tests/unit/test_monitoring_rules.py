@@ -17,13 +17,12 @@ import pytest
 import yaml
 from tests.support.kube_schemas import validate_yaml_documents
 
-from ferry.contract import names
+from ferry.contract import metrics, names
 from ferry.local.supervisor import service_defs
 from ferry.render import alerting, alerts, monitoring
 from ferry.render import promql as q
 from ferry.render.profiles import PROFILES
 from ferry.render.rayservice import rayservice
-from ferry.serving import metrics as serving_metrics
 from ferry.settings import Settings
 from ferry.spec import load_specs
 from ferry.spec.models import ModelSpec
@@ -81,8 +80,8 @@ def test_local_prometheus_loads_the_generated_rule_files() -> None:
     config = yaml.safe_load(service_defs.prometheus_config(Settings(home=ROOT), with_alertmanager=True))
     assert config["rule_files"] == [str(ROOT / pattern) for pattern in alerts.RULE_FILE_GLOBS]
     ray = config["scrape_configs"][0]
-    assert ray["job_name"] == alerts.RAY_JOB
-    assert ray["relabel_configs"] == [{"target_label": alerts.RAY_NODE_TYPE, "replacement": "head"}]
+    assert ray["job_name"] == metrics.JOB_RAY
+    assert ray["relabel_configs"] == [{"target_label": metrics.TARGET_NODE_TYPE, "replacement": "head"}]
 
 
 def test_rendered_prometheus_rule_holds_the_same_groups_as_the_local_file() -> None:
@@ -147,7 +146,7 @@ def test_every_alerting_rule_is_unit_tested() -> None:
     wanted = {_rule_identity({"alertname": rule["alert"], **rule["labels"]}) for _, rule in alert_rules()}
     assert sorted(wanted - fired) == [], "alerting rules no promtool test expects to fire"
     assert (ROOT / monitoring.PLATFORM_RULES).resolve().as_posix() in tested_files
-    assert {alert for alert, *_ in wanted} == {*alerts.MODEL_ALERTS, *alerts.PLATFORM_ALERTS}
+    assert {alert for alert, *_ in wanted} == {*names.MODEL_ALERTS, *names.PLATFORM_ALERTS}
 
 
 # ------------------------------------------------------------------------------------ labels and runbooks
@@ -171,7 +170,7 @@ def test_alert_is_labelled_annotated_and_has_a_runbook(where: str, rule: dict[st
 
 def test_every_runbook_belongs_to_an_alert() -> None:
     runbooks = {path.name for path in RUNBOOKS.glob("*.md")} - {"README.md"}
-    assert runbooks == {names.runbook_file(alert) for alert in (*alerts.MODEL_ALERTS, *alerts.PLATFORM_ALERTS)}
+    assert runbooks == {names.runbook_file(alert) for alert in (*names.MODEL_ALERTS, *names.PLATFORM_ALERTS)}
 
 
 def test_model_alerts_carry_the_models_team_and_label() -> None:
@@ -209,7 +208,7 @@ def test_oncall_severity_caps_every_alert(oncall: str, fast: str, others: str) -
 def test_latency_threshold_off_a_bucket_boundary_uses_the_next_one_and_says_so() -> None:
     model = _with_monitoring(models()[0], slo__latency_ms=120)
     rules = alerts.slo_group(model)["rules"]
-    slow = next(r for r in rules if r.get("record") == alerts.SLOW_RATIO + "5m")
+    slow = next(r for r in rules if r.get("record") == metrics.SLOW_RATIO.at("5m"))
     assert 'le=~"150(\\\\.0)?"' in slow["expr"]
     burn = next(r for r in rules if r.get("alert") == "FerryModelLatencyBudgetBurn")
     assert "120 ms is not a latency bucket boundary" in burn["annotations"]["description"]
@@ -219,14 +218,6 @@ def test_latency_threshold_off_a_bucket_boundary_uses_the_next_one_and_says_so()
     assert q.bucket_at_or_above(7.5) == (7.5, "")
     assert q.bucket_at_or_above(20000)[0] == 10000
     assert q.le_matcher(7.5) == 'le=~"7\\\\.5"'
-
-
-def test_latency_boundaries_match_the_serving_histogram() -> None:
-    assert list(q.LATENCY_BOUNDARIES_MS) == serving_metrics.LATENCY_BOUNDARIES_MS
-    prefix = serving_metrics.EXPORT_PREFIX
-    used = [q.SERVING_REQUESTS, q.SERVING_POSITIVES, q.SERVING_LATENCY_BUCKET, q.SERVING_SCORE_BUCKET]
-    assert used == [prefix + serving_metrics.REQUESTS, prefix + serving_metrics.POSITIVES,
-                    f"{prefix}{serving_metrics.LATENCY}_bucket", prefix + serving_metrics.SCORE_BUCKETS]
 
 
 @pytest.mark.parametrize(("schedule", "gap"), [("0 3 * * 1", 7 * 86400), ("0 3 1 * *", 31 * 86400),

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ferry.contract import names
-from ferry.local.alerts.retrain import REASON_ANNOTATION, RetrainingBusy, retrain_workflow, start_retraining
+from ferry.local.alerts.retrain import RetrainingBusy, retrain_workflow, start_retraining
 from ferry.local.engine import locks
 from ferry.local.engine.runner import load_run, run_workflow
 from ferry.local.errors import LocalError
@@ -67,7 +67,7 @@ def test_retraining_runs_the_rendered_workflow_again_under_a_new_name(settings: 
     assert trained.read_text().splitlines() == [f"{MODEL}-abc spec", f"{result.workflow} drift"]
     run = load_run(settings, result.workflow)
     assert run["metadata"]["labels"][names.LABEL_TRIGGER] == "drift"
-    assert run["metadata"]["annotations"] == {REASON_ANNOTATION: "drift on amount"}  # no Argo CD annotations
+    assert run["metadata"]["annotations"] == {names.ANNOTATION_REASON: "drift on amount"}  # no Argo CD annotations
     second = start_retraining(settings, MODEL, "by hand")
     assert second.workflow != result.workflow and second.phase == "Succeeded"
     assert len(trained.read_text().splitlines()) == 3

@@ -17,7 +17,6 @@ from ferry.contract import names
 from ferry.render import alerting, argocd, events
 from ferry.render.bundle import render_objects
 from ferry.render.profiles import PROFILES
-from ferry.render.workflow import TRIGGERS
 from ferry.spec import load_specs
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -71,7 +70,7 @@ def test_each_model_has_a_sensor_that_submits_its_template_with_trigger_drift(re
         args = {p["name"]: p["value"] for p in submitted["spec"]["arguments"]["parameters"]}
         assert args == {"spec-hash": workflow_doc["metadata"]["labels"][names.LABEL_SPEC_HASH], "trigger": "drift"}
         [trigger_param] = [p for p in template["spec"]["arguments"]["parameters"] if p["name"] == "trigger"]
-        assert args["trigger"] in trigger_param["enum"] == list(TRIGGERS)
+        assert args["trigger"] in trigger_param["enum"] == list(names.TRIGGERS)
         assert "ttlStrategy" not in submitted["spec"]
         [trigger] = sensor["spec"]["triggers"]
         assert trigger["template"]["k8s"]["operation"] == "create"

@@ -163,7 +163,7 @@ def test_one_scrape_read_twice_is_not_two_failed_checks() -> None:
     registry = MemoryRegistry(aliases={"champion": "1"})
     outcome = controller(registry, Traffic(challenger_error_rate=0.06, frozen=True)).run("2")
     assert outcome.action is Action.ROLLBACK and outcome.reason.startswith("no evidence within 10m")
-    checks = [v for k, v in registry.tags["2"].items() if k.startswith("ferry.rollout.check.")]
+    checks = [v for k, v in registry.tags["2"].items() if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
     assert len(checks) == 2 and '"verdict": "fail"' in checks[0] and '"verdict": "stale"' in checks[1]
 
 
@@ -181,7 +181,7 @@ def test_registry_outage_is_retried() -> None:
 
 def records(registry: MemoryRegistry, version: str = "2") -> dict[str, dict]:
     return {k.rsplit(".", 1)[-1]: json.loads(v) for k, v in sorted(registry.tags.get(version, {}).items())
-            if k.startswith(actions.CHECK_TAG_PREFIX)}
+            if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)}
 
 
 def test_an_outage_longer_than_the_old_retries_during_the_walk_holds_then_finishes() -> None:

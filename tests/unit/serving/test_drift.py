@@ -12,7 +12,8 @@ import pytest
 from tests.support.serving_fakes import FakeRegistry, RecordingRecorder, transaction
 
 from ferry.adapters.registry import RolloutView, VersionFacts, parse_trained_at
-from ferry.render import promql
+from ferry.contract import metrics
+from ferry.contract.psi import psi
 from ferry.serving import drift
 from ferry.serving.drift import DriftMonitor, DriftWindow
 from ferry.serving.service import ScoringService, WorkloadView
@@ -24,7 +25,6 @@ from ferry.stats.reference import (
     Reference,
     build_reference,
     histogram,
-    psi,
     sample_rows,
     workload_feature_names,
 )
@@ -221,9 +221,9 @@ def test_publish_interval_follows_the_window_within_bounds() -> None:
 
 
 def test_exported_names_are_what_rules_and_dashboards_select() -> None:
-    # Ray's exporter prefixes application metrics with `ray_`.
-    assert f"ray_{drift.DRIFT_PSI}" == promql.DRIFT_PSI
-    assert f"ray_{drift.LAST_TRAINED}" == promql.LAST_TRAINED
+    # Ray's exporter prefixes application metrics with `ray_`; the rules select the prefixed names.
+    assert metrics.DRIFT_PSI.series == "ray_" + metrics.DRIFT_PSI.name
+    assert metrics.DRIFT_PSI.producer == metrics.LAST_TRAINED.producer == drift.__name__
 
 
 # --- the scoring path feeds the monitor ------------------------------------------------------------------

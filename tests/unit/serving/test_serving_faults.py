@@ -13,9 +13,10 @@ from pydantic import BaseModel
 from tests.support.serving_fakes import FakeRegistry, RecordingRecorder, make_service, transaction, transactions
 
 from ferry.adapters.registry import RolloutView
+from ferry.contract.names import TAG_FAULT_ERROR_RATE, TAG_FAULT_LATENCY_MS
 from ferry.render.bundle import render_objects
 from ferry.serving.api import build_api
-from ferry.serving.faults import TAG_ERROR_RATE, TAG_LATENCY_MS, Fault, FaultBook, InjectedFault, settle
+from ferry.serving.faults import Fault, FaultBook, InjectedFault, settle
 from ferry.serving.intake import InFlight
 from ferry.serving.routing import choose
 from ferry.serving.schemas import AppArgs, Prediction
@@ -47,11 +48,11 @@ def recorder(service: ScoringService) -> RecordingRecorder:
 
 def test_fault_tags_parse_clamp_and_ignore_garbage() -> None:
     assert Fault.from_tags({}) is None
-    assert Fault.from_tags({TAG_ERROR_RATE: "0", TAG_LATENCY_MS: "0"}) is None
-    assert Fault.from_tags({TAG_ERROR_RATE: "0.05"}) == Fault(0.05, 0.0)
-    assert Fault.from_tags({TAG_ERROR_RATE: "7", TAG_LATENCY_MS: "150"}) == Fault(1.0, 150.0)
+    assert Fault.from_tags({TAG_FAULT_ERROR_RATE: "0", TAG_FAULT_LATENCY_MS: "0"}) is None
+    assert Fault.from_tags({TAG_FAULT_ERROR_RATE: "0.05"}) == Fault(0.05, 0.0)
+    assert Fault.from_tags({TAG_FAULT_ERROR_RATE: "7", TAG_FAULT_LATENCY_MS: "150"}) == Fault(1.0, 150.0)
     for garbage in ("lots", "nan", "inf", "-1", ""):
-        assert Fault.from_tags({TAG_ERROR_RATE: garbage, TAG_LATENCY_MS: garbage}) is None
+        assert Fault.from_tags({TAG_FAULT_ERROR_RATE: garbage, TAG_FAULT_LATENCY_MS: garbage}) is None
 
 
 def test_renderer_never_allows_fault_injection() -> None:
@@ -72,7 +73,7 @@ def test_without_a_fault_book_the_service_ignores_everything() -> None:
 
 def test_error_rate_fails_only_that_versions_rows_with_500_counted_as_server_error() -> None:
     service = make_service(FakeRegistry(RolloutView("1", "2", 50)))
-    service.faults = book({"2": {TAG_ERROR_RATE: "1"}})
+    service.faults = book({"2": {TAG_FAULT_ERROR_RATE: "1"}})
     rows = transactions(10)
     results = service.score_each([service.workload.request_model.model_validate(r) for r in rows])
     expected = [choose(r["customer_id"], 50) for r in rows]
@@ -92,7 +93,7 @@ def test_error_rate_fails_only_that_versions_rows_with_500_counted_as_server_err
 def test_error_rate_is_a_share_of_requests() -> None:
     draws = iter([0.01, 0.2, 0.04, 0.9] * 5)
     service = make_service(FakeRegistry(RolloutView("1", None, 0)))
-    tags = {"1": {TAG_ERROR_RATE: "0.05"}}
+    tags = {"1": {TAG_FAULT_ERROR_RATE: "0.05"}}
     service.faults = FaultBook(lambda version: tags[version], draw=lambda: next(draws))
     service.faults.refresh(["1"])
     with client_for(service) as client:
@@ -102,7 +103,7 @@ def test_error_rate_is_a_share_of_requests() -> None:
 
 def test_latency_is_added_to_that_version_only_and_faults_follow_the_tags() -> None:
     service = make_service(FakeRegistry(RolloutView("1", "2", 50)))
-    tags: dict[str, dict[str, str]] = {"2": {TAG_LATENCY_MS: "300"}}
+    tags: dict[str, dict[str, str]] = {"2": {TAG_FAULT_LATENCY_MS: "300"}}
     service.faults = FaultBook(lambda version: tags.get(version, {}))
     service.faults.refresh(["1", "2"])
     champion = next(k for k in range(100) if choose(k, 50) == "champion")
@@ -134,7 +135,7 @@ def test_router_reads_fault_tags_only_when_the_args_allow_it(monkeypatch: pytest
 
         def version(self, name: str, version: str) -> Any:
             reads.append(version)
-            return SimpleNamespace(tags={TAG_ERROR_RATE: "1"})
+            return SimpleNamespace(tags={TAG_FAULT_ERROR_RATE: "1"})
 
         def rollout_view(self, model: str) -> RolloutView:
             return RolloutView("1", None, 0)

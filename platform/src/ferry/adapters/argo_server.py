@@ -43,11 +43,6 @@ ENV_NAMESPACE = "FERRY_ARGO_NAMESPACE"
 ENV_TOKENS = ("FERRY_ARGO_TOKEN", "ARGO_TOKEN")
 ENV_INSECURE = "FERRY_ARGO_INSECURE_SKIP_VERIFY"
 DEFAULT_NAMESPACE = "ferry"
-SPEC_HASH_PARAMETER = "spec-hash"
-TRIGGER_PARAMETER = "trigger"  # ferry.render.workflow.TRIGGERS
-TRIGGER_SPEC, TRIGGER_RETRAIN = "spec", "manual"
-ANNOTATION_REASON = f"{names.DOMAIN}/reason"
-ANNOTATION_SUBMITTER = f"{names.DOMAIN}/submitted-by"
 # What `ferry runs` prints: asking only for these keeps a list of big Workflows (every node's status) small.
 LIST_FIELDS = ("metadata.continue", "items.metadata.name", "items.metadata.labels",
                "items.status.phase", "items.status.startedAt", "items.status.finishedAt",
@@ -109,14 +104,15 @@ def create_request(namespace: str, model: str, spec_hash: str, *, retrain: bool,
     Without `retrain` it is the run Argo CD creates for this spec hash (trigger `spec`, the same name, so an
     existing run is found, not repeated); with it a fresh name (trigger `manual`, Argo's generateName), so
     every step runs again and a new version may be registered, as a drift alert's retraining does."""
-    trigger = TRIGGER_RETRAIN if retrain else TRIGGER_SPEC
+    trigger = names.TRIGGER_MANUAL if retrain else names.TRIGGER_SPEC
     labels = {**names.labels(model, "pipeline-run", spec_hash), names.LABEL_TRIGGER: trigger}
     naming = ({"generate_name": names.retrain_workflow_prefix(model, trigger)} if retrain
               else {"name": names.workflow_name(model, spec_hash)})
     metadata = ObjectMeta(namespace=namespace, labels=labels,
-                          annotations={ANNOTATION_REASON: reason, ANNOTATION_SUBMITTER: "ferry-cli"}, **naming)
-    parameters = [IoArgoprojWorkflowV1alpha1Parameter(name=SPEC_HASH_PARAMETER, value=spec_hash),
-                  IoArgoprojWorkflowV1alpha1Parameter(name=TRIGGER_PARAMETER, value=trigger)]
+                          annotations={names.ANNOTATION_REASON: reason, names.ANNOTATION_SUBMITTER: "ferry-cli"},
+                          **naming)
+    parameters = [IoArgoprojWorkflowV1alpha1Parameter(name=names.PARAM_SPEC_HASH, value=spec_hash),
+                  IoArgoprojWorkflowV1alpha1Parameter(name=names.PARAM_TRIGGER, value=trigger)]
     spec = IoArgoprojWorkflowV1alpha1WorkflowSpec(
         workflow_template_ref=IoArgoprojWorkflowV1alpha1WorkflowTemplateRef(
             name=names.workflow_template_name(model)),
@@ -151,7 +147,7 @@ def summarize(workflow: Mapping[str, Any]) -> dict[str, Any]:
 def template_spec_hash(template: Mapping[str, Any]) -> str | None:
     """The spec hash a deployed WorkflowTemplate runs with (its `spec-hash` parameter's default)."""
     for param in ((template.get("spec") or {}).get("arguments") or {}).get("parameters") or []:
-        if param.get("name") == SPEC_HASH_PARAMETER and param.get("value"):
+        if param.get("name") == names.PARAM_SPEC_HASH and param.get("value"):
             return str(param["value"])
     return None
 
@@ -294,7 +290,7 @@ class ArgoServer:
                               self.target.namespace, name)
         digest = template_spec_hash(template)
         if digest is None:
-            raise ArgoServerError(f"WorkflowTemplate {name!r} has no {SPEC_HASH_PARAMETER!r} parameter: "
+            raise ArgoServerError(f"WorkflowTemplate {name!r} has no {names.PARAM_SPEC_HASH!r} parameter: "
                                   "was it rendered by `ferry render`?")
         return digest
 

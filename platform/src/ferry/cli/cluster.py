@@ -12,6 +12,7 @@ import typer
 from rich.live import Live
 
 from ferry.cli.output import console, err_console
+from ferry.contract import names
 from ferry.settings import load_settings
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def _retrain_locally(model: str, reason: str) -> None:
     use_ray_client_env(settings)  # before Ray is imported: token auth and loopback for this process
     start_services(settings)
     with Live(console=console, refresh_per_second=4, transient=False) as live:
-        result = start_retraining(settings, model, reason, trigger="manual",
+        result = start_retraining(settings, model, reason, trigger=names.TRIGGER_MANUAL,
                                   on_started=lambda name: console.print(f"started {name}"),
                                   on_update=lambda wf: live.update(render_progress(wf)))
     console.print(f"{result.workflow}: {result.phase} {result.message}".rstrip())

@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from ferry.cli.output import console, err_console
+from ferry.contract import names
 from ferry.settings import load_settings
 
-STEP_NAMES = ("data", "tune", "train", "evaluate", "register", "rollout")
+STEP_NAMES = names.STEPS
 
 
 def step(
@@ -23,12 +24,12 @@ def step(
         err_console.print(f"[red]error[/red] unknown step {name!r}; steps: {', '.join(STEP_NAMES)}")
         raise typer.Exit(2)
     from ferry.steps.context import TransientStepError
-    from ferry.steps.runner import EXIT_TRANSIENT, run_step
+    from ferry.steps.runner import run_step
 
     try:
         ctx = run_step(name, spec, run, expect_hash, load_settings())
     except TransientStepError as exc:
         err_console.print(f"[yellow]transient[/yellow] {exc.user_message}")
-        raise typer.Exit(EXIT_TRANSIENT) from None
+        raise typer.Exit(names.EXIT_TRANSIENT) from None
     for key, value in ctx.outputs.items():
         console.print(f"{name}.{key} = {value}")

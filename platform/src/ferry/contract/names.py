@@ -1,7 +1,8 @@
-"""The one place that decides names, labels, annotations and MLflow tags.
+"""The one place that decides names, labels, annotations, MLflow tags, steps, triggers and exit codes.
 
 Everything that must agree across the cluster, the local runner and the steps (a Workflow's name,
-the RayJob it creates, the registered model, the tags steps search by) is derived here.
+the RayJob it creates, the registered model, the tags steps search by, the exit code that means "retry
+me", why a run exists) is spelled here and nowhere else; metric names live in `ferry.contract.metrics`.
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import hashlib
 import re
 
+from ferry.contract.errors import EXIT_FAILED as EXIT_FAILED  # re-exported: one list of exit codes
+
 PART_OF = "ferry"
 DOMAIN = "ferry.dev"
 
 LABEL_MODEL = f"{DOMAIN}/model"
 LABEL_SPEC_HASH = f"{DOMAIN}/spec-hash"
 LABEL_STEP = f"{DOMAIN}/step"
-LABEL_TRIGGER = f"{DOMAIN}/trigger"  # why a pipeline run exists (ferry.render.workflow.TRIGGERS)
+LABEL_TRIGGER = f"{DOMAIN}/trigger"  # why a pipeline run exists (TRIGGERS)
+ANNOTATION_REASON = f"{DOMAIN}/reason"  # on a retraining run: what asked for it, in words
+ANNOTATION_SUBMITTER = f"{DOMAIN}/submitted-by"  # on a run `ferry submit` created
 
 # MLflow tags through which steps find each other's results (no Argo artifact repository needed).
 TAG_WORKFLOW = "ferry.workflow"
@@ -30,6 +35,25 @@ TAG_ROLLOUT_REASON = "ferry.rollout.reason"
 # Set at register: when the version's training finished (RFC 3339, UTC) and where its drift reference is.
 TAG_TRAINED_AT = "ferry.trained_at"
 TAG_REFERENCE = "ferry.reference"
+# On the evaluate step's run: its verdict, which register reads, and the champion it was compared with.
+TAG_EVALUATE_PASSED = "ferry.evaluate.passed"
+TAG_EVALUATE_REASON = "ferry.evaluate.reason"
+TAG_EVALUATE_CHAMPION_VERSION = "ferry.evaluate.champion_version"
+TAG_TRAIN_DEVICE = "ferry.train.device"  # on the train step's run: cpu or cuda
+# One JSON record per canary check on the challenger version: ferry.rollout.check.001, .002, ...
+TAG_ROLLOUT_CHECK_PREFIX = "ferry.rollout.check."
+# Faults a version's router injects (tests, benchmarks and drills only): share of failed rows, added latency.
+TAG_FAULT_ERROR_RATE = "ferry.fault.error_rate"
+TAG_FAULT_LATENCY_MS = "ferry.fault.latency_ms"
+
+# The values of TAG_ROLLOUT_STATE, in the order a version goes through them.
+STATE_REGISTERED = "registered"
+STATE_CANARY = "canary"
+STATE_PROMOTED = "promoted"
+STATE_ROLLED_BACK = "rolled-back"
+STATE_RETIRED = "retired"  # a champion a promotion replaced
+ROLLOUT_STATES = (STATE_REGISTERED, STATE_CANARY, STATE_PROMOTED, STATE_ROLLED_BACK, STATE_RETIRED)
+FINAL_ROLLOUT_STATES = (STATE_PROMOTED, STATE_ROLLED_BACK, STATE_RETIRED)  # a rerun of the rollout changes nothing
 
 # Every alert's runbook_url is this base plus docs/runbooks/<alert in kebab case>.md.
 RUNBOOK_URL_BASE = "https://github.com/ferry-ml/ferry/blob/main/docs/runbooks/"
@@ -40,8 +64,67 @@ GRAFANA_UID_MAX = 40
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
 
-STEPS = ("data", "tune", "train", "evaluate", "register", "rollout")
-RAY_STEPS = ("tune", "train")
+# The pipeline's steps, in DAG order: `ferry step <name>`, the Workflow's tasks, the MLflow runs' TAG_STEP.
+STEP_DATA = "data"
+STEP_TUNE = "tune"
+STEP_TRAIN = "train"
+STEP_EVALUATE = "evaluate"
+STEP_REGISTER = "register"
+STEP_ROLLOUT = "rollout"
+STEPS = (STEP_DATA, STEP_TUNE, STEP_TRAIN, STEP_EVALUATE, STEP_REGISTER, STEP_ROLLOUT)
+RAY_STEPS = (STEP_TUNE, STEP_TRAIN)  # KubeRay RayJobs; the rest are container steps
+CONTAINER_STEPS = tuple(step for step in STEPS if step not in RAY_STEPS)
+GATED_STEPS = (STEP_REGISTER, STEP_ROLLOUT)  # run only when evaluate passed
+
+# What a step writes to $FERRY_OUTPUTS_DIR/<name>: the Workflow's output parameters, shown in the Argo UI.
+OUTPUT_MLFLOW_RUN = "mlflow-run"
+OUTPUT_DATASET_DIGEST = "dataset-digest"
+OUTPUT_ROWS = "rows"
+OUTPUT_PASSED = "passed"  # "true" | "false": the gated steps' `when`
+OUTPUT_REASON = "reason"
+OUTPUT_MODEL_VERSION = "model-version"
+OUTPUT_MODEL_URI = "model-uri"
+OUTPUT_DECISION = "decision"  # a final rollout state, or DECISION_NOTHING_REGISTERED
+DECISION_NOTHING_REGISTERED = "nothing-registered"
+# The evaluate step's workload metrics it shows as outputs: MLflow metric -> output name.
+EVALUATE_METRIC_OUTPUTS = {"auc_roc": "auc-roc", "average_precision": "average-precision",
+                           "card_precision_at_100": "card-precision-at-100"}
+STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
+    STEP_DATA: (OUTPUT_MLFLOW_RUN, OUTPUT_DATASET_DIGEST, OUTPUT_ROWS),
+    STEP_EVALUATE: (OUTPUT_MLFLOW_RUN, OUTPUT_PASSED, OUTPUT_REASON, *EVALUATE_METRIC_OUTPUTS.values()),
+    STEP_REGISTER: (OUTPUT_MODEL_VERSION, OUTPUT_MODEL_URI),
+    STEP_ROLLOUT: (OUTPUT_DECISION, OUTPUT_REASON),
+}
+
+# Exit codes of `ferry step`: EX_TEMPFAIL asks the rendered retryStrategy and the local runner to try again
+# (MLflow or Ray briefly unreachable); any other failure is final.
+EXIT_OK = 0
+EXIT_TRANSIENT = 75
+
+# Why a pipeline run exists: the Workflow argument PARAM_TRIGGER and (labelsFrom) the label LABEL_TRIGGER.
+TRIGGER_SPEC = "spec"  # a new spec hash (the spec's own Workflow)
+TRIGGER_SCHEDULE = "schedule"  # the CronWorkflow
+TRIGGER_DRIFT = "drift"  # the drift alert's Sensor, or locally the alert receiver
+TRIGGER_MANUAL = "manual"  # `ferry submit --retrain`
+TRIGGERS = (TRIGGER_SPEC, TRIGGER_SCHEDULE, TRIGGER_DRIFT, TRIGGER_MANUAL)
+# The pipeline WorkflowTemplate's arguments.
+PARAM_SPEC_HASH = "spec-hash"
+PARAM_TRIGGER = "trigger"
+
+# Alert names: the rules (ferry.render.alerts) raise them; the retraining Sensor, the local receiver and
+# Alertmanager's inhibition rules match on them; docs/runbooks has one page each (runbook_file).
+ALERT_ERROR_BUDGET_BURN = "FerryModelErrorBudgetBurn"
+ALERT_LATENCY_BUDGET_BURN = "FerryModelLatencyBudgetBurn"
+ALERT_DRIFT_HIGH = "FerryModelDriftHigh"
+ALERT_CANARY_ROLLED_BACK = "FerryModelCanaryRolledBack"
+ALERT_PIPELINE_FAILED = "FerryModelPipelineFailed"
+ALERT_STALE = "FerryModelStale"
+ALERT_RAY_HEAD_DOWN = "FerryRayHeadDown"
+ALERT_MLFLOW_DOWN = "FerryMLflowDown"
+ALERT_SERVE_REPLICAS_UNHEALTHY = "FerryServeReplicasUnhealthy"
+MODEL_ALERTS = (ALERT_ERROR_BUDGET_BURN, ALERT_LATENCY_BUDGET_BURN, ALERT_DRIFT_HIGH, ALERT_CANARY_ROLLED_BACK,
+                ALERT_PIPELINE_FAILED, ALERT_STALE)
+PLATFORM_ALERTS = (ALERT_RAY_HEAD_DOWN, ALERT_MLFLOW_DOWN, ALERT_SERVE_REPLICAS_UNHEALTHY)
 
 
 def workflow_template_name(model: str) -> str:
@@ -74,6 +157,11 @@ def spec_configmap_name(model: str) -> str:
 
 def mutex_name(model: str) -> str:
     return f"ferry-model-{model}"
+
+
+def workflow_parameter(name: str) -> str:
+    """Argo's reference to one of the Workflow's arguments, e.g. {{workflow.parameters.spec-hash}}."""
+    return "{{workflow.parameters." + name + "}}"
 
 
 def rayjob_prefix(step: str) -> str:

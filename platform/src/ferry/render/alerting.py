@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ferry.contract import names
 from ferry.render import events
 from ferry.render.profiles import PROFILES
 
@@ -57,7 +58,7 @@ def cluster_config() -> dict[str, Any]:
 
 
 def _retrain_route() -> dict[str, Any]:
-    return {"receiver": RETRAIN_RECEIVER, "matchers": [f'alertname="{events.DRIFT_ALERT}"'], "continue": True,
+    return {"receiver": RETRAIN_RECEIVER, "matchers": [f'alertname="{names.ALERT_DRIFT_HIGH}"'], "continue": True,
             "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}
 
 
@@ -82,8 +83,8 @@ def _config(webhook: dict[str, Any], retrain_url: str) -> dict[str, Any]:
         "inhibit_rules": [
             {"source_matchers": ['severity="page"'], "target_matchers": ['severity=~"ticket|info"'],
              "equal": ["alertname", "team", "model"]},
-            {"source_matchers": ['alertname="FerryRayHeadDown"'],
-             "target_matchers": ['alertname="FerryServeReplicasUnhealthy"'], "equal": ["model"]},
+            {"source_matchers": [f'alertname="{names.ALERT_RAY_HEAD_DOWN}"'],
+             "target_matchers": [f'alertname="{names.ALERT_SERVE_REPLICAS_UNHEALTHY}"'], "equal": ["model"]},
         ],
         "receivers": [{"name": NULL_RECEIVER},
                       {"name": RETRAIN_RECEIVER, "webhook_configs": [{"url": retrain_url, "send_resolved": False}]},

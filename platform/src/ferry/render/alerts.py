@@ -18,6 +18,7 @@ from typing import Any
 
 from croniter import croniter
 
+from ferry.contract import metrics as m
 from ferry.contract import names
 from ferry.render import promql as q
 from ferry.spec.models import ModelSpec
@@ -29,8 +30,6 @@ SEVERITIES = ("info", "ticket", "page")  # ascending
 PLATFORM_TEAM = "platform"
 MLFLOW_NAMESPACE = "ferry-system"  # gitops/platform/apps/mlflow.yaml
 MLFLOW_DEPLOYMENT = "mlflow"
-RAY_JOB = "ray"  # the `job` label of every Ray scrape target, local (prometheus.yml) and cluster (PodMonitor)
-RAY_NODE_TYPE = "ray_node_type"  # target label: head | worker
 SLO_PERIOD_DAYS = 30  # the error budget's period: burn rate 1 spends it in exactly 30 days
 EVENT_WINDOW = "1h"  # how long a rollback or a failed run keeps its alert firing
 STALE_GRACE_S = 6 * 3600  # one pipeline deadline (EnvProfile.workflow_deadline_seconds) of slack
@@ -38,9 +37,6 @@ STALE_GRACE_S = 6 * 3600  # one pipeline deadline (EnvProfile.workflow_deadline_
 # Where the plain rule files live in a checkout; local Prometheus loads these globs
 # (ferry.local.supervisor.service_defs).
 RULE_FILE_GLOBS = ("monitoring/rules/*.yaml", "monitoring/generated/rules/*.yaml")
-
-ERROR_RATIO = "model:ferry_serving_errors:ratio_rate"  # + window, e.g. ..._rate5m
-SLOW_RATIO = "model:ferry_serving_slow_requests:ratio_rate"
 
 FAST_BURN, SLOW_BURN = "page", "ticket"
 
@@ -61,10 +57,6 @@ BURN_WINDOWS = (
     BurnWindow(1, "3d", "6h", SLOW_BURN, "3h"),
 )
 RATIO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
-
-MODEL_ALERTS = ("FerryModelErrorBudgetBurn", "FerryModelLatencyBudgetBurn", "FerryModelDriftHigh",
-                "FerryModelCanaryRolledBack", "FerryModelPipelineFailed", "FerryModelStale")
-PLATFORM_ALERTS = ("FerryRayHeadDown", "FerryMLflowDown", "FerryServeReplicasUnhealthy")
 
 
 def capped(severity: str, cap: str) -> str:
@@ -104,12 +96,13 @@ def _ratio_records(model: ModelSpec) -> list[Rule]:
     mine = q.eq("model", name)
     records: list[Rule] = []
     for window in RATIO_WINDOWS:
-        errors = (f"sum by (model) (rate({q.sel(q.SERVING_REQUESTS, mine, q.eq('outcome', 'server_error'))}[{window}]))"
-                  f" / sum by (model) (rate({q.sel(q.SERVING_REQUESTS, mine)}[{window}]))")
-        fast = f"sum by (model) (rate({q.sel(q.SERVING_LATENCY_BUCKET, mine, q.le_matcher(boundary))}[{window}]))"
-        total = f"sum by (model) (rate({q.sel(q.SERVING_LATENCY_COUNT, mine)}[{window}]))"
-        records.append({"record": f"{ERROR_RATIO}{window}", "expr": errors})
-        records.append({"record": f"{SLOW_RATIO}{window}", "expr": f"1 - ({fast} / {total})"})
+        failed = q.sel(m.SERVING_REQUESTS.series, mine, q.eq("outcome", m.OUTCOME_SERVER_ERROR))
+        errors = (f"sum by (model) (rate({failed}[{window}]))"
+                  f" / sum by (model) (rate({q.sel(m.SERVING_REQUESTS.series, mine)}[{window}]))")
+        fast = f"sum by (model) (rate({q.sel(m.SERVING_LATENCY.bucket, mine, q.le_matcher(boundary))}[{window}]))"
+        total = f"sum by (model) (rate({q.sel(m.SERVING_LATENCY.count, mine)}[{window}]))"
+        records.append({"record": m.ERROR_RATIO.at(window), "expr": errors})
+        records.append({"record": m.SLOW_RATIO.at(window), "expr": f"1 - ({fast} / {total})"})
     return records
 
 
@@ -117,14 +110,14 @@ def _burn(model: ModelSpec, window: BurnWindow, kind: str) -> Rule:
     name = model.metadata.name
     slo = model.spec.monitoring.slo
     budget = 1 - (slo.availability if kind == "availability" else slo.latency_target)
-    record = ERROR_RATIO if kind == "availability" else SLOW_RATIO
+    record = m.ERROR_RATIO if kind == "availability" else m.SLOW_RATIO
     threshold = f"({q.number(window.factor)} * {q.number(budget)})"
     mine = q.eq("model", name)
-    expr = (f"{q.sel(record + window.long, mine)} > {threshold}"
-            f"\nand {q.sel(record + window.short, mine)} > {threshold}")
+    expr = (f"{q.sel(record.at(window.long), mine)} > {threshold}"
+            f"\nand {q.sel(record.at(window.short), mine)} > {threshold}")
     lasts = f"{SLO_PERIOD_DAYS / window.factor:.2g} days"
     if kind == "availability":
-        alert_name = "FerryModelErrorBudgetBurn"
+        alert_name = names.ALERT_ERROR_BUDGET_BURN
         summary = f"{name}: error budget burning at {q.number(window.factor)}x over {window.long}"
         description = (f"{{{{ $value | humanizePercentage }}}} of {name}'s requests failed with a server error over"
                        f" the last {window.long} (and the last {window.short}); the SLO of {percent(slo.availability)}"
@@ -132,7 +125,7 @@ def _burn(model: ModelSpec, window: BurnWindow, kind: str) -> Rule:
                        f" lasts {lasts}.")
     else:
         boundary, note = q.bucket_at_or_above(slo.latency_ms)
-        alert_name = "FerryModelLatencyBudgetBurn"
+        alert_name = names.ALERT_LATENCY_BUDGET_BURN
         summary = f"{name}: latency budget burning at {q.number(window.factor)}x over {window.long}"
         description = (f"{{{{ $value | humanizePercentage }}}} of {name}'s requests took longer than"
                        f" {q.number(boundary)} ms over the last {window.long} (and the last {window.short}); the SLO"
@@ -160,37 +153,37 @@ def _drift(model: ModelSpec) -> Rule:
     name = model.metadata.name
     monitoring = model.spec.monitoring
     threshold = q.number(monitoring.drift_psi_alert)
-    expr = f"max by (model, feature) ({q.sel(q.DRIFT_PSI, q.eq('model', name))}) > {threshold}"
+    expr = f"max by (model, feature) ({q.sel(m.DRIFT_PSI.series, q.eq('model', name))}) > {threshold}"
     description = (f"The population stability index of feature {{{{ $labels.feature }}}} is"
                    f" {{{{ $value | printf \"%.3f\" }}}}, above drift_psi_alert {threshold}, and has been for"
                    f" {monitoring.drift_window} (drift_window): {name}'s live inputs no longer look like its"
                    " training data, so its scores may be off.")
-    return alert("FerryModelDriftHigh", expr, hold=monitoring.drift_window,
+    return alert(names.ALERT_DRIFT_HIGH, expr, hold=monitoring.drift_window,
                  labels=_model_labels(model, "ticket"), summary=f"{name}: input drift on {{{{ $labels.feature }}}}",
                  description=description)
 
 
 def _rolled_back(model: ModelSpec) -> Rule:
     name = model.metadata.name
-    rollbacks = q.sel(q.ROLLOUT_DECISIONS, q.eq("model", name), q.eq("action", "rollback"))
+    rollbacks = q.sel(m.ROLLOUT_DECISIONS.series, q.eq("model", name), q.eq("action", m.ACTION_ROLLBACK))
     expr = q.increased(rollbacks, EVENT_WINDOW, by=("version",))
     description = (f"The rollout controller rolled back {name}'s challenger (version {{{{ $labels.version }}}})"
                    f" within the last {EVENT_WINDOW}: its canary analysis failed, traffic is back on the champion."
                    " Find out why before the next run promotes the same change.")
-    return alert("FerryModelCanaryRolledBack", expr, hold=None, labels=_model_labels(model, "ticket"),
+    return alert(names.ALERT_CANARY_ROLLED_BACK, expr, hold=None, labels=_model_labels(model, "ticket"),
                  summary=f"{name}: canary of version {{{{ $labels.version }}}} rolled back", description=description)
 
 
 def _pipeline_failed(model: ModelSpec) -> Rule:
     name = model.metadata.name
-    failed = q.regex("phase", q.FAILED_PHASES)
-    argo = q.sel(q.ARGO_TEMPLATE_RUNS, q.eq("name", names.workflow_template_name(name)), failed)
-    local = q.sel(q.PIPELINE_RUNS, q.eq("model", name), failed)
+    failed = q.regex("phase", m.FAILED_PHASES)
+    argo = q.sel(m.ARGO_TEMPLATE_RUNS.series, q.eq("name", names.workflow_template_name(name)), failed)
+    local = q.sel(m.PIPELINE_RUNS.series, q.eq("model", name), failed)
     expr = f"{q.increased(argo, EVENT_WINDOW)}\nor {q.increased(local, EVENT_WINDOW)}"
     description = (f"A run of the {names.workflow_template_name(name)} pipeline ended Failed or Error within the"
                    f" last {EVENT_WINDOW}. No new version of {name} was registered by it; the champion keeps"
                    " serving.")
-    return alert("FerryModelPipelineFailed", expr, hold=None, labels=_model_labels(model, "ticket"),
+    return alert(names.ALERT_PIPELINE_FAILED, expr, hold=None, labels=_model_labels(model, "ticket"),
                  summary=f"{name}: training pipeline failed", description=description)
 
 
@@ -201,11 +194,11 @@ def _stale(model: ModelSpec) -> Rule | None:
     name = model.metadata.name
     gap = max_schedule_gap_s(schedule)
     limit = gap + STALE_GRACE_S
-    expr = f"time() - max({q.sel(q.LAST_TRAINED, q.eq('model', name))}) > {limit}"
+    expr = f"time() - max({q.sel(m.LAST_TRAINED.series, q.eq('model', name))}) > {limit}"
     description = (f"{name} was last trained {{{{ $value | humanizeDuration }}}} ago. Its schedule"
                    f" \"{schedule}\" (UTC) runs at most {_duration(gap)} apart, and a run may take"
                    f" {_duration(STALE_GRACE_S)}, so it should be younger than {_duration(limit)}.")
-    return alert("FerryModelStale", expr, hold="10m", labels=_model_labels(model, "ticket"),
+    return alert(names.ALERT_STALE, expr, hold="10m", labels=_model_labels(model, "ticket"),
                  summary=f"{name} is older than its retraining schedule allows", description=description)
 
 
@@ -236,26 +229,26 @@ def _duration(seconds: int) -> str:
 
 def platform_rule_groups() -> list[Group]:
     labels = {"team": PLATFORM_TEAM}
-    head = q.sel(q.UP, q.eq("job", RAY_JOB), q.eq(RAY_NODE_TYPE, "head"))
-    available = q.sel(q.KUBE_DEPLOYMENT_AVAILABLE, q.eq("namespace", MLFLOW_NAMESPACE),
+    head = q.sel(m.UP.series, q.eq("job", m.JOB_RAY), q.eq(m.TARGET_NODE_TYPE, "head"))
+    available = q.sel(m.KUBE_DEPLOYMENT_AVAILABLE.series, q.eq("namespace", MLFLOW_NAMESPACE),
                       q.eq("deployment", MLFLOW_DEPLOYMENT))
-    mlflow = f"{available} < 1 or {q.sel(q.UP, q.eq('job', 'mlflow'))} == 0"
-    unhealthy = (f"label_replace(count by (application, deployment) ({q.SERVE_REPLICA_HEALTHY} == 0),"
+    mlflow = f"{available} < 1 or {q.sel(m.UP.series, q.eq('job', m.JOB_MLFLOW))} == 0"
+    unhealthy = (f"label_replace(count by (application, deployment) ({m.SERVE_REPLICA_HEALTHY.series} == 0),"
                  ' "model", "$1", "application", "(.*)") > 0')
-    head_down = f'label_replace({head}, "model", "$1", "ferry_model", "(.+)") == 0'
+    head_down = f'label_replace({head}, "model", "$1", "{m.TARGET_MODEL}", "(.+)") == 0'
     rules = [
-        alert("FerryRayHeadDown", head_down, hold="2m", labels={"severity": "page", **labels},
+        alert(names.ALERT_RAY_HEAD_DOWN, head_down, hold="2m", labels={"severity": "page", **labels},
               summary="Ray head {{ $labels.instance }} is down",
               description=("Prometheus has not been able to scrape the Ray head {{ $labels.instance }}"
                            "{{ if $labels.ferry_model }} of the RayService {{ $labels.ferry_model }}{{ end }}"
                            " for 2 minutes. Without its head a Ray cluster runs no new jobs or Serve"
                            " controller; serving and training on it stop.")),
-        alert("FerryMLflowDown", mlflow, hold="5m", labels={"severity": "page", **labels},
+        alert(names.ALERT_MLFLOW_DOWN, mlflow, hold="5m", labels={"severity": "page", **labels},
               summary="MLflow (tracking server and model registry) is down",
               description=("MLflow has had no available replica (or failed its scrape) for 5 minutes. Pipeline"
                            " steps cannot record runs or register versions, the rollout controller cannot move"
                            " weights, and routers keep serving the last versions they loaded.")),
-        alert("FerryServeReplicasUnhealthy", unhealthy, hold="5m", labels={"severity": "ticket", **labels},
+        alert(names.ALERT_SERVE_REPLICAS_UNHEALTHY, unhealthy, hold="5m", labels={"severity": "ticket", **labels},
               summary=("{{ $value }} unhealthy Serve replica(s) of"
                        " {{ $labels.application }}/{{ $labels.deployment }}"),
               description=("Ray Serve has reported {{ $value }} replica(s) of the deployment {{ $labels.deployment }}"

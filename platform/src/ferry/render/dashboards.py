@@ -3,7 +3,7 @@
 Each is a classic (schemaVersion) dashboard JSON model, rendered as text (`dashboard_json`) and as a ConfigMap
 labelled `grafana_dashboard: "1"`, which kube-prometheus-stack's Grafana sidecar loads from every namespace.
 Queries use a `datasource` variable (any Prometheus) and `$__rate_interval`. Every metric they read is in
-`promql.py` and docs/reference/metrics.md.
+the catalogue `ferry.contract.metrics` (documented in docs/reference/metrics.md).
 
 The SDK line pinned here (10.1) still emits a dashboard `style` and a variable `id` that the current
 dashboard schema no longer has; `_encode` drops both so the JSON validates strictly.
@@ -22,6 +22,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import prometheus as pm
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
 
+from ferry.contract import metrics as m
 from ferry.contract import names
 from ferry.render import alerts
 from ferry.render import promql as q
@@ -128,10 +129,11 @@ def model_dashboard(model: ModelSpec) -> Board:
     slo = monitoring.slo
     layout = _Layout()
     mine = q.eq("model", name)
-    requests = q.sel(q.SERVING_REQUESTS, mine)
-    errors = q.sel(q.SERVING_REQUESTS, mine, q.eq("outcome", "server_error"))
-    client_errors = q.sel(q.SERVING_REQUESTS, mine, q.eq("outcome", "client_error"))
-    latency = q.sel(q.SERVING_LATENCY_BUCKET, mine)
+    requests = q.sel(m.SERVING_REQUESTS.series, mine)
+    errors = q.sel(m.SERVING_REQUESTS.series, mine, q.eq("outcome", m.OUTCOME_SERVER_ERROR))
+    client_errors = q.sel(m.SERVING_REQUESTS.series, mine, q.eq("outcome", m.OUTCOME_CLIENT_ERROR))
+    ok = q.sel(m.SERVING_REQUESTS.series, mine, q.eq("outcome", m.OUTCOME_OK))
+    latency = q.sel(m.SERVING_LATENCY.bucket, mine)
     boundary, _ = q.bucket_at_or_above(slo.latency_ms)
 
     def quantile(level: float, by: str = "le") -> str:
@@ -151,8 +153,8 @@ def model_dashboard(model: ModelSpec) -> Board:
         _stat(layout, "Error budget burn (1h)",
               f"How fast the last hour spends the error budget of {alerts.percent(slo.availability)}"
               " availability; 14.4 pages.", "x",
-              [(f"{q.sel(alerts.ERROR_RATIO + '1h', mine)} / {q.number(1 - slo.availability)}", "errors"),
-               (f"{q.sel(alerts.SLOW_RATIO + '1h', mine)} / {q.number(1 - slo.latency_target)}", "latency")],
+              [(f"{q.sel(m.ERROR_RATIO.at('1h'), mine)} / {q.number(1 - slo.availability)}", "errors"),
+               (f"{q.sel(m.SLOW_RATIO.at('1h'), mine)} / {q.number(1 - slo.latency_target)}", "latency")],
               width=12, limit=14.4),
     ]
     speed = [
@@ -164,34 +166,34 @@ def model_dashboard(model: ModelSpec) -> Board:
         _series(layout, f"Requests slower than {q.number(boundary)} ms",
                 f"Share of requests slower than the latency SLO ({alerts.percent(slo.latency_target)} within"
                 f" {q.number(slo.latency_ms)} ms).", "percentunit",
-                [(q.sel(alerts.SLOW_RATIO + "5m", mine), "5m"), (q.sel(alerts.SLOW_RATIO + "1h", mine), "1h")],
+                [(q.sel(m.SLOW_RATIO.at("5m"), mine), "5m"), (q.sel(m.SLOW_RATIO.at("1h"), mine), "1h")],
                 width=24, limit=1 - slo.latency_target),
     ]
     canary = [
         _series(layout, "Challenger weight", "Share of traffic (0-100) the rollout controller gives the challenger.",
-                "percent", [(f"max by (version) ({q.sel(q.ROLLOUT_WEIGHT, mine)})", "v{{version}}")], width=8),
+                "percent", [(f"max by (version) ({q.sel(m.ROLLOUT_WEIGHT.series, mine)})", "v{{version}}")], width=8),
         _series(layout, "Canary decisions", "What the controller decided at each check.", "short",
-                [(f"sum by (action) (increase({q.sel(q.ROLLOUT_DECISIONS, mine)}[{RATE}]))", "{{action}}")],
+                [(f"sum by (action) (increase({q.sel(m.ROLLOUT_DECISIONS.series, mine)}[{RATE}]))", "{{action}}")],
                 width=8, bars=True),
         _series(layout, "Canary checks by verdict", "Checks that passed, failed or were inconclusive.", "short",
-                [(f"sum by (verdict) (increase({q.sel(q.ROLLOUT_CHECKS, mine)}[{RATE}]))", "{{verdict}}")],
+                [(f"sum by (verdict) (increase({q.sel(m.ROLLOUT_CHECKS.series, mine)}[{RATE}]))", "{{verdict}}")],
                 width=8, bars=True),
     ]
     quality = [
         _heatmap(layout, "Score distribution", "Model scores per bucket, all variants.",
-                 f"sum by (le) (increase({q.sel(q.SERVING_SCORE_BUCKET, mine)}[{RATE}]))"),
+                 f"sum by (le) (increase({q.sel(m.SERVING_SCORE_BUCKETS.series, mine)}[{RATE}]))"),
         _series(layout, "Positive rate by variant", "Share of scored rows whose decision was positive.",
                 "percentunit",
-                [(f"sum by (variant) (rate({q.sel(q.SERVING_POSITIVES, mine)}[{RATE}]))"
-                  f" / sum by (variant) (rate({q.sel(q.SERVING_REQUESTS, mine, q.eq('outcome', 'ok'))}[{RATE}]))",
+                [(f"sum by (variant) (rate({q.sel(m.SERVING_POSITIVES.series, mine)}[{RATE}]))"
+                  f" / sum by (variant) (rate({ok}[{RATE}]))",
                   "{{variant}}")]),
         _series(layout, "Input drift (PSI) by feature",
                 f"Population stability index of each feature against the training data; alerts above"
                 f" {q.number(monitoring.drift_psi_alert)} for {monitoring.drift_window}.", "short",
-                [(f"max by (feature) ({q.sel(q.DRIFT_PSI, mine)})", "{{feature}}")],
+                [(f"max by (feature) ({q.sel(m.DRIFT_PSI.series, mine)})", "{{feature}}")],
                 limit=monitoring.drift_psi_alert),
         _stat(layout, "Time since last training", "Age of the serving champion (since its training finished).", "s",
-              [(f"time() - max({q.sel(q.LAST_TRAINED, mine)})", "age")], width=12),
+              [(f"time() - max({q.sel(m.LAST_TRAINED.series, mine)})", "age")], width=12),
     ]
     rows: list[tuple[str, list[Any]]] = [("Traffic and errors", traffic), ("Latency", speed), ("Canary", canary),
                                          ("Model", quality)]
@@ -203,17 +205,17 @@ def model_dashboard(model: ModelSpec) -> Board:
 
 def pipelines_dashboard() -> Board:
     layout = _Layout()
-    runs = q.sel(q.ARGO_TEMPLATE_RUNS, q.regex("name", ".+-pipeline"))
-    failed = q.sel(q.ARGO_TEMPLATE_RUNS, q.regex("name", ".+-pipeline"), q.regex("phase", q.FAILED_PHASES))
-    runtime = q.sel(q.ARGO_TEMPLATE_RUNTIME_BUCKET, q.regex("name", ".+-pipeline"))
-    local_failed = q.sel(q.PIPELINE_RUNS, q.regex("phase", q.FAILED_PHASES))
+    runs = q.sel(m.ARGO_TEMPLATE_RUNS.series, q.regex("name", ".+-pipeline"))
+    failed = q.sel(m.ARGO_TEMPLATE_RUNS.series, q.regex("name", ".+-pipeline"), q.regex("phase", m.FAILED_PHASES))
+    runtime = q.sel(m.ARGO_TEMPLATE_RUNTIME.bucket, q.regex("name", ".+-pipeline"))
+    local_failed = q.sel(m.PIPELINE_RUNS.series, q.regex("phase", m.FAILED_PHASES))
     cluster = [
         _series(layout, "Pipeline runs by phase", "Runs of each model's WorkflowTemplate entering each phase.",
                 "short", [(f"sum by (name, phase) (increase({runs}[{RATE}]))", "{{name}} {{phase}}")], bars=True),
         _stat(layout, "Failed runs (24h)", "Runs that ended Failed or Error in the last day.", "short",
               [(f"sum by (name) (increase({failed}[1d]))", "{{name}}")], limit=1),
         _stat(layout, "Workflows by phase", "Workflows the controller holds now.", "short",
-              [(f"sum by (phase) ({q.sel(q.ARGO_WORKFLOWS_BY_PHASE)})", "{{phase}}")]),
+              [(f"sum by (phase) ({q.sel(m.ARGO_WORKFLOWS_BY_PHASE.series)})", "{{phase}}")]),
         _series(layout, "Run time p50 / p95 (1d)", "Time from Running to done, per pipeline.", "s",
                 [(f"histogram_quantile(0.5, sum by (le, name) (rate({runtime}[1d])))", "p50 {{name}}"),
                  (f"histogram_quantile(0.95, sum by (le, name) (rate({runtime}[1d])))", "p95 {{name}}")],
@@ -221,14 +223,14 @@ def pipelines_dashboard() -> Board:
     ]
     local = [
         _series(layout, "Local runs by phase", "`ferry up` runs by model and phase (local mode).", "short",
-                [(f"sum by (model, phase) (increase({q.sel(q.PIPELINE_RUNS)}[{RATE}]))", "{{model}} {{phase}}")],
+                [(f"sum by (model, phase) (increase({q.sel(m.PIPELINE_RUNS.series)}[{RATE}]))", "{{model}} {{phase}}")],
                 bars=True),
         _stat(layout, "Failed local runs (24h)", "Local runs that ended Failed or Error in the last day.", "short",
               [(f"sum by (model) (increase({local_failed}[1d]))", "{{model}}")], width=12, limit=1),
     ]
     freshness = [
         _series(layout, "Model age", "Time since each model's serving champion finished training.", "s",
-                [(f"time() - max by (model) ({q.sel(q.LAST_TRAINED)})", "{{model}}")], width=24),
+                [(f"time() - max by (model) ({q.sel(m.LAST_TRAINED.series)})", "{{model}}")], width=24),
     ]
     rows: list[tuple[str, list[Any]]] = [("Argo Workflows", cluster), ("Local runner", local), ("Freshness", freshness)]
     return _dashboard(PIPELINES_UID, "ferry / pipelines", "Training pipelines of every model: runs, failures,"
@@ -237,36 +239,37 @@ def pipelines_dashboard() -> Board:
 
 def platform_dashboard() -> Board:
     layout = _Layout()
-    ray_up = q.sel(q.UP, q.eq("job", alerts.RAY_JOB))
-    http = q.sel(q.SERVE_HTTP_LATENCY_BUCKET)
+    ray_up = q.sel(m.UP.series, q.eq("job", m.JOB_RAY))
+    http = q.sel(m.SERVE_HTTP_LATENCY.bucket)
     ray = [
         _stat(layout, "Ray scrape targets up", "Ray metrics endpoints Prometheus reaches, by node type.", "short",
-              [(f"sum by ({alerts.RAY_NODE_TYPE}, ferry_model) ({ray_up})", "{{ferry_model}} {{ray_node_type}}")],
+              [(f"sum by ({m.TARGET_NODE_TYPE}, {m.TARGET_MODEL}) ({ray_up})", "{{ferry_model}} {{ray_node_type}}")],
               width=8),
         _series(layout, "Healthy Serve replicas", "Replicas Ray Serve reports healthy, by application.", "short",
-                [(f"sum by (application, deployment) ({q.sel(q.SERVE_REPLICA_HEALTHY)})",
+                [(f"sum by (application, deployment) ({q.sel(m.SERVE_REPLICA_HEALTHY.series)})",
                   "{{application}}/{{deployment}}")], width=8),
         _series(layout, "Target Serve replicas", "Replicas the Serve autoscaler is aiming for.", "short",
-                [(f"max by (application, deployment) ({q.sel(q.SERVE_TARGET_REPLICAS)})",
+                [(f"max by (application, deployment) ({q.sel(m.SERVE_TARGET_REPLICAS.series)})",
                   "{{application}}/{{deployment}}")], width=8),
     ]
     serve = [
         _series(layout, "HTTP requests by status", "Requests through the Serve proxies.", "reqps",
-                [(f"sum by (application, status_code) (rate({q.sel(q.SERVE_HTTP_REQUESTS)}[{RATE}]))",
+                [(f"sum by (application, status_code) (rate({q.sel(m.SERVE_HTTP_REQUESTS.series)}[{RATE}]))",
                   "{{application}} {{status_code}}")], width=8),
         _series(layout, "HTTP errors by code", "Errored responses of the Serve proxies.", "reqps",
-                [(f"sum by (application, error_code) (rate({q.sel(q.SERVE_HTTP_ERRORS)}[{RATE}]))",
+                [(f"sum by (application, error_code) (rate({q.sel(m.SERVE_HTTP_ERRORS.series)}[{RATE}]))",
                   "{{application}} {{error_code}}")], width=8),
         _series(layout, "HTTP latency p99", "End-to-end latency at the Serve proxies.", "ms",
                 [(f"histogram_quantile(0.99, sum by (le, application) (rate({http}[{RATE}])))",
                   "{{application}}")], width=8),
     ]
-    available = q.sel(q.KUBE_DEPLOYMENT_AVAILABLE, q.eq("namespace", alerts.MLFLOW_NAMESPACE),
+    available = q.sel(m.KUBE_DEPLOYMENT_AVAILABLE.series, q.eq("namespace", alerts.MLFLOW_NAMESPACE),
                       q.eq("deployment", alerts.MLFLOW_DEPLOYMENT))
-    firing = q.sel(q.ALERTS, q.eq("alertstate", "firing"), q.regex("team", ".+"))
+    mlflow_up = q.sel(m.UP.series, q.eq("job", m.JOB_MLFLOW))
+    firing = q.sel(m.ALERTS.series, q.eq("alertstate", "firing"), q.regex("team", ".+"))
     services = [
         _stat(layout, "MLflow replicas available", "kube-state-metrics on a cluster; `up` where MLflow is scraped.",
-              "short", [(f"sum({available})", "available"), (f"sum({q.sel(q.UP, q.eq('job', 'mlflow'))})", "up")],
+              "short", [(f"sum({available})", "available"), (f"sum({mlflow_up})", "up")],
               width=8),
         _series(layout, "Firing ferry alerts", "Alerts with a team label, by alert and severity.", "short",
                 [(f"sum by (alertname, severity) ({firing})", "{{alertname}} {{severity}}")], width=16),

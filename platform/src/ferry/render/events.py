@@ -39,7 +39,6 @@ EVENT_BUS = "default"  # the name EventSources and Sensors use when they name no
 WEBHOOK_PORT = 12000
 WEBHOOK_ENDPOINT = "/alertmanager"
 SENSOR_SERVICE_ACCOUNT = "ferry-retrain-sensor"
-DRIFT_ALERT = "FerryModelDriftHigh"
 DEPENDENCY = "drift"
 RETRAINS_PER_HOUR = 1
 JETSTREAM_VERSION = "latest"  # resolved by the Argo Events controller's configmap (chart 2.4.x)
@@ -108,22 +107,23 @@ def event_bus(profile: EnvProfile) -> dict[str, Any]:
 
 def retraining_workflow(model: str, profile: EnvProfile, spec_hash: str) -> dict[str, Any]:
     """What the Sensor creates: a new run of the model's WorkflowTemplate, so every step runs again."""
-    labels = {**names.labels(model, "pipeline-run", spec_hash), names.LABEL_TRIGGER: "drift"}
+    labels = {**names.labels(model, "pipeline-run", spec_hash), names.LABEL_TRIGGER: names.TRIGGER_DRIFT}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
-        "metadata": {"generateName": names.retrain_workflow_prefix(model, "drift"), "namespace": profile.namespace,
-                     "labels": labels, "annotations": {f"{names.DOMAIN}/reason": f"{DRIFT_ALERT} for {model}"}},
+        "metadata": {"generateName": names.retrain_workflow_prefix(model, names.TRIGGER_DRIFT),
+                     "namespace": profile.namespace, "labels": labels,
+                     "annotations": {names.ANNOTATION_REASON: f"{names.ALERT_DRIFT_HIGH} for {model}"}},
         "spec": {
             "workflowTemplateRef": {"name": names.workflow_template_name(model)},
-            "arguments": {"parameters": [{"name": "spec-hash", "value": spec_hash},
-                                         {"name": "trigger", "value": "drift"}]},
+            "arguments": {"parameters": [{"name": names.PARAM_SPEC_HASH, "value": spec_hash},
+                                         {"name": names.PARAM_TRIGGER, "value": names.TRIGGER_DRIFT}]},
         },
     }
 
 
 def _filters(model: str) -> list[dict[str, Any]]:
-    wanted = (("body.status", "firing"), ("body.commonLabels.alertname", DRIFT_ALERT),
+    wanted = (("body.status", "firing"), ("body.commonLabels.alertname", names.ALERT_DRIFT_HIGH),
               ("body.commonLabels.model", model))
     return [{"path": path, "type": "string", "value": [value]} for path, value in wanted]
 
@@ -131,9 +131,10 @@ def _filters(model: str) -> list[dict[str, Any]]:
 def retrain_sensor(model: str, profile: EnvProfile, spec_hash: str) -> dict[str, Any]:
     """Per model: a firing drift alert for this model creates one retraining Workflow (at most hourly)."""
     reason = {"src": {"dependencyName": DEPENDENCY, "dataTemplate":
-                      f"{DRIFT_ALERT} firing for {model} (Alertmanager group {{{{ .Input.body.groupKey }}}})"},
+                      f"{names.ALERT_DRIFT_HIGH} firing for {model}"
+                      " (Alertmanager group {{ .Input.body.groupKey }})"},
               # sjson path: the dot inside the annotation key is escaped
-              "dest": f"metadata.annotations.{names.DOMAIN.replace('.', chr(92) + '.')}/reason"}
+              "dest": f"metadata.annotations.{names.ANNOTATION_REASON.replace('.', chr(92) + '.')}"}
     return {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Sensor",

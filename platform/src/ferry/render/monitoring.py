@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ferry.contract import names
+from ferry.contract import metrics, names
 from ferry.render import alerting, alerts, dashboards
 from ferry.render.profiles import PROFILES, EnvProfile
 from ferry.render.yamlout import dump_yaml
@@ -49,9 +49,9 @@ def prometheus_rule(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
 def pod_monitor(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     name = model.metadata.name
     relabelings = [
-        {"targetLabel": "job", "replacement": alerts.RAY_JOB},
-        {"sourceLabels": ["__meta_kubernetes_pod_label_ray_io_node_type"], "targetLabel": alerts.RAY_NODE_TYPE},
-        {"sourceLabels": ["__meta_kubernetes_pod_label_ferry_dev_model"], "targetLabel": "ferry_model"},
+        {"targetLabel": "job", "replacement": metrics.JOB_RAY},
+        {"sourceLabels": ["__meta_kubernetes_pod_label_ray_io_node_type"], "targetLabel": metrics.TARGET_NODE_TYPE},
+        {"sourceLabels": ["__meta_kubernetes_pod_label_ferry_dev_model"], "targetLabel": metrics.TARGET_MODEL},
     ]
     return {
         "apiVersion": "monitoring.coreos.com/v1",

@@ -19,7 +19,7 @@ HEAD_MEMORY = "2Gi"
 def step_entrypoint(step: str, profile: EnvProfile, model: str) -> str:
     """The command KubeRay runs on the head (and the local runner submits to the local head)."""
     args = ["ferry", "step", step, "--spec", profile.spec_path(model),
-            "--run", "{{workflow.name}}", "--expect-hash", "{{workflow.parameters.spec-hash}}"]
+            "--run", "{{workflow.name}}", "--expect-hash", names.workflow_parameter(names.PARAM_SPEC_HASH)]
     return " ".join(shlex.quote(arg) if "{{" not in arg else arg for arg in args)
 
 
@@ -27,7 +27,7 @@ def worker_shape(model: ModelSpec, step: str) -> tuple[int, float, float, str]:
     """(replicas, cpus, gpus, memory) per worker pod for a step."""
     training = model.spec.training
     res = training.resources
-    if step == "tune" and training.tune:
+    if step == names.STEP_TUNE and training.tune:
         tune = training.tune
         return tune.max_concurrent, tune.cpus_per_trial, tune.gpus_per_trial, res.memory_per_worker
     return res.workers, res.cpus_per_worker, res.gpus_per_worker, res.memory_per_worker

@@ -18,28 +18,21 @@ from ferry.render.rayjob import rayjob
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.models import ModelSpec
 
-EXIT_TRANSIENT = 75  # EX_TEMPFAIL: a step says "retry me" (e.g. MLflow briefly unreachable)
-# Why a run exists, as the Workflow argument `trigger` and (labelsFrom) the label ferry.dev/trigger. A new
-# run name is what forces a new training: steps find their results by workflow name, so a retraining run of an
-# already registered spec hash trains, evaluates and registers again and then goes through the canary.
-TRIGGERS = ("spec", "schedule", "drift", "manual")
+# Why a run exists (names.TRIGGERS), as the Workflow argument `trigger` and (labelsFrom) the label
+# ferry.dev/trigger. A new run name is what forces a new training: steps find their results by workflow name,
+# so a retraining run of an already registered spec hash trains, evaluates and registers again and then goes
+# through the canary.
 STEP_CPU, STEP_MEMORY = 0.5, "1Gi"
-
-# What a person reads in the Argo UI for each step, written by the step to $FERRY_OUTPUTS_DIR/<name>.
-STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "data": ("mlflow-run", "dataset-digest", "rows"),
-    "evaluate": ("mlflow-run", "passed", "reason", "auc-roc", "average-precision", "card-precision-at-100"),
-    "register": ("model-version", "model-uri"),
-    "rollout": ("decision", "reason"),
-}
+# Argo runs dependents of a skipped task, so every gated step carries the evaluation's verdict as its `when`.
+PASSED_WHEN = "{{tasks." + names.STEP_EVALUATE + ".outputs.parameters." + names.OUTPUT_PASSED + "}} == true"
 
 
 def _retry_container() -> m.RetryStrategy:
-    # Retry a pod that errored (evicted, node lost) or a step that exited 75; a real failure is final.
+    # Retry a pod that errored (evicted, node lost) or a step that exited EXIT_TRANSIENT; a real failure is final.
     return m.RetryStrategy(
         limit="3",
         retry_policy="Always",
-        expression=f'lastRetry.status == "Error" || asInt(lastRetry.exitCode) == {EXIT_TRANSIENT}',
+        expression=f'lastRetry.status == "Error" || asInt(lastRetry.exitCode) == {names.EXIT_TRANSIENT}',
         backoff=m.Backoff(duration="10s", factor="2", max_duration="5m"),
     )
 
@@ -56,12 +49,12 @@ def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Contain
         image=profile.image,
         command=["ferry", "step", step],
         args=["--spec", profile.spec_path(name), "--run", "{{workflow.name}}",
-              "--expect-hash", "{{workflow.parameters.spec-hash}}"],
+              "--expect-hash", names.workflow_parameter(names.PARAM_SPEC_HASH)],
         env=[m.EnvVar(name=e["name"], value=e["value"]) for e in pods.env_vars(profile)],
         resources=m.ResourceRequirements(**pods.resources(STEP_CPU, STEP_MEMORY)),
         security_context=m.SecurityContext(**_snake(pods.container_security())),
         volume_mounts=[m.VolumeMount(**_snake(v)) for v in pods.volume_mounts(profile)],
-        outputs=[_output(step, out, profile) for out in STEP_OUTPUTS.get(step, ())],
+        outputs=[_output(step, out, profile) for out in names.STEP_OUTPUTS.get(step, ())],
         retry_strategy=_retry_container(),
         labels={names.LABEL_STEP: step},
     )
@@ -98,11 +91,10 @@ def _snake(camel: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dag(templates: dict[str, Any], has_tune: bool) -> DAG:
-    order = [step for step in names.STEPS if has_tune or step != "tune"]
+    order = [step for step in names.STEPS if has_tune or step != names.STEP_TUNE]
     tasks: list[Task | m.DAGTask] = []
     for previous, step in zip([None, *order], order, strict=False):
-        # Argo runs dependents of a skipped task, so rollout carries the same condition as register.
-        when = "{{tasks.evaluate.outputs.parameters.passed}} == true" if step in ("register", "rollout") else None
+        when = PASSED_WHEN if step in names.GATED_STEPS else None
         tasks.append(Task(name=step, template=templates[step], when=when,
                           dependencies=[previous] if previous else None))
     return DAG(name="pipeline", tasks=tasks)
@@ -112,9 +104,9 @@ def workflow_template(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> 
     name = model.metadata.name
     has_tune = model.spec.training.tune is not None
     templates: dict[str, Any] = {step: _step_container(step, model, profile)
-                                 for step in ("data", "evaluate", "register", "rollout")}
+                                 for step in names.CONTAINER_STEPS}
     for step in names.RAY_STEPS:
-        if step == "train" or has_tune:
+        if step == names.STEP_TRAIN or has_tune:
             templates[step] = _ray_step(step, model, profile, spec_hash)
     ordered = [templates[s] for s in names.STEPS if s in templates]
     wt = WorkflowTemplate(
@@ -123,11 +115,12 @@ def workflow_template(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> 
         labels=names.labels(name, "pipeline"),
         annotations={"workflows.argoproj.io/description": f"Train, evaluate, register and roll out {name}."},
         entrypoint="pipeline",
-        arguments=[Parameter(name="spec-hash", value=spec_hash, description="Hash of the training fields."),
-                   Parameter(name="trigger", value="spec", enum=list(TRIGGERS),
+        arguments=[Parameter(name=names.PARAM_SPEC_HASH, value=spec_hash, description="Hash of the training fields."),
+                   Parameter(name=names.PARAM_TRIGGER, value=names.TRIGGER_SPEC, enum=list(names.TRIGGERS),
                              description="Why this run exists: spec (a new spec hash), schedule, drift, manual.")],
         workflow_metadata=m.WorkflowMetadata(
-            labelsFrom={names.LABEL_TRIGGER: m.LabelValueFrom(expression="workflow.parameters.trigger")}),
+            labelsFrom={names.LABEL_TRIGGER: m.LabelValueFrom(
+                expression=f"workflow.parameters.{names.PARAM_TRIGGER}")}),
         service_account_name=profile.service_account,
         security_context=m.PodSecurityContext(**_snake(pods.pod_security())),
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=names.mutex_name(name))]),
@@ -159,7 +152,7 @@ def workflow(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> dict[str,
         },
         "spec": {
             "workflowTemplateRef": {"name": names.workflow_template_name(name)},
-            "arguments": {"parameters": [{"name": "spec-hash", "value": spec_hash}]},
+            "arguments": {"parameters": [{"name": names.PARAM_SPEC_HASH, "value": spec_hash}]},
         },
     }
 
@@ -183,8 +176,8 @@ def cron_workflow(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> dict
             "workflowMetadata": {"labels": names.labels(name, "pipeline-run", spec_hash)},
             "workflowSpec": {
                 "workflowTemplateRef": {"name": names.workflow_template_name(name)},
-                "arguments": {"parameters": [{"name": "spec-hash", "value": spec_hash},
-                                             {"name": "trigger", "value": "schedule"}]},
+                "arguments": {"parameters": [{"name": names.PARAM_SPEC_HASH, "value": spec_hash},
+                                             {"name": names.PARAM_TRIGGER, "value": names.TRIGGER_SCHEDULE}]},
             },
         },
     }

@@ -17,7 +17,6 @@ from ferry.contract import names
 from ferry.rollout.policy import Action
 
 Write = Callable[..., Any]
-CHECK_TAG_PREFIX = "ferry.rollout.check."  # one JSON record per check: ferry.rollout.check.001, .002, ...
 
 
 def _direct(fn: Callable[..., Any], *args: Any) -> Any:
@@ -33,16 +32,16 @@ def promote(registry: Registry, model: str, version: str, old: str | None, reaso
     write(registry.set_alias, model, names.ALIAS_CHAMPION, version)
     write(registry.delete_alias, model, names.ALIAS_CHALLENGER)
     write(registry.tag_version, model, version, {
-        names.TAG_ROLLOUT_STATE: "promoted", names.TAG_ROLLOUT_WEIGHT: 100, names.TAG_ROLLOUT_REASON: reason})
+        names.TAG_ROLLOUT_STATE: names.STATE_PROMOTED, names.TAG_ROLLOUT_WEIGHT: 100, names.TAG_ROLLOUT_REASON: reason})
     if old is not None and old != version:
-        write(registry.tag_version, model, old, {names.TAG_ROLLOUT_STATE: "retired"})
+        write(registry.tag_version, model, old, {names.TAG_ROLLOUT_STATE: names.STATE_RETIRED})
 
 
 def rollback(registry: Registry, model: str, version: str, reason: str, write: Write = _direct) -> None:
     write(registry.tag_version, model, version, {names.TAG_ROLLOUT_WEIGHT: 0})
     write(registry.delete_alias, model, names.ALIAS_CHALLENGER)
     write(registry.tag_version, model, version,
-          {names.TAG_ROLLOUT_STATE: "rolled-back", names.TAG_ROLLOUT_REASON: reason})
+          {names.TAG_ROLLOUT_STATE: names.STATE_ROLLED_BACK, names.TAG_ROLLOUT_REASON: reason})
 
 
 def partial_state(action: Action, model: str, version: str, old: str | None, landed: int) -> str:
@@ -108,7 +107,7 @@ def status(registry: Registry, model: str, version: str | None = None) -> Rollou
         return RolloutStatus(view, None)
     tags = dict(registry.client.get_model_version(name, version).tags)
     checks = tuple((key.rsplit(".", 1)[-1], _record(value)) for key, value in sorted(tags.items())
-                   if key.startswith(CHECK_TAG_PREFIX))
+                   if key.startswith(names.TAG_ROLLOUT_CHECK_PREFIX))
     return RolloutStatus(view, version, tags.get(names.TAG_ROLLOUT_STATE, "-"),
                          tags.get(names.TAG_ROLLOUT_REASON, "-"), tags.get(names.TAG_ROLLOUT_WEIGHT, "-"), checks)
 

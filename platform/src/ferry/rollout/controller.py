@@ -148,7 +148,7 @@ class Controller:
                 decision = self._advance(version, state, decision)
             if result.verdict is not Verdict.STALE or decision.action is not Action.HOLD:
                 checks += 1
-                self.pending[f"{actions.CHECK_TAG_PREFIX}{checks:03d}"] = json.dumps(
+                self.pending[f"{names.TAG_ROLLOUT_CHECK_PREFIX}{checks:03d}"] = json.dumps(
                     check_record(result, decision, since, self.clock.time()), sort_keys=True)
             self.metrics.check(self.model, version, result, decision)
             state = decision.state
@@ -182,7 +182,7 @@ class Controller:
         deadline = self.clock.now() + self.registry_timeout_s
         try:
             self._persist(deadline, "starting the canary", self.registry.tag_version, self.model, version,
-                          {names.TAG_ROLLOUT_STATE: "canary", names.TAG_ROLLOUT_WEIGHT: weight})
+                          {names.TAG_ROLLOUT_STATE: names.STATE_CANARY, names.TAG_ROLLOUT_WEIGHT: weight})
             self._persist(deadline, "naming the challenger", self.registry.set_alias, self.model,
                           names.ALIAS_CHALLENGER, version)
         except _GaveUp as exc:

@@ -6,29 +6,30 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from ferry.contract import metrics as m
+
 if TYPE_CHECKING:
     from ferry.rollout.policy import CheckResult, Decision
 
 
 class RolloutMetrics:
+    """The catalogue's rollout section (`ferry.contract.metrics.ROLLOUT`), in a registry of its own."""
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        labels = ["model", "version"]
-        self.checks = Counter("ferry_rollout_checks_total", "Canary checks by verdict.", [*labels, "verdict"],
-                              registry=self.registry)
-        self.decisions = Counter("ferry_rollout_decisions_total", "Canary decisions by action.",
-                                 [*labels, "action"], registry=self.registry)
-        self.weights = Gauge("ferry_rollout_weight", "Challenger traffic weight (0-100).", labels,
-                             registry=self.registry)
-        self.deltas = Gauge("ferry_rollout_error_rate_delta", "Challenger minus champion error rate.", labels,
-                            registry=self.registry)
-        self.p_values = Gauge("ferry_rollout_error_p_value", "p-value of the error-rate test.", labels,
-                              registry=self.registry)
-        self.uppers = Gauge("ferry_rollout_error_rate_upper_bound",
-                            "Upper confidence bound of challenger minus champion error rate (promotion needs it "
-                            "under max_error_rate_delta).", labels, registry=self.registry)
-        self.psis = Gauge("ferry_rollout_score_psi", "PSI between the variants' score histograms in this step.",
-                          labels, registry=self.registry)
+        self.checks = self._counter(m.ROLLOUT_CHECKS)
+        self.decisions = self._counter(m.ROLLOUT_DECISIONS)
+        self.weights = self._gauge(m.ROLLOUT_WEIGHT)
+        self.deltas = self._gauge(m.ROLLOUT_ERROR_RATE_DELTA)
+        self.p_values = self._gauge(m.ROLLOUT_ERROR_P_VALUE)
+        self.uppers = self._gauge(m.ROLLOUT_ERROR_RATE_UPPER_BOUND)
+        self.psis = self._gauge(m.ROLLOUT_SCORE_PSI)
+
+    def _counter(self, metric: m.Metric) -> Counter:
+        return Counter(metric.name, metric.help, metric.label_names, registry=self.registry)
+
+    def _gauge(self, metric: m.Metric) -> Gauge:
+        return Gauge(metric.name, metric.help, metric.label_names, registry=self.registry)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -17,10 +17,10 @@ import math
 from collections import defaultdict
 
 from ferry.adapters.prometheus import Prometheus
+from ferry.contract import metrics as m
 from ferry.rollout.policy import Observation, VariantStats
 
-PREFIX = "ray_ferry_serving_"  # Ray's exporter prefixes application metrics with `ray_`
-OK, SERVER_ERROR = "ok", "server_error"
+OK, SERVER_ERROR = m.OUTCOME_OK, m.OUTCOME_SERVER_ERROR
 
 
 def _selector(model: str, versions: tuple[str, str]) -> str:
@@ -34,7 +34,7 @@ def since_start(series: str, since_unix: float) -> str:
 
 def requests_by_version(prom: Prometheus, model: str, versions: tuple[str, str],
                         since_unix: float) -> dict[str, dict[str, float]]:
-    series = f"{PREFIX}requests_total{{{_selector(model, versions)}}}"
+    series = f"{m.SERVING_REQUESTS.series}{{{_selector(model, versions)}}}"
     counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for labels, value in prom.vector(f"sum by (version, outcome) ({since_start(series, since_unix)})"):
         if not math.isnan(value):
@@ -43,14 +43,14 @@ def requests_by_version(prom: Prometheus, model: str, versions: tuple[str, str],
 
 
 def p99_by_version(prom: Prometheus, model: str, versions: tuple[str, str], since_unix: float) -> dict[str, float]:
-    series = f"{PREFIX}latency_ms_bucket{{{_selector(model, versions)}}}"
+    series = f"{m.SERVING_LATENCY.bucket}{{{_selector(model, versions)}}}"
     query = f"histogram_quantile(0.99, sum by (le, version) ({since_start(series, since_unix)}))"
     return {labels.get("version", ""): value for labels, value in prom.vector(query) if not math.isnan(value)}
 
 
 def score_histograms(prom: Prometheus, model: str, versions: tuple[str, str],
                      since_unix: float) -> dict[str, tuple[float, ...]]:
-    series = f"{PREFIX}score_bucket_total{{{_selector(model, versions)}}}"
+    series = f"{m.SERVING_SCORE_BUCKETS.series}{{{_selector(model, versions)}}}"
     cumulative: dict[str, dict[float, float]] = defaultdict(dict)
     for labels, value in prom.vector(f"sum by (le, version) ({since_start(series, since_unix)})"):
         cumulative[labels.get("version", "")][float(labels["le"])] = value

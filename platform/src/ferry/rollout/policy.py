@@ -22,14 +22,15 @@ empty data).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from statistics import NormalDist
 
+from ferry.contract import metrics
+from ferry.contract.durations import parse_duration_s
+from ferry.contract.psi import psi
 from ferry.spec.models import Analysis, RolloutSpec
 
-PSI_EPSILON = 1e-4
 PSI_NOISE_QUANTILE = 0.999  # a healthy challenger's PSI stays under the noise bound in 999 checks of 1000
 # The chi-square approximation is thin-tailed for sparse bins (a bin empty on one side meets PSI's epsilon
 # floor): by simulation with 12-20 bins, 150-1000 rows, the true 99.9 % quantile is up to 1.57 × it.
@@ -37,17 +38,17 @@ PSI_SPARSE_FACTOR = 1.6
 
 
 class Verdict(StrEnum):
-    PASS = "pass"  # noqa: S105 - a verdict, not a password
-    FAIL = "fail"
-    INCONCLUSIVE = "inconclusive"
-    STALE = "stale"
+    PASS = metrics.VERDICT_PASS
+    FAIL = metrics.VERDICT_FAIL
+    INCONCLUSIVE = metrics.VERDICT_INCONCLUSIVE
+    STALE = metrics.VERDICT_STALE
 
 
 class Action(StrEnum):
-    ADVANCE = "advance"
-    HOLD = "hold"
-    PROMOTE = "promote"
-    ROLLBACK = "rollback"
+    ADVANCE = metrics.ACTION_ADVANCE
+    HOLD = metrics.ACTION_HOLD
+    PROMOTE = metrics.ACTION_PROMOTE
+    ROLLBACK = metrics.ACTION_ROLLBACK
 
 
 @dataclass(frozen=True)
@@ -229,19 +230,3 @@ def staleness(result: CheckResult, state: RolloutState) -> CheckResult:
         return replace(result, verdict=Verdict.STALE, reasons=("no new data since the last check",))
     return result
 
-
-def parse_duration_s(text: str) -> float:
-    value, unit = int(text.rstrip("mshd")), text.lstrip("0123456789")
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-
-
-def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
-    """Population stability index between two histograms over the same bins (counts or shares)."""
-    total_e, total_a = sum(expected), sum(actual)
-    if total_e <= 0 or total_a <= 0:
-        return 0.0
-    value = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        share_e, share_a = max(e / total_e, PSI_EPSILON), max(a / total_a, PSI_EPSILON)
-        value += (share_a - share_e) * math.log(share_a / share_e)
-    return value

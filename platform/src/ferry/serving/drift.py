@@ -2,12 +2,9 @@
 
 Every scored batch adds its rows to a sliding window (`monitoring.drift_window`), binned against the cut
 points stored with the champion version (`ferry.stats.reference`). A background thread, every
-`publish_interval_s`, sums the window and exports
-
-    ray_ferry_drift_psi{model,feature}                         gauge; feature="score" for the champion's score
-    ray_ferry_model_last_trained_timestamp_seconds{model}      gauge; when the champion's training finished
-
-(`ray_` is added by Ray's exporter, as for `ferry.serving.metrics`). The same thread notices a new
+`publish_interval_s`, sums the window and exports the gauges `ferry.contract.metrics.DRIFT_PSI`
+(`{model,feature}`, feature="score" for the champion's score) and `LAST_TRAINED` (`{model}`, when the
+champion's training finished); Ray's exporter adds `ray_`, as for `ferry.serving.metrics`. The same thread notices a new
 champion, downloads its reference and training time from the registry and starts a fresh window: counts
 binned against one version's cut points mean nothing against another's.
 
@@ -33,13 +30,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from ferry.adapters.registry import VersionFacts
+from ferry.contract import metrics as m
+from ferry.contract.psi import psi
 from ferry.serving.watcher import LOGGER_NAME, BackgroundLoop
-from ferry.stats.reference import SCORE, Reference, bin_index, psi
+from ferry.stats.reference import SCORE, Reference, bin_index
 
 logger = logging.getLogger(LOGGER_NAME)
 
-DRIFT_PSI = "ferry_drift_psi"
-LAST_TRAINED = "ferry_model_last_trained_timestamp_seconds"
 SLOTS = 12
 MIN_ROWS = 200
 MIN_PUBLISH_S, MAX_PUBLISH_S = 1.0, 15.0
@@ -59,12 +56,12 @@ class RayDriftGauges:
     def __init__(self, model: str) -> None:
         from ray.serve import metrics
 
-        keys: Any = ("model", "feature")
+        def gauge(metric: m.Metric) -> Any:
+            keys: Any = metric.label_names  # Ray's stubs type tag_keys as a 1-tuple
+            return metrics.Gauge(metric.name, metric.help, tag_keys=keys)
+
         self.model = model
-        self._psi = metrics.Gauge(DRIFT_PSI, "PSI of live traffic against the champion's training data.",
-                                  tag_keys=keys)
-        self._trained = metrics.Gauge(LAST_TRAINED, "Unix time the champion's training finished.",
-                                      tag_keys=("model",))
+        self._psi, self._trained = gauge(m.DRIFT_PSI), gauge(m.LAST_TRAINED)
 
     def psi(self, feature: str, value: float) -> None:
         self._psi.set(value, tags={"model": self.model, "feature": feature})

@@ -27,10 +27,9 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ferry.contract.names import TAG_FAULT_ERROR_RATE, TAG_FAULT_LATENCY_MS
 from ferry.serving.schemas import Prediction
 
-TAG_ERROR_RATE = "ferry.fault.error_rate"
-TAG_LATENCY_MS = "ferry.fault.latency_ms"
 MAX_LATENCY_MS = 60_000.0
 
 ReadTags = Callable[[str], Mapping[str, str]]
@@ -51,7 +50,8 @@ class Fault:
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> Fault | None:
-        fault = cls(_number(tags.get(TAG_ERROR_RATE), 1.0), _number(tags.get(TAG_LATENCY_MS), MAX_LATENCY_MS))
+        fault = cls(_number(tags.get(TAG_FAULT_ERROR_RATE), 1.0),
+                    _number(tags.get(TAG_FAULT_LATENCY_MS), MAX_LATENCY_MS))
         return fault if fault.error_rate > 0 or fault.latency_ms > 0 else None
 
 

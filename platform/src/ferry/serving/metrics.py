@@ -1,19 +1,11 @@
 """Serving metrics, recorded through `ray.serve.metrics` so Ray exports them on its metrics endpoint.
 
-Ray adds the `deployment`, `replica` and `application` labels itself; ferry adds `model`, `version` and
-`variant` (champion | challenger | none, the latter for requests rejected before routing), and
-`outcome` (ok | client_error | server_error) on the request counter. Ray's exporter prefixes every
-application metric with `ray_`, so Prometheus sees:
-
-    ray_ferry_serving_requests_total{model,version,variant,outcome}          counter, one per scored row
-                                                                             (a rejected request counts once)
-    ray_ferry_serving_latency_ms_bucket|_sum|_count{model,version,variant}  histogram, per HTTP request
-    ray_ferry_serving_score_bucket_total{model,version,variant,le}          scored rows with score <= le
-    ray_ferry_serving_predicted_positive_total{model,version,variant}       counter of decision == true
-
-The positive rate is `rate(..._predicted_positive_total) / rate(..._requests_total{outcome="ok"})`.
-The canary controller compares these per variant; the score buckets' fixed boundaries are what its
-PSI is computed over, so they must not change between versions.
+Their names, labels, help texts and boundaries are the catalogue's (`ferry.contract.metrics`, section
+SERVING): the request counter (one per scored row; a rejected request counts once), the latency histogram
+(per HTTP request), the score buckets and the positive-decision counter. Ray adds the `deployment`,
+`replica` and `application` labels itself and prefixes every application metric with `ray_`. The canary
+controller compares these per variant; the score buckets' fixed boundaries are what its PSI is computed
+over, so they must not change between versions.
 
 The score distribution is a histogram's bucket series kept as one counter per `le` (cumulative, `+Inf`
 included), so `histogram_quantile` and heatmaps read it as they read any `_bucket`. Not a Ray Histogram:
@@ -36,23 +28,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ferry.contract import metrics as m
+from ferry.contract.metrics import SCORE_BOUNDARIES, SCORE_LE
 from ferry.serving.watcher import LOGGER_NAME, BackgroundLoop
 
-REQUESTS = "ferry_serving_requests_total"
-LATENCY = "ferry_serving_latency_ms"
-SCORE_BUCKETS = "ferry_serving_score_bucket_total"
-POSITIVES = "ferry_serving_predicted_positive_total"
-EXPORT_PREFIX = "ray_"
-
-LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000,
-                         5000, 10000]
-SCORE_BOUNDARIES = [round(i / 20, 2) for i in range(1, 20)]  # 0.05 … 0.95; +Inf catches 1.0
-SCORE_LE = [*(f"{b:g}" for b in SCORE_BOUNDARIES), "+Inf"]  # the `le` values, as Prometheus writes them
-
 FLUSH_INTERVAL_S = 1.0
-OK, CLIENT_ERROR, SERVER_ERROR = "ok", "client_error", "server_error"
+# The request counter's outcomes and the variant of a request rejected before routing, as the service and
+# the API record them.
+OK, CLIENT_ERROR, SERVER_ERROR = m.OUTCOME_OK, m.OUTCOME_CLIENT_ERROR, m.OUTCOME_SERVER_ERROR
+UNROUTED = m.VARIANT_UNROUTED
 logger = logging.getLogger(LOGGER_NAME)
-UNROUTED = "none"
 
 
 class Recorder(Protocol):
@@ -82,15 +67,19 @@ class RayRecorder:
     def __init__(self, model: str) -> None:
         from ray.serve import metrics
 
-        keys: Any = ("model", "version", "variant")  # Ray's stubs type tag_keys as a 1-tuple
+        def keys(metric: m.Metric) -> Any:
+            return metric.label_names  # Ray's stubs type tag_keys as a 1-tuple
+
         self.model = model
-        self._requests = metrics.Counter(REQUESTS, "Scored rows and rejected requests by outcome.",
-                                         tag_keys=(*keys, "outcome"))
-        self._latency = metrics.Histogram(LATENCY, "Router time per HTTP request (ms).",
-                                          boundaries=LATENCY_BOUNDARIES_MS, tag_keys=keys)
-        self._score = metrics.Counter(SCORE_BUCKETS, "Scored rows whose score is at most le (cumulative).",
-                                      tag_keys=(*keys, "le"))
-        self._positives = metrics.Counter(POSITIVES, "Rows whose decision was positive.", tag_keys=keys)
+        self._requests = metrics.Counter(m.SERVING_REQUESTS.name, m.SERVING_REQUESTS.help,
+                                         tag_keys=keys(m.SERVING_REQUESTS))
+        self._latency = metrics.Histogram(m.SERVING_LATENCY.name, m.SERVING_LATENCY.help,
+                                          boundaries=list(m.SERVING_LATENCY.boundaries),
+                                          tag_keys=keys(m.SERVING_LATENCY))
+        self._score = metrics.Counter(m.SERVING_SCORE_BUCKETS.name, m.SERVING_SCORE_BUCKETS.help,
+                                      tag_keys=keys(m.SERVING_SCORE_BUCKETS))
+        self._positives = metrics.Counter(m.SERVING_POSITIVES.name, m.SERVING_POSITIVES.help,
+                                          tag_keys=keys(m.SERVING_POSITIVES))
         self.tally = ScoreTally()
 
     def _tags(self, version: str, variant: str) -> dict[str, str]:

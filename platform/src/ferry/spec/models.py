@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ferry.contract.durations import parse_duration_s
+
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 ROUTE = re.compile(r"^/[a-z0-9][-a-z0-9/_]*$")
@@ -239,14 +241,11 @@ def _duration(value: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_duration), Field(json_schema_extra={"pattern": DURATION.pattern})]
-DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def duration_s(value: str) -> float:
     """A validated Duration ('30s', '5m', '1h') in seconds."""
-    found = DURATION.match(_duration(value))
-    assert found is not None
-    return int(found.group(1)) * DURATION_UNIT_S[found.group(2)]
+    return parse_duration_s(_duration(value))
 
 
 class RolloutSpec(Strict):

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ferry.contract.metrics import FEATURE_SCORE
+
 FORMAT_VERSION = 1
 QUANTILES: tuple[float, ...] = tuple(i / 10 for i in range(1, 10))
-SCORE = "score"  # the `feature` label of the score's PSI
-PSI_EPSILON = 1e-4  # floor for an empty bin's share, as in ferry.rollout.policy.psi
+SCORE = FEATURE_SCORE  # the score's histogram, and the `feature` label of its PSI
 MAX_ROWS = 200_000  # rows a reference is computed from at most (a seeded sample beyond that)
 
 
@@ -120,21 +121,6 @@ def build_reference(features: np.ndarray, names: Sequence[str], scores: np.ndarr
     histograms = {name: histogram(matrix[:, i]) for i, name in enumerate(names)}
     score = None if scores is None else histogram(np.asarray(scores))
     return Reference(rows=int(matrix.shape[0]), features=histograms, score=score)
-
-
-def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.ndarray) -> float:
-    """Population stability index between two histograms over the same bins (counts or shares):
-    sum over bins of (a - e) * ln(a / e), shares floored at PSI_EPSILON. 0 when either side is empty."""
-    e = np.asarray(expected, dtype=np.float64)
-    a = np.asarray(actual, dtype=np.float64)
-    if e.shape != a.shape:
-        raise ValueError(f"histograms over different bins: {e.shape} vs {a.shape}")
-    total_e, total_a = e.sum(), a.sum()
-    if total_e <= 0 or total_a <= 0:
-        return 0.0
-    share_e = np.maximum(e / total_e, PSI_EPSILON)
-    share_a = np.maximum(a / total_a, PSI_EPSILON)
-    return float(np.sum((share_a - share_e) * np.log(share_a / share_e)))
 
 
 def workload_feature_names(workload: Any) -> tuple[str, ...]:

@@ -20,8 +20,9 @@ DATASET_FILE = "features.parquet"
 def run(ctx: StepContext) -> None:
     done = ctx.finished_run()
     if done is not None:
-        ctx.emit({"mlflow-run": done.info.run_id, "dataset-digest": done.data.tags.get(names.TAG_DATASET_DIGEST, ""),
-                  "rows": done.data.params.get("rows", "")})
+        ctx.emit({names.OUTPUT_MLFLOW_RUN: done.info.run_id,
+                  names.OUTPUT_DATASET_DIGEST: done.data.tags.get(names.TAG_DATASET_DIGEST, ""),
+                  names.OUTPUT_ROWS: done.data.params.get("rows", "")})
         return
     data = ctx.spec.spec.data
     try:
@@ -39,14 +40,15 @@ def run(ctx: StepContext) -> None:
         mlflow.log_input(dataset, context="training")
         mlflow.log_params({"rows": len(featured), "source": data.source, **data.params})
         mlflow.set_tag(names.TAG_DATASET_DIGEST, digest)
-        ctx.emit({"mlflow-run": run.info.run_id, "dataset-digest": digest, "rows": len(featured)})
+        ctx.emit({names.OUTPUT_MLFLOW_RUN: run.info.run_id, names.OUTPUT_DATASET_DIGEST: digest,
+                  names.OUTPUT_ROWS: len(featured)})
 
 
 def load_prepared(ctx: StepContext) -> dict[str, Any]:
     """The data step's features, split as the workload defines: what tune, train and evaluate use."""
     import pandas as pd
 
-    data_run = ctx.require_run("data")
+    data_run = ctx.require_run(names.STEP_DATA)
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(run_id=data_run.info.run_id,
                                                     artifact_path=f"{DATASET_ARTIFACT}/{DATASET_FILE}",

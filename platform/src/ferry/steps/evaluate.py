@@ -20,12 +20,9 @@ from ferry.steps.context import StepContext
 from ferry.steps.data import load_prepared
 from ferry.steps.train import CHECKPOINT_ARTIFACT
 
-OUTPUT_METRICS = {"auc_roc": "auc-roc", "average_precision": "average-precision",
-                  "card_precision_at_100": "card-precision-at-100"}
-
 
 def candidate_model(ctx: StepContext) -> Any:
-    train_run = ctx.require_run("train")
+    train_run = ctx.require_run(names.STEP_TRAIN)
     with tempfile.TemporaryDirectory() as tmp:
         folder = mlflow.artifacts.download_artifacts(run_id=train_run.info.run_id, artifact_path=CHECKPOINT_ARTIFACT,
                                                      dst_path=tmp, tracking_uri=ctx.registry.uri)
@@ -79,14 +76,15 @@ def run(ctx: StepContext) -> None:
         mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
         if champion:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items() if not math.isnan(v)})
-            mlflow.set_tag("ferry.evaluate.champion_version", champion_version or "")
-        mlflow.set_tags({"ferry.evaluate.passed": str(passed).lower(), "ferry.evaluate.reason": reason})
-        ctx.emit(_outputs(run.info.run_id, metrics, {"ferry.evaluate.passed": str(passed).lower(),
-                                                     "ferry.evaluate.reason": reason}))
+            mlflow.set_tag(names.TAG_EVALUATE_CHAMPION_VERSION, champion_version or "")
+        verdict = {names.TAG_EVALUATE_PASSED: str(passed).lower(), names.TAG_EVALUATE_REASON: reason}
+        mlflow.set_tags(verdict)
+        ctx.emit(_outputs(run.info.run_id, metrics, verdict))
 
 
 def _outputs(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {"mlflow-run": run_id, "passed": tags.get("ferry.evaluate.passed", "false"),
-                              "reason": tags.get("ferry.evaluate.reason", "")}
-    values.update({out: metrics.get(name, math.nan) for name, out in OUTPUT_METRICS.items()})
+    values: dict[str, Any] = {names.OUTPUT_MLFLOW_RUN: run_id,
+                              names.OUTPUT_PASSED: tags.get(names.TAG_EVALUATE_PASSED, "false"),
+                              names.OUTPUT_REASON: tags.get(names.TAG_EVALUATE_REASON, "")}
+    values.update({out: metrics.get(name, math.nan) for name, out in names.EVALUATE_METRIC_OUTPUTS.items()})
     return values

@@ -31,7 +31,7 @@ def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: s
                  monitoring: dict[str, str] | None = None) -> dict[str, str]:
     tags = {names.TAG_WORKFLOW: ctx.workflow, names.TAG_SPEC_HASH: ctx.spec_hash, names.TAG_MODEL: ctx.model,
             names.TAG_GIT_COMMIT: git_commit(ctx.settings), names.TAG_DATASET_DIGEST: digest,
-            names.TAG_ROLLOUT_STATE: "registered", names.TAG_ROLLOUT_WEIGHT: "0", **(monitoring or {})}
+            names.TAG_ROLLOUT_STATE: names.STATE_REGISTERED, names.TAG_ROLLOUT_WEIGHT: "0", **(monitoring or {})}
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluate_metrics.items()})
     return tags
 
@@ -39,17 +39,17 @@ def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: s
 def run(ctx: StepContext) -> None:
     existing = ctx.registry.version_for_workflow(ctx.model, ctx.workflow)
     if existing is not None:
-        ctx.emit({"model-version": existing.version, "model-uri": _uri(ctx, existing.version)})
+        ctx.emit({names.OUTPUT_MODEL_VERSION: existing.version, names.OUTPUT_MODEL_URI: _uri(ctx, existing.version)})
         return
-    evaluation = ctx.require_run("evaluate")
-    if evaluation.data.tags.get("ferry.evaluate.passed") != "true":
-        raise StepFailed(f"evaluation did not pass ({evaluation.data.tags.get('ferry.evaluate.reason')}); "
+    evaluation = ctx.require_run(names.STEP_EVALUATE)
+    if evaluation.data.tags.get(names.TAG_EVALUATE_PASSED) != "true":
+        raise StepFailed(f"evaluation did not pass ({evaluation.data.tags.get(names.TAG_EVALUATE_REASON)}); "
                          "nothing to register")
     prepared = load_prepared(ctx)
     scorer = _scorer(ctx)
     example = ctx.workload.input_example(prepared)
     reference = training_reference(ctx.workload, prepared, scorer)
-    trained_at = trained_at_tag(ctx.require_run("train").info.end_time)
+    trained_at = trained_at_tag(ctx.require_run(names.STEP_TRAIN).info.end_time)
     ctx.registry.ensure_registered_model(ctx.model, ctx.spec.metadata.owner)
     with ctx.mlflow_run() as run:
         info = mlflow.pytorch.log_model(scorer, name="model", input_example=example,
@@ -60,7 +60,7 @@ def run(ctx: StepContext) -> None:
         version = mlflow.register_model(info.model_uri, names.registered_model_name(ctx.model),
                                         tags=version_tags(ctx, evaluation.data.metrics, prepared["dataset_digest"],
                                                           monitoring))
-    ctx.emit({"model-version": version.version, "model-uri": _uri(ctx, version.version)})
+    ctx.emit({names.OUTPUT_MODEL_VERSION: version.version, names.OUTPUT_MODEL_URI: _uri(ctx, version.version)})
 
 
 def training_reference(workload: Any, prepared: dict[str, Any], scorer: Any) -> Reference:

@@ -13,19 +13,21 @@ from __future__ import annotations
 import contextlib
 
 from ferry.adapters.prometheus import Prometheus
+from ferry.contract import names
 from ferry.rollout.controller import Controller, RegistryUnavailable, RolloutStuck, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
+from ferry.rollout.policy import Action
 from ferry.steps.context import StepContext, StepFailed, TransientStepError
 
 
 def run(ctx: StepContext) -> None:
     version = ctx.registry.version_for_workflow(ctx.model, ctx.workflow)
     if version is None:
-        ctx.emit({"decision": "nothing-registered"})
+        ctx.emit({names.OUTPUT_DECISION: names.DECISION_NOTHING_REGISTERED})
         return
-    state = version.tags.get("ferry.rollout.state", "")
-    if state in ("promoted", "rolled-back", "retired"):
-        ctx.emit({"decision": state})  # a rerun of a finished rollout changes nothing
+    state = version.tags.get(names.TAG_ROLLOUT_STATE, "")
+    if state in names.FINAL_ROLLOUT_STATES:
+        ctx.emit({names.OUTPUT_DECISION: state})  # a rerun of a finished rollout changes nothing
         return
     prom = Prometheus(ctx.settings.prometheus_url)
     metrics = RolloutMetrics()
@@ -40,5 +42,6 @@ def run(ctx: StepContext) -> None:
         raise StepFailed(f"rollout: {exc}") from None
     finally:
         prom.close()
-    ctx.emit({"decision": "promoted" if outcome.action.value == "promote" else "rolled-back",
-              "reason": outcome.reason})
+    promoted = outcome.action is Action.PROMOTE
+    ctx.emit({names.OUTPUT_DECISION: names.STATE_PROMOTED if promoted else names.STATE_ROLLED_BACK,
+              names.OUTPUT_REASON: outcome.reason})

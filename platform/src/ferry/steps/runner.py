@@ -6,15 +6,16 @@ import json
 import time
 from collections.abc import Callable
 
+from ferry.contract import names
+from ferry.contract.names import EXIT_FAILED, EXIT_OK, EXIT_TRANSIENT
 from ferry.settings import Settings
 from ferry.steps import data, evaluate, register, rollout, train, tune
 from ferry.steps.context import StepContext, StepFailed, TransientStepError, build_context
 
-EXIT_OK, EXIT_FAILED, EXIT_TRANSIENT = 0, 1, 75
 TIMING_PREFIX = "ferry.step.timing "
 STEP_FUNCTIONS: dict[str, Callable[[StepContext], None]] = {
-    "data": data.run, "tune": tune.run, "train": train.run,
-    "evaluate": evaluate.run, "register": register.run, "rollout": rollout.run,
+    names.STEP_DATA: data.run, names.STEP_TUNE: tune.run, names.STEP_TRAIN: train.run,
+    names.STEP_EVALUATE: evaluate.run, names.STEP_REGISTER: register.run, names.STEP_ROLLOUT: rollout.run,
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import mlflow
 
+from ferry.contract import names
 from ferry.steps.context import StepContext, StepFailed
 from ferry.steps.data import load_prepared
 from ferry.steps.ray_session import connect, storage_path
@@ -67,4 +68,4 @@ def _log_history(result: Any) -> None:
                            step=int(row.get("epoch", 0)))
     device = (result.metrics or {}).get("device")
     if device:
-        mlflow.set_tag("ferry.train.device", device)
+        mlflow.set_tag(names.TAG_TRAIN_DEVICE, device)

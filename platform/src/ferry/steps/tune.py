@@ -8,6 +8,7 @@ from typing import Any
 
 import mlflow
 
+from ferry.contract import names
 from ferry.spec.models import SearchDomain, TuneSpec
 from ferry.steps.context import StepContext, StepFailed
 from ferry.steps.data import load_prepared
@@ -93,7 +94,7 @@ def best_params(ctx: StepContext) -> dict[str, Any]:
     tune_spec = ctx.spec.spec.training.tune
     if tune_spec is None:
         return params
-    run = ctx.require_run("tune")
+    run = ctx.require_run(names.STEP_TUNE)
     for name, domain in tune_spec.space.items():
         raw = run.data.params.get(f"{BEST_PARAM_PREFIX}{name}")
         if raw is not None:

@@ -11,9 +11,10 @@ the local Alertmanager sends every route to `POST /alerts` (ferry.render.alertin
   once. At most one per model at a time, and one per alert instance: Alertmanager repeats a notification
   (repeat_interval, a new feature joining the group), and that must not train again. Each decision is
   recorded against the alerts that caused it.
-- `GET /metrics`: `ferry_pipeline_runs_total{model,phase}`, counted from the runner's run records under
-  `.ferry/runs` (each finished run once, remembered in the store, so the counter never goes down when a
-  failed run is resumed), and the receiver's own counters. Prometheus scrapes it (job `ferry-receiver`).
+- `GET /metrics`: the pipeline-run counter (`ferry.contract.metrics.PIPELINE_RUNS`), counted from the runner's
+  run records under `.ferry/runs` (each finished run once, remembered in the store, so the counter never goes
+  down when a failed run is resumed), and the receiver's own counters. Prometheus scrapes it (job
+  `ferry-receiver`).
 - `GET /-/ready` for `ferry up`'s readiness probe.
 """
 
@@ -27,6 +28,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ferry.contract import metrics as m
+from ferry.contract import names
 from ferry.local.alerts.store import ZERO_TIME, AlertStore, Incoming
 from ferry.local.engine.state import list_runs
 from ferry.local.errors import LocalError
@@ -34,8 +37,6 @@ from ferry.settings import Settings
 
 log = logging.getLogger("ferry.receiver")
 
-DRIFT_ALERT = "FerryModelDriftHigh"
-RUN_PHASES = ("Succeeded", "Failed", "Error")  # a finished run's phase (Argo's final workflow phases)
 MAX_BODY_BYTES = 4 * 1024 * 1024
 Retrain = Callable[..., Any]  # ferry.local.alerts.retrain.start_retraining's signature
 
@@ -101,13 +102,13 @@ class ReceiverMetrics:
         from prometheus_client import CollectorRegistry, Counter
 
         self.registry = CollectorRegistry()
-        self.notifications = Counter("ferry_alert_notifications", "Webhook notifications by result.",
-                                     ["result"], registry=self.registry)
-        self.alerts = Counter("ferry_alerts_received", "Alerts received, by alert name and status.",
-                              ["alertname", "status"], registry=self.registry)
-        self.triggers = Counter("ferry_retraining_triggers", "Drift alerts that asked for a retraining run, "
-                                "by result: started, skipped (one is active or was started for this alert), "
-                                "failed (could not start).", ["model", "result"], registry=self.registry)
+
+        def counter(metric: m.Metric) -> Counter:
+            return Counter(metric.name, metric.help, metric.label_names, registry=self.registry)
+
+        self.notifications = counter(m.ALERT_NOTIFICATIONS)
+        self.alerts = counter(m.ALERTS_RECEIVED)
+        self.triggers = counter(m.RETRAINING_TRIGGERS)
         self.registry.register(PipelineRunsCollector(settings, store))
 
     def exposition(self) -> bytes:
@@ -117,7 +118,7 @@ class ReceiverMetrics:
 
 
 class PipelineRunsCollector:
-    """`ferry_pipeline_runs_total{model,phase}` from `.ferry/runs`, read on every scrape.
+    """The pipeline-run counter (`{model,phase}`) from `.ferry/runs`, read on every scrape.
 
     Every model with a run has all three phases exported (0 until one happens), so a first failure is an
     increase Prometheus sees, not a new series."""
@@ -130,13 +131,12 @@ class PipelineRunsCollector:
 
         runs = list_runs(self.settings)
         self.store.note_completions((r["name"], r["finishedAt"], r["model"], r["phase"]) for r in runs
-                                    if r["phase"] in RUN_PHASES and r["finishedAt"] and r["model"])
+                                    if r["phase"] in m.RUN_PHASES and r["finishedAt"] and r["model"])
         counts = self.store.completion_counts()
-        family = CounterMetricFamily("ferry_pipeline_runs", "Finished local pipeline runs, by model and final "
-                                     "phase (ferry's local runner; Argo's own metric on a cluster).",
-                                     labels=["model", "phase"])
-        for model in sorted({m for m, _ in counts} | {r["model"] for r in runs if r["model"]}):
-            for phase in RUN_PHASES:
+        runs_metric = m.PIPELINE_RUNS
+        family = CounterMetricFamily(runs_metric.name, runs_metric.help, labels=runs_metric.label_names)
+        for model in sorted({name for name, _ in counts} | {r["model"] for r in runs if r["model"]}):
+            for phase in m.RUN_PHASES:
                 family.add_metric([model, phase], float(counts.get((model, phase), 0)))
         yield family
 
@@ -162,7 +162,7 @@ class Retrainer:
         by_model: dict[str, list[Incoming]] = {}
         for alert in payload.alerts:
             model = alert.labels.get("model", "")
-            if alert.status == "firing" and alert.labels.get("alertname") == DRIFT_ALERT and model:
+            if alert.status == "firing" and alert.labels.get("alertname") == names.ALERT_DRIFT_HIGH and model:
                 by_model.setdefault(model, []).append(alert.incoming())
         return [self._one(model, alerts) for model, alerts in sorted(by_model.items())]
 
@@ -175,7 +175,7 @@ class Retrainer:
         if earlier is not None or running is not None:
             why = (f"retraining run {running or '(starting)'} of {model} is active" if running is not None
                    else f"run {earlier} was already started for this alert")
-            return self._decided(model, alerts, "skipped", why)
+            return self._decided(model, alerts, m.RETRAIN_SKIPPED, why)
         ids = self.store.add_trigger(model, alerts, "starting", message="drift alert received")
         # A daemon thread, not an executor: `ferry down` must not wait for a training to finish. The run's state
         # stays resumable (ferry.local.engine.runner), and the step processes die with the receiver's process tree.
@@ -193,25 +193,26 @@ class Retrainer:
         from ferry.local.alerts.retrain import RetrainingBusy
 
         features = ", ".join(sorted({a.labels.get("feature", "?") for a in alerts}))
-        reason = f"{DRIFT_ALERT} firing for {model} (feature {features}) since {alerts[0].starts_at}"
+        reason = f"{names.ALERT_DRIFT_HIGH} firing for {model} (feature {features}) since {alerts[0].starts_at}"
 
         def started(workflow: str) -> None:
             with self.lock:
                 self.active[model] = workflow
-            self.store.update_triggers(ids, result="started", workflow=workflow, phase="Running", message=reason)
-            self.metrics.triggers.labels(model, "started").inc()
+            self.store.update_triggers(ids, result=m.RETRAIN_STARTED, workflow=workflow, phase="Running",
+                                       message=reason)
+            self.metrics.triggers.labels(model, m.RETRAIN_STARTED).inc()
             log.info("retraining of %s started: %s (%s)", model, workflow, reason)
 
         try:
-            result = self.retrain(self.settings, model, reason, trigger="drift", on_started=started)
+            result = self.retrain(self.settings, model, reason, trigger=names.TRIGGER_DRIFT, on_started=started)
             self.store.update_triggers(ids, phase=result.phase, message=result.message or reason)
         except RetrainingBusy as exc:
-            self.store.update_triggers(ids, result="skipped", message=str(exc))
-            self.metrics.triggers.labels(model, "skipped").inc()
+            self.store.update_triggers(ids, result=m.RETRAIN_SKIPPED, message=str(exc))
+            self.metrics.triggers.labels(model, m.RETRAIN_SKIPPED).inc()
         except Exception as exc:  # the receiver keeps serving whatever a run does; the record says why
             log.exception("retraining of %s failed", model)
-            self.store.update_triggers(ids, result="failed", message=f"{type(exc).__name__}: {exc}")
-            self.metrics.triggers.labels(model, "failed").inc()
+            self.store.update_triggers(ids, result=m.RETRAIN_FAILED, message=f"{type(exc).__name__}: {exc}")
+            self.metrics.triggers.labels(model, m.RETRAIN_FAILED).inc()
         finally:
             with self.lock:
                 self.active.pop(model, None)
@@ -239,13 +240,13 @@ def build_app(settings: Settings, retrain: Retrain | None = None) -> Any:
     async def limit_body(request: Request, call_next: Callable[[Request], Any]) -> Any:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            metrics.notifications.labels("rejected").inc()
+            metrics.notifications.labels(m.NOTIFICATION_REJECTED).inc()
             return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def rejected(request: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.notifications.labels("rejected").inc()
+        metrics.notifications.labels(m.NOTIFICATION_REJECTED).inc()
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return JSONResponse({"detail": jsonable_encoder(errors),
                              "hint": "send Alertmanager's webhook payload (version \"4\")"}, status_code=422)
@@ -255,7 +256,7 @@ def build_app(settings: Settings, retrain: Retrain | None = None) -> Any:
         recorded = store.record((a.incoming() for a in payload.alerts), payload.receiver)
         for alert in payload.alerts:
             metrics.alerts.labels(alert.labels["alertname"], alert.status).inc()
-        metrics.notifications.labels("accepted").inc()
+        metrics.notifications.labels(m.NOTIFICATION_ACCEPTED).inc()
         return {"recorded": recorded, "retraining": retrainer.consider(payload)}
 
     @app.get("/alerts")

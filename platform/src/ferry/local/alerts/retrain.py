@@ -30,11 +30,9 @@ from ferry.local.engine.argo import TEMPLATE_FILE, WORKFLOW_FILE
 from ferry.local.engine.runner import run_workflow
 from ferry.local.errors import LocalError
 from ferry.render.profiles import rendered_dir
-from ferry.render.workflow import TRIGGERS
 from ferry.settings import Settings
 
 OnUpdate = Callable[[dict[str, Any]], None]
-REASON_ANNOTATION = f"{names.DOMAIN}/reason"
 
 
 class RetrainingBusy(LocalError):
@@ -53,15 +51,15 @@ def retrain_dir(settings: Settings, workflow: str) -> Path:
     return settings.state_dir / "retrain" / workflow
 
 
-def start_retraining(settings: Settings, model: str, reason: str, *, trigger: str = "manual",
+def start_retraining(settings: Settings, model: str, reason: str, *, trigger: str = names.TRIGGER_MANUAL,
                      on_started: Callable[[str], None] | None = None,
                      on_update: OnUpdate | None = None) -> RetrainResult:
     """Run a retraining of `model` now and wait for it; raises RetrainingBusy when one is active.
 
     `reason` is recorded on the run (annotation ferry.dev/reason); `on_started` gets the workflow name
     once the run is committed to, before any step runs."""
-    if trigger not in TRIGGERS:
-        raise LocalError(f"unknown trigger {trigger!r}; one of {', '.join(TRIGGERS)}")
+    if trigger not in names.TRIGGERS:
+        raise LocalError(f"unknown trigger {trigger!r}; one of {', '.join(names.TRIGGERS)}")
     source = settings.home / rendered_dir("local") / model
     if not (source / WORKFLOW_FILE).is_file():
         raise LocalError(f"no rendered workflow for model {model!r} at {source}; check the name, or run "
@@ -128,7 +126,8 @@ def retrain_workflow(workflow: dict[str, Any], name: str, trigger: str, reason: 
     meta["name"] = name
     meta.setdefault("labels", {})[names.LABEL_TRIGGER] = trigger
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith("argocd.")}
-    meta["annotations"] = {**annotations, REASON_ANNOTATION: reason}
-    params = [p for p in result["spec"].get("arguments", {}).get("parameters", []) if p.get("name") != "trigger"]
-    result["spec"]["arguments"] = {"parameters": [*params, {"name": "trigger", "value": trigger}]}
+    meta["annotations"] = {**annotations, names.ANNOTATION_REASON: reason}
+    params = [p for p in result["spec"].get("arguments", {}).get("parameters", [])
+              if p.get("name") != names.PARAM_TRIGGER]
+    result["spec"]["arguments"] = {"parameters": [*params, {"name": names.PARAM_TRIGGER, "value": trigger}]}
     return result

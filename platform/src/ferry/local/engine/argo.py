@@ -9,20 +9,18 @@ the Workflow's arguments override them by name.
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ferry.contract.durations import parse_duration_s
 from ferry.local.engine import expr
 from ferry.local.errors import LocalError
 
 WORKFLOW_FILE = "workflow.yaml"
 TEMPLATE_FILE = "workflowtemplate.yaml"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 POLICIES = ("Always", "OnFailure", "OnError", "OnTransientError")
 
 
@@ -35,10 +33,10 @@ def parse_duration(value: str | int | float | None) -> float | None:
         return float(text)
     except ValueError:
         pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise LocalError(f"invalid duration {text!r} (expected e.g. 10s, 5m, 1h30m)")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise LocalError(str(exc)) from None
 
 
 @dataclass(frozen=True)

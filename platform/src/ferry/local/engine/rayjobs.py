@@ -132,7 +132,7 @@ def _attach_or_submit(client: JobSubmissionClient, attempt: Attempt, spec: dict[
                                "FERRY_OUTPUTS_DIR": str(attempt.outputs_dir)}
     _call(lambda: client.submit_job(entrypoint=local_entrypoint(spec["entrypoint"]), submission_id=job_id,
                                     runtime_env=runtime_env,
-                                    metadata={"ferry.workflow": attempt.workflow, "ferry.step": attempt.task}))
+                                    metadata={names.TAG_WORKFLOW: attempt.workflow, names.TAG_STEP: attempt.task}))
     return job_id, True
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from ferry.contract import metrics
 from ferry.local.errors import LocalError
 from ferry.local.supervisor import procs
 from ferry.render import alerting, alerts
@@ -183,16 +184,16 @@ def prometheus_config(settings: Settings, with_alertmanager: bool) -> str:
         # Per-model rules rendered from gitops/models and the platform rules (python monitoring/generate.py).
         "rule_files:", *(f"- '{home / pattern}'" for pattern in alerts.RULE_FILE_GLOBS),
         "scrape_configs:",
-        "- job_name: ray", "  file_sd_configs:", f"  - files: ['{ray_sd_file(settings)}']",
+        f"- job_name: {metrics.JOB_RAY}", "  file_sd_configs:", f"  - files: ['{ray_sd_file(settings)}']",
         "    refresh_interval: 30s",
-        "  relabel_configs:", f"  - target_label: {alerts.RAY_NODE_TYPE}", "    replacement: head",
+        "  relabel_configs:", f"  - target_label: {metrics.TARGET_NODE_TYPE}", "    replacement: head",
         "- job_name: prometheus", "  static_configs:",
         f"  - targets: ['{settings.host}:{settings.prometheus_port}']",
         # The rollout step exports its checks and decisions here while a canary runs.
-        "- job_name: ferry-rollout", "  static_configs:",
+        f"- job_name: {metrics.JOB_ROLLOUT}", "  static_configs:",
         f"  - targets: ['{settings.host}:{settings.rollout_metrics_port}']",
-        # ferry's webhook receiver: pipeline-run counts (ferry_pipeline_runs_total) and its own counters.
-        "- job_name: ferry-receiver", "  static_configs:",
+        # ferry's webhook receiver: pipeline-run counts and its own counters (ferry.contract.metrics.LOCAL).
+        f"- job_name: {metrics.JOB_RECEIVER}", "  static_configs:",
         f"  - targets: ['{settings.host}:{settings.receiver_port}']",
     ]
     if with_alertmanager:
