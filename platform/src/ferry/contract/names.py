@@ -39,7 +39,7 @@ TAG_REFERENCE = "ferry.reference"
 TAG_EVALUATE_PASSED = "ferry.evaluate.passed"
 TAG_EVALUATE_REASON = "ferry.evaluate.reason"
 TAG_EVALUATE_CHAMPION_VERSION = "ferry.evaluate.champion_version"
-TAG_TRAIN_DEVICE = "ferry.train.device"  # on the train step's run: cpu or cuda
+TAG_TRAIN_DEVICE = "ferry.train.device"  # on the train step's run: the device the workload trained on
 # One JSON record per canary check on the challenger version: ferry.rollout.check.001, .002, ...
 TAG_ROLLOUT_CHECK_PREFIX = "ferry.rollout.check."
 # Faults a version's router injects (tests, benchmarks and drills only): share of failed rows, added latency.

@@ -18,10 +18,6 @@ from ferry.render.rayjob import rayjob
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.models import ModelSpec
 
-# Why a run exists (names.TRIGGERS), as the Workflow argument `trigger` and (labelsFrom) the label
-# ferry.dev/trigger. A new run name is what forces a new training: steps find their results by workflow name,
-# so a retraining run of an already registered spec hash trains, evaluates and registers again and then goes
-# through the canary.
 STEP_CPU, STEP_MEMORY = 0.5, "1Gi"
 # Argo runs dependents of a skipped task, so every gated step carries the evaluation's verdict as its `when`.
 PASSED_WHEN = "{{tasks." + names.STEP_EVALUATE + ".outputs.parameters." + names.OUTPUT_PASSED + "}} == true"
@@ -115,6 +111,10 @@ def workflow_template(model: ModelSpec, profile: EnvProfile, spec_hash: str) -> 
         labels=names.labels(name, "pipeline"),
         annotations={"workflows.argoproj.io/description": f"Train, evaluate, register and roll out {name}."},
         entrypoint="pipeline",
+        # Why a run exists (names.TRIGGERS), as the argument `trigger` and (labelsFrom) the label ferry.dev/trigger.
+        # A new run name is what forces a new training: steps find their results by workflow name, so a
+        # retraining run of an already registered spec hash trains, evaluates and registers again and then goes
+        # through the canary.
         arguments=[Parameter(name=names.PARAM_SPEC_HASH, value=spec_hash, description="Hash of the training fields."),
                    Parameter(name=names.PARAM_TRIGGER, value=names.TRIGGER_SPEC, enum=list(names.TRIGGERS),
                              description="Why this run exists: spec (a new spec hash), schedule, drift, manual.")],
