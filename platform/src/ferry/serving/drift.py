@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ferry.adapters.registry import VersionFacts
+from ferry.adapters.registry_port import VersionFacts
 from ferry.serving.watcher import LOGGER_NAME, BackgroundLoop
 from ferry.stats.reference import SCORE, Reference, bin_index, psi
 
