@@ -4,7 +4,8 @@
 through `_translated`, so what leaves this module is ferry's (`ferry.adapters.registry_port`): a missing
 model, version or alias is NotFound (or None / {} where the port says so), an unreachable or failing server
 is RegistryUnavailable, a refused request RegistryError; never an MlflowException. The run methods
-(`experiment_id`, `step_run`) serve the steps, which log runs with MLflow themselves and may see its types.
+(`experiment_id`, `step_run`) serve the steps, which log runs with MLflow themselves: they return MLflow's
+`Run`, but raise ferry's errors too (an unreachable MLflow makes a step transient, exit 75).
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ def _translate(exc: Exception, uri: str, what: str) -> RegistryError:
         if status == HTTP_NOT_FOUND:
             return NotFound(f"{what}: {exc.message}")
         if status == HTTP_TOO_MANY or status >= 500:
-            return RegistryUnavailable(f"MLflow at {uri} failed while {what}: {exc.message}; is it running "
-                                       f"(`ferry up` starts it locally)?")
+            return _unavailable(uri, what, exc.message)
         return RegistryError(f"MLflow at {uri} refused {what}: {exc.message}")
-    return RegistryUnavailable(f"MLflow at {uri} unreachable while {what}: {exc}; is it running "
-                               f"(`ferry up` starts it locally)?")
+    return _unavailable(uri, what, str(exc))
+
+
+def _unavailable(uri: str, what: str, detail: str) -> RegistryUnavailable:
+    return RegistryUnavailable(f"MLflow at {uri} is unavailable ({what}): {detail}. Is it running? "
+                               "(`ferry up` starts it locally.)")
 
 
 def _version(found: MlflowVersion, model: str) -> ModelVersion:
@@ -78,24 +82,26 @@ class Registry(RegistryPort):
 
     def experiment_id(self, model: str) -> str:
         name = names.experiment_name(model)
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return str(found.experiment_id)
-        try:
-            return str(self.client.create_experiment(name, tags={names.TAG_MODEL: model}))
-        except MlflowException:  # created concurrently by another step
-            again = self.client.get_experiment_by_name(name)
-            if again is None:
-                raise
-            return str(again.experiment_id)
+        with self._translated(f"finding experiment {name}"):
+            found = self.client.get_experiment_by_name(name)
+            if found is not None:
+                return str(found.experiment_id)
+            try:
+                return str(self.client.create_experiment(name, tags={names.TAG_MODEL: model}))
+            except MlflowException:  # created concurrently by another step
+                again = self.client.get_experiment_by_name(name)
+                if again is None:
+                    raise
+                return str(again.experiment_id)
 
     def step_run(self, model: str, workflow: str, step: str, finished_only: bool = True) -> Run | None:
         """The newest run of `step` in `workflow`: how steps find each other, and how reruns skip."""
         query = f"tags.`{names.TAG_WORKFLOW}` = '{workflow}' and tags.`{names.TAG_STEP}` = '{step}'"
         if finished_only:
             query += " and attributes.status = 'FINISHED'"
-        runs = self.client.search_runs([self.experiment_id(model)], query, max_results=1,
-                                       order_by=["attributes.start_time DESC"])
+        experiment = self.experiment_id(model)
+        with self._translated(f"searching the runs of {workflow}"):
+            runs = self.client.search_runs([experiment], query, max_results=1, order_by=["attributes.start_time DESC"])
         return runs[0] if runs else None
 
     # --- the registry (RegistryPort) -----------------------------------------------------------------
