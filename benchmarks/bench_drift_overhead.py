@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ferry.adapters.registry import RolloutView, VersionFacts
+from ferry.adapters.registry_port import RolloutView, VersionFacts
 from ferry.serving.drift import DriftMonitor
 from ferry.serving.metrics import NullRecorder
 from ferry.serving.service import ScoringService, WorkloadView

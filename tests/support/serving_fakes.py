@@ -1,18 +1,24 @@
-"""Fakes for serving unit tests: a registry view, torch 'models' per version, a recording metrics sink."""
+"""Serving unit tests' helpers: the in-memory registry holding torch 'models' per version, a recording
+metrics sink, and transactions."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from ferry.adapters.registry import RolloutView
+from ferry.adapters.registry_memory import MemoryRegistry
+from ferry.adapters.registry_port import RegistryPort, RolloutView
+from ferry.contract import names
 from ferry.serving.service import ScoringService, WorkloadView
 from ferry.serving.watcher import RegistryWatcher
 from fraud_detection.workload import FraudDetectionWorkload
+
+MODEL = "fraud-detector"
 
 
 class FakeScorer:
@@ -30,26 +36,43 @@ class FakeScorer:
         return torch.sigmoid((x[:, 0] - 100.0) / 20.0)
 
 
-@dataclass
-class FakeRegistry:
-    view: RolloutView = field(default_factory=RolloutView)
-    down: bool = False
-    broken: set[str] = field(default_factory=set)
-    failing: set[str] = field(default_factory=set)
-    loads: list[str] = field(default_factory=list)
-    models: dict[str, FakeScorer] = field(default_factory=dict)
+def serving_registry(view: RolloutView | None = None, *, failing: Iterable[str] = (), broken: Iterable[str] = (),
+                     versions: int = 3, model: str = MODEL) -> MemoryRegistry:
+    """The in-memory registry with versions 1..`versions` of `model`, each a FakeScorer (raising when
+    `failing`; not servable at all when `broken`), and the aliases and weight of `view` published."""
+    registry = MemoryRegistry()
+    registry.ensure_registered_model(model, "test")
+    failing, broken = set(failing), set(broken)
+    for number in range(1, versions + 1):
+        version = str(number)
+        program = None if version in broken else FakeScorer(version, fail=version in failing)
+        registry.register_version(model, f"s3://models/{version}", tags={names.TAG_ROLLOUT_WEIGHT: 0},
+                                  program=program)
+    publish(registry, view or RolloutView(), model)
+    return registry
 
-    def read(self) -> RolloutView:
-        if self.down:
-            raise ConnectionError("registry down")
-        return self.view
 
-    def load(self, version: str) -> FakeScorer:
-        self.loads.append(version)
-        if version in self.broken:
-            raise ValueError(f"version {version} is not a pt2 model")
-        self.models[version] = FakeScorer(version, fail=version in self.failing)
-        return self.models[version]
+def publish(registry: MemoryRegistry, view: RolloutView, model: str = MODEL) -> None:
+    """Write `view` as the rollout controller does: the aliases and the challenger's weight tag."""
+    if view.challenger is not None:
+        registry.tag_version(model, view.challenger, {names.TAG_ROLLOUT_WEIGHT: view.weight})
+    for alias, version in ((names.ALIAS_CHAMPION, view.champion), (names.ALIAS_CHALLENGER, view.challenger)):
+        if version is None:
+            registry.delete_alias(model, alias)
+        else:
+            registry.set_alias(model, alias, version)
+
+
+def watcher_of(registry: RegistryPort, model: str = MODEL, interval_s: float = 3600,
+               loads: list[str] | None = None) -> RegistryWatcher:
+    """The router's watcher on `registry`, as `ferry.serving.app.make_service` wires it; `loads` records
+    every version it loads."""
+    def load(version: str) -> Any:
+        if loads is not None:
+            loads.append(version)
+        return registry.load_pytorch_version(model, version)
+
+    return RegistryWatcher(model, lambda: registry.rollout_view(model), load, interval_s)
 
 
 @dataclass
@@ -71,8 +94,8 @@ class RecordingRecorder:
         return sum(n for o, _, v, n in self.requests if o == outcome and (variant is None or v == variant))
 
 
-def make_service(registry: FakeRegistry, model: str = "fraud-detector") -> ScoringService:
-    watcher = RegistryWatcher(model, registry.read, registry.load, interval_s=3600)
+def make_service(registry: RegistryPort, model: str = MODEL) -> ScoringService:
+    watcher = watcher_of(registry, model)
     watcher.refresh()
     return ScoringService(model, WorkloadView.of(FraudDetectionWorkload()), watcher, RecordingRecorder(), "fp")
 

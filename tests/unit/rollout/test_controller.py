@@ -4,19 +4,22 @@ people's promote/abort (ferry.rollout.actions and the CLI) on the same registry.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry
+from tests.support.registry_contract import registered
 from typer.testing import CliRunner
 
-from ferry.adapters.prometheus import PrometheusUnavailable
-from ferry.adapters.registry import RolloutView
+from ferry.adapters.prometheus_port import PrometheusUnavailable
+from ferry.adapters.registry_memory import MemoryRegistry
+from ferry.adapters.registry_port import RegistryUnavailable, RolloutView
 from ferry.contract import names
 from ferry.rollout import actions
-from ferry.rollout.controller import SETTLE_S, Controller, RegistryUnavailable, RolloutStuck
+from ferry.rollout.controller import SETTLE_S, Controller, RolloutStuck
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action, Observation, VariantStats
 from ferry.spec import load_specs
@@ -41,56 +44,55 @@ class FakeClock:
         self.t += seconds
 
 
-@dataclass
-class MemoryRegistry:
-    """Aliases and tags in memory; MLflow is down (every call raises) while the clock is in an outage."""
+MODEL = "fraud-detector"
 
-    aliases: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, dict[str, str]] = field(default_factory=dict)
-    weights: list[str] = field(default_factory=list)
-    fail_next: int = 0
-    clock: FakeClock = field(default_factory=FakeClock)
-    outages: list[tuple[float, float]] = field(default_factory=list)  # [start, end) in clock seconds
-    weight_writes: list[tuple[float, str]] = field(default_factory=list)  # (clock seconds, weight)
 
-    def _up(self) -> None:
-        if any(start <= self.clock.t < end for start, end in self.outages):
-            raise ConnectionError("mlflow down")
+class Lab:
+    """The in-memory registry with versions 1-3 of the model, the given aliases, a fake clock, and MLflow
+    down (every registry call raises) while the clock is inside an outage [start, end) or a fault says so."""
 
-    def alias(self, model: str, alias: str):
-        version = self.aliases.get(alias)
-        return SimpleNamespace(version=version) if version else None
+    def __init__(self, aliases: dict[str, str] | None = None, outages: list[tuple[float, float]] | None = None,
+                 faults: Callable[[str], bool] | None = None, model: str = MODEL) -> None:
+        self.clock, self.model = FakeClock(), model
+        self.outages: list[tuple[float, float]] = []
+        self.extra_faults: Callable[[str], bool] = lambda operation: False
+        self.registry = MemoryRegistry(faults=self._down, now=lambda: self.clock.t)
+        registered(self.registry, model, 3)
+        for alias, version in (aliases or {}).items():
+            self.registry.set_alias(model, alias, version)
+        self.registry.writes.clear()
+        self.outages, self.extra_faults = outages or [], faults or self.extra_faults  # from here on
 
-    def set_alias(self, model: str, alias: str, version: str) -> None:
-        self._up()
-        if self.fail_next:
-            self.fail_next -= 1
-            raise ConnectionError("mlflow down")
-        self.aliases[alias] = version
-
-    def delete_alias(self, model: str, alias: str) -> None:
-        self._up()
-        self.aliases.pop(alias, None)
-
-    def tag_version(self, model: str, version: str, tags: dict) -> None:
-        self._up()
-        self.tags.setdefault(version, {}).update({k: str(v) for k, v in tags.items()})
-        if names.TAG_ROLLOUT_WEIGHT in tags:
-            self.weights.append(str(tags[names.TAG_ROLLOUT_WEIGHT]))
-            self.weight_writes.append((self.clock.t, str(tags[names.TAG_ROLLOUT_WEIGHT])))
+    def _down(self, operation: str) -> bool:
+        return any(start <= self.clock.t < end for start, end in self.outages) or self.extra_faults(operation)
 
     @property
-    def client(self) -> SimpleNamespace:
-        """The two MlflowClient reads `ferry rollout status` makes."""
-        return SimpleNamespace(
-            get_model_version=lambda name, version: SimpleNamespace(tags=self.tags.get(version, {})),
-            search_model_versions=lambda query: [SimpleNamespace(version=v, tags=t) for v, t in self.tags.items()])
+    def aliases(self) -> dict[str, str]:
+        return self.registry.aliases(self.model)
 
-    def rollout_view(self, model: str) -> RolloutView:
-        self._up()
-        challenger = self.aliases.get("challenger")
-        weight = int(self.tags.get(challenger or "", {}).get(names.TAG_ROLLOUT_WEIGHT, 0))
-        return RolloutView(self.aliases.get("champion"), challenger, weight)
+    def tags(self, version: str) -> dict[str, str]:
+        return dict(self.registry.version(self.model, version).tags)
+
+    @property
+    def weight_writes(self) -> list[tuple[float, str]]:
+        return [(w.at, w.values[names.TAG_ROLLOUT_WEIGHT]) for w in self.registry.writes
+                if w.operation == "tag_version" and names.TAG_ROLLOUT_WEIGHT in w.values]
+
+    @property
+    def weights(self) -> list[str]:
+        return [weight for _, weight in self.weight_writes]
+
+
+def failing_first(count: int, operation: str) -> Callable[[str], bool]:
+    left = [count]
+
+    def fault(name: str) -> bool:
+        if name == operation and left[0] > 0:
+            left[0] -= 1
+            return True
+        return False
+
+    return fault
 
 
 def spec():
@@ -98,9 +100,8 @@ def spec():
     return specs[0].model
 
 
-def controller(registry: MemoryRegistry, observe, **kwargs) -> Controller:
-    return Controller(registry, spec(), observe, registry.clock, RolloutMetrics(CollectorRegistry()),  # type: ignore[arg-type]
-                      **kwargs)
+def controller(lab: Lab, observe, **kwargs) -> Controller:
+    return Controller(lab.registry, spec(), observe, lab.clock, RolloutMetrics(CollectorRegistry()), **kwargs)
 
 
 def variant(n: float, errors: float) -> VariantStats:
@@ -126,162 +127,159 @@ def silent(champion: str, challenger: str, since: float) -> Observation:
 
 
 def test_first_version_is_promoted_directly() -> None:
-    registry = MemoryRegistry()
-    outcome = controller(registry, Traffic()).run("1")
-    assert outcome.action is Action.PROMOTE and registry.aliases == {"champion": "1"}
+    lab = Lab()
+    outcome = controller(lab, Traffic()).run("1")
+    assert outcome.action is Action.PROMOTE and lab.aliases == {"champion": "1"}
 
 
 def test_good_challenger_walks_the_steps_and_is_promoted() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"})
+    lab = Lab(aliases={"champion": "1"})
     traffic = Traffic()
-    outcome = controller(registry, traffic).run("2")
+    outcome = controller(lab, traffic).run("2")
     assert outcome.action is Action.PROMOTE
-    assert registry.weights == ["10", "25", "50", "100"]
-    assert registry.aliases == {"champion": "2"}
-    assert registry.tags["1"][names.TAG_ROLLOUT_STATE] == "retired"
-    assert '"error_rate_upper"' in registry.tags["2"]["ferry.rollout.check.001"]
+    assert lab.weights == ["10", "25", "50", "100"]
+    assert lab.aliases == {"champion": "2"}
+    assert lab.tags("1")[names.TAG_ROLLOUT_STATE] == "retired"
+    assert '"error_rate_upper"' in lab.tags("2")["ferry.rollout.check.001"]
 
 
 def test_each_step_is_judged_from_its_own_start() -> None:
     traffic = Traffic()
-    controller(MemoryRegistry(aliases={"champion": "1"}), traffic).run("2")
+    controller(Lab(aliases={"champion": "1"}), traffic).run("2")
     interval = 30.0
     # step 1 counts from the challenger's start; later ones from their weight change plus the export lag
     assert traffic.looks == [EPOCH, EPOCH + interval + SETTLE_S, EPOCH + 2 * interval + SETTLE_S]
 
 
 def test_erroring_challenger_is_rolled_back_after_failure_limit() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"})
-    outcome = controller(registry, Traffic(challenger_error_rate=0.06)).run("2")
+    lab = Lab(aliases={"champion": "1"})
+    outcome = controller(lab, Traffic(challenger_error_rate=0.06)).run("2")
     assert outcome.action is Action.ROLLBACK and outcome.checks == 2
-    assert registry.aliases == {"champion": "1"}
-    assert registry.tags["2"][names.TAG_ROLLOUT_STATE] == "rolled-back"
-    assert registry.weights[-1] == "0"
+    assert lab.aliases == {"champion": "1"}
+    assert lab.tags("2")[names.TAG_ROLLOUT_STATE] == "rolled-back"
+    assert lab.weights[-1] == "0"
 
 
 def test_one_scrape_read_twice_is_not_two_failed_checks() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"})
-    outcome = controller(registry, Traffic(challenger_error_rate=0.06, frozen=True)).run("2")
+    lab = Lab(aliases={"champion": "1"})
+    outcome = controller(lab, Traffic(challenger_error_rate=0.06, frozen=True)).run("2")
     assert outcome.action is Action.ROLLBACK and outcome.reason.startswith("no evidence within 10m")
-    checks = [v for k, v in registry.tags["2"].items() if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
+    checks = [v for k, v in lab.tags("2").items() if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
     assert len(checks) == 2 and '"verdict": "fail"' in checks[0] and '"verdict": "stale"' in checks[1]
 
 
 def test_no_metrics_never_promotes_and_times_out() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"})
-    outcome = controller(registry, silent).run("2")
+    lab = Lab(aliases={"champion": "1"})
+    outcome = controller(lab, silent).run("2")
     assert outcome.action is Action.ROLLBACK and "no evidence within 10m" in outcome.reason
-    assert registry.aliases == {"champion": "1"}
+    assert lab.aliases == {"champion": "1"}
 
 
 def test_registry_outage_is_retried() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"}, fail_next=2)
-    assert controller(registry, Traffic()).run("2").action is Action.PROMOTE
+    lab = Lab(aliases={"champion": "1"}, faults=failing_first(2, "set_alias"))
+    assert controller(lab, Traffic()).run("2").action is Action.PROMOTE
 
 
-def records(registry: MemoryRegistry, version: str = "2") -> dict[str, dict]:
-    return {k.rsplit(".", 1)[-1]: json.loads(v) for k, v in sorted(registry.tags.get(version, {}).items())
+def records(lab: Lab, version: str = "2") -> dict[str, dict]:
+    return {k.rsplit(".", 1)[-1]: json.loads(v) for k, v in sorted(lab.tags(version).items())
             if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)}
 
 
 def test_an_outage_longer_than_the_old_retries_during_the_walk_holds_then_finishes() -> None:
     # MLflow down from 35 s to 235 s (the old retry loop gave up after 31 s): the 50 % step is decided at
     # 60 s, 90 s, ... but its weight write only lands at 240 s; the rollout then promotes normally.
-    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(35.0, 235.0)])
+    lab = Lab(aliases={"champion": "1"}, outages=[(35.0, 235.0)])
     traffic = Traffic()
-    outcome = controller(registry, traffic).run("2")
-    assert outcome.action is Action.PROMOTE and registry.aliases == {"champion": "2"}
-    assert registry.weights == ["10", "25", "50", "100"]
-    assert [w for w in registry.weight_writes if w[1] == "50"] == [(240.0, "50")]
+    outcome = controller(lab, traffic).run("2")
+    assert outcome.action is Action.PROMOTE and lab.aliases == {"champion": "2"}
+    assert lab.weights == ["10", "25", "50", "100"]
+    assert [w for w in lab.weight_writes if w[1] == "50"] == [(240.0, "50")]
     # the checks held on the 25 % step all counted from its start: `since` did not move
     assert traffic.looks[1:8] == [EPOCH + 30 + SETTLE_S] * 7 and traffic.looks[8] == EPOCH + 240 + SETTLE_S
-    written = records(registry)
+    written = records(lab)
     assert list(written) == [f"{n:03d}" for n in range(1, outcome.checks + 1)]  # every record, flushed
     held = [r for r in written.values() if r["action"] == "hold"]
     assert len(held) == 6 and all(r["weight"] == 25 and "did not take weight 50%" in r["reason"] for r in held)
 
 
 def test_no_advance_until_the_weight_write_lands() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(55.0, 125.0)])
-    controller(registry, Traffic()).run("2")
-    assert registry.weight_writes == [(0.0, "10"), (30.0, "25"), (150.0, "50"), (180.0, "100")]
-    written = records(registry)
+    lab = Lab(aliases={"champion": "1"}, outages=[(55.0, 125.0)])
+    controller(lab, Traffic()).run("2")
+    assert lab.weight_writes == [(0.0, "10"), (30.0, "25"), (150.0, "50"), (180.0, "100")]
+    written = records(lab)
     assert [(r["action"], r["weight"]) for r in written.values()] == [
         ("advance", 25), ("hold", 25), ("hold", 25), ("hold", 25), ("advance", 50), ("promote", 100)]
 
 
 def test_a_terminal_outage_within_the_bound_still_rolls_back() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(55.0, 455.0)])
-    outcome = controller(registry, Traffic(challenger_error_rate=0.06)).run("2")
-    assert outcome.action is Action.ROLLBACK and registry.aliases == {"champion": "1"}
-    assert registry.tags["2"][names.TAG_ROLLOUT_STATE] == "rolled-back"
-    assert registry.weight_writes[-1][1] == "0" and 455.0 <= registry.weight_writes[-1][0] < 455.0 + 30
-    assert list(records(registry)) == ["001", "002"]
+    lab = Lab(aliases={"champion": "1"}, outages=[(55.0, 455.0)])
+    outcome = controller(lab, Traffic(challenger_error_rate=0.06)).run("2")
+    assert outcome.action is Action.ROLLBACK and lab.aliases == {"champion": "1"}
+    assert lab.tags("2")[names.TAG_ROLLOUT_STATE] == "rolled-back"
+    assert lab.weight_writes[-1][1] == "0" and 455.0 <= lab.weight_writes[-1][0] < 455.0 + 30
+    assert list(records(lab)) == ["001", "002"]
 
 
 def test_a_terminal_outage_past_the_bound_says_where_the_aliases_are() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(55.0, 10_000.0)])
+    lab = Lab(aliases={"champion": "1"}, outages=[(55.0, 10_000.0)])
     with pytest.raises(RolloutStuck) as stuck:
-        controller(registry, Traffic(challenger_error_rate=0.06), registry_timeout_s=900).run("2")
+        controller(lab, Traffic(challenger_error_rate=0.06), registry_timeout_s=900).run("2")
     message = str(stuck.value)
-    assert "could not rollback fraud-detector v2: MLflow unreachable for 900 s (mlflow down)" in message
+    assert "could not rollback fraud-detector v2: MLflow unreachable for 900 s (the registry is unavailable" in message
     assert "Nothing was changed" in message and "`ferry rollout abort fraud-detector`" in message
-    assert 60 + 900 <= registry.clock.t < 60 + 900 + 31  # bounded: gave up once the bound had passed
-    assert registry.aliases == {"champion": "1", "challenger": "2"}
+    assert stuck.value.user_message == message  # a FerryError: the CLI prints exactly this
+    assert 60 + 900 <= lab.clock.t < 60 + 900 + 31  # bounded: gave up once the bound had passed
+    lab.outages.clear()
+    assert lab.aliases == {"champion": "1", "challenger": "2"}
 
 
 def test_default_bound_is_the_hold_timeout_or_ten_minutes() -> None:
-    assert controller(MemoryRegistry(), Traffic()).registry_timeout_s == 600.0
-
-
-class HalfPromoting(MemoryRegistry):
-    """The champion alias lands, then MLflow stops answering for good."""
-
-    def delete_alias(self, model: str, alias: str) -> None:
-        raise ConnectionError("mlflow down")
+    assert controller(Lab(), Traffic()).registry_timeout_s == 600.0
 
 
 def test_a_half_done_promote_names_the_state_and_the_command() -> None:
-    registry = HalfPromoting(aliases={"champion": "1"})
+    # the champion alias lands, then MLflow stops answering for good
+    lab = Lab(aliases={"champion": "1"}, faults=lambda operation: operation == "delete_alias")
     with pytest.raises(RolloutStuck) as stuck:
-        controller(registry, Traffic(), registry_timeout_s=120).run("2")
-    assert registry.aliases == {"champion": "2", "challenger": "2"}
+        controller(lab, Traffic(), registry_timeout_s=120).run("2")
+    assert lab.aliases == {"champion": "2", "challenger": "2"}
     assert "already points at v2" in str(stuck.value) and "`ferry rollout promote fraud-detector`" in str(stuck.value)
 
 
 def test_registry_unreachable_at_start_is_retried_then_refused_clearly() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1"}, outages=[(0.0, 200.0)])
-    assert controller(registry, Traffic()).run("2").action is Action.PROMOTE
-    assert registry.weight_writes[0][0] >= 200.0
-    down = MemoryRegistry(aliases={"champion": "1"}, outages=[(0.0, 10_000.0)])
+    lab = Lab(aliases={"champion": "1"}, outages=[(0.0, 200.0)])
+    assert controller(lab, Traffic()).run("2").action is Action.PROMOTE
+    assert lab.weight_writes[0][0] >= 200.0
+    down = Lab(aliases={"champion": "1"}, outages=[(0.0, 10_000.0)])
     with pytest.raises(RegistryUnavailable, match=r"could not read the aliases of fraud-detector from MLflow "
                                                   r"within 600 s .*nothing was changed: rerun the step"):
         controller(down, Traffic()).run("2")
-    assert down.aliases == {"champion": "1"} and down.tags == {}
+    down.outages.clear()
+    assert down.aliases == {"champion": "1"} and down.registry.writes == []
 
 
 def test_by_hand_promote_and_abort_share_the_controller_writes() -> None:
-    registry = MemoryRegistry(aliases={"champion": "1", "challenger": "2"})
-    actions.by_hand(registry, "m", Action.PROMOTE)  # type: ignore[arg-type]
-    assert registry.aliases == {"champion": "2"} and registry.tags["1"][names.TAG_ROLLOUT_STATE] == "retired"
-    assert registry.tags["2"][names.TAG_ROLLOUT_REASON] == "promoted by hand"
-    registry.aliases["challenger"] = "3"
-    actions.by_hand(registry, "m", Action.ROLLBACK)  # type: ignore[arg-type]
-    assert registry.aliases == {"champion": "2"} and registry.tags["3"][names.TAG_ROLLOUT_WEIGHT] == "0"
+    lab = Lab(aliases={"champion": "1", "challenger": "2"}, model="m")
+    actions.by_hand(lab.registry, "m", Action.PROMOTE)
+    assert lab.aliases == {"champion": "2"} and lab.tags("1")[names.TAG_ROLLOUT_STATE] == "retired"
+    assert lab.tags("2")[names.TAG_ROLLOUT_REASON] == "promoted by hand"
+    lab.registry.set_alias("m", "challenger", "3")
+    actions.by_hand(lab.registry, "m", Action.ROLLBACK)
+    assert lab.aliases == {"champion": "2"} and lab.tags("3")[names.TAG_ROLLOUT_WEIGHT] == "0"
     with pytest.raises(actions.NoChallenger, match="no challenger to abort"):
-        actions.by_hand(registry, "m", Action.ROLLBACK)  # type: ignore[arg-type]
+        actions.by_hand(lab.registry, "m", Action.ROLLBACK)
 
 
 def test_cli_promote_and_abort(monkeypatch: pytest.MonkeyPatch) -> None:
     from ferry.cli import rollout as cli
 
-    registry = MemoryRegistry(aliases={"champion": "1", "challenger": "2"})
-    monkeypatch.setattr(cli, "_registry", lambda: registry)
+    lab = Lab(aliases={"champion": "1", "challenger": "2"})
+    monkeypatch.setattr(cli, "_registry", lambda: lab.registry)
     result = CliRunner().invoke(cli.rollout_app, ["abort", "fraud-detector"])
     assert result.exit_code == 0 and "v2 rolled back; v1 serves all traffic" in result.output
     again = CliRunner().invoke(cli.rollout_app, ["promote", "fraud-detector"])
     assert again.exit_code == 1 and "no challenger to promote" in again.output
-    registry.aliases["challenger"] = "3"
+    lab.registry.set_alias(MODEL, "challenger", "3")
     promoted = CliRunner().invoke(cli.rollout_app, ["promote", "fraud-detector"])
     assert promoted.exit_code == 0 and "v3 is now champion" in promoted.output
 
@@ -289,17 +287,24 @@ def test_cli_promote_and_abort(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_status_shows_the_rolled_back_version_and_its_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     from ferry.cli import rollout as cli
 
-    registry = MemoryRegistry(aliases={"champion": "1"})
-    controller(registry, Traffic(challenger_error_rate=0.06)).run("2")
-    monkeypatch.setattr(cli, "_registry", lambda: registry)
+    lab = Lab(aliases={"champion": "1"})
+    controller(lab, Traffic(challenger_error_rate=0.06)).run("2")
+    monkeypatch.setattr(cli, "_registry", lambda: lab.registry)
     result = CliRunner().invoke(cli.rollout_app, ["status", "fraud-detector"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "champion v1, challenger v- at 0%" in result.output
     assert "v2: state rolled-back, weight 0, reason 2 failed checks: error rate +0.0600 exceeds" in result.output
     assert "600/600" not in result.output and "2400/600" in result.output and "fail" in result.output
-    status = actions.status(registry, "fraud-detector")  # type: ignore[arg-type]
+    status = actions.status(lab.registry, "fraud-detector")
     assert status.version == "2" and [n for n, _ in status.checks] == ["001", "002"]
     assert status.checks[0][1]["requests"] == [2400.0, 600.0] and status.checks[1][1]["verdict"] == "fail"
+
+
+def test_status_of_a_model_without_rollouts_shows_the_champion() -> None:
+    lab = Lab(aliases={"champion": "1"})
+    status = actions.status(lab.registry, MODEL)
+    assert (status.version, status.state, status.checks) == ("1", "-", ())
+    assert actions.status(lab.registry, "unknown-model") == actions.RolloutStatus(RolloutView(), None)
 
 
 @pytest.mark.parametrize(("error", "expected"), [
@@ -322,7 +327,8 @@ def test_step_turns_a_registry_outage_into_a_clear_step_failure(monkeypatch: pyt
 
     monkeypatch.setattr(step, "Controller", Failing)
     monkeypatch.setattr(step, "RolloutMetrics", Quiet)
-    registry = SimpleNamespace(version_for_workflow=lambda model, workflow: SimpleNamespace(version=2, tags={}))
+    registry = MemoryRegistry()
+    registered(registry, "m", 1, **{names.TAG_WORKFLOW: "w"})
     ctx = SimpleNamespace(registry=registry, model="m", workflow="w", spec=spec(), emit=lambda values: None,
                           settings=SimpleNamespace(prometheus_url="http://127.0.0.1:9", host="127.0.0.1",
                                                    rollout_metrics_port=0))

@@ -1,57 +1,71 @@
-"""The observer's PromQL: exact counter differences since the step's start, per variant, no extrapolation."""
+"""The observer: champion vs challenger from counters' exact growth since the step's start, per variant,
+read from the in-memory Prometheus (the PromQL the real one gets: tests/unit/adapters/test_prometheus.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import pytest
 
-from ferry.rollout.observe import observe, since_start
+from ferry.adapters.prometheus_memory import MemoryPrometheus
+from ferry.contract import metrics as m
+from ferry.rollout.observe import observe
 
-
-@dataclass
-class CannedPrometheus:
-    """Answers by metric name; remembers every query."""
-
-    queries: list[str] = field(default_factory=list)
-
-    def vector(self, query: str) -> list[tuple[dict[str, str], float]]:
-        self.queries.append(query)
-        if "requests_total" in query:
-            return [({"version": "1", "outcome": "ok"}, 900.0), ({"version": "2", "outcome": "ok"}, 290.0),
-                    ({"version": "2", "outcome": "server_error"}, 10.0), ({"version": "2", "outcome": "client_error"},
-                                                                            4.0)]
-        if "latency_ms_bucket" in query:
-            return [({"version": "1"}, 12.0), ({"version": "2"}, float("nan"))]
-        return [({"version": v, "le": le}, n) for v, scale in (("1", 3), ("2", 1))
-                for le, n in (("0.5", 80.0 * scale), ("1.0", 95.0 * scale), ("+Inf", 100.0 * scale))]
+SINCE, NOW = 1_700_000_000.0, 1_700_000_060.0
 
 
-def test_counts_are_exact_differences_since_the_step_start() -> None:
-    assert since_start("x{a=\"b\"}", 1700000000.25) == (
-        'clamp_min(x{a="b"} - (x{a="b"} @ 1700000000.250 or x{a="b"} * 0), 0)')
-    prom = CannedPrometheus()
-    obs = observe(prom, "m", "1", "2", 1700000000.0)  # type: ignore[arg-type]
-    assert all("@ 1700000000.000" in q and "increase(" not in q and "rate(" not in q for q in prom.queries)
+def prometheus() -> MemoryPrometheus:
+    return MemoryPrometheus(now=lambda: NOW)
+
+
+def requests(prom: MemoryPrometheus, version: str, outcome: str, before: float | None, now: float,
+             model: str = "m", replica: str = "a") -> None:
+    labels = {"model": model, "version": version, "outcome": outcome, "replica": replica}
+    if before is not None:
+        prom.record(m.SERVING_REQUESTS.series, labels, before, SINCE - 10)
+    prom.record(m.SERVING_REQUESTS.series, labels, now, NOW - 5)
+
+
+def scores(prom: MemoryPrometheus, version: str, counts: dict[str, float]) -> None:
+    for le, count in counts.items():
+        prom.record(m.SERVING_SCORE_BUCKETS.series, {"model": "m", "version": version, "le": le}, count, NOW - 5)
+
+
+def test_counts_are_exact_growth_since_the_step_start() -> None:
+    prom = prometheus()
+    requests(prom, "1", "ok", 100.0, 1000.0)
+    requests(prom, "1", "ok", 500.0, 20.0, replica="b")  # restarted: its reset loses counts, never subtracts
+    requests(prom, "2", "ok", 10.0, 300.0)
+    requests(prom, "2", "server_error", None, 10.0)  # born after the step started: counts fully
+    requests(prom, "2", "client_error", None, 4.0)
+    requests(prom, "3", "ok", None, 50.0)  # neither variant
+    requests(prom, "1", "ok", None, 70.0, model="other")
+    for le, before, now in (("10", 0.0, 0.0), ("20", 5.0, 105.0), ("+Inf", 5.0, 105.0)):
+        prom.record(m.SERVING_LATENCY.bucket, {"model": "m", "version": "1", "le": le}, before, SINCE - 10)
+        prom.record(m.SERVING_LATENCY.bucket, {"model": "m", "version": "1", "le": le}, now, NOW - 5)
+        for at in (SINCE - 10, NOW - 5):  # version 2 observed nothing since the start
+            prom.record(m.SERVING_LATENCY.bucket, {"model": "m", "version": "2", "le": le}, before, at)
+    scores(prom, "1", {"0.5": 240.0, "1.0": 285.0, "+Inf": 300.0})
+    scores(prom, "2", {"0.5": 80.0, "1.0": 95.0, "+Inf": 100.0})
+    obs = observe(prom, "m", "1", "2", SINCE)
     assert (obs.champion.requests, obs.champion.errors) == (900.0, 0.0)
     assert (obs.challenger.requests, obs.challenger.errors) == (300.0, 10.0)  # client errors are not served
-    assert obs.champion.p99_latency_ms == 12.0 and obs.challenger.p99_latency_ms is None
+    assert obs.champion.p99_latency_ms == pytest.approx(19.9)  # 10 + 10 * 99/100 within the (10, 20] bucket
+    assert obs.challenger.p99_latency_ms is None  # no observation since the start: NaN, dropped
     assert obs.champion.scores == (240.0, 45.0, 15.0) and obs.challenger.scores == (80.0, 15.0, 5.0)
     assert obs.score_psi == 0.0  # same shape, different totals
 
 
-@dataclass
-class LowBucketsMissing(CannedPrometheus):
-    """The router creates a score bucket's series with its first row: version 2 never scored <= 0.5."""
-
-    def vector(self, query: str) -> list[tuple[dict[str, str], float]]:
-        if "score_bucket_total" not in query:
-            return super().vector(query)
-        self.queries.append(query)
-        return [({"version": "1", "le": "0.5"}, 50.0), ({"version": "1", "le": "1.0"}, 90.0),
-                ({"version": "1", "le": "+Inf"}, 100.0),
-                ({"version": "2", "le": "1.0"}, 60.0), ({"version": "2", "le": "+Inf"}, 100.0)]
-
-
 def test_a_missing_low_bucket_counts_as_zero_so_both_variants_share_bins() -> None:
-    obs = observe(LowBucketsMissing(), "m", "1", "2", 1700000000.0)  # type: ignore[arg-type]
+    # the router creates a score bucket's series with its first row: version 2 never scored <= 0.5
+    prom = prometheus()
+    scores(prom, "1", {"0.5": 50.0, "1.0": 90.0, "+Inf": 100.0})
+    scores(prom, "2", {"1.0": 60.0, "+Inf": 100.0})
+    obs = observe(prom, "m", "1", "2", SINCE)
     assert obs.champion.scores == (50.0, 40.0, 10.0)
     assert obs.challenger.scores == (0.0, 60.0, 40.0)
+
+
+def test_one_side_without_a_histogram_compares_no_scores() -> None:
+    prom = prometheus()
+    scores(prom, "1", {"0.5": 50.0, "+Inf": 100.0})
+    obs = observe(prom, "m", "1", "2", SINCE)
+    assert obs.champion.scores == () and obs.challenger.scores == ()

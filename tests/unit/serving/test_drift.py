@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.support.serving_fakes import FakeRegistry, RecordingRecorder, transaction
+from tests.support.serving_fakes import RecordingRecorder, serving_registry, transaction, watcher_of
 
-from ferry.adapters.registry import RolloutView, VersionFacts, parse_trained_at
+from ferry.adapters.registry_port import RolloutView, VersionFacts, parse_trained_at
 from ferry.contract import metrics
 from ferry.contract.psi import psi
 from ferry.serving import drift
 from ferry.serving.drift import DriftMonitor, DriftWindow
 from ferry.serving.service import ScoringService, WorkloadView
-from ferry.serving.watcher import RegistryWatcher
 from ferry.stats.reference import (
     SCORE,
     BadReference,
@@ -233,8 +232,8 @@ def test_scoring_feeds_all_rows_and_only_champion_scores() -> None:
     names = workload.feature_names
     rows = np.array([[transaction(customer_id=k, amount=float(k))[n] for n in names] for k in range(400)])
     ref = build_reference(rows, names, np.linspace(0, 1, 400))
-    registry = FakeRegistry(RolloutView(champion="1", challenger="2", weight=50))
-    watcher = RegistryWatcher("fraud", registry.read, registry.load, interval_s=3600)
+    watcher = watcher_of(serving_registry(RolloutView(champion="1", challenger="2", weight=50), model="fraud"),
+                         "fraud")
     watcher.refresh()
     gauges = Gauges()
     mon = DriftMonitor("fraud", names, 60, gauges, lambda: "1", lambda v: VersionFacts(ref, None), min_rows=10)

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
-from tests.support.serving_fakes import FakeRegistry, RecordingRecorder, make_service, transaction, transactions
+from tests.support.serving_fakes import RecordingRecorder, make_service, serving_registry, transaction, transactions
 
-from ferry.adapters.registry import RolloutView
+from ferry.adapters.registry_memory import MemoryRegistry
+from ferry.adapters.registry_port import RolloutView
 from ferry.serving.api import build_api
 from ferry.serving.intake import InFlight
 from ferry.serving.routing import choose
@@ -35,12 +36,12 @@ def client_for(service: ScoringService, serving: ServingSpec = SERVING, delay_s:
 
 
 @pytest.fixture
-def registry() -> FakeRegistry:
-    return FakeRegistry(RolloutView("1", "2", 50))
+def registry() -> MemoryRegistry:
+    return serving_registry(RolloutView("1", "2", 50))
 
 
 @pytest.fixture
-def service(registry: FakeRegistry) -> ScoringService:
+def service(registry: MemoryRegistry) -> ScoringService:
     return make_service(registry)
 
 
@@ -156,7 +157,7 @@ def test_probes_and_info(client: TestClient) -> None:
 
 
 def test_without_champion_alive_but_not_ready_and_503() -> None:
-    service = make_service(FakeRegistry())
+    service = make_service(serving_registry())
     with client_for(service) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503
@@ -165,9 +166,8 @@ def test_without_champion_alive_but_not_ready_and_503() -> None:
     assert recorder(service).total("server_error") == 1
 
 
-def test_failing_challenger_is_answered_by_the_champion(registry: FakeRegistry) -> None:
-    registry.view, registry.failing = RolloutView("1", "2", 100), {"2"}
-    service = make_service(registry)
+def test_failing_challenger_is_answered_by_the_champion() -> None:
+    service = make_service(serving_registry(RolloutView("1", "2", 100), failing={"2"}))
     with client_for(service) as client:
         response = client.post("/predict/batch", json=transactions(4))
     assert response.status_code == 200
@@ -175,9 +175,8 @@ def test_failing_challenger_is_answered_by_the_champion(registry: FakeRegistry) 
     assert recorder(service).total("server_error", "challenger") == 4 and recorder(service).total("ok") == 4
 
 
-def test_failing_champion_is_a_json_500_counted_against_it(registry: FakeRegistry) -> None:
-    registry.view, registry.failing = RolloutView("1", None, 0), {"1"}
-    service = make_service(registry)
+def test_failing_champion_is_a_json_500_counted_against_it() -> None:
+    service = make_service(serving_registry(RolloutView("1", None, 0), failing={"1"}))
     with client_for(service) as client:
         response = client.post("/predict", json=transaction())
     assert response.status_code == 500 and "model failed" in response.json()["detail"]
@@ -245,8 +244,8 @@ def test_the_fast_lane_takes_only_clean_scoring_requests(service: ScoringService
                                                (RolloutView("1", "2", 100), {"2"})])
 def test_a_single_row_is_scored_as_in_a_batch(view: RolloutView, failing: set[str]) -> None:
     rows = [FraudDetectionWorkload.request_model.model_validate(t) for t in transactions(40)]
-    alone = make_service(FakeRegistry(view, failing=failing))
-    batched = make_service(FakeRegistry(view, failing=failing))
+    alone = make_service(serving_registry(view, failing=failing))
+    batched = make_service(serving_registry(view, failing=failing))
     assert [alone.score_single(row) for row in rows] == batched.score_each(rows)
     assert sorted(recorder(alone).requests) == sorted(  # the same counts, one row at a time
         (outcome, version, variant, 1) for outcome, version, variant, n in recorder(batched).requests
@@ -255,5 +254,5 @@ def test_a_single_row_is_scored_as_in_a_batch(view: RolloutView, failing: set[st
 
 def test_a_single_row_without_champion_is_refused() -> None:
     with pytest.raises(NoChampion):
-        make_service(FakeRegistry(RolloutView(None, None, 0))).score_single(
+        make_service(serving_registry(RolloutView(None, None, 0))).score_single(
             FraudDetectionWorkload.request_model.model_validate(transaction()))

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
-from tests.support.serving_fakes import FakeRegistry, RecordingRecorder, make_service, transaction, transactions
+from tests.support.serving_fakes import RecordingRecorder, make_service, serving_registry, transaction, transactions
 
-from ferry.adapters.registry import RolloutView
+from ferry.adapters.registry_port import RolloutView
 from ferry.contract.names import TAG_FAULT_ERROR_RATE, TAG_FAULT_LATENCY_MS
 from ferry.render.bundle import render_objects
 from ferry.serving.api import build_api
@@ -64,7 +62,7 @@ def test_renderer_never_allows_fault_injection() -> None:
 
 
 def test_without_a_fault_book_the_service_ignores_everything() -> None:
-    service = make_service(FakeRegistry(RolloutView("1", "2", 50)))
+    service = make_service(serving_registry(RolloutView("1", "2", 50)))
     assert service.faults is None
     with client_for(service) as client:
         assert all(client.post("/predict", json=transaction(customer_id=k)).status_code == 200 for k in range(20))
@@ -72,7 +70,7 @@ def test_without_a_fault_book_the_service_ignores_everything() -> None:
 
 
 def test_error_rate_fails_only_that_versions_rows_with_500_counted_as_server_error() -> None:
-    service = make_service(FakeRegistry(RolloutView("1", "2", 50)))
+    service = make_service(serving_registry(RolloutView("1", "2", 50)))
     service.faults = book({"2": {TAG_FAULT_ERROR_RATE: "1"}})
     rows = transactions(10)
     results = service.score_each([service.workload.request_model.model_validate(r) for r in rows])
@@ -92,7 +90,7 @@ def test_error_rate_fails_only_that_versions_rows_with_500_counted_as_server_err
 
 def test_error_rate_is_a_share_of_requests() -> None:
     draws = iter([0.01, 0.2, 0.04, 0.9] * 5)
-    service = make_service(FakeRegistry(RolloutView("1", None, 0)))
+    service = make_service(serving_registry(RolloutView("1", None, 0)))
     tags = {"1": {TAG_FAULT_ERROR_RATE: "0.05"}}
     service.faults = FaultBook(lambda version: tags[version], draw=lambda: next(draws))
     service.faults.refresh(["1"])
@@ -102,7 +100,7 @@ def test_error_rate_is_a_share_of_requests() -> None:
 
 
 def test_latency_is_added_to_that_version_only_and_faults_follow_the_tags() -> None:
-    service = make_service(FakeRegistry(RolloutView("1", "2", 50)))
+    service = make_service(serving_registry(RolloutView("1", "2", 50)))
     tags: dict[str, dict[str, str]] = {"2": {TAG_FAULT_LATENCY_MS: "300"}}
     service.faults = FaultBook(lambda version: tags.get(version, {}))
     service.faults.refresh(["1", "2"])
@@ -127,32 +125,19 @@ def test_router_reads_fault_tags_only_when_the_args_allow_it(monkeypatch: pytest
     pytest.importorskip("ray.serve")
     from ferry.serving import app
 
-    reads: list[str] = []
-
-    class Registry:  # the champion carries a 100 % error-rate tag throughout
-        def __init__(self, uri: str) -> None:
-            self.client = SimpleNamespace(get_model_version=self.version)
-
-        def version(self, name: str, version: str) -> Any:
-            reads.append(version)
-            return SimpleNamespace(tags={TAG_FAULT_ERROR_RATE: "1"})
-
-        def rollout_view(self, model: str) -> RolloutView:
-            return RolloutView("1", None, 0)
-
-        def load_pytorch_version(self, model: str, version: str) -> Any:
-            return FakeRegistry().load(version)
-
-    monkeypatch.setattr(app, "Registry", Registry)
     base = {"model": "fraud-detector", "workload": "fraud_detection", "tracking_uri": "http://127.0.0.1:1",
             "serving": SERVING.model_dump(mode="json"), "poll_interval_s": 3600}
     for allowed, status in ((False, 200), (True, 500)):
+        registry = serving_registry(RolloutView("1", None, 0))
+        registry.tag_version("fraud-detector", "1", {TAG_FAULT_ERROR_RATE: 1})  # the champion always fails
         args = AppArgs.model_validate({**base, "allow_fault_injection": allowed} if allowed else base)
-        service = app.make_service(args, RecordingRecorder())
+        service = app.make_service(args, RecordingRecorder(), registry)
         try:
-            assert (service.faults is not None) is allowed
+            # without the flag there is no fault book: nothing reads the tags
+            assert service.faults is None if not allowed else service.faults.faults == {"1": Fault(1.0, 0.0)}
             with client_for(service) as client:
                 assert client.post("/predict", json=transaction()).status_code == status
         finally:
             service.watcher.stop(timeout_s=1.0)
-        assert bool(reads) is allowed  # without the flag the tags are not even read
+            if service.drift is not None:
+                service.drift.stop(timeout_s=1.0)

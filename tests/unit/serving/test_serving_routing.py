@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from ferry.adapters.registry import parse_weight
+from ferry.adapters.registry_port import parse_weight
 from ferry.serving.routing import BUCKETS, CHALLENGER, CHAMPION, bucket, buckets, challenger_rows, choose, choose_many
 
 KEYS = range(10_000)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from ferry.adapters.registry_port import RegistryUnavailable
 from ferry.settings import Settings
 from ferry.spec import load_specs
 from ferry.spec.models import EvaluationSpec, SearchDomain
-from ferry.steps.context import StepFailed, _as_text, build_context, read_spec
+from ferry.steps.context import StepFailed, TransientStepError, _as_text, build_context, read_spec
 from ferry.steps.evaluate import judge
 from ferry.steps.tune import _typed, search_space
 
@@ -74,3 +75,17 @@ def test_hash_mismatch_is_refused() -> None:
     with pytest.raises(StepFailed, match="spec changed under a running Workflow"):
         build_context("data", "gitops/rendered/local/fraud-detector/spec.json", "wf", "0000000000",
                       Settings(home=ROOT))
+
+
+@pytest.mark.parametrize("error", [ConnectionError("refused"), RegistryUnavailable("MLflow at x is unavailable")])
+def test_an_unreachable_service_is_a_transient_step_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                            error: Exception) -> None:
+    from ferry.steps import runner
+
+    def down(ctx: object) -> None:
+        raise error
+
+    monkeypatch.setitem(runner.STEP_FUNCTIONS, "evaluate", down)
+    with pytest.raises(TransientStepError, match="evaluate: cannot reach a service"):
+        runner.run_step("evaluate", "gitops/rendered/local/fraud-detector/spec.json", "wf", None,
+                        Settings(home=ROOT, outputs_dir=tmp_path))

@@ -1,21 +1,50 @@
-"""A thin client for Prometheus' HTTP query API (instant queries), with bounded retries."""
+"""`PrometheusQuery` over Prometheus' HTTP query API (instant queries), with bounded retries.
+
+Growth since an instant is written as an exact counter difference, `x - (x @ since or x * 0)`: the value
+now minus the value the last scrape before `since` held (0 for a series born after it), clamped at 0 per
+series, summed after the difference. Unlike `increase(x[w])` it does not extrapolate to the window's
+edges, so a series one scrape old counts fully and every histogram bucket is scaled by the same factor
+(per-bucket extrapolation made the PSI of two identical models read up to 0.7). `since` is the caller's
+wall clock read against Prometheus' (`@` takes unix time): the two must agree to within a scrape
+interval, which NTP-synchronised nodes do.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-
-class PrometheusUnavailable(Exception):
-    pass
+from ferry.adapters.prometheus_port import BUCKET_LABEL, PrometheusQuery, PrometheusUnavailable, Sample, Selector
 
 
-class Prometheus:
-    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+def promql_selector(series: Selector) -> str:
+    """`metric{a="x",b=~"1|2"}`: a tuple of values is a regex alternation of the values, each escaped."""
+    matchers = [f"{name}=~{json.dumps('|'.join(re.escape(v) for v in wanted))}" if isinstance(wanted, tuple)
+                else f"{name}={json.dumps(wanted)}" for name, wanted in series.labels.items()]
+    return f"{series.metric}{{{','.join(matchers)}}}"
+
+
+def since_start(series: str, since_unix: float) -> str:
+    """PromQL for how much each series of a counter grew since `since_unix`, exactly."""
+    return f"clamp_min({series} - ({series} @ {since_unix:.3f} or {series} * 0), 0)"
+
+
+def growth_query(series: Selector, by: tuple[str, ...], since_unix: float) -> str:
+    return f"sum by ({', '.join(by)}) ({since_start(promql_selector(series), since_unix)})"
+
+
+def quantile_query(quantile: float, buckets: Selector, by: tuple[str, ...], since_unix: float) -> str:
+    return f"histogram_quantile({quantile:g}, {growth_query(buckets, (BUCKET_LABEL, *by), since_unix)})"
+
+
+class Prometheus(PrometheusQuery):
+    def __init__(self, base_url: str, timeout_s: float = 5.0, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout_s, trust_env=False)
+        self._client = httpx.Client(timeout=timeout_s, trust_env=False, transport=transport)
 
     @retry(retry=retry_if_exception_type(httpx.TransportError), stop=stop_after_attempt(3),
            wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
@@ -26,7 +55,7 @@ class Prometheus:
         return body
 
     def vector(self, query: str) -> list[tuple[dict[str, str], float]]:
-        """(labels, value) per series of an instant vector query."""
+        """(labels, value) per series of an instant vector query (any PromQL)."""
         try:
             body = self._get(query)
         except (httpx.HTTPError, ValueError) as exc:
@@ -34,6 +63,14 @@ class Prometheus:
         if body.get("status") != "success":
             raise PrometheusUnavailable(f"query failed: {body.get('error', body)}")
         return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+
+    def growth_since(self, series: Selector, by: tuple[str, ...], since_unix: float) -> list[Sample]:
+        return [Sample(labels, value) for labels, value in self.vector(growth_query(series, by, since_unix))]
+
+    def quantile_since(self, quantile: float, buckets: Selector, by: tuple[str, ...],
+                       since_unix: float) -> list[Sample]:
+        query = quantile_query(quantile, buckets, by, since_unix)
+        return [Sample(labels, value) for labels, value in self.vector(query)]
 
     def close(self) -> None:
         self._client.close()

@@ -13,12 +13,12 @@ from ferry.cli.output import console, err_console
 from ferry.settings import load_settings
 
 if TYPE_CHECKING:
-    from ferry.adapters.registry import Registry
+    from ferry.adapters.registry_port import RegistryPort
 
 rollout_app = typer.Typer(help="Inspect or override a canary rollout.", no_args_is_help=True)
 
 
-def _registry() -> Registry:
+def _registry() -> RegistryPort:
     from ferry.adapters.registry import Registry
 
     return Registry(load_settings().mlflow_uri)

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.adapters.registry import Registry, RolloutView
+from ferry.adapters.registry_port import RegistryPort, RolloutView
 from ferry.contract import names
+from ferry.contract.errors import FerryError
 from ferry.rollout.policy import Action
 
 Write = Callable[..., Any]
@@ -23,11 +24,11 @@ def _direct(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
-class NoChallenger(Exception):
-    pass
+class NoChallenger(FerryError):
+    """`ferry rollout promote|abort` on a model whose canary is not running."""
 
 
-def promote(registry: Registry, model: str, version: str, old: str | None, reason: str,
+def promote(registry: RegistryPort, model: str, version: str, old: str | None, reason: str,
             write: Write = _direct) -> None:
     write(registry.set_alias, model, names.ALIAS_CHAMPION, version)
     write(registry.delete_alias, model, names.ALIAS_CHALLENGER)
@@ -37,7 +38,7 @@ def promote(registry: Registry, model: str, version: str, old: str | None, reaso
         write(registry.tag_version, model, old, {names.TAG_ROLLOUT_STATE: names.STATE_RETIRED})
 
 
-def rollback(registry: Registry, model: str, version: str, reason: str, write: Write = _direct) -> None:
+def rollback(registry: RegistryPort, model: str, version: str, reason: str, write: Write = _direct) -> None:
     write(registry.tag_version, model, version, {names.TAG_ROLLOUT_WEIGHT: 0})
     write(registry.delete_alias, model, names.ALIAS_CHALLENGER)
     write(registry.tag_version, model, version,
@@ -69,7 +70,7 @@ def partial_state(action: Action, model: str, version: str, old: str | None, lan
             f"rolled-back state tag is not written: `ferry rollout status {model}` may show it stale.")
 
 
-def by_hand(registry: Registry, model: str, action: Action) -> RolloutView:
+def by_hand(registry: RegistryPort, model: str, action: Action) -> RolloutView:
     """A person's promote or abort of the current challenger; the view as it was before."""
     view = registry.rollout_view(model)
     if view.challenger is None:
@@ -96,26 +97,24 @@ class RolloutStatus:
     checks: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
-def status(registry: Registry, model: str, version: str | None = None) -> RolloutStatus:
+def status(registry: RegistryPort, model: str, version: str | None = None) -> RolloutStatus:
     """The rollout of `version`; by default the challenger's, else the newest version that had one (a
-    rolled-back version is neither champion nor challenger, and it is the one on-call asks about)."""
+    rolled-back version is neither champion nor challenger, and it is the one on-call asks about).
+    NotFound when `version` is given and does not exist."""
     view = registry.rollout_view(model)
-    name = names.registered_model_name(model)
     if version is None:
-        version = view.challenger or _latest_rollout(registry, name) or view.champion
+        version = view.challenger or _latest_rollout(registry, model) or view.champion
     if version is None:
         return RolloutStatus(view, None)
-    tags = dict(registry.client.get_model_version(name, version).tags)
+    tags = registry.version(model, version).tags
     checks = tuple((key.rsplit(".", 1)[-1], _record(value)) for key, value in sorted(tags.items())
                    if key.startswith(names.TAG_ROLLOUT_CHECK_PREFIX))
     return RolloutStatus(view, version, tags.get(names.TAG_ROLLOUT_STATE, "-"),
                          tags.get(names.TAG_ROLLOUT_REASON, "-"), tags.get(names.TAG_ROLLOUT_WEIGHT, "-"), checks)
 
 
-def _latest_rollout(registry: Registry, name: str) -> str | None:
-    versions = registry.client.search_model_versions(f"name='{name}'")
-    rolled = [int(v.version) for v in versions if names.TAG_ROLLOUT_STATE in (v.tags or {})]
-    return str(max(rolled)) if rolled else None
+def _latest_rollout(registry: RegistryPort, model: str) -> str | None:
+    return next((v.version for v in registry.find_versions(model) if v.rollout_state is not None), None)
 
 
 def _record(raw: str) -> dict[str, Any]:

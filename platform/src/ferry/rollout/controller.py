@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from dataclasses import replace as evolve
 from typing import Any, Protocol
 
-from mlflow.exceptions import MlflowException
-
-from ferry.adapters.prometheus import Prometheus, PrometheusUnavailable
-from ferry.adapters.registry import Registry, RolloutView
+from ferry.adapters.prometheus_port import PrometheusQuery, PrometheusUnavailable
+from ferry.adapters.registry_port import RegistryError, RegistryPort, RegistryUnavailable, RolloutView
 from ferry.contract import names
+from ferry.contract.errors import FerryError
 from ferry.rollout import actions
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.observe import observe
@@ -59,21 +58,19 @@ TERMINAL = (Action.PROMOTE, Action.ROLLBACK)
 SETTLE_S = 10.0
 MIN_REGISTRY_TIMEOUT_S = 600.0
 MAX_BACKOFF_S = 30.0
-# What an unreachable or failing MLflow raises (requests' connection errors are OSErrors); anything else
-# is a bug and surfaces at once.
-REGISTRY_ERRORS = (MlflowException, OSError)
+# What the registry port raises when MLflow is unreachable, failing, or refuses a write (the last is retried
+# too, as it always was: the bound ends it); anything else is a bug and surfaces at once. Past the bound the
+# start raises the port's RegistryUnavailable itself: the registry stayed unreachable before the rollout
+# changed anything serving reads, so the step is safe to rerun.
+REGISTRY_ERRORS = (RegistryError,)
 log = logging.getLogger(__name__)
 
 
-class RegistryUnavailable(Exception):
-    """MLflow stayed unreachable before the rollout changed anything that serving reads: safe to rerun."""
-
-
-class RolloutStuck(Exception):
+class RolloutStuck(FerryError):
     """A promote or rollback could not be written within the bound; the message says how to finish it."""
 
 
-class _GaveUp(Exception):
+class _GaveUp(Exception):  # internal: carries the last registry error out of the retry loop, never shown
     def __init__(self, cause: Exception) -> None:
         super().__init__(str(cause))
         self.cause = cause
@@ -104,7 +101,7 @@ class RolloutOutcome:
     checks: int
 
 
-def prometheus_observer(prom: Prometheus, model: str) -> Observe:
+def prometheus_observer(prom: PrometheusQuery, model: str) -> Observe:
     def run(champion: str, challenger: str, since_unix: float) -> Observation:
         return observe(prom, model, champion, challenger, since_unix)
 
@@ -112,7 +109,7 @@ def prometheus_observer(prom: Prometheus, model: str) -> Observe:
 
 
 class Controller:
-    def __init__(self, registry: Registry, spec: ModelSpec, observer: Observe, clock: Clock | None = None,
+    def __init__(self, registry: RegistryPort, spec: ModelSpec, observer: Observe, clock: Clock | None = None,
                  metrics: RolloutMetrics | None = None, settle_s: float = SETTLE_S,
                  registry_timeout_s: float | None = None) -> None:
         self.registry, self.spec, self.observer = registry, spec, observer

@@ -1,14 +1,9 @@
-"""Turn Prometheus series into the policy's Observation for champion vs challenger since one instant.
+"""Turn the canary's metrics into the policy's Observation for champion vs challenger since one instant.
 
-Every windowed figure is an exact counter difference, `x - (x @ since or x * 0)`: the value now minus
-the value the last scrape before `since` held (0 for a series born after it), summed after the
-difference. Unlike `increase(x[w])` it does not extrapolate to the window's edges, so a series one scrape
-old counts fully and every score bucket is scaled by the same factor (per-bucket extrapolation made the
-PSI of two identical models read up to 0.7), and the window starts where the weight step started, so a
-step is judged on its own traffic. A replica restart resets its counters; its negative difference is
-clamped to 0 (what it served before the restart is lost, never counted twice). `since` is the
-controller's wall clock read against Prometheus' (`@` takes unix time): the two must agree to within a
-scrape interval, which NTP-synchronised nodes do.
+Every windowed figure is a counter's exact growth since `since` (what the rollout step's data is: the
+traffic since its weight step began), asked of the `PrometheusQuery` port, whose doc defines it: nothing
+is extrapolated, so a series one scrape old counts fully and every score bucket is scaled by the same
+factor, and a replica restart loses what it served before, never counts it twice.
 """
 
 from __future__ import annotations
@@ -16,44 +11,40 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from ferry.adapters.prometheus import Prometheus
+from ferry.adapters.prometheus_port import BUCKET_LABEL, PrometheusQuery, Selector
 from ferry.contract import metrics as m
 from ferry.rollout.policy import Observation, VariantStats
 
 OK, SERVER_ERROR = m.OUTCOME_OK, m.OUTCOME_SERVER_ERROR
 
 
-def _selector(model: str, versions: tuple[str, str]) -> str:
-    return f'model="{model}",version=~"{versions[0]}|{versions[1]}"'
+def _selector(series: str, model: str, versions: tuple[str, str]) -> Selector:
+    return Selector(series, {"model": model, "version": versions})
 
 
-def since_start(series: str, since_unix: float) -> str:
-    """PromQL for how much each series of a counter grew since `since_unix`, exactly."""
-    return f"clamp_min({series} - ({series} @ {since_unix:.3f} or {series} * 0), 0)"
-
-
-def requests_by_version(prom: Prometheus, model: str, versions: tuple[str, str],
+def requests_by_version(prom: PrometheusQuery, model: str, versions: tuple[str, str],
                         since_unix: float) -> dict[str, dict[str, float]]:
-    series = f"{m.SERVING_REQUESTS.series}{{{_selector(model, versions)}}}"
     counts: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for labels, value in prom.vector(f"sum by (version, outcome) ({since_start(series, since_unix)})"):
-        if not math.isnan(value):
-            counts[labels.get("version", "")][labels.get("outcome", "")] += value
+    series = _selector(m.SERVING_REQUESTS.series, model, versions)
+    for sample in prom.growth_since(series, ("version", "outcome"), since_unix):
+        if not math.isnan(sample.value):
+            counts[sample.labels.get("version", "")][sample.labels.get("outcome", "")] += sample.value
     return counts
 
 
-def p99_by_version(prom: Prometheus, model: str, versions: tuple[str, str], since_unix: float) -> dict[str, float]:
-    series = f"{m.SERVING_LATENCY.bucket}{{{_selector(model, versions)}}}"
-    query = f"histogram_quantile(0.99, sum by (le, version) ({since_start(series, since_unix)}))"
-    return {labels.get("version", ""): value for labels, value in prom.vector(query) if not math.isnan(value)}
+def p99_by_version(prom: PrometheusQuery, model: str, versions: tuple[str, str],
+                   since_unix: float) -> dict[str, float]:
+    series = _selector(m.SERVING_LATENCY.bucket, model, versions)
+    found = prom.quantile_since(0.99, series, ("version",), since_unix)
+    return {sample.labels.get("version", ""): sample.value for sample in found if not math.isnan(sample.value)}
 
 
-def score_histograms(prom: Prometheus, model: str, versions: tuple[str, str],
+def score_histograms(prom: PrometheusQuery, model: str, versions: tuple[str, str],
                      since_unix: float) -> dict[str, tuple[float, ...]]:
-    series = f"{m.SERVING_SCORE_BUCKETS.series}{{{_selector(model, versions)}}}"
     cumulative: dict[str, dict[float, float]] = defaultdict(dict)
-    for labels, value in prom.vector(f"sum by (le, version) ({since_start(series, since_unix)})"):
-        cumulative[labels.get("version", "")][float(labels["le"])] = value
+    series = _selector(m.SERVING_SCORE_BUCKETS.series, model, versions)
+    for sample in prom.growth_since(series, (BUCKET_LABEL, "version"), since_unix):
+        cumulative[sample.labels.get("version", "")][float(sample.labels[BUCKET_LABEL])] = sample.value
     every_le = sorted({le for buckets in cumulative.values() for le in buckets})
     return {version: _per_bin(buckets, every_le) for version, buckets in cumulative.items()}
 
@@ -65,7 +56,7 @@ def _per_bin(cumulative: dict[float, float], every_le: list[float]) -> tuple[flo
     return tuple(max(b - a, 0.0) for a, b in zip([0.0, *ordered], ordered, strict=False))
 
 
-def observe(prom: Prometheus, model: str, champion: str, challenger: str, since_unix: float) -> Observation:
+def observe(prom: PrometheusQuery, model: str, champion: str, challenger: str, since_unix: float) -> Observation:
     versions = (champion, challenger)
     counts = requests_by_version(prom, model, versions, since_unix)
     p99 = p99_by_version(prom, model, versions, since_unix)

@@ -38,9 +38,9 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
 
-from ferry.adapters.registry import Registry, RolloutView
+from ferry.adapters.registry import Registry
+from ferry.adapters.registry_port import RegistryPort, RolloutView
 from ferry.adapters.workloads import load_workload
-from ferry.contract import names
 from ferry.render.rayservice import ROUTER_DEPLOYMENT, deployment_options
 from ferry.serving import metrics
 from ferry.serving.api import build_api
@@ -52,13 +52,12 @@ from ferry.serving.service import ScoringService, WorkloadView
 from ferry.serving.watcher import RegistryWatcher
 
 
-def make_service(args: AppArgs, recorder: metrics.Recorder) -> ScoringService:
+def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPort) -> ScoringService:
     """The scoring service with a started registry watcher (first read done, so a champion is usually
     loaded before the replica reports itself running)."""
     workload = WorkloadView.of(load_workload(args.workload))
-    registry = Registry(args.tracking_uri)
-    faults = FaultBook(lambda version: registry.client.get_model_version(
-        names.registered_model_name(args.model), version).tags) if args.allow_fault_injection else None
+    faults = FaultBook(lambda version: registry.version(args.model, version).tags) \
+        if args.allow_fault_injection else None
 
     def read_view() -> RolloutView:
         view = registry.rollout_view(args.model)
@@ -100,7 +99,7 @@ class Router:
         recorder = metrics.RayRecorder(self.args.model)
         self.flusher = metrics.TallyFlusher(self.args.model, recorder)
         self.flusher.start()
-        self.service = make_service(self.args, recorder)
+        self.service = make_service(self.args, recorder, Registry(self.args.tracking_uri))
         batching = self.args.serving.batching
         queue: Any = self._score_queued  # @serve.batch adds the setters; the stubs do not know them
         queue.set_max_batch_size(batching.max_batch_size)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from ferry.contract.errors import FerryError
 from ferry.render.rayservice import app_args
 from ferry.serving.schemas import DEFAULT_POLL_INTERVAL_S, AppArgs
 from ferry.settings import Settings
@@ -26,7 +27,7 @@ DEPLOY_TIMEOUT_S = 180.0
 HTTP_TIMEOUT_S = 10.0
 
 
-class ServingError(Exception):
+class ServingError(FerryError):
     """A deploy or a request failed; the message says what and where to look."""
 
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ferry.adapters.registry import VersionFacts
+from ferry.adapters.registry_port import VersionFacts
 from ferry.contract import metrics as m
 from ferry.contract.psi import psi
 from ferry.serving.watcher import LOGGER_NAME, BackgroundLoop

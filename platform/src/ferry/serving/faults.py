@@ -27,6 +27,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ferry.contract.errors import FerryError
 from ferry.contract.names import TAG_FAULT_ERROR_RATE, TAG_FAULT_LATENCY_MS
 from ferry.serving.schemas import Prediction
 
@@ -35,7 +36,7 @@ MAX_LATENCY_MS = 60_000.0
 ReadTags = Callable[[str], Mapping[str, str]]
 
 
-class InjectedFault(Exception):
+class InjectedFault(FerryError):
     """A row that failed on purpose (ferry.fault.error_rate); already counted as a server error."""
 
     def __init__(self, version: str, variant: str) -> None:

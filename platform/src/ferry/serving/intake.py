@@ -20,6 +20,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ferry.contract.errors import FerryError
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -28,8 +30,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 FastLane = Callable[[Scope, bytes], Awaitable[ASGIApp | None]]  # the response to send, or None: the app decides
 
 
-class TooLarge(Exception):
-    pass
+class TooLarge(FerryError):
+    """A request body over `max_body_bytes` (answered 413); the message is the size seen."""
 
 
 class InFlight:

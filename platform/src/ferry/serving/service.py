@@ -17,6 +17,7 @@ import numpy as np
 import pydantic_core
 from pydantic import BaseModel
 
+from ferry.contract.errors import FerryError
 from ferry.serving import metrics
 from ferry.serving.drift import DriftMonitor
 from ferry.serving.faults import FaultBook, InjectedFault, predictions
@@ -28,11 +29,11 @@ logger = logging.getLogger(LOGGER_NAME)
 DEFAULT_THRESHOLD = 0.5
 
 
-class NoChampion(Exception):
+class NoChampion(FerryError):
     """No champion has been loaded yet: the router is alive but not ready."""
 
 
-class ScoringFailed(Exception):
+class ScoringFailed(FerryError):
     """The champion raised while scoring: a server error, counted against its version."""
 
     def __init__(self, version: str, variant: Variant, rows: int) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ferry.adapters.registry import RolloutView
+from ferry.adapters.registry_port import RolloutView
 
 # A child of Serve's logger, so inside a replica these lines land in the replica's Serve log.
 LOGGER_NAME = "ray.serve.ferry"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 
 from ferry.adapters.prometheus import Prometheus
+from ferry.adapters.registry_port import RegistryUnavailable
 from ferry.contract import names
-from ferry.rollout.controller import Controller, RegistryUnavailable, RolloutStuck, prometheus_observer
+from ferry.rollout.controller import Controller, RolloutStuck, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action
 from ferry.steps.context import StepContext, StepFailed, TransientStepError

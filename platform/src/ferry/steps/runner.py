@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable
 
+from ferry.adapters.registry_port import RegistryUnavailable
 from ferry.contract import names
 from ferry.contract.names import EXIT_FAILED, EXIT_OK, EXIT_TRANSIENT
 from ferry.settings import Settings
@@ -24,7 +25,7 @@ def run_step(step: str, spec_arg: str, workflow: str, expect_hash: str | None, s
     ctx = build_context(step, spec_arg, workflow, expect_hash, settings)
     try:
         STEP_FUNCTIONS[step](ctx)
-    except OSError as exc:
+    except (OSError, RegistryUnavailable) as exc:
         # MLflow or Ray unreachable: worth a retry with backoff, not a red pipeline.
         raise TransientStepError(f"{step}: cannot reach a service ({exc}); will be retried") from exc
     # One parseable line per step in its log: benchmarks split wall time into step work and overhead.
