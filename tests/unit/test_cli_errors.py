@@ -149,7 +149,8 @@ def _modules(name: str) -> list[ModuleType]:
 
 
 def test_every_exception_of_these_packages_is_a_ferry_error() -> None:
-    found = {cls for name in ROOTED for module in _modules(name) for _, cls in inspect.getmembers(module, inspect.isclass)
+    found = {cls for name in ROOTED for module in _modules(name)
+             for _, cls in inspect.getmembers(module, inspect.isclass)
              if issubclass(cls, Exception) and cls.__module__.startswith(name)}
     assert {cls.__name__ for cls in found} >= {"SpecInvalid", "YamlProblem", "LocalError", "Transient",
                                               "DeadlineExceeded", "StepFailed", "GitError", "ArgoServerError",

@@ -12,17 +12,20 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
+from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from rich.cells import cell_len
+from rich.console import Console
 from typer.testing import CliRunner
 
 from ferry.cli import output
 from ferry.cli import rollout as rollout_cli
 from ferry.cli.app import app
+from ferry.cli.tables import following_runs
 from ferry.contract import names
 from ferry.local import reconcile
 from ferry.local.alerts.store import AlertStore, Incoming
@@ -55,8 +58,8 @@ def readable(text: str, width: int, identifiers: Iterable[str]) -> None:
     assert "…" not in text, text
     for identifier in identifiers:  # whole, on one line
         assert any(identifier in line for line in lines), f"{identifier!r} is not whole in\n{text}"
-    tables_side_by_side = [line for line in lines if re.search(r"[┘└].*[┏┌]", line)]
-    assert not tables_side_by_side, "\n".join(tables_side_by_side)
+    after_something = [line for line in lines if re.search(r"\S.*[┏┌]", line)]  # a table starts its own line
+    assert not after_something, "\n".join(after_something)
 
 
 def _node(run: str, task: str, phase: str, **extra: Any) -> dict[str, Any]:
@@ -236,3 +239,28 @@ def test_a_table_gives_way_to_blocks_only_when_it_does_not_fit() -> None:
     assert table.widths(len(RUN_NAMES[2]) + 7 + output.MIN_TEXT + 9) is None
     with pytest.raises(ValueError, match="2 cells for 3 columns"):
         table.add_row("a", "b")
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_what_follows_a_run_starts_on_a_line_of_its_own(terminal: bool) -> None:
+    """rich's Live display, outside a terminal, ends its last frame without a line end (so `ferry up` once
+    printed two tables on one line): there each run's last state is printed once, when the runs are done."""
+    out = StringIO()
+    console = Console(file=out, width=80, force_terminal=terminal, color_system=None)
+    with following_runs(console) as on_update:
+        for run in (RUNS[0], RUNS[1], RUNS[1]):
+            on_update(run)
+    console.print("after")
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())  # a terminal's cursor controls
+    assert text.endswith("\nafter\n")
+    if not terminal:
+        assert [RUN_NAMES[0] in line or RUN_NAMES[1] in line for line in text.splitlines()].count(True) == 3
+        readable(text, 80, RUN_NAMES[:2])
+
+
+def test_no_runs_says_how_to_start_one(width: int) -> None:
+    result = runner.invoke(app, ["runs", "--model", MODEL])
+    assert result.exit_code == 0
+    readable(result.output, width, [MODEL])
+    assert " ".join(result.output.split()) == f"no pipeline runs of {MODEL} here yet: `ferry up` or `ferry submit " \
+        "MODEL` starts one"

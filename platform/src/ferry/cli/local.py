@@ -73,6 +73,10 @@ def runs(
 
         settings = load_settings()
         found = load_run(settings, name) if name else [r for r in list_runs(settings) if model in (None, r["model"])]
+    if found == []:
+        console.print("no pipeline runs" + (f" of {model}" if model else "") + (" on this cluster" if argo_server
+                      else " here yet: `ferry up` or `ferry submit MODEL` starts one"))
+        return
     console.print(render_progress(found) if isinstance(found, dict) else runs_table(found))
 
 
