@@ -6,9 +6,12 @@ Everything local mode binds to loopback; ports are configurable so two checkouts
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ferry.contract.errors import FerryError
 
 LOOPBACK = "127.0.0.1"
 
@@ -69,5 +72,20 @@ class Settings(BaseSettings):
         return self.data_root or self.home / "data"
 
 
+class SettingsInvalid(FerryError):
+    """A FERRY_* variable holds a value its setting cannot take."""
+
+
 def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error) for error in exc.errors())
+        raise SettingsInvalid(f"{problems}. Fix or unset the variable") from None
+
+
+def _problem(error: Any) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    info = Settings.model_fields.get(field)
+    variable = info.alias if info and info.alias else f"FERRY_{field.upper()}"
+    return f"{variable}={error.get('input')!r}: {error['msg']}"

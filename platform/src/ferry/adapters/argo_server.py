@@ -36,6 +36,7 @@ from argo_workflows.model.object_meta import ObjectMeta
 from urllib3.exceptions import HTTPError
 
 from ferry.contract import names
+from ferry.contract.errors import FerryError
 
 # The variables the Argo CLI reads too, so one `export` serves both tools.
 ENV_SERVER = "FERRY_ARGO_SERVER"
@@ -52,12 +53,8 @@ MAX_PAGES = 50  # 5000 runs: a bound, so a misbehaving server cannot keep the CL
 POD_NAME_MAX = 253 - 10 - 1  # Argo: k8s name limit, minus the hash and its dash
 
 
-class ArgoServerError(Exception):
+class ArgoServerError(FerryError):
     """The Argo Server could not be reached or refused a request; the message says what to do."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.user_message = message
 
 
 @dataclass(frozen=True)
@@ -194,7 +191,8 @@ def parse_log_stream(body: bytes | str) -> Iterator[str]:
         try:
             entry = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ArgoServerError(f"unexpected log stream line from the Argo Server: {raw[:200]!r}") from exc
+            raise ArgoServerError(f"unexpected log stream line from the Argo Server: {raw[:200]!r}; is "
+                                  f"--argo-server / {ENV_SERVER} the Argo Server's URL?") from exc
         if "error" in entry:
             raise ArgoServerError(f"the Argo Server could not stream the log: {entry['error'].get('message')}")
         yield str((entry.get("result") or {}).get("content", ""))
@@ -252,7 +250,8 @@ class ArgoServer:
         try:
             parsed: dict[str, Any] = json.loads(data)
         except (TypeError, json.JSONDecodeError) as exc:
-            raise ArgoServerError(f"the Argo Server answered {what} with something other than JSON") from exc
+            raise ArgoServerError(f"the Argo Server answered {what} with something other than JSON; is "
+                                  f"--argo-server / {ENV_SERVER} the Argo Server's URL?") from exc
         return parsed
 
     def list_runs(self, model: str | None = None) -> list[dict[str, Any]]:

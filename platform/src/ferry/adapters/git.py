@@ -5,21 +5,23 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path, PurePosixPath
 
+from ferry.contract.errors import FerryError
 from ferry.spec.errors import SpecError
 from ferry.spec.loader import SPEC_SUFFIXES, LoadedSpec, load_spec_text
 
 
-class GitError(Exception):
-    pass
+class GitError(FerryError):
+    """git is missing, the folder is not a checkout, or a ref does not exist; the message says which."""
 
 
 def _git(repo: Path, *args: str) -> bytes:
     try:
         done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False, timeout=60)
     except FileNotFoundError:
-        raise GitError("git is not installed") from None
+        raise GitError("git is not installed or not on PATH: install git (e.g. apt-get install git)") from None
     if done.returncode != 0:
-        raise GitError(done.stderr.decode(errors="replace").strip() or f"git {' '.join(args)} failed")
+        detail = done.stderr.decode(errors="replace").strip() or "no message"
+        raise GitError(f"`git {' '.join(args)}` failed in {repo}: {detail}")
     return done.stdout
 
 
@@ -36,7 +38,11 @@ def head_commit(repo: Path) -> str:
 
 def specs_at_ref(repo: Path, ref: str, folder: str) -> tuple[list[LoadedSpec], list[SpecError]]:
     """Every spec under `folder` (repo-relative) at `ref`; a folder absent at the ref means no specs."""
-    _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    try:
+        _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except GitError as exc:
+        raise GitError(f"{ref!r} is not a commit in {repo}: fetch it (e.g. `git fetch origin`) or name an "
+                       f"existing branch, tag or commit ({exc})") from None
     listing = _git(repo, "ls-tree", "--name-only", f"{ref}:{folder}") if _exists(repo, ref, folder) else b""
     specs: list[LoadedSpec] = []
     errors: list[SpecError] = []

@@ -6,12 +6,14 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
+from rich.console import Group
+from rich.text import Text
 
-from ferry.cli.output import console
+from ferry.cli.output import console, indented, raw
 from ferry.settings import load_settings
 
-STATUS_STYLE = {"firing": "[red]firing[/red]", "resolved": "[green]resolved[/green]"}
+STATUS_STYLE = {"firing": "red", "resolved": "green"}
+INDENT = "    "
 
 
 def alerts(
@@ -27,24 +29,30 @@ def alerts(
     found = AlertStore.open(settings).alerts(model=model, firing=firing, limit=limit) \
         if db_path(settings).exists() else []
     if as_json:
-        console.print_json(json.dumps([a.as_json() for a in found]))
+        raw(json.dumps([a.as_json() for a in found], indent=2, ensure_ascii=False))
         return
     if not found:
         console.print("no alerts recorded" + (f" for {model}" if model else "") + (" firing" if firing else "")
                       + f" (receiver database: {db_path(settings)})")
         return
-    for alert in found:
-        console.print("\n".join(_lines(alert)))
+    for index, alert in enumerate(found):
+        if index:
+            console.print()
+        _print(alert)
 
 
-def _lines(alert: Any) -> list[str]:
-    """One block per alert: readable at any terminal width (a wide table would cut the runbook URL)."""
+def _print(alert: Any) -> None:
+    """One block per alert, wrapped to the terminal: a wide table would cut the names and the runbook URL."""
     when = f"since {alert.starts_at}" + (f", resolved {alert.ends_at}" if alert.ends_at else "")
-    head = (f"{STATUS_STYLE.get(alert.status, escape(alert.status))}  [bold]{escape(alert.alertname)}[/bold]  "
-            f"severity={escape(alert.severity)} team={escape(alert.team)} model={escape(alert.model)}  {when}")
-    lines = [head, f"    {escape(alert.summary)}", f"    runbook: {escape(alert.runbook_url)}"]
+    head = Text.assemble((alert.status, STATUS_STYLE.get(alert.status, "")), "  ", (alert.alertname, "bold"))
+    labels = f"severity={alert.severity} team={alert.team} model={alert.model}"
+    console.print(Group(head, *(indented(line, len(INDENT)) for line in (labels, when, alert.summary))))
+    # A URL is one word: wrapped or cut it would not open, so a long one gets a line of its own, whole.
+    if len(INDENT) + len("runbook: ") + len(alert.runbook_url) <= console.width:
+        raw(f"{INDENT}runbook: {alert.runbook_url}")
+    else:
+        raw(f"{INDENT}runbook:\n{alert.runbook_url}")
     for trigger in alert.retraining[-1:]:
         run = f" {trigger['workflow']}" if trigger["workflow"] else ""
         phase = f" ({trigger['phase']})" if trigger["phase"] else ""
-        lines.append(escape(f"    retraining: {trigger['result']}{run}{phase}: {trigger['message']}"))
-    return lines
+        console.print(indented(f"retraining: {trigger['result']}{run}{phase}: {trigger['message']}", len(INDENT)))

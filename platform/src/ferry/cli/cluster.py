@@ -1,22 +1,19 @@
-"""Operating a cluster from the CLI: the Argo Server options `ferry runs|logs|submit` share, and `ferry submit`.
+"""`ferry submit`: start a pipeline run now, on a cluster (with --argo-server) or locally.
 
-With `--argo-server` (or FERRY_ARGO_SERVER) the verbs talk to that cluster's Argo Server; without it
-they work on the local runs under .ferry/. Either way the output is the same.
+The Argo Server options it shares with `ferry runs|logs` are in ferry.cli.options.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.live import Live
 
+from ferry.cli.options import ArgoServerOption, NamespaceOption, connect
 from ferry.cli.output import console, err_console
+from ferry.cli.tables import following_runs, outcomes_table
 from ferry.contract import names
 from ferry.settings import load_settings
-
-if TYPE_CHECKING:
-    from ferry.adapters.argo_server import ArgoServer
 
 # The environment of the cluster verbs, for the CLI reference (ferry.cli.docs). The adapter reads them; this copy
 # keeps the docs generator free of the SDK, and tests/unit/test_cli_cluster.py keeps the two equal.
@@ -28,24 +25,6 @@ CLUSTER_ENVIRONMENT = {
     "ARGO_TOKEN": "Used when FERRY_ARGO_TOKEN is not set, as the Argo CLI does.",
     "FERRY_ARGO_INSECURE_SKIP_VERIFY": "`1` to accept a self-signed certificate of the Argo Server.",
 }
-
-ArgoServerOption = Annotated[str | None, typer.Option(
-    "--argo-server", envvar="FERRY_ARGO_SERVER", show_envvar=True, rich_help_panel="Cluster",
-    help="Argo Server URL (e.g. https://argo.example.com or http://127.0.0.1:2746 through a port-forward). "
-         "The token is read from FERRY_ARGO_TOKEN or ARGO_TOKEN; without a URL, local runs are used.")]
-NamespaceOption = Annotated[str | None, typer.Option(
-    "--namespace", "-n", envvar="FERRY_ARGO_NAMESPACE", show_envvar=True, rich_help_panel="Cluster",
-    help="Namespace of the pipeline runs on the cluster (default: ferry).")]
-
-
-def connect(url: str, namespace: str | None) -> ArgoServer:
-    try:
-        from ferry.adapters.argo_server import ArgoServer, ArgoTarget
-    except ModuleNotFoundError as exc:  # the argo-workflows SDK is an extra: local mode does not need it
-        err_console.print(f"[red]error[/red] --argo-server needs the Argo Workflows SDK ({exc.name}): "
-                          "pip install 'ferry[cluster]'")
-        raise typer.Exit(2) from None
-    return ArgoServer(ArgoTarget.from_env(url, namespace))
 
 
 def submit(
@@ -81,32 +60,28 @@ def _print_submitted(workflow: dict[str, Any], created: bool) -> None:
 
 def _retrain_locally(model: str, reason: str) -> None:
     from ferry.local.alerts.retrain import start_retraining
-    from ferry.local.engine.progress import render_progress
     from ferry.local.supervisor.services import start_services, use_ray_client_env
 
     settings = load_settings()
     use_ray_client_env(settings)  # before Ray is imported: token auth and loopback for this process
     start_services(settings)
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
+    with following_runs(console) as on_update:
         result = start_retraining(settings, model, reason, trigger=names.TRIGGER_MANUAL,
-                                  on_started=lambda name: console.print(f"started {name}"),
-                                  on_update=lambda wf: live.update(render_progress(wf)))
-    console.print(f"{result.workflow}: {result.phase} {result.message}".rstrip())
+                                  on_started=lambda name: console.print(f"started {name}"), on_update=on_update)
+    console.print(f"{result.workflow}: {result.phase} {result.message}".rstrip(), markup=False)
     if result.phase != "Succeeded":
         raise typer.Exit(1)
 
 
 def _run_locally(model: str) -> None:
-    from ferry.cli.local import _print_outcomes
     from ferry.local import reconcile
-    from ferry.local.engine.progress import render_progress
     from ferry.local.supervisor.services import use_ray_client_env
 
     settings = load_settings()
     use_ray_client_env(settings)
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        result = reconcile.up(settings, [model], on_update=lambda wf: live.update(render_progress(wf)))
-    _print_outcomes(result)
+    with following_runs(console) as on_update:
+        result = reconcile.up(settings, [model], on_update=on_update)
+    console.print(outcomes_table(result))
     if any(m.action == "up-to-date" for m in result.models):
         err_console.print("a version with this spec hash is registered: use --retrain to train again")
     if not result.ok:

@@ -9,7 +9,7 @@ import typer
 
 from ferry import workspace
 from ferry.adapters.workloads import workload_facts
-from ferry.cli.output import console, err_console, print_spec_errors
+from ferry.cli.output import console, err_console, indented, print_spec_errors, raw
 from ferry.plan.report import as_json, as_markdown, as_text
 from ferry.render.profiles import EnvName
 from ferry.settings import load_settings
@@ -37,7 +37,7 @@ def render(
     result = workspace.render(load_settings().home, env, check=check, workloads=workload_facts())
     if check:
         for diff in result.drift.values():
-            console.print(diff, markup=False)
+            raw(diff)
         if result.stale:
             err_console.print(f"[red]stale[/red]: {len(result.drift)} file(s) differ; run `ferry render --env {env}`")
             raise typer.Exit(1)
@@ -60,10 +60,13 @@ def plan(
     if output_format not in FORMATTERS:
         err_console.print(f"[red]error[/red] --format must be one of {', '.join(FORMATTERS)}")
         raise typer.Exit(2)
-    result = workspace.plan(load_settings().home, base, env)
-    console.print(FORMATTERS[output_format](result), markup=False, end="")
-    if output_format == "text":
-        console.print()
+    text = FORMATTERS[output_format](workspace.plan(load_settings().home, base, env))
+    if output_format != "text":
+        raw(text, end="")  # markdown and JSON are for machines and PR comments: exactly as formatted
+        return
+    for line in text.splitlines():  # wrapped to the terminal, each line keeping its indentation
+        body = line.lstrip(" ")
+        console.print(indented(body, len(line) - len(body)))
 
 
 def schema(

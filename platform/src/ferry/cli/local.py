@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
+from rich.markup import escape
 
-from ferry.cli.cluster import ArgoServerOption, NamespaceOption, connect
-from ferry.cli.output import console, err_console
+from ferry.cli.options import ArgoServerOption, NamespaceOption, connect
+from ferry.cli.output import console, err_console, indented, raw
+from ferry.cli.tables import following_runs, outcomes_table, runs_table, services_table
 from ferry.local.engine.progress import render_progress
 from ferry.settings import load_settings
 
@@ -22,16 +22,15 @@ def up(
 ) -> None:
     """Start Ray and MLflow (and Prometheus/Alertmanager if installed) on 127.0.0.1 and reconcile every spec."""
     from ferry.local import reconcile
-    from ferry.local.engine.runner import render_progress
     from ferry.local.supervisor.services import use_ray_client_env
 
     settings = load_settings()
     use_ray_client_env(settings)  # before Ray is imported: token auth and loopback for this process
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
-        result = reconcile.up(settings, models or (), on_update=lambda wf: live.update(render_progress(wf)),
-                              on_services=lambda s: console.print(_services_table(s)),
+    with following_runs(console) as on_update:
+        result = reconcile.up(settings, models or (), on_update=on_update,
+                              on_services=lambda s: console.print(services_table(s)),
                               deploy=lambda spec: _deploy(settings, spec))
-    _print_outcomes(result)
+    console.print(outcomes_table(result))
     _print_served(result)
     _print_urls(settings)
     if watch:
@@ -45,14 +44,14 @@ def down() -> None:
     """Stop exactly the services that `ferry up` started."""
     from ferry.local.supervisor.services import stop_services
 
-    console.print(_services_table(stop_services(load_settings())))
+    console.print(services_table(stop_services(load_settings())))
 
 
 def status() -> None:
     """Show the local services and their URLs."""
     from ferry.local.supervisor.services import service_status
 
-    console.print(_services_table(service_status(load_settings())))
+    console.print(services_table(service_status(load_settings())))
 
 
 def runs(
@@ -74,16 +73,11 @@ def runs(
 
         settings = load_settings()
         found = load_run(settings, name) if name else [r for r in list_runs(settings) if model in (None, r["model"])]
+    if found == []:
+        console.print("no pipeline runs" + (f" of {model}" if model else "") + (" on this cluster" if argo_server
+                      else " here yet: `ferry up` or `ferry submit MODEL` starts one"))
+        return
     console.print(render_progress(found) if isinstance(found, dict) else runs_table(found))
-
-
-def runs_table(found: list[dict[str, Any]]) -> Table:
-    """One row per run: the same columns for local runs and a cluster's."""
-    table = Table("run", "model", "phase", "progress", "started", "finished", "message", expand=True)
-    for run in found:
-        cells = [str(run.get(k) or "") for k in ("name", "model", "phase", "progress", "startedAt", "finishedAt")]
-        table.add_row(*cells, summarize(str(run.get("message") or "")))
-    return table
 
 
 def logs(
@@ -107,33 +101,7 @@ def logs(
             err_console.print(f"[red]error[/red] no log for {name}/{step} at {path}")
             raise typer.Exit(1)
         text = path.read_text(errors="replace")
-    console.print(text, markup=False, highlight=False, end="")
-
-
-def summarize(message: str, limit: int = 240) -> str:
-    """One readable line from a long failure message: its first line and the step's own error line."""
-    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
-    if not lines:
-        return ""
-    errors = [line for line in lines[1:] if line.lower().startswith(("error", "stepfailed"))]
-    text = lines[0] + (f" … {errors[-1]}" if errors else "")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _services_table(services: list[Any]) -> Table:
-    table = Table("service", "state", "url", "message")
-    for service in services:
-        table.add_row(service.name, service.state, service.url or "", service.message or "")
-    return table
-
-
-def _print_outcomes(result: Any) -> None:
-    table = Table("model", "spec hash", "action", "phase", "time", "result")
-    for m in result.models:
-        version = m.outputs.get("register.model-version", "")
-        detail = f"version {version}, {m.outputs.get('rollout.decision', '')}" if version else summarize(m.message)
-        table.add_row(m.model, m.spec_hash, m.action, m.phase, f"{m.seconds:.0f}s" if m.seconds else "", detail)
-    console.print(table)
+    raw(text, end="")
 
 
 def _deploy(settings: Any, spec: Any) -> Any:
@@ -153,10 +121,11 @@ def _deploy(settings: Any, spec: Any) -> Any:
 def _print_served(result: Any) -> None:
     for served in result.served:
         if served.error:
-            err_console.print(f"[red]serving {served.model} failed[/red]: {served.error}")
+            err_console.print(f"[red]serving {served.model} failed[/red]: {escape(served.error)}")
             continue
-        console.print(f"serving {served.model}: POST {served.url}/predict  (docs: {served.url}/docs)")
-        console.print(f"  example prediction: {served.prediction}")
+        console.print(f"serving {served.model}: POST {served.url}/predict", markup=False)
+        console.print(indented(f"docs: {served.url}/docs", 2))
+        console.print(indented(f"example prediction: {served.prediction}", 2))
 
 
 def _print_urls(settings: Any) -> None:
@@ -171,4 +140,4 @@ def _print_cycle(head: str, result: Any) -> None:
     if result is None:
         console.print(f"{head[:10]}: no model needs training")
     else:
-        _print_outcomes(result)
+        console.print(outcomes_table(result))

@@ -6,10 +6,8 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from ferry.cli.output import console, err_console
+from ferry.cli.output import Col, FitTable, console, err_console
 from ferry.settings import load_settings
 
 if TYPE_CHECKING:
@@ -33,12 +31,13 @@ def status(model: Annotated[str, typer.Argument(help="Model name.")],
 
     found = rollout_status(_registry(), model, version)
     view = found.view
-    console.print(f"{model}: champion v{view.champion or '-'}, challenger v{view.challenger or '-'} at {view.weight}%")
+    console.print(f"{model}: champion v{view.champion or '-'}, challenger v{view.challenger or '-'} at {view.weight}%",
+                  markup=False)
     if found.version is None:
         return
-    console.print(f"v{found.version}: state {found.state}, weight {found.weight}, reason {found.reason}")
-    table = Table("check", "at (UTC)", "verdict", "action", "weight", "requests champ/chal", "errors champ/chal",
-                  "err Δ", "p99 ms champ/chal", "PSI (noise)", "reason")
+    console.print(f"v{found.version}: state {found.state}, weight {found.weight}, reason {found.reason}", markup=False)
+    table = FitTable("check", "at (UTC)", "verdict", "action", "weight", "requests champ/chal", "errors champ/chal",
+                     "err Δ", "p99 ms champ/chal", "PSI (noise)", Col("reason", wrap=True))
     for number, record in found.checks:
         table.add_row(number, *_check_cells(record))
     console.print(table)
@@ -59,8 +58,7 @@ def _check_cells(record: dict[str, Any]) -> list[str]:
                  f"{record.get('error_rate_upper', 0):+.4f}]")
     psi = "-" if record.get("score_psi") is None else f"{record['score_psi']:.3f} ({record.get('psi_noise')})"
     return [when, str(record.get("verdict", "-")), str(record.get("action", "-")), str(record.get("weight", "-")),
-            pair("requests"), pair("errors"), escape(delta), pair("p99_ms", 1), psi,
-            escape(str(record.get("reason", "")))]
+            pair("requests"), pair("errors"), delta, pair("p99_ms", 1), psi, str(record.get("reason", ""))]
 
 
 def _by_hand(model: str, promote: bool) -> None:

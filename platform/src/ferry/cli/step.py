@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ferry.cli.output import console, err_console
+from ferry.cli.output import err_console, raw
 from ferry.contract import names
 from ferry.settings import load_settings
 
@@ -32,4 +32,4 @@ def step(
         err_console.print(f"[yellow]transient[/yellow] {exc.user_message}")
         raise typer.Exit(names.EXIT_TRANSIENT) from None
     for key, value in ctx.outputs.items():
-        console.print(f"{name}.{key} = {value}")
+        raw(f"{name}.{key} = {value}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferry.contract.errors import FerryError
 
-class LocalError(Exception):
+
+class LocalError(FerryError):
     """Something in local mode failed in a way the user can fix (port taken, binary missing, bad workflow)."""

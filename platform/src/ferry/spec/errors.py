@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ferry.contract.errors import FerryError
+
 
 @dataclass(frozen=True, order=True)
 class SpecError:
@@ -26,8 +28,8 @@ class SpecError:
         return f"{where}:{field} {self.message}{hint}"
 
 
-class SpecInvalid(Exception):
-    """Raised where a caller needs a valid spec and got errors instead."""
+class SpecInvalid(FerryError):
+    """Raised where a caller needs a valid spec and got errors instead; each error names file, line, field and fix."""
 
     def __init__(self, errors: list[SpecError]) -> None:
         self.errors = sorted(errors)

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from ferry.contract.errors import FerryError
+
 MAX_FILE_BYTES = 1_048_576
 Path = tuple[str | int, ...]
 
@@ -38,10 +40,17 @@ _SpecLoader.yaml_implicit_resolvers = {
 _SpecLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-class YamlProblem(Exception):
+class YamlProblem(FerryError):
+    """A spec file that is not the one YAML mapping a spec must be; the loader turns it into a SpecError."""
+
     def __init__(self, message: str, line: int = 0, hint: str = "") -> None:
         super().__init__(message)
-        self.message, self.line, self.hint = message, line, hint
+        self.line, self.hint = line, hint
+
+    @property
+    def user_message(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.message}" + (f" (hint: {self.hint})" if self.hint else "")
 
 
 @dataclass

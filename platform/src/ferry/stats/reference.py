@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ferry.contract.errors import FerryError
 from ferry.contract.metrics import FEATURE_SCORE
 
 FORMAT_VERSION = 1
@@ -34,8 +35,8 @@ SCORE = FEATURE_SCORE  # the score's histogram, and the `feature` label of its P
 MAX_ROWS = 200_000  # rows a reference is computed from at most (a seeded sample beyond that)
 
 
-class BadReference(ValueError):
-    """A reference that cannot be built or read; the message names its source."""
+class BadReference(FerryError, ValueError):
+    """A reference that cannot be built or read; the message names its source and what to do."""
 
 
 class Histogram(BaseModel):
@@ -118,7 +119,13 @@ def build_reference(features: np.ndarray, names: Sequence[str], scores: np.ndarr
     if SCORE in names:
         raise BadReference(f"a feature is named {SCORE!r}, the label the score's drift is exported under; "
                              "rename the feature")
-    histograms = {name: histogram(matrix[:, i]) for i, name in enumerate(names)}
+    histograms = {}
+    for i, name in enumerate(names):
+        try:
+            histograms[name] = histogram(matrix[:, i])
+        except BadReference as exc:
+            raise BadReference(f"feature {name!r}: {exc}; the workload's feature engineering must give it "
+                               "finite numbers on some training rows") from None
     score = None if scores is None else histogram(np.asarray(scores))
     return Reference(rows=int(matrix.shape[0]), features=histograms, score=score)
 

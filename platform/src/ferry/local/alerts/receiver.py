@@ -284,7 +284,8 @@ def main() -> None:
 
     settings = load_settings()
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        raise LocalError(f"the receiver binds loopback only, not {settings.host!r}")
+        raise LocalError(f"the receiver binds loopback only, not {settings.host!r}: unset FERRY_HOST or set it "
+                         "to 127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(build_app(settings), host=settings.host, port=settings.receiver_port, log_level="info",
                 access_log=True, proxy_headers=False, server_header=False)

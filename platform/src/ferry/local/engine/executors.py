@@ -103,7 +103,8 @@ def read_outputs(template: dict[str, Any], outputs_dir: Path,
             value = param.get("value", source.get("default"))
         if value is None:
             raise LocalError(f"output parameter {param['name']!r} was not written "
-                             f"({outputs_dir / Path(source.get('path', '?')).name}) and has no default")
+                             f"({outputs_dir / Path(source.get('path', '?')).name}) and has no default; "
+                             "the step's log (`ferry logs RUN STEP`) says why")
         result.append({"name": param["name"], "value": str(value)})
     return result
 

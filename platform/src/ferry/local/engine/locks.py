@@ -59,7 +59,8 @@ def _acquire(handle: int, *, what: str, timeout_s: float, on_wait: Callable[[str
             holder = _holder(handle)
             if time.monotonic() >= deadline:
                 waited = f" after waiting {timeout_s:.0f}s" if timeout_s else ""
-                raise LocalError(f"{what} is held by {holder}{waited}") from None
+                raise LocalError(f"{what} is held by {holder}{waited}: let that run finish (`ferry runs` shows it) "
+                                 "or stop that process, then try again") from None
             if on_wait and not told:
                 on_wait(f"Waiting for {what} (held by {holder})")
                 told = True

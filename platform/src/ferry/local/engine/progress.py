@@ -14,7 +14,7 @@ STYLE = {
     "Succeeded": ("✔", "green"), "Failed": ("✘", "red"), "Error": ("!", "red"), "Running": ("●", "yellow"),
     "Pending": ("·", "dim"), "Skipped": ("↷", "dim"), "Omitted": ("-", "dim"),
 }
-MAX_CELL = 80
+MAX_CELL = 400  # a failed step's message says what to do: whole, but bounded (it may end in a log tail)
 NOT_RUN = ("Pending", "Skipped", "Omitted")
 
 
@@ -62,7 +62,8 @@ def render_progress(workflow_or_status: dict[str, Any]) -> Table:
     title = Text.assemble((f"{symbol} ", style), (name, "bold"), f"  {phase}  {status.get('progress', '')}")
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("step", "phase", "attempts", "duration", "details"):
-        table.add_column(column, no_wrap=column != "details")
+        # details wrap, and fold a long word (a run id) rather than cut it; the other columns are short
+        table.add_column(column, no_wrap=column != "details", overflow="fold")
     nodes = status.get("nodes", {})
     for node in _task_nodes(status):
         symbol, style = STYLE.get(node.get("phase", ""), ("?", ""))

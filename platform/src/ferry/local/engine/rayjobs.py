@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ferry.contract import names
+from ferry.contract.errors import FerryError
 from ferry.local.engine.executors import (
     FERRY_MODULE,
     INTERRUPTED,
@@ -41,11 +42,13 @@ LOST_CONNECTION_S = 30.0  # how long polling tolerates a silent Ray head before 
 ALIVE = ("PENDING", "RUNNING", "SUCCEEDED")
 
 
-class Transient(Exception):
-    """Talking to Ray failed in a way a retry may fix (connection refused, reset, timeout, 5xx)."""
+class Transient(FerryError):
+    """Talking to Ray failed in a way a retry may fix (connection refused, reset, timeout, 5xx).
+
+    Not a LocalError: callers catch it first and retry, where a LocalError is final."""
 
 
-class DeadlineExceeded(Exception):
+class DeadlineExceeded(FerryError):
     """The job ran past the RayJob's activeDeadlineSeconds and was stopped."""
 
 
@@ -68,7 +71,8 @@ def _call(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except AuthenticationError as exc:
-        raise LocalError(f"the Ray head rejected ferry's token: {exc}") from exc
+        raise LocalError(f"the Ray head rejected ferry's token: {exc}. Restart the services with `ferry down` "
+                         "and `ferry up` so the head and ferry share one token") from exc
     except OSError as exc:  # ConnectionError, requests' errors, timeouts
         raise Transient(f"cannot reach Ray: {exc}") from exc
     except RuntimeError as exc:
@@ -161,7 +165,8 @@ def _poll(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: in
             _call(client.stop_job, job_id)
             _save_logs(client, attempt, job_id, offset)
             raise DeadlineExceeded(f"Ray job {job_id} exceeded activeDeadlineSeconds ({deadline_s:.0f}s); "
-                                   "stopped it")
+                                   "stopped it. Make the step do less (fewer tune samples, less data) or raise "
+                                   "the environment profile's rayjob_deadline_seconds")
         if time.monotonic() - last_logs > LOG_REFRESH_S:
             _save_logs(client, attempt, job_id, offset)
             last_logs = time.monotonic()

@@ -213,7 +213,7 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise LocalError(f"cannot read run state {path}: {exc}") from exc
+        raise LocalError(f"cannot read run state {path}: {exc}; remove {path.parent} to forget that run") from exc
 
 
 # --- reading runs (ferry runs / runs show / logs) ---------------------------------------------------

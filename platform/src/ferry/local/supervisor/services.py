@@ -261,7 +261,8 @@ def _spawn(spec: ServiceSpec, settings: Settings) -> subprocess.Popen[bytes]:
             return subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env, cwd=settings.home, start_new_session=True, close_fds=True)
         except OSError as exc:
-            raise LocalError(f"could not start {spec.name} ({spec.argv[0]}): {exc}") from exc
+            raise LocalError(f"could not start {spec.name} ({spec.argv[0]}): {exc}; check that it is installed "
+                             "and executable (`task setup`)") from exc
 
 
 def _await_ready(spec: ServiceSpec, proc: subprocess.Popen[bytes], settings: Settings, timeout_s: float) -> None:
