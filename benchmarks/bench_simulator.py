@@ -19,7 +19,6 @@ bounded (fixed repeat counts).  Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
@@ -341,9 +340,7 @@ def main() -> None:
         return
     repeats = max(1, min(args.repeats, 10))
     full, peak_mib = full_size_runs(repeats)  # first: no other child may inflate ru_maxrss
-    subset = dataclasses.replace(
-        SimulatorParams(), customers=args.subset_customers, terminals=2 * args.subset_customers
-    )
+    subset = SimulatorParams(customers=args.subset_customers, terminals=2 * args.subset_customers)
     base = baseline_comparison(subset, repeats)
     report = render(full, peak_mib, base, subset)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import BaseModel, ConfigDict, Field
+
 from ferry.spec import load_spec_text
 from ferry.spec.checks import WorkloadFacts, run_checks
+
+
+class DataKnobs(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    customers: int = Field(10, ge=1)
+    terminals: int = 10
+    days: int = 10
+    seed: int = 0
+
+
+class Hyper(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    hidden: int = Field(8, ge=1)
+    lr: float = Field(0.1, gt=0, le=1)
+    dropout: float = 0.0
 
 
 def loaded(text: str, file: str = "m.yaml"):
@@ -62,8 +80,8 @@ def test_batching_against_ongoing_requests(example_text: str) -> None:
 
 
 def test_workload_facts(example_text: str) -> None:
-    facts = {"fraud_detection": WorkloadFacts(metrics=("auc_roc", "average_precision"),
-                                              data_params=("customers", "terminals", "days", "seed"))}
+    facts = {"fraud_detection": WorkloadFacts(metrics=("auc_roc", "average_precision"), data_params=DataKnobs,
+                                              training_params=Hyper)}
     text = example_text.replace("customers: 1000", "custmers: 1000").replace(
         "metric: auc_roc", "metric: auc")
     errors = run_checks([loaded(text)], facts)
@@ -72,3 +90,21 @@ def test_workload_facts(example_text: str) -> None:
     assert "auc_roc" in hints["spec.evaluation.gates.0.metric"]
     unknown = run_checks([loaded(example_text.replace("workload: fraud_detection", "workload: fraud_detect"))], facts)
     assert unknown[0].hint == "did you mean 'fraud_detection'?"
+
+
+def test_workload_params_are_typed_by_the_workload_models(example_text: str) -> None:
+    facts = {"fraud_detection": WorkloadFacts(metrics=("auc_roc", "average_precision"), data_params=DataKnobs,
+                                              training_params=Hyper, tunable=("lr",))}
+    assert run_checks([loaded(example_text)], {"fraud_detection": WorkloadFacts(
+        metrics=("auc_roc", "average_precision"), data_params=DataKnobs, training_params=Hyper)}) == []
+    text = example_text.replace("customers: 1000", "customers: 0").replace("hidden: 64", "hidden: 1.5")
+    errors = {e.path: e for e in run_checks([loaded(text)], facts)}
+    assert set(errors) == {"spec.data.params.customers", "spec.training.params.hidden",
+                           "spec.training.tune.space.hidden"}
+    assert "not a tunable" not in errors["spec.training.tune.space.hidden"].message
+    assert errors["spec.training.tune.space.hidden"].hint == "known: lr"
+
+
+def test_tunable_names_must_be_training_params() -> None:
+    with pytest.raises(ValueError, match="hiden"):
+        WorkloadFacts(metrics=(), data_params=DataKnobs, training_params=Hyper, tunable=("hiden",))

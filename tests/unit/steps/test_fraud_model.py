@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from fraud_detection.features import FEATURE_NAMES
 from fraud_detection.model import Scorer, build_model, predict_proba, train_epoch
+from fraud_detection.params import TrainingParams
 from fraud_detection.training import _resume, _save, load_checkpoint_model
 from fraud_detection.workload import FraudDetectionWorkload, Transaction
 
@@ -21,7 +24,7 @@ def toy(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_training_learns_a_separable_signal() -> None:
     x, y = toy()
-    model = build_model(x.shape[1], {"hidden": 16, "dropout": 0.0})
+    model = build_model(x.shape[1], TrainingParams(hidden=16, dropout=0.0))
     model.set_scaling(x)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     generator = torch.Generator().manual_seed(0)
@@ -33,10 +36,10 @@ def test_training_learns_a_separable_signal() -> None:
 
 def test_checkpoint_roundtrip_uses_weights_only(tmp_path) -> None:
     x, _ = toy()
-    model = build_model(x.shape[1], {"hidden": 8})
+    model = build_model(x.shape[1], TrainingParams(hidden=8, dropout=0.3))
     model.set_scaling(x)
     optimizer = torch.optim.Adam(model.parameters())
-    _save(tmp_path, model, optimizer, epoch=3, params={"hidden": 8})
+    _save(tmp_path, model, optimizer, epoch=3, params=TrainingParams(hidden=8, dropout=0.3))
     loaded = load_checkpoint_model(tmp_path)
     assert torch.allclose(Scorer(loaded)(torch.as_tensor(x[:5])), Scorer(model.eval())(torch.as_tensor(x[:5])))
 
@@ -46,7 +49,7 @@ def test_checkpoint_roundtrip_uses_weights_only(tmp_path) -> None:
 
             return contextlib.nullcontext(str(tmp_path))
 
-    fresh = build_model(x.shape[1], {"hidden": 8})
+    fresh = build_model(x.shape[1], TrainingParams(hidden=8))
     assert _resume(fresh, torch.optim.Adam(fresh.parameters()), Folder()) == 3
 
 
@@ -62,4 +65,22 @@ def test_request_model_rejects_bad_fields() -> None:
 def test_workload_facts_match_metrics() -> None:
     facts = FraudDetectionWorkload.facts
     assert set(facts.metrics) == {"auc_roc", "average_precision", "card_precision_at_100"}
-    assert "customers" in facts.data_params and "lr" in facts.training_params
+    assert "customers" in facts.data_params.model_fields and "lr" in facts.training_params.model_fields
+    assert set(facts.tunable_params) == {"hidden", "lr", "dropout", "weight_decay"}
+
+
+def test_checkpoint_keeps_every_param_so_a_changed_default_cannot_change_the_model(tmp_path) -> None:
+    x, _ = toy()
+    model = build_model(x.shape[1], TrainingParams(hidden=8))
+    _save(tmp_path, model, torch.optim.Adam(model.parameters()), epoch=1, params=TrainingParams(hidden=8))
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["params"] == {"hidden": 8, "lr": 1e-3, "dropout": 0.1, "weight_decay": 0.0}
+
+
+def test_run_time_params_accept_numpy_samples_but_refuse_bad_values() -> None:
+    params = TrainingParams.from_values({"hidden": np.int64(32), "lr": np.float64(0.01)})
+    assert params.hidden == 32 and type(params.hidden) is int
+    with pytest.raises(ValueError, match="hidden"):
+        TrainingParams.from_values({"hidden": -3})
+    with pytest.raises(ValueError, match="hiden"):
+        TrainingParams.from_values({"hiden": 3})

@@ -89,3 +89,24 @@ def test_an_unreachable_service_is_a_transient_step_failure(monkeypatch: pytest.
     with pytest.raises(TransientStepError, match="evaluate: cannot reach a service"):
         runner.run_step("evaluate", "gitops/rendered/local/fraud-detector/spec.json", "wf", None,
                         Settings(home=ROOT, outputs_dir=tmp_path))
+
+
+def test_steps_refuse_params_the_workload_does_not_accept() -> None:
+    """A spec rendered against another version of the workload fails the step before Ray, field named."""
+    from types import SimpleNamespace
+
+    from ferry.adapters.workloads import load_workload
+    from ferry.steps.params import data_params, training_params
+
+    specs, _ = load_specs([ROOT / "gitops/models/fraud-detector.yaml"])
+    model = specs[0].model
+    ctx = SimpleNamespace(spec=model, workload=load_workload(model.spec.workload))
+    assert data_params(ctx).customers == model.spec.data.params["customers"]
+    tuned = training_params(ctx, {**model.spec.training.params, "hidden": "128"})
+    assert tuned.model_dump(exclude_unset=True) == {"hidden": 128, "lr": 0.003, "dropout": 0.1}
+    with pytest.raises(StepFailed, match=r"spec\.training\.params\.hidden: Input should be greater"):
+        training_params(ctx, {"hidden": -3})
+    bad = model.model_copy(update={"spec": model.spec.model_copy(update={"data": model.spec.data.model_copy(
+        update={"params": {"customers": -5}})})})
+    with pytest.raises(StepFailed, match=r"spec\.data\.params\.customers"):
+        data_params(SimpleNamespace(spec=bad, workload=ctx.workload))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from fraud_detection.simulator import (
     COLUMNS,
@@ -20,6 +19,11 @@ from fraud_detection.simulator import (
 )
 
 SMALL = SimulatorParams(customers=300, terminals=600, days=40)
+
+
+def replace(params: SimulatorParams, **changes: object) -> SimulatorParams:
+    """A validated copy with `changes` (model_copy would skip validation)."""
+    return SimulatorParams.model_validate({**params.model_dump(), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +120,13 @@ def test_all_scenarios_present_at_defaults_scaled_down() -> None:
 
 def test_deterministic_for_a_seed(small: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(simulate(SMALL), small)
-    other = simulate(dataclasses.replace(SMALL, seed=1))
+    other = simulate(replace(SMALL, seed=1))
     assert len(other) != len(small) or not other.equals(small)
 
 
 def test_fraud_knobs_leave_genuine_draws_alone(small: pd.DataFrame) -> None:
     quiet = simulate(
-        dataclasses.replace(
+        replace(
             SMALL, compromised_terminals_per_day=0, customer_fraud_share=0.0, fraud_amount_threshold=math.inf
         )
     )
@@ -135,7 +139,7 @@ def test_fraud_knobs_leave_genuine_draws_alone(small: pd.DataFrame) -> None:
 
 def test_scenario_rate_knobs_change_fraud_counts(small: pd.DataFrame) -> None:
     more = simulate(
-        dataclasses.replace(SMALL, compromised_terminals_per_day=6, compromised_customers_per_day=9)
+        replace(SMALL, compromised_terminals_per_day=6, compromised_customers_per_day=9)
     )
     assert (more["tx_fraud_scenario"] == 2).sum() > 1.5 * (small["tx_fraud_scenario"] == 2).sum()
     assert (more["tx_fraud_scenario"] == 3).sum() > 1.5 * (small["tx_fraud_scenario"] == 3).sum()
@@ -143,8 +147,8 @@ def test_scenario_rate_knobs_change_fraud_counts(small: pd.DataFrame) -> None:
 
 def test_amount_drift_knobs_shift_and_scale(small: pd.DataFrame) -> None:
     base = small.loc[small["tx_fraud"] == 0, "tx_amount"]
-    scaled = simulate(dataclasses.replace(SMALL, amount_scale=2.0, fraud_amount_threshold=math.inf))
-    shifted = simulate(dataclasses.replace(SMALL, amount_shift=30.0, fraud_amount_threshold=math.inf))
+    scaled = simulate(replace(SMALL, amount_scale=2.0, fraud_amount_threshold=math.inf))
+    shifted = simulate(replace(SMALL, amount_shift=30.0, fraud_amount_threshold=math.inf))
     scaled_g = scaled.loc[scaled["tx_fraud"] == 0, "tx_amount"]
     shifted_g = shifted.loc[shifted["tx_fraud"] == 0, "tx_amount"]
     assert 1.9 < scaled_g.mean() / base.mean() < 2.1
@@ -193,42 +197,52 @@ def test_terminals_in_radius_matches_brute_force() -> None:
         assert indices[indptr[c] : indptr[c + 1]].tolist() == np.flatnonzero(dist < 12.0).tolist()
 
 
-def test_from_mapping_round_trip_and_coercions() -> None:
-    params = SimulatorParams.from_mapping({"customers": 10, "radius": 3, "start_date": date(2020, 1, 2)})
+def test_validate_round_trip_and_coercions() -> None:
+    params = SimulatorParams.model_validate({"customers": 10, "radius": 3, "start_date": "2020-01-02"})
     assert params == SimulatorParams(customers=10, radius=3.0, start_date="2020-01-02")
-    assert SimulatorParams.from_mapping(dataclasses.asdict(SMALL)) == SMALL
+    assert isinstance(params.radius, float)
+    assert SimulatorParams.model_validate(SMALL.model_dump()) == SMALL
 
 
-def test_from_mapping_unknown_key_suggests_closest() -> None:
-    with pytest.raises(ValueError, match=r"unknown simulator parameter 'custmers'.*'customers'"):
-        SimulatorParams.from_mapping({"custmers": 10})
-    with pytest.raises(ValueError, match="amount_shift"):
-        SimulatorParams.from_mapping({"amount_shfit": 1.0})
+def test_unknown_key_is_refused() -> None:
+    with pytest.raises(ValidationError, match="custmers"):
+        SimulatorParams.model_validate({"custmers": 10})
 
 
 @pytest.mark.parametrize(
-    "mapping, match",
+    "mapping, field, message",
     [
-        ({"customers": -1}, "'customers' must be >= 1"),
-        ({"compromised_terminals_per_day": -2}, "must be >= 0"),
-        ({"customers": 2.5}, "'customers' must be int"),
-        ({"customers": True}, "'customers' must be int"),
-        ({"radius": "5"}, "'radius' must be float"),
-        ({"radius": 0.0}, "'radius' must be finite and > 0"),
-        ({"customer_fraud_share": 1.5}, r"must be in \[0, 1\]"),
-        ({"amount_scale": 0}, "'amount_scale'"),
-        ({"amount_shift": -10.0}, "'amount_shift'"),
-        ({"start_date": "April 1st"}, "ISO date"),
-        ({"terminals": 3, "compromised_terminals_per_day": 4}, "must be <= terminals"),
+        ({"customers": -1}, "customers", "greater than or equal to 1"),
+        ({"customers": 10_000_000}, "customers", "less than or equal to"),
+        ({"compromised_terminals_per_day": -2}, "compromised_terminals_per_day", "greater than or equal to 0"),
+        ({"customers": 2.5}, "customers", "valid integer"),
+        ({"customers": True}, "customers", "valid integer"),
+        ({"customers": "5000"}, "customers", "valid integer"),
+        ({"radius": "5"}, "radius", "valid number"),
+        ({"radius": 0.0}, "radius", "greater than 0"),
+        ({"radius": math.inf}, "radius", "finite"),
+        ({"fraud_amount_threshold": math.nan}, "fraud_amount_threshold", "greater than or equal to 0"),
+        ({"customer_fraud_share": 1.5}, "customer_fraud_share", "less than or equal to 1"),
+        ({"amount_scale": 0}, "amount_scale", "greater than 0"),
+        ({"amount_shift": -10.0}, "amount_shift", "mean amount > 0"),
+        ({"start_date": "April 1st"}, "start_date", "pattern"),
+        ({"start_date": "2018-02-30"}, "start_date", "not a calendar date"),
+        ({"terminals": 3, "compromised_terminals_per_day": 4}, "compromised_terminals_per_day", "<= terminals (3)"),
+        ({"customers": 2, "compromised_customers_per_day": 4}, "compromised_customers_per_day", "<= customers (2)"),
+        ({"customers": 2}, "compromised_customers_per_day", "<= customers (2)"),  # against the default of 3
+        ({"terminals": 1}, "compromised_terminals_per_day", "<= terminals (1)"),
     ],
 )
-def test_from_mapping_rejects_bad_values(mapping: dict[str, object], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        SimulatorParams.from_mapping(mapping)
+def test_bad_values_are_refused_with_their_field(mapping: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        SimulatorParams.model_validate(mapping)
+    [error] = raised.value.errors()
+    assert error["loc"] == (field,) and message in error["msg"], error
 
 
 def test_params_are_frozen_and_validated_directly() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         SMALL.customers = 1  # type: ignore[misc]
     with pytest.raises(ValueError, match="days"):
         SimulatorParams(days=0)
+    assert math.isinf(SimulatorParams(fraud_amount_threshold=math.inf).fraud_amount_threshold)

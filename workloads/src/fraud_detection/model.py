@@ -6,11 +6,11 @@ separate preprocessing artifact that could drift from what was trained.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
+
+from fraud_detection.params import TrainingParams
 
 
 class FraudMLP(nn.Module):
@@ -47,8 +47,8 @@ class Scorer(nn.Module):
         return torch.sigmoid(self.model(x))
 
 
-def build_model(n_features: int, params: dict[str, Any]) -> FraudMLP:
-    return FraudMLP(n_features, hidden=int(params.get("hidden", 64)), dropout=float(params.get("dropout", 0.1)))
+def build_model(n_features: int, params: TrainingParams) -> FraudMLP:
+    return FraudMLP(n_features, hidden=params.hidden, dropout=params.dropout)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,

@@ -19,14 +19,13 @@ Departures from the handbook, all deliberate:
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 GRID_SIZE = 100.0
 SECONDS_PER_DAY = 86_400
@@ -49,128 +48,80 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class SimulatorParams:
-    """Parameters of one simulated dataset; equal params give identical frames.
+# Upper bounds keep a typo (an extra zero or two) from asking a cluster for a dataset it cannot hold.
+MAX_ENTITIES = 1_000_000
+MAX_DAYS = 3_660
 
-    ``amount_scale`` and ``amount_shift`` are drift knobs: each customer's mean
-    amount becomes ``mean * amount_scale + amount_shift`` and its standard
-    deviation ``std * amount_scale``.  The scenario rates
-    (``compromised_*_per_day``, ``customer_fraud_share``, ...) are the fraud
-    drift knobs.
+
+class SimulatorParams(BaseModel):
+    """Parameters of one simulated dataset (`spec.data.params`); equal params give identical frames.
+
+    `amount_scale` and `amount_shift` are drift knobs: each customer's mean amount becomes
+    `mean * amount_scale + amount_shift` and its standard deviation `std * amount_scale`. The scenario
+    rates (`compromised_*_per_day`, `customer_fraud_share`, ...) are the fraud drift knobs. Values that
+    would crash the generator or silently mean nothing are refused; types are strict, so
+    `customers: "5000"` or `true` is an error rather than a guess.
     """
 
-    customers: int = 5000
-    terminals: int = 10000
-    days: int = 183
-    start_date: str = "2018-04-01"
-    radius: float = 5.0
-    seed: int = 0
-    fraud_amount_threshold: float = 220.0
-    compromised_terminals_per_day: int = 2
-    terminal_compromise_days: int = 28
-    compromised_customers_per_day: int = 3
-    customer_compromise_days: int = 14
-    customer_fraud_share: float = 1 / 3
-    customer_fraud_multiplier: float = 5.0
-    amount_scale: float = 1.0
-    amount_shift: float = 0.0
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), str(f.type))
-        _check_values(self)
+    customers: int = Field(5000, ge=1, le=MAX_ENTITIES, description="Number of simulated cards.")
+    terminals: int = Field(10000, ge=1, le=MAX_ENTITIES, description="Number of payment terminals.")
+    days: int = Field(183, ge=1, le=MAX_DAYS, description="Days of transactions, from start_date.")
+    start_date: str = Field("2018-04-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="First day (YYYY-MM-DD).")
+    radius: float = Field(5.0, gt=0, allow_inf_nan=False,
+                          description=f"A customer uses the terminals this close (on a {GRID_SIZE:g}-wide square).")
+    seed: int = Field(0, ge=0, description="Seed of every random stream: equal params give equal data.")
+    fraud_amount_threshold: float = Field(220.0, ge=0, description="Scenario 1: amounts above this are fraud.")
+    # validate_default: `terminals: 1` alone must fail on the default of 2 compromised per day.
+    compromised_terminals_per_day: int = Field(2, ge=0, validate_default=True,
+                                               description="Scenario 2: terminals compromised per day.")
+    terminal_compromise_days: int = Field(28, ge=0, description="Scenario 2: days a terminal stays compromised.")
+    compromised_customers_per_day: int = Field(3, ge=0, validate_default=True,
+                                               description="Scenario 3: cards compromised per day.")
+    customer_compromise_days: int = Field(14, ge=0, description="Scenario 3: days a card stays compromised.")
+    customer_fraud_share: float = Field(1 / 3, ge=0, le=1,
+                                        description="Scenario 3: share of a compromised card's payments made fraud.")
+    customer_fraud_multiplier: float = Field(5.0, gt=0, allow_inf_nan=False,
+                                             description="Scenario 3: fraudulent amounts are multiplied by this.")
+    amount_scale: float = Field(1.0, gt=0, allow_inf_nan=False, description="Drift knob: scales spending.")
+    amount_shift: float = Field(0.0, allow_inf_nan=False, description="Drift knob: shifts mean spending.")
 
+    @field_validator("start_date")
     @classmethod
-    def from_mapping(cls, d: Mapping[str, object]) -> SimulatorParams:
-        """Build params from an untrusted mapping (config file, CLI, API body).
+    def _iso_date(cls, value: str) -> str:
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a calendar date: {exc}") from None
+        return value
 
-        Unknown keys are rejected with a "did you mean" hint because a typo in
-        a drift knob would otherwise silently simulate the undrifted dataset.
-        Integers are accepted for float fields and ``date`` for ``start_date``.
-        """
-        types = {f.name: str(f.type) for f in fields(cls)}
-        kwargs: dict[str, object] = {}
-        for key, value in d.items():
-            if not isinstance(key, str) or key not in types:
-                raise ValueError(_unknown_key_message(key, list(types)))
-            if types[key] == "float" and _is_int(value):
-                value = float(value)  # type: ignore[arg-type]
-            elif key == "start_date" and isinstance(value, date):
-                value = value.isoformat()[:10]
-            kwargs[key] = value
-        return cls(**kwargs)  # type: ignore[arg-type]
+    @field_validator("compromised_terminals_per_day")
+    @classmethod
+    def _terminals_exist(cls, value: int, info: ValidationInfo) -> int:
+        _at_most(value, info.data.get("terminals"), "terminals")
+        return value
 
+    @field_validator("compromised_customers_per_day")
+    @classmethod
+    def _customers_exist(cls, value: int, info: ValidationInfo) -> int:
+        _at_most(value, info.data.get("customers"), "customers")
+        return value
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _unknown_key_message(key: object, valid: list[str]) -> str:
-    close = difflib.get_close_matches(str(key), valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-    return f"unknown simulator parameter {key!r}{hint}"
-
-
-def _check_type(name: str, value: object, type_name: str) -> None:
-    if type_name == "int":
-        ok = _is_int(value)
-    elif type_name == "float":
-        ok = isinstance(value, (float, int)) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ValueError(f"simulator parameter {name!r} must be {type_name}, got {value!r}")
+    @field_validator("amount_shift")
+    @classmethod
+    def _means_stay_positive(cls, value: float, info: ValidationInfo) -> float:
+        scale = info.data.get("amount_scale")
+        if scale is not None and _AMOUNT_MEAN_RANGE[0] * scale + value <= 0:
+            raise ValueError(f"must keep every mean amount > 0, so above {-_AMOUNT_MEAN_RANGE[0] * scale:g} "
+                             f"with amount_scale {scale:g}")
+        return value
 
 
-def _check_values(p: SimulatorParams) -> None:
-    """Reject values that would crash the generator or silently mean nothing."""
-    for name in ("customers", "terminals", "days"):
-        _require(getattr(p, name) >= 1, name, "must be >= 1")
-    for name in (
-        "seed",
-        "compromised_terminals_per_day",
-        "terminal_compromise_days",
-        "compromised_customers_per_day",
-        "customer_compromise_days",
-    ):
-        _require(getattr(p, name) >= 0, name, "must be >= 0")
-    _require(
-        p.compromised_terminals_per_day <= p.terminals,
-        "compromised_terminals_per_day",
-        f"must be <= terminals ({p.terminals})",
-    )
-    _require(
-        p.compromised_customers_per_day <= p.customers,
-        "compromised_customers_per_day",
-        f"must be <= customers ({p.customers})",
-    )
-    _require(math.isfinite(p.radius) and p.radius > 0, "radius", "must be finite and > 0")
-    _require(not math.isnan(p.fraud_amount_threshold), "fraud_amount_threshold", "must not be NaN")
-    _require(0.0 <= p.customer_fraud_share <= 1.0, "customer_fraud_share", "must be in [0, 1]")
-    _require(
-        math.isfinite(p.customer_fraud_multiplier) and p.customer_fraud_multiplier > 0,
-        "customer_fraud_multiplier",
-        "must be finite and > 0",
-    )
-    _require(math.isfinite(p.amount_scale) and p.amount_scale > 0, "amount_scale", "must be finite and > 0")
-    lowest_mean = _AMOUNT_MEAN_RANGE[0] * p.amount_scale + p.amount_shift
-    _require(
-        math.isfinite(p.amount_shift) and lowest_mean > 0,
-        "amount_shift",
-        f"must be finite and keep every mean amount > 0 (> {-_AMOUNT_MEAN_RANGE[0] * p.amount_scale})",
-    )
-    try:
-        date.fromisoformat(p.start_date)
-    except ValueError:
-        raise ValueError(
-            f"simulator parameter 'start_date' must be an ISO date (YYYY-MM-DD), got {p.start_date!r}"
-        ) from None
-
-
-def _require(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"simulator parameter {name!r} {message}")
+def _at_most(value: int, limit: int | None, name: str) -> None:
+    # `limit` is None when that field was itself invalid: its own error says so.
+    if limit is not None and value > limit:
+        raise ValueError(f"must be <= {name} ({limit})")
 
 
 @dataclass(frozen=True)

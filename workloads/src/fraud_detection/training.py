@@ -17,6 +17,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fraud_detection.model import FraudMLP, build_model, predict_proba, train_epoch
+from fraud_detection.params import TrainingParams
 
 STATE_FILE = "model.pt"
 META_FILE = "meta.json"
@@ -31,12 +32,11 @@ def _validation_metrics(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, de
 
 
 def _setup(config: dict[str, Any], device: Any) -> tuple[FraudMLP, torch.optim.Optimizer]:
-    params = config["params"]
+    params = TrainingParams.from_values(config["params"])
     model = build_model(config["x_train"].shape[1], params)
     model.set_scaling(config["x_train"])
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(params.get("lr", 1e-3)),
-                                 weight_decay=float(params.get("weight_decay", 0.0)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     return model, optimizer
 
 
@@ -47,7 +47,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = get_device()
-    model, optimizer = _setup(config, device)
+    params = TrainingParams.from_values(config["params"])
+    model, optimizer = _setup({**config, "params": params}, device)
     first_epoch = _resume(model, optimizer, ray.train.get_checkpoint())
     ddp_model = prepare_model(model)
     x = torch.as_tensor(config["x_train"][rank::world], device=device)
@@ -60,7 +61,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
-                _save(Path(tmp), model, optimizer, epoch + 1, config["params"])
+                _save(Path(tmp), model, optimizer, epoch + 1, params)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
         _maybe_die(config.get("fault_kill_once"), epoch + 1, rank)
@@ -79,9 +80,10 @@ def _maybe_die(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
 
 
 def _save(folder: Path, model: FraudMLP, optimizer: torch.optim.Optimizer, epoch: int,
-          params: dict[str, Any]) -> None:
+          params: TrainingParams) -> None:
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, folder / STATE_FILE)
-    (folder / META_FILE).write_text(json.dumps({"epoch": epoch, "params": params,
+    # Every param, defaults included: the checkpoint rebuilds its architecture even if a default changes.
+    (folder / META_FILE).write_text(json.dumps({"epoch": epoch, "params": params.model_dump(),
                                                 "n_features": int(model.mean.shape[0])}))
 
 
@@ -98,7 +100,7 @@ def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint
 def load_checkpoint_model(folder: Path) -> torch.nn.Module:
     """Rebuild the trained model from a checkpoint folder without unpickling arbitrary objects."""
     meta = json.loads((folder / META_FILE).read_text())
-    model = build_model(int(meta["n_features"]), meta["params"])
+    model = build_model(int(meta["n_features"]), TrainingParams.from_values(meta["params"]))
     state = torch.load(folder / STATE_FILE, weights_only=True, map_location="cpu")
     model.load_state_dict(state["model"])
     return model.eval()
@@ -108,7 +110,7 @@ def tune_trainable(config: dict[str, Any], data: dict[str, Any], fixed_params: d
     """One trial: fixed params overlaid with the sampled ones (`config`); reports every epoch for ASHA."""
     from ray import tune
 
-    params = {**fixed_params, **config}
+    params = TrainingParams.from_values({**fixed_params, **config})
     trial_config = {**data, "params": params}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, optimizer = _setup(trial_config, device)

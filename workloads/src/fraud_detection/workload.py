@@ -1,7 +1,7 @@
 """fraud_detection as a ferry Workload: data, features, split, training loops, metrics, serving models.
 
 Heavy imports (torch, ray) happen inside the methods that need them, so the platform can read
-`facts` (for `ferry validate`) without loading the ML stack.
+`facts` (for `ferry validate`: metric names and the params models) without loading the ML stack.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from ferry.spec.checks import WorkloadFacts
 from ferry.spec.models import DataSpec
 from fraud_detection.features import FEATURE_NAMES, add_features
 from fraud_detection.metrics import evaluate_scores, train_test_split
+from fraud_detection.params import TrainingParams
 from fraud_detection.simulator import SimulatorParams, simulate
 
 METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
-TRAINING_PARAMS = ("hidden", "lr", "dropout", "weight_decay")
 VALID_SHARE = 0.2
 SCORE_THRESHOLD = 0.5
 
@@ -59,8 +59,8 @@ class Score(BaseModel):
 
 class FraudDetectionWorkload:
     name = "fraud_detection"
-    facts = WorkloadFacts(metrics=METRICS, data_params=tuple(SimulatorParams.__dataclass_fields__),
-                          training_params=TRAINING_PARAMS)
+    # Every training param is tunable; data.params are the simulator's (a parquet source ignores them).
+    facts = WorkloadFacts(metrics=METRICS, data_params=SimulatorParams, training_params=TrainingParams)
     request_model = Transaction
     response_model = Score
     feature_names = FEATURE_NAMES
@@ -69,7 +69,7 @@ class FraudDetectionWorkload:
 
     def load_data(self, data: DataSpec, data_root: Path) -> pd.DataFrame:
         if data.source == "simulator":
-            return simulate(SimulatorParams.from_mapping(data.params))
+            return simulate(SimulatorParams.model_validate(data.params))
         assert data.path is not None
         path = (data_root / data.path).resolve()
         if not path.is_relative_to(data_root.resolve()):

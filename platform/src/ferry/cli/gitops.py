@@ -76,7 +76,7 @@ def schema(
     from ferry.spec.jsonschema import SCHEMA_PATH, model_schema_text
 
     path = load_settings().home / SCHEMA_PATH
-    wanted = model_schema_text()
+    wanted = model_schema_text(workload_facts())
     current = path.read_text() if path.exists() else ""
     if check:
         if current != wanted:

@@ -1,32 +1,49 @@
 """Semantic checks: rules that pydantic's per-field validation can't see.
 
 Each check is a named generator over all loaded specs, so one run reports every problem in every
-file. Workload knowledge (metric names, data knobs) arrives as plain data from the CLI edge: the
-spec layer never imports a workload.
+file. Workload knowledge (metric names, parameter models) arrives as `WorkloadFacts` from the CLI
+edge: the spec layer never imports a workload.
 """
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from croniter import croniter
+from pydantic import BaseModel
 
 from ferry.spec.errors import SpecError
+from ferry.spec.introspect import did_you_mean
 from ferry.spec.loader import LoadedSpec
 from ferry.spec.models import SearchDomain
+from ferry.spec.params import params_errors, space_errors
 
 
 @dataclass(frozen=True)
 class WorkloadFacts:
-    """What a workload declares about itself, enough to check a spec against it."""
+    """What a workload declares about itself, enough to check a spec against it.
+
+    `data_params` and `training_params` are pydantic models (extra="forbid") of `spec.data.params` and
+    `spec.training.params`; `tunable` names the training params that `spec.training.tune.space` may
+    search (every one when None), and each domain's values must be valid for its param's field.
+    """
 
     metrics: tuple[str, ...]
-    data_params: tuple[str, ...]
-    training_params: tuple[str, ...] = ()
+    data_params: type[BaseModel]
+    training_params: type[BaseModel]
+    tunable: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.tunable_params) - set(self.training_params.model_fields)
+        if unknown:
+            raise ValueError(f"tunable names {sorted(unknown)} are not fields of {self.training_params.__name__}")
+
+    @property
+    def tunable_params(self) -> tuple[str, ...]:
+        return tuple(self.training_params.model_fields) if self.tunable is None else self.tunable
 
 
 Check = Callable[[Sequence[LoadedSpec]], Iterator[SpecError]]
@@ -154,22 +171,13 @@ def check_workloads(specs: Sequence[LoadedSpec], workloads: Mapping[str, Workloa
         facts = workloads.get(body.workload)
         if facts is None:
             yield SpecError(spec.file, spec.line_of("spec", "workload"), "spec.workload",
-                            f"no workload {body.workload!r} is installed", _did_you_mean(body.workload, workloads))
+                            f"no workload {body.workload!r} is installed", did_you_mean(body.workload, workloads))
             continue
-        yield from _unknown_names(spec, ("spec", "data", "params"), body.data.params, facts.data_params)
-        if facts.training_params:
-            yield from _unknown_names(spec, ("spec", "training", "params"), body.training.params,
-                                      facts.training_params)
+        yield from params_errors(spec, ("spec", "data", "params"), body.data.params, facts.data_params)
+        yield from params_errors(spec, ("spec", "training", "params"), body.training.params, facts.training_params)
+        if body.training.tune:
+            yield from space_errors(spec, body.training.tune.space, facts.training_params, facts.tunable_params)
         yield from _unknown_metrics(spec, facts.metrics)
-
-
-def _unknown_names(spec: LoadedSpec, where: tuple[str, ...], given: Mapping[str, object],
-                   known: Sequence[str]) -> Iterator[SpecError]:
-    for key in given:
-        if key not in known:
-            yield SpecError(spec.file, spec.line_of(*where, key), ".".join((*where, key)),
-                            f"unknown parameter {key!r} for workload {spec.model.spec.workload!r}",
-                            _did_you_mean(key, known))
 
 
 def _unknown_metrics(spec: LoadedSpec, metrics: Sequence[str]) -> Iterator[SpecError]:
@@ -184,12 +192,5 @@ def _unknown_metrics(spec: LoadedSpec, metrics: Sequence[str]) -> Iterator[SpecE
         if metric not in metrics:
             yield SpecError(spec.file, spec.line_of(*path), ".".join(map(str, path)),
                             f"workload {body.workload!r} reports no metric {metric!r}",
-                            _did_you_mean(metric, metrics))
+                            did_you_mean(metric, metrics))
 
-
-def _did_you_mean(word: str, options: Sequence[str] | Mapping[str, object]) -> str:
-    names = sorted(options)
-    close = difflib.get_close_matches(word, names, n=1, cutoff=0.5)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"known: {', '.join(names)}" if names else ""

@@ -1,9 +1,12 @@
-"""Walk the pydantic models along an error location to learn which keys were valid there."""
+"""Walk the pydantic models along an error location to learn which keys were valid there, and turn a
+misspelt name into a did-you-mean hint."""
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,6 +20,15 @@ def valid_keys_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> list[str
             return []
     model = _as_model(current)
     return sorted(model.model_fields) if model else []
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """The closest option as a hint, else the list of options ('' when there are none)."""
+    names = sorted(options)
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.5)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known: {', '.join(names)}" if names else ""
 
 
 def _step(annotation: Any, part: str | int) -> Any:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ferry.spec.errors import SpecError
@@ -41,7 +42,7 @@ def load_spec_text(raw: bytes | str, file: str) -> tuple[LoadedSpec | None, list
     try:
         model = ModelSpec.model_validate(document.data)
     except ValidationError as exc:
-        return None, [_to_spec_error(file, document, err) for err in exc.errors(include_url=False)]
+        return None, validation_errors(file, document, exc)
     return LoadedSpec(file, model, document), []
 
 
@@ -80,24 +81,56 @@ def load_specs(paths: Sequence[Path]) -> tuple[list[LoadedSpec], list[SpecError]
     return specs, errors
 
 
-def _to_spec_error(file: str, document: YamlDocument, err: ErrorDetails) -> SpecError:
-    loc = tuple(err["loc"])
+def validation_errors(file: str, document: YamlDocument, exc: ValidationError, root: type[BaseModel] = ModelSpec,
+                      prefix: tuple[str | int, ...] = ()) -> list[SpecError]:
+    """pydantic's errors as SpecErrors. `root` validated the part of the document found at `prefix`
+    (a workload's params model validates `spec.data.params`): lines and field paths take the prefix,
+    did-you-mean hints come from `root`'s fields."""
+    return [_to_spec_error(file, document, err, root, prefix) for err in exc.errors(include_url=False)]
+
+
+def _to_spec_error(file: str, document: YamlDocument, err: ErrorDetails, root: type[BaseModel],
+                   prefix: tuple[str | int, ...]) -> SpecError:
+    inner = tuple(err["loc"])
+    loc = (*prefix, *inner)
     path = ".".join(str(part) for part in loc)
     message = err["msg"].removeprefix("Value error, ")
     hint = ""
     if err["type"] == "extra_forbidden":
         message = f"unknown key {loc[-1]!r}"
-        hint = _closest_key_hint(loc)
+        hint = _closest_key_hint(root, inner)
     elif err["type"] == "missing":
         message = "required field is missing"
         hint = f"add `{loc[-1]}:`"
     elif err["type"] == "literal_error":
         hint = _closest_literal_hint(err)
-    return SpecError(file, document.line_of(loc), path, message, hint)
+    if err["type"] not in ("extra_forbidden", "missing", "value_error", "assertion_error"):
+        message += _got(err.get("input"))
+    return SpecError(file, document.line_of(loc), path, message, hint or _number_as_text_hint(err))
 
 
-def _closest_key_hint(loc: tuple[str | int, ...]) -> str:
-    keys = valid_keys_at(ModelSpec, loc[:-1])
+def _number_as_text_hint(err: ErrorDetails) -> str:
+    """YAML 1.1 reads `1e-3` (no dot) as a string; a strict number field then refuses what looks fine."""
+    value = err.get("input")
+    if err["type"] not in ("float_type", "int_type") or not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    return f"YAML reads {value!r} as text; write the number as {number!r}" if math.isfinite(number) else ""
+
+
+def _got(value: object) -> str:
+    """', got <value>' for a scalar (our own validators say it themselves; containers would be noise)."""
+    if not isinstance(value, str | int | float | bool):
+        return ""
+    text = repr(value)
+    return f", got {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _closest_key_hint(root: type[BaseModel], loc: tuple[str | int, ...]) -> str:
+    keys = valid_keys_at(root, loc[:-1])
     close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.5)
     if close:
         return f"did you mean {close[0]!r}?"

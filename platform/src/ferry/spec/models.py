@@ -79,7 +79,9 @@ class DataSpec(Strict):
         description="`simulator` generates data from `params`; `parquet` reads `path`."
     )
     path: str | None = Field(None, description="Relative path of a parquet file inside the data root.")
-    params: dict[str, ScalarParam] = Field(default_factory=dict, description="Workload-specific knobs.")
+    params: dict[str, ScalarParam] = Field(default_factory=dict, description=(
+        "Workload-specific knobs, typed by the workload's data params model (`ferry validate` checks them; "
+        "model.schema.json has each installed workload's fields)."))
     split: TimeSplit | None = None
 
     @field_validator("path")
@@ -146,14 +148,16 @@ class TuneSpec(Strict):
     grace_period: int = Field(1, ge=1, description="Epochs before ASHA may stop a trial.")
     cpus_per_trial: float = Field(1.0, gt=0)
     gpus_per_trial: float = Field(0.0, ge=0)
-    space: dict[str, SearchDomain] = Field(min_length=1)
+    space: dict[str, SearchDomain] = Field(min_length=1, description=(
+        "Training params to search, by name; the workload says which are tunable and which values are valid."))
 
 
 class TrainingSpec(Strict):
     resources: Resources = Resources()
     epochs: int = Field(10, ge=1, le=10_000)
     batch_size: int = Field(1024, ge=1, le=1_048_576)
-    params: dict[str, ScalarParam] = Field(default_factory=dict, description="Fixed hyperparameters.")
+    params: dict[str, ScalarParam] = Field(default_factory=dict, description=(
+        "Fixed hyperparameters, typed by the workload's training params model; `tune.space` overlays them."))
     tune: TuneSpec | None = None
     max_failures: int = Field(2, ge=0, le=100, description="Worker failures Ray Train recovers from.")
 

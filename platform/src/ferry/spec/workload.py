@@ -1,7 +1,11 @@
 """The Workload protocol (DESIGN §4): what a workload gives the platform.
 
 The platform finds workloads by entry point (group `ferry.workloads`) and talks to them only
-through this protocol, so it never imports one by name.
+through this protocol, so it never imports one by name. `facts` declares the workload's metrics and
+the pydantic models of its `data.params` and `training.params` (and which of those the tune space may
+search): `ferry validate` checks specs against them and the JSON Schema embeds them. Params cross
+process boundaries (Ray configs, MLflow, checkpoints) as plain mappings; the workload reads them
+through its models.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ class Workload(Protocol):
     response_model: type[BaseModel]
 
     def load_data(self, data: DataSpec, data_root: Path) -> Any:
-        """The raw dataset (a pandas DataFrame) for a data spec."""
+        """The raw dataset (a pandas DataFrame) for a data spec; `data.params` read as `facts.data_params`."""
 
     def featurize(self, frame: Any, data: DataSpec) -> Any:
         """The frame with the model's features added (what the data step stores)."""
@@ -40,11 +44,12 @@ class Workload(Protocol):
         plus whatever evaluate needs (`test_frame`)."""
 
     def train_loop_per_worker(self, config: dict[str, Any]) -> None:
-        """The per-worker Ray Train loop; reports metrics and a checkpoint every epoch."""
+        """The per-worker Ray Train loop; `config["params"]` holds the training params (read as
+        `facts.training_params`). Reports metrics and a checkpoint every epoch."""
 
     def tune_trainable(self, config: dict[str, Any], data: dict[str, Any], fixed_params: dict[str, Any]) -> None:
-        """One Tune trial: `config` holds the sampled hyperparameters, `data` the arrays; reports the
-        tune metric every epoch."""
+        """One Tune trial: `config` holds the sampled hyperparameters (keys of `facts.tunable_params`), which
+        overlay `fixed_params`; `data` the arrays. Reports the tune metric every epoch."""
 
     def load_checkpoint(self, folder: Path) -> Any:
         """The trained model from a checkpoint folder, loaded without executing pickles."""

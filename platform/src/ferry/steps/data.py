@@ -12,6 +12,7 @@ import mlflow.data
 
 from ferry.contract import names
 from ferry.steps.context import StepContext, StepFailed
+from ferry.steps.params import data_params
 
 DATASET_ARTIFACT = "dataset"
 DATASET_FILE = "features.parquet"
@@ -25,6 +26,7 @@ def run(ctx: StepContext) -> None:
                   names.OUTPUT_ROWS: done.data.params.get("rows", "")})
         return
     data = ctx.spec.spec.data
+    params = data_params(ctx)
     try:
         frame = ctx.workload.load_data(data, ctx.settings.data_dir)
         featured = ctx.workload.featurize(frame, data)
@@ -38,7 +40,7 @@ def run(ctx: StepContext) -> None:
         dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
             featured.head(1000), source=data.source, name=ctx.model, digest=digest)
         mlflow.log_input(dataset, context="training")
-        mlflow.log_params({"rows": len(featured), "source": data.source, **data.params})
+        mlflow.log_params({"rows": len(featured), "source": data.source, **params.model_dump(exclude_unset=True)})
         mlflow.set_tag(names.TAG_DATASET_DIGEST, digest)
         ctx.emit({names.OUTPUT_MLFLOW_RUN: run.info.run_id, names.OUTPUT_DATASET_DIGEST: digest,
                   names.OUTPUT_ROWS: len(featured)})

@@ -13,6 +13,7 @@ import mlflow
 from ferry.contract import names
 from ferry.steps.context import StepContext, StepFailed
 from ferry.steps.data import load_prepared
+from ferry.steps.params import training_params
 from ferry.steps.ray_session import connect, storage_path
 from ferry.steps.tune import best_params
 
@@ -43,9 +44,9 @@ def _trainer(ctx: StepContext, config: dict[str, Any]) -> Any:
 def run(ctx: StepContext) -> None:
     if ctx.finished_run() is not None:
         return
+    params = training_params(ctx, best_params(ctx)).model_dump(exclude_unset=True)
     prepared = load_prepared(ctx)
     training = ctx.spec.spec.training
-    params = best_params(ctx)
     config = {key: prepared[key] for key in ("x_train", "y_train", "x_valid", "y_valid")}
     config.update(params=params, epochs=training.epochs, batch_size=training.batch_size, seed=0)
     connect(ctx.settings)

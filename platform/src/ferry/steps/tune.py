@@ -12,6 +12,7 @@ from ferry.contract import names
 from ferry.spec.models import SearchDomain, TuneSpec
 from ferry.steps.context import StepContext, StepFailed
 from ferry.steps.data import load_prepared
+from ferry.steps.params import training_params
 from ferry.steps.ray_session import connect, storage_path
 
 BEST_PARAM_PREFIX = "best."
@@ -63,6 +64,7 @@ def run(ctx: StepContext) -> None:
     tune_spec = ctx.spec.spec.training.tune
     if tune_spec is None or ctx.finished_run() is not None:
         return
+    training_params(ctx, ctx.spec.spec.training.params)  # fail here, not in every trial
     prepared = load_prepared(ctx)
     training = ctx.spec.spec.training
     data = {key: prepared[key] for key in ("x_train", "y_train", "x_valid", "y_valid")}
