@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from ferry.cli import alerts, cluster, gitops, local, step
+from ferry.cli import alerts, cluster, generated, gitops, local, step
 from ferry.cli.output import err_console, print_spec_errors
 from ferry.cli.rollout import rollout_app
 
@@ -22,6 +22,7 @@ app.command()(gitops.validate)
 app.command()(gitops.render)
 app.command()(gitops.plan)
 app.command()(gitops.schema)
+app.command()(generated.generate)
 app.command()(step.step)
 app.add_typer(rollout_app, name="rollout")
 for verb in (local.up, local.down, local.status, local.runs, local.logs):
