@@ -454,7 +454,7 @@ def test_local_retrain_goes_through_the_local_retraining_runner(tmp_path: Path,
 
 
 def test_documented_environment_is_what_the_adapter_reads() -> None:
-    from ferry.cli.cluster import CLUSTER_ENVIRONMENT
+    from ferry.cli.options import CLUSTER_ENVIRONMENT
 
     read = {argo.ENV_SERVER, argo.ENV_NAMESPACE, *argo.ENV_TOKENS, argo.ENV_INSECURE}
     assert set(CLUSTER_ENVIRONMENT) == read

@@ -1,5 +1,6 @@
-"""The alert rules and the Alertmanager configuration: generated files current, promtool and amtool happy,
-every alert labelled, annotated, unit-tested and documented by a runbook.
+"""The alert rules and the Alertmanager configuration: promtool and amtool happy, every alert labelled,
+annotated, unit-tested and documented by a runbook. That the committed files are current is checked with
+every other generated file (`ferry generate --check`, tests/golden/test_generated.py).
 
 promtool and amtool come from the Debian packages prometheus and prometheus-alertmanager (task setup); the
 tests that run them skip, saying so, where they are not installed.
@@ -61,15 +62,6 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 # --------------------------------------------------------------------------------------- generated files
-
-
-def test_generated_files_are_current() -> None:
-    wanted = monitoring.generated_files(models())
-    stale = [path for path, text in wanted.items()
-             if not (ROOT / path).is_file() or (ROOT / path).read_text() != text]
-    assert not stale, f"stale {stale}: run `.venv/bin/python monitoring/generate.py`"
-    extra = [p.relative_to(ROOT).as_posix() for p in (MONITORING / "generated").rglob("*") if p.is_file()]
-    assert sorted(set(extra) - set(wanted)) == [], "files no model renders: run monitoring/generate.py"
 
 
 def test_local_prometheus_loads_the_generated_rule_files() -> None:

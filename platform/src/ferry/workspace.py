@@ -1,4 +1,5 @@
-"""The gitops folder as the CLI sees it: validate, render to disk (or check for drift), plan."""
+"""The gitops folder as the CLI sees it: validate, render to disk, plan; and the one way generated files are
+written and compared with the checkout (`compare_files`, `sync_files`, used by ferry.cli.generated)."""
 
 from __future__ import annotations
 
@@ -43,49 +44,60 @@ def valid_specs(home: Path, workloads: Mapping[str, WorkloadFacts] | None = None
 
 
 @dataclass
-class RenderResult:
-    env: EnvName
-    written: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    drift: dict[str, str] = field(default_factory=dict)  # path -> unified diff
+class FileChanges:
+    """How files on disk differ from the text generated for them; paths relative to the checkout."""
 
-    @property
-    def stale(self) -> bool:
-        return bool(self.drift)
+    stale: list[str] = field(default_factory=list)  # on disk, with other text
+    missing: list[str] = field(default_factory=list)  # generated, not on disk
+    extra: list[str] = field(default_factory=list)  # in an owned folder, but generated no more
+    diffs: dict[str, str] = field(default_factory=dict)  # path -> unified diff, on disk -> generated
+
+    def __bool__(self) -> bool:
+        return bool(self.stale or self.missing or self.extra)
 
 
-def render(home: Path, env: EnvName, check: bool = False,
-           workloads: Mapping[str, WorkloadFacts] | None = None) -> RenderResult:
-    specs = valid_specs(home, workloads)
-    wanted = render_files([s.model for s in specs], env)
-    out_dir = home / rendered_dir(env)
-    existing = {p.relative_to(out_dir).as_posix(): p for p in out_dir.rglob("*") if p.is_file()} \
-        if out_dir.exists() else {}
-    result = RenderResult(env=env)
+def compare_files(home: Path, wanted: Mapping[str, str], folder: str | None = None) -> FileChanges:
+    """What differs between `wanted` and the checkout. A `folder` is owned: a file in it not in `wanted` is extra."""
+    owned = home / folder if folder else None
+    existing = {p.relative_to(home).as_posix() for p in owned.rglob("*") if p.is_file()} \
+        if owned and owned.is_dir() else set()
+    changes = FileChanges()
     for rel in sorted({*wanted, *existing}):
-        old = existing[rel].read_text() if rel in existing else None
+        path = home / rel
+        old = path.read_text() if path.is_file() else None
         new = wanted.get(rel)
         if old == new:
             continue
-        if check:
-            result.drift[rel] = _diff(rel, old or "", new or "")
-        else:
-            _apply(out_dir / rel, new, result, rel)
-    return result
+        (changes.extra if new is None else changes.missing if old is None else changes.stale).append(rel)
+        changes.diffs[rel] = _diff(rel, old or "", new or "")
+    return changes
 
 
-def _apply(path: Path, text: str | None, result: RenderResult, rel: str) -> None:
-    if text is None:
-        path.unlink()
-        result.removed.append(rel)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    result.written.append(rel)
+def sync_files(home: Path, wanted: Mapping[str, str], folder: str | None = None) -> FileChanges:
+    """Make the checkout hold `wanted` (removing extra files from an owned `folder`); returns what changed."""
+    changes = compare_files(home, wanted, folder)
+    for rel in changes.extra:
+        (home / rel).unlink()
+    for rel in changes.stale + changes.missing:
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text(wanted[rel])
+    return changes
+
+
+def rendered_files(home: Path, env: EnvName, workloads: Mapping[str, WorkloadFacts] | None = None) -> dict[str, str]:
+    """Every file of gitops/rendered/<env>/, keyed by its path relative to the rendered folder."""
+    return render_files([s.model for s in valid_specs(home, workloads)], env)
+
+
+def render(home: Path, env: EnvName, workloads: Mapping[str, WorkloadFacts] | None = None) -> FileChanges:
+    """Write gitops/rendered/<env>/ (what `ferry up` runs); `ferry generate` checks it with every other file."""
+    folder = rendered_dir(env)
+    wanted = {f"{folder}/{rel}": text for rel, text in rendered_files(home, env, workloads).items()}
+    return sync_files(home, wanted, folder)
 
 
 def _diff(rel: str, old: str, new: str) -> str:
-    lines = difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"committed/{rel}", f"rendered/{rel}")
+    lines = difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"committed/{rel}", f"generated/{rel}")
     return "".join(lines)
 
 

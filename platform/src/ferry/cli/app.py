@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ferry.cli import alerts, cluster, gitops, local, step
+from ferry.cli import alerts, cluster, generated, gitops, local, step
 from ferry.cli.output import err_console, print_spec_errors
 from ferry.cli.rollout import rollout_app
 from ferry.contract.errors import FerryError
@@ -72,6 +72,7 @@ app.command()(gitops.validate)
 app.command()(gitops.render)
 app.command()(gitops.plan)
 app.command()(gitops.schema)
+app.command()(generated.generate)
 app.command()(step.step)
 app.add_typer(rollout_app, name="rollout")
 for verb in (local.up, local.down, local.status, local.runs, local.logs):

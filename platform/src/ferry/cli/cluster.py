@@ -15,17 +15,6 @@ from ferry.cli.tables import following_runs, outcomes_table
 from ferry.contract import names
 from ferry.settings import load_settings
 
-# The environment of the cluster verbs, for the CLI reference (ferry.cli.docs). The adapter reads them; this copy
-# keeps the docs generator free of the SDK, and tests/unit/test_cli_cluster.py keeps the two equal.
-CLUSTER_ENVIRONMENT = {
-    "FERRY_ARGO_SERVER": "Argo Server URL for `ferry runs|logs|submit` (same as --argo-server).",
-    "FERRY_ARGO_NAMESPACE": "Namespace of the pipeline runs on the cluster (default: ferry).",
-    "FERRY_ARGO_TOKEN": "Bearer token for the Argo Server, e.g. `kubectl -n ferry create token ferry-operator`. "
-                        "Read at each call, never stored.",
-    "ARGO_TOKEN": "Used when FERRY_ARGO_TOKEN is not set, as the Argo CLI does.",
-    "FERRY_ARGO_INSECURE_SKIP_VERIFY": "`1` to accept a self-signed certificate of the Argo Server.",
-}
-
 
 def submit(
     model: Annotated[str, typer.Argument(help="Model name (a spec in gitops/models).")],

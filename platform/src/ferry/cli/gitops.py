@@ -1,4 +1,4 @@
-"""`ferry validate`, `ferry render`, `ferry plan`."""
+"""`ferry validate`, `ferry render`, `ferry plan`, `ferry schema` (the last two through ferry.cli.generated)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import typer
 
 from ferry import workspace
 from ferry.adapters.workloads import workload_facts
+from ferry.cli import generated
 from ferry.cli.output import console, err_console, indented, print_spec_errors, raw
 from ferry.plan.report import as_json, as_markdown, as_text
-from ferry.render.profiles import EnvName
+from ferry.render.profiles import EnvName, rendered_dir
 from ferry.settings import load_settings
+from ferry.spec.jsonschema import SCHEMA_PATH
 
 FORMATTERS = {"text": as_text, "markdown": as_markdown, "json": as_json}
 
@@ -30,25 +32,12 @@ def validate(
 
 
 def render(
+    ctx: typer.Context,
     env: Annotated[EnvName, typer.Option(help="Which rendered folder to write.")] = "local",
     check: Annotated[bool, typer.Option("--check", help="Exit 1 with a diff when the output is stale.")] = False,
 ) -> None:
     """Render gitops/models into gitops/rendered/<env>/ (pure and deterministic)."""
-    result = workspace.render(load_settings().home, env, check=check, workloads=workload_facts())
-    if check:
-        for diff in result.drift.values():
-            raw(diff)
-        if result.stale:
-            err_console.print(f"[red]stale[/red]: {len(result.drift)} file(s) differ; run `ferry render --env {env}`")
-            raise typer.Exit(1)
-        console.print(f"[green]up to date[/green] gitops/rendered/{env}")
-        return
-    for path in result.written:
-        console.print(f"wrote gitops/rendered/{env}/{path}")
-    for path in result.removed:
-        console.print(f"removed gitops/rendered/{env}/{path}")
-    if not (result.written or result.removed):
-        console.print(f"gitops/rendered/{env} is up to date")
+    generated.run(ctx, [rendered_dir(env)], check, fix=f"ferry render --env {env}", diff=True)
 
 
 def plan(
@@ -70,20 +59,8 @@ def plan(
 
 
 def schema(
+    ctx: typer.Context,
     check: Annotated[bool, typer.Option("--check", help="Exit 1 when the committed schema is stale.")] = False,
 ) -> None:
     """Write the spec's JSON Schema to docs/reference/model.schema.json (for editors and reviewers)."""
-    from ferry.spec.jsonschema import SCHEMA_PATH, model_schema_text
-
-    path = load_settings().home / SCHEMA_PATH
-    wanted = model_schema_text(workload_facts())
-    current = path.read_text() if path.exists() else ""
-    if check:
-        if current != wanted:
-            err_console.print(f"[red]stale[/red]: {SCHEMA_PATH}; run `ferry schema`")
-            raise typer.Exit(1)
-        console.print(f"[green]up to date[/green] {SCHEMA_PATH}")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(wanted)
-    console.print(f"wrote {SCHEMA_PATH}")
+    generated.run(ctx, [SCHEMA_PATH], check, fix="ferry schema")

@@ -15,6 +15,17 @@ from ferry.cli.output import err_console
 if TYPE_CHECKING:
     from ferry.adapters.argo_server import ArgoServer
 
+# The environment of the cluster verbs, for the CLI reference (ferry.cli.docs). The adapter reads them; this copy
+# keeps the docs generator free of the SDK, and tests/unit/test_cli_cluster.py keeps the two equal.
+CLUSTER_ENVIRONMENT = {
+    "FERRY_ARGO_SERVER": "Argo Server URL for `ferry runs|logs|submit` (same as --argo-server).",
+    "FERRY_ARGO_NAMESPACE": "Namespace of the pipeline runs on the cluster (default: ferry).",
+    "FERRY_ARGO_TOKEN": "Bearer token for the Argo Server, e.g. `kubectl -n ferry create token ferry-operator`. "
+                        "Read at each call, never stored.",
+    "ARGO_TOKEN": "Used when FERRY_ARGO_TOKEN is not set, as the Argo CLI does.",
+    "FERRY_ARGO_INSECURE_SKIP_VERIFY": "`1` to accept a self-signed certificate of the Argo Server.",
+}
+
 ArgoServerOption = Annotated[str | None, typer.Option(
     "--argo-server", envvar="FERRY_ARGO_SERVER", show_envvar=True, rich_help_panel="Cluster",
     help="Argo Server URL (e.g. https://argo.example.com or http://127.0.0.1:2746 through a port-forward). "
