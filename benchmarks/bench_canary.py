@@ -246,8 +246,8 @@ def status_examples(lab: Lab, runs: list[Timed]) -> list[str]:
     lines = ["## `ferry rollout status` after the run", ""]
     for timed in picks:
         command = ["ferry", "rollout", "status", lab.name, "--version", timed.version]
-        done = subprocess.run([str(ROOT / ".venv/bin/ferry"), *command[1:]], env=env, capture_output=True, text=True,
-                              timeout=120, check=False)
+        done = subprocess.run([sys.executable, "-m", "ferry.cli.app", *command[1:]], env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
         lines += [f"{timed.kind} version {timed.version}:", "", "```", f"$ {' '.join(command)}",
                   (done.stdout + done.stderr).rstrip(), "```", ""]
     return lines

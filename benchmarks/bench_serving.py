@@ -222,7 +222,10 @@ def wait_http(url: str, name: str, children: Children | None, timeout_s: float) 
 
 def child_env(settings: Any) -> dict[str, str]:
     loopback = "127.0.0.1,localhost"
-    return {**os.environ, "MLFLOW_TRACKING_URI": settings.mlflow_uri, "NO_PROXY": loopback, "no_proxy": loopback,
+    # This interpreter's bin first: `mlflow models serve` execs `uvicorn` by name, which must be the venv's.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    return {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": settings.mlflow_uri,
+            "NO_PROXY": loopback, "no_proxy": loopback,
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",  # one torch thread, like the Ray replicas
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from tests.support.binaries import system_command, venv_command
 
 from ferry.local.errors import LocalError
 from ferry.local.supervisor import procs, service_defs
@@ -47,6 +48,14 @@ def started(settings: Settings) -> dict[str, str]:
     return {s.name: s.state for s in start_services(settings)}
 
 
+@pytest.mark.parametrize("service", service_defs.OPTIONAL)
+def test_optional_services_are_installed(service: str) -> None:
+    """`ferry up` skips Prometheus and Alertmanager when they are missing, and so would every assertion
+    about them here: under CI that must fail instead (tests/support/binaries.py)."""
+    if not service_defs.installed(service):
+        system_command(service_defs.BINARIES[service][0])  # Debian's name
+
+
 def test_up_starts_ray_and_mlflow_ready(settings: Settings, started: dict[str, str]) -> None:
     assert started["ray"] == "started" and started["mlflow"] == "started"
     for name in ("prometheus", "alertmanager"):
@@ -70,7 +79,7 @@ def test_ray_keeps_token_auth_on(settings: Settings, started: dict[str, str]) ->
     assert mode.json()["authentication_mode"] == "token"
     # The `ray` CLI works with ferry's environment and is refused without the token variables.
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    status = ["ray", "status", "--address", settings.ray_address]
+    status = [venv_command("ray"), "status", "--address", settings.ray_address]  # .venv's, not PATH's
     ok = subprocess.run(status, env={**base, **ferry_env(settings)}, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr[-2000:]
     no_token = {**base, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HOME": str(settings.home)}

@@ -1,18 +1,20 @@
 """Strict offline validation of rendered Kubernetes manifests against the vendored schemas.
 
-The schemas live in ``shared/schemas`` (see its README). None of them reject unknown fields and several
-mistype IntOrString/Quantity, so every schema is patched once per process before use: a misspelt field must
-fail here, because the API server would silently prune it and the platform would run with a default instead.
+The upstream schemas are vendored in ``tests/schemas`` (its README names each source and version;
+``tests/schemas/refresh.py`` recopies :func:`vendored_files`). A missing file is an error, never a skip: a
+clone must run every schema test. None of the schemas reject unknown fields and several mistype
+IntOrString/Quantity, so every schema is patched once per process before use: a misspelt field must fail
+here, because the API server would silently prune it and the platform would run with a default instead.
 
-Public API: :func:`schemas_dir`, :func:`validate_object`, :func:`validate_grafana_dashboard`,
-:func:`validate_yaml_documents`, :func:`supported_kinds`, :class:`SchemasNotFoundError`.
+Public API: :func:`schemas_dir`, :func:`vendored_files`, :func:`validate_object`,
+:func:`validate_grafana_dashboard`, :func:`validate_yaml_documents`, :func:`supported_kinds`,
+:class:`SchemasNotFoundError`.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -50,7 +52,6 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("argoproj.io/v1alpha1", "Application"): ("crd", "argo-cd/application-crd.yaml"),
     ("argoproj.io/v1alpha1", "ApplicationSet"): ("crd", "argo-cd/applicationset-crd.yaml"),
     ("argoproj.io/v1alpha1", "AppProject"): ("crd", "argo-cd/appproject-crd.yaml"),
-    ("ray.io/v1", "RayCluster"): ("crd", "kuberay/ray.io_rayclusters.yaml"),
     ("ray.io/v1", "RayJob"): ("crd", "kuberay/ray.io_rayjobs.yaml"),
     ("ray.io/v1", "RayService"): ("crd", "kuberay/ray.io_rayservices.yaml"),
     **{
@@ -58,9 +59,11 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
             "crd",
             f"prometheus-operator/monitoring.coreos.com_{k.lower()}s.yaml",
         )
-        for k in ("PrometheusRule", "PodMonitor", "ServiceMonitor")
+        for k in ("PrometheusRule", "PodMonitor")
     },
 }
+# Only the CRDs of kinds ferry renders are vendored (RayCluster and ServiceMonitor are not): a new kind is a
+# new entry here plus `tests/schemas/refresh.py`, and until then every manifest using it fails validation.
 
 _COMBINATORS = ("allOf", "anyOf", "oneOf")
 _SCHEMA_MAPS = ("properties", "patternProperties", "definitions", "$defs", "dependentSchemas")
@@ -84,39 +87,36 @@ _MAX_MESSAGE = 240
 
 
 class SchemasNotFoundError(FileNotFoundError):
-    """The vendored schema directory is missing (tests skip on this)."""
+    """A vendored schema file is missing from tests/schemas: the test fails (never skips) and says how to
+    recopy it."""
 
 
 # -------------------------------------------------------------------------------------- locating files
 
-
-def _repo_root() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").is_file():
-            return parent
-    return here.parents[2]
+_SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 
 
 def schemas_dir() -> Path:
-    """Return $FERRY_SCHEMAS_DIR, else ``<repo>/../shared/schemas`` (or ``<repo>/shared/schemas``)."""
-    env = os.environ.get("FERRY_SCHEMAS_DIR")
-    if env:
-        if not Path(env).is_dir():
-            raise SchemasNotFoundError(f"FERRY_SCHEMAS_DIR={env!r} is not a directory")
-        return Path(env)
-    repo = _repo_root()
-    candidates = [repo.parent / "shared" / "schemas", repo / "shared" / "schemas"]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
-    raise SchemasNotFoundError(f"Kubernetes schemas not found (tried {tried}); set FERRY_SCHEMAS_DIR")
+    """``tests/schemas``: the upstream schemas vendored with the project (nothing outside the repo)."""
+    return _SCHEMAS
+
+
+def vendored_files() -> tuple[str, ...]:
+    """Every upstream file the validator reads, relative to :func:`schemas_dir`: what refresh.py copies."""
+    crds = {target for family, target in _KINDS.values() if family == "crd"}
+    return tuple(sorted({_SWAGGER, _ARGO_WORKFLOWS, _ARGO_EVENTS, _GRAFANA, *crds}))
 
 
 def _read(root: str, rel: str) -> Any:
     path = Path(root, rel)
-    with path.open("rb") as fh:
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError as exc:
+        raise SchemasNotFoundError(
+            f"{path} is missing: recopy the vendored schemas with `python tests/schemas/refresh.py --from DIR` "
+            "(tests/schemas/README.md names each upstream source and version)"
+        ) from exc
+    with fh:
         if path.suffix == ".json":
             return json.load(fh)
         # The CRDs are megabytes of YAML: the C loader is ~10x faster than the pure-Python one.

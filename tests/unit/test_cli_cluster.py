@@ -15,12 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.support.fake_argo_server import ArgoState, FakeArgoServer, serve
-from tests.support.kube_schemas import (
-    SchemasNotFoundError,
-    argo_definitions,
-    validate_argo_definition,
-    validate_object,
-)
+from tests.support.kube_schemas import argo_definitions, validate_argo_definition, validate_object
 from typer.testing import CliRunner
 
 from ferry.adapters import argo_server as argo
@@ -123,14 +118,6 @@ def _pods(workflow: dict[str, Any], step: str) -> list[str]:
 @pytest.fixture(autouse=True)
 def _wide(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(output.console, "_width", 200)  # these tests read table rows, as on a wide terminal
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _schemas() -> None:
-    try:
-        argo_definitions()
-    except SchemasNotFoundError as exc:  # pragma: no cover - depends on the checkout
-        pytest.skip(f"vendored Argo schema unavailable: {exc}")
 
 
 @pytest.fixture

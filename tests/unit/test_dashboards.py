@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.binaries import system_command
 from tests.support.kube_schemas import validate_grafana_dashboard, validate_object
 
 from ferry.contract import metrics, names
@@ -22,7 +22,6 @@ from ferry.spec import load_specs
 from ferry.spec.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMTOOL = shutil.which("promtool")
 # Grafana's interval variables, replaced by a duration before promtool parses an expression.
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1d"}
 PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
@@ -125,8 +124,8 @@ def test_model_dashboard_has_the_panels_the_issue_asks_for() -> None:
         assert wanted in titles
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
 def test_every_dashboard_expr_parses_with_promtool(tmp_path: Path) -> None:
+    promtool = system_command("promtool")
     rules = []
     for index, expr in enumerate(sorted(set(dashboard_exprs()))):
         for variable, value in GRAFANA_VARIABLES.items():
@@ -135,7 +134,7 @@ def test_every_dashboard_expr_parses_with_promtool(tmp_path: Path) -> None:
         rules.append({"record": f"ferry_dashboard_check_{index}", "expr": expr})
     path = tmp_path / "dashboard-exprs.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard-exprs", "rules": rules}]}))
-    result = subprocess.run([str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True,
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout

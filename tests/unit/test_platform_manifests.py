@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.kube_schemas import SchemasNotFoundError, supported_kinds, validate_object
+from tests.support.binaries import dev_module
+from tests.support.kube_schemas import supported_kinds, validate_object
 from tests.support.platform_docs import (
     APPS,
     MANIFESTS,
@@ -46,10 +47,7 @@ HEALTH = "resource.customizations.health."
 
 @pytest.fixture(scope="module")
 def schema_kinds() -> frozenset[tuple[str, str]]:
-    try:
-        return supported_kinds()
-    except SchemasNotFoundError as exc:  # pragma: no cover - depends on the checkout
-        pytest.skip(f"vendored Kubernetes schemas unavailable: {exc}")
+    return supported_kinds()
 
 
 # ------------------------------------------------------------------------------------- schema validation
@@ -77,10 +75,7 @@ def test_validation_is_strict_for_applications() -> None:
     app = _apps()["mlflow"]
     broken = yaml.safe_load(yaml.safe_dump(app))
     broken["spec"]["syncPolicy"]["automatd"] = broken["spec"]["syncPolicy"].pop("automated")
-    try:
-        errors = validate_object(broken)
-    except SchemasNotFoundError as exc:  # pragma: no cover
-        pytest.skip(str(exc))
+    errors = validate_object(broken)
     assert any("automatd" in e for e in errors), errors
 
 
@@ -262,7 +257,7 @@ def test_health_check_keys_exist() -> None:
 
 
 def _lua_health(kind: str) -> Any:
-    lupa = pytest.importorskip("lupa", reason="no Lua interpreter (pip install lupa) to run the health checks")
+    lupa = dev_module("lupa")  # a Lua runtime, to run the health checks as Argo CD does
     lua = lupa.LuaRuntime(unpack_returned_tuples=True)
     check = lua.execute("return function(obj)\n" + _argocd_cm()["data"][HEALTH + kind] + "\nend")
 

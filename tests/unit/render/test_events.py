@@ -3,13 +3,13 @@ Sensor's RBAC, checked strictly against the vendored schemas and against each ot
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.binaries import system_command
 from tests.support.kube_schemas import validate_object
 from tests.unit.local.test_receiver import drift, payload
 
@@ -22,7 +22,6 @@ from ferry.spec import load_specs
 ROOT = Path(__file__).resolve().parents[3]
 PROD = PROFILES["prod"]
 DEPLOY = ROOT / "platform" / "deploy"
-AMTOOL = shutil.which("amtool")
 
 
 @pytest.fixture(scope="module")
@@ -134,18 +133,18 @@ def test_alertmanager_posts_drift_to_the_event_source_service(rendered: dict[str
     assert local["route"]["routes"] == config["route"]["routes"]  # one routing tree, two kinds of receivers
 
 
-@pytest.mark.skipif(AMTOOL is None, reason="amtool (Debian prometheus-alertmanager) not installed")
 @pytest.mark.parametrize("where", ["cluster", "local"])
 def test_amtool_routes_drift_to_retraining_and_to_the_team(tmp_path: Path, where: str) -> None:
+    amtool = system_command("amtool")
     config = alerting.cluster_config() if where == "cluster" else alerting.local_config("http://127.0.0.1:9/alerts")
     path = tmp_path / f"{where}.yml"
     text = yaml.safe_dump(config, sort_keys=False)
     path.write_text(text.replace(f"url_file: {alerting.ONCALL_URL_FILE}", "url: https://oncall.invalid/am"))
-    check = subprocess.run([str(AMTOOL), "check-config", str(path)], capture_output=True, text=True, timeout=30)
+    check = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
 
     def route(*labels: str) -> str:
-        out = subprocess.run([str(AMTOOL), "config", "routes", "test", f"--config.file={path}", *labels],
+        out = subprocess.run([amtool, "config", "routes", "test", f"--config.file={path}", *labels],
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
