@@ -30,7 +30,8 @@ def up(
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         result = reconcile.up(settings, models or (), on_update=lambda wf: live.update(render_progress(wf)),
                               on_services=lambda s: console.print(_services_table(s)),
-                              deploy=lambda spec: _deploy(settings, spec))
+                              deploy=lambda spec: _deploy(settings, spec),
+                              on_wait=lambda line: console.print(line, markup=False, highlight=False))
     _print_outcomes(result)
     _print_served(result)
     _print_urls(settings)
