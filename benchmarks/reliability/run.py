@@ -112,7 +112,12 @@ def _fmt(value: Any) -> str:
 def _measured(entry: dict[str, Any]) -> str:
     skip = {"scenario", "bound", "mode", "test", "result"}
     return "; ".join(f"{k} {_short(_fmt(v), 2000 if k == 'statuses' else 220)}"
-                     for k, v in entry.items() if k not in skip and v not in (None, [], {}))
+                     for k, v in _public(entry).items() if k not in skip and v not in (None, [], {}))
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry without what a merge attached to it (keys starting with `_`)."""
+    return {k: v for k, v in entry.items() if not k.startswith("_")}
 
 
 def _short(text: str, limit: int = 400) -> str:
@@ -120,8 +125,10 @@ def _short(text: str, limit: int = 400) -> str:
 
 
 def _outcome(entry: dict[str, Any], cases: list[dict[str, Any]]) -> str:
-    if "result" in entry:  # set by hand for a superseded run kept for the record, or kept by a merge (--only)
+    if "result" in entry:  # set by hand for a superseded run kept for the record
         return str(entry["result"])
+    if "_kept" in entry:  # a row a merge (--only) kept: its outcome as the page showed it
+        return str(entry["_kept"])
     name = entry["test"].split("::")[-1].split("[")[0]
     found = [c for c in cases if c["name"].split("[")[0] == name]
     return found[-1]["outcome"] if found else "?"
@@ -217,13 +224,13 @@ def write_doc(entries: list[dict[str, Any]], junits: list[Path], mode: str, note
     lines += data_rows(cases) or _kept(kept, DATA_ROW)
     lines += existing_rows(cases, kept)
     lines += NOTES
-    lines += ["", "## Raw figures", "", "```json", *[json.dumps(e, default=str) for e in entries], "```", ""]
+    lines += ["", "## Raw figures", "", "```json", *[json.dumps(_public(e), default=str) for e in entries], "```", ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC.relative_to(ROOT)}")
 
 
 def read_doc(path: Path) -> tuple[list[dict[str, Any]], list[str], str]:
-    """The page as `write_doc` left it: its entries (each with the outcome its row shows, as `result`),
+    """The page as `write_doc` left it: its entries (each with the outcome its row shows, as `_kept`),
     its other rows (fuzzing, data paths, existing tests) and its note."""
     text = path.read_text()
     lines = text.splitlines()
@@ -231,7 +238,7 @@ def read_doc(path: Path) -> tuple[list[dict[str, Any]], list[str], str]:
     entries = [json.loads(line) for line in raw.splitlines() if line.strip()]
     rows = [line for line in lines[lines.index(TABLE_HEAD) + 2:] if line.startswith("| ")]
     for entry, row in zip(entries, rows, strict=False):
-        entry.setdefault("result", row.rsplit("|", 2)[-2].strip())
+        entry["_kept"] = row.rsplit("|", 2)[-2].strip()
     head = "\n".join(lines[lines.index(LOADGEN_LINE) + 1:lines.index(TABLE_HEAD)]).strip()
     return entries, rows[len(entries):], head
 
