@@ -10,6 +10,11 @@ loopback, bounded in count and time by the scenarios themselves; the whole run i
     .venv/bin/python benchmarks/reliability/run.py                  # ~15 minutes on 2 cores
     .venv/bin/python benchmarks/reliability/run.py --with-existing  # + ~10 minutes
     .venv/bin/python benchmarks/reliability/run.py --from results.jsonl --junit junit.xml  # only rewrite the doc
+    .venv/bin/python benchmarks/reliability/run.py --only "replica_killed or racing"  # rerun some, merge
+
+`--only EXPR` reruns the scenarios `pytest -k EXPR` selects and merges them into the page: their rows
+replace the rows of the same tests (and length), every other row keeps the figures and outcome the page
+shows, and the header says which rows were rerun when. `--ci-length` (with `--only`) reruns CI's short form.
 """
 
 from __future__ import annotations
@@ -61,10 +66,14 @@ NOTES = [
     "auth on, and firewall the host where it is reachable from other machines.",
 ]
 FUZZ = "spec fuzzing (hypothesis): loader, checks and `ferry validate`"
+DATA_ROW = "| data sources:"
+TABLE_HEAD = "| scenario | bound | measured | result |"
+LOADGEN_LINE = "(open loop, httpx, bounded in count, time and in-flight requests)."
 
 
-def run_pytest(targets: list[str], out: Path, junit: Path, timeout_s: float, keyword: str = "") -> int:
-    env = {**os.environ, "RELIABILITY_MODE": "full", "RELIABILITY_OUT": str(out)}
+def run_pytest(targets: list[str], out: Path, junit: Path, timeout_s: float, keyword: str = "",
+               full: bool = True) -> int:
+    env = {**os.environ, "RELIABILITY_MODE": "full" if full else "ci", "RELIABILITY_OUT": str(out)}
     cmd = [sys.executable, "-m", "pytest", *targets, "-q", "-p", "no:randomly", "--hypothesis-profile=reliability",
            f"--junitxml={junit}"]
     if keyword:
@@ -103,7 +112,12 @@ def _fmt(value: Any) -> str:
 def _measured(entry: dict[str, Any]) -> str:
     skip = {"scenario", "bound", "mode", "test", "result"}
     return "; ".join(f"{k} {_short(_fmt(v), 2000 if k == 'statuses' else 220)}"
-                     for k, v in entry.items() if k not in skip and v not in (None, [], {}))
+                     for k, v in _public(entry).items() if k not in skip and v not in (None, [], {}))
+
+
+def _public(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry without what a merge attached to it (keys starting with `_`)."""
+    return {k: v for k, v in entry.items() if not k.startswith("_")}
 
 
 def _short(text: str, limit: int = 400) -> str:
@@ -113,6 +127,8 @@ def _short(text: str, limit: int = 400) -> str:
 def _outcome(entry: dict[str, Any], cases: list[dict[str, Any]]) -> str:
     if "result" in entry:  # set by hand for a superseded run kept for the record
         return str(entry["result"])
+    if "_kept" in entry:  # a row a merge (--only) kept: its outcome as the page showed it
+        return str(entry["_kept"])
     name = entry["test"].split("::")[-1].split("[")[0]
     found = [c for c in cases if c["name"].split("[")[0] == name]
     return found[-1]["outcome"] if found else "?"
@@ -150,7 +166,7 @@ def fuzz_rows(cases: list[dict[str, Any]], counts: dict[str, str]) -> list[str]:
     return rows
 
 
-def existing_rows(cases: list[dict[str, Any]]) -> list[str]:
+def existing_rows(cases: list[dict[str, Any]], kept: list[str] | None = None) -> list[str]:
     rows = []
     for file, (scenario, bound, _) in EXISTING.items():
         found = [c for c in cases if c["file"].endswith(Path(file).name) and c["outcome"] != "skipped"]
@@ -160,11 +176,30 @@ def existing_rows(cases: list[dict[str, Any]]) -> list[str]:
             tests = ", ".join(f"`{c['name']}`" for c in found)
             rows.append(f"| {scenario} ({file}) | {bound} | {tests}: {seconds:.0f} s | {outcome} |")
         else:
-            rows.append(f"| {scenario} ({file}) | {bound} | not rerun here (`--with-existing`); covered by CI | - |")
+            rows += _kept(kept, f"| {scenario} ({file}) |") or [
+                f"| {scenario} ({file}) | {bound} | not rerun here (`--with-existing`); covered by CI | - |"]
     return rows
 
 
-def write_doc(entries: list[dict[str, Any]], junits: list[Path], mode: str, note: str = "") -> None:
+def data_rows(cases: list[dict[str, Any]]) -> list[str]:
+    data = [c for c in cases if c["file"].endswith("test_data_paths.py")]
+    if not data:
+        return []
+    ok = sum(c["outcome"] == "passed" for c in data)
+    outcome = "passed" if ok == len(data) else "FAILED"
+    return [f"{DATA_ROW} traversal, `~`, absolute, URL/`file:`/drive schemes, percent-encoded, backslashes, "
+            f"control characters, symlinks out of the data root | rejected with file, line, field and an example; "
+            f"symlink escape fails the data step | {ok}/{len(data)} cases | {outcome} |"]
+
+
+def _kept(kept: list[str] | None, prefix: str) -> list[str]:
+    """Rows of the page as it was that start with `prefix` (a merge keeps what it did not rerun)."""
+    return [row for row in kept or [] if row.startswith(prefix)]
+
+
+def write_doc(entries: list[dict[str, Any]], junits: list[Path], mode: str, note: str = "",
+              kept: list[str] | None = None) -> None:
+    """The page from `entries` and the junit files; `kept`: rows of the previous page a merge did not rerun."""
     cases = junit_cases(junits)
     lines = [
         "# Reliability: load, faults and bad input, measured",
@@ -176,28 +211,66 @@ def write_doc(entries: list[dict[str, Any]], junits: list[Path], mode: str, note
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
         f"mode {mode}; {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Everything on 127.0.0.1, real Ray 2.60 head,",
         "MLflow server (sqlite), Prometheus where a scenario needs it; load from `tests/reliability/loadgen.py`",
-        "(open loop, httpx, bounded in count, time and in-flight requests).",
+        LOADGEN_LINE,
         "",
         *([note, ""] if note else []),
-        "| scenario | bound | measured | result |",
+        TABLE_HEAD,
         "|---|---|---|---|",
     ]
     for entry in entries:
         name = entry["scenario"] + (" (CI length)" if entry.get("mode") == "ci" else "")
         lines.append(f"| {name} | {entry['bound']} | {_measured(entry)} | {_outcome(entry, cases)} |")
-    lines += fuzz_rows(cases, hypothesis_counts(junits))
-    data = [c for c in cases if c["file"].endswith("test_data_paths.py")]
-    if data:
-        ok = sum(c["outcome"] == "passed" for c in data)
-        lines.append(f"| data sources: traversal, `~`, absolute, URL/`file:`/drive schemes, percent-encoded, "
-                     f"backslashes, control characters, symlinks out of the data root | rejected with file, line, "
-                     f"field and an example; symlink escape fails the data step | {ok}/{len(data)} cases | "
-                     f"{'passed' if ok == len(data) else 'FAILED'} |")
-    lines += existing_rows(cases)
+    lines += fuzz_rows(cases, hypothesis_counts(junits)) or _kept(kept, f"| {FUZZ}")
+    lines += data_rows(cases) or _kept(kept, DATA_ROW)
+    lines += existing_rows(cases, kept)
     lines += NOTES
-    lines += ["", "## Raw figures", "", "```json", *[json.dumps(e, default=str) for e in entries], "```", ""]
+    lines += ["", "## Raw figures", "", "```json", *[json.dumps(_public(e), default=str) for e in entries], "```", ""]
     DOC.write_text("\n".join(lines))
     print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+def read_doc(path: Path) -> tuple[list[dict[str, Any]], list[str], str]:
+    """The page as `write_doc` left it: its entries (each with the outcome its row shows, as `_kept`),
+    its other rows (fuzzing, data paths, existing tests) and its note."""
+    text = path.read_text()
+    lines = text.splitlines()
+    raw = text.split("## Raw figures", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    entries = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    rows = [line for line in lines[lines.index(TABLE_HEAD) + 2:] if line.startswith("| ")]
+    for entry, row in zip(entries, rows, strict=False):
+        entry["_kept"] = row.rsplit("|", 2)[-2].strip()
+    head = "\n".join(lines[lines.index(LOADGEN_LINE) + 1:lines.index(TABLE_HEAD)]).strip()
+    return entries, rows[len(entries):], head
+
+
+def merge(previous: list[dict[str, Any]], rerun: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`previous` with the entries of every rerun (test, length) replaced by the rerun's, in place; a rerun
+    entry the page did not have goes after the last entry of its length."""
+    fresh: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in rerun:
+        fresh.setdefault(_key(entry), []).append(entry)
+    merged: list[dict[str, Any]] = []
+    for entry in previous:
+        if _key(entry) not in fresh:
+            merged.append(entry)
+        elif not any(_key(m) == _key(entry) for m in merged):
+            merged += fresh[_key(entry)]
+    for k, entries in fresh.items():
+        if not any(_key(m) == k for m in merged):
+            last = max((i for i, m in enumerate(merged) if m.get("mode") == k[1]), default=len(merged) - 1)
+            merged[last + 1:last + 1] = entries
+    return merged
+
+
+def _key(entry: dict[str, Any]) -> tuple[str, str]:
+    return entry["test"], str(entry.get("mode"))
+
+
+def merged_note(old: str, rerun: list[dict[str, Any]], only: str, ci_length: bool) -> str:
+    when = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+    names = "; ".join(sorted({e["scenario"] + (" (CI length)" if e.get("mode") == "ci" else "") for e in rerun}))
+    command = f"`run.py --only '{only}'{' --ci-length' if ci_length else ''}`"
+    return " ".join(p for p in (old, f"Rerun at {when} with {command} and merged in: {names}.") if p)
 
 
 def main() -> int:
@@ -207,7 +280,11 @@ def main() -> int:
     parser.add_argument("--from", dest="source", type=Path, help="rewrite the doc from a results file")
     parser.add_argument("--junit", type=Path, action="append", default=[], help="junit files (with --from)")
     parser.add_argument("--note", default="", help="a sentence for the doc's header (with --from)")
+    parser.add_argument("--only", default="", help="rerun the scenarios `pytest -k ONLY` selects; merge them in")
+    parser.add_argument("--ci-length", action="store_true", help="with --only: rerun CI's short form")
     args = parser.parse_args()
+    if args.ci_length and not args.only:
+        parser.error("--ci-length reruns a subset in CI's short form: give the subset with --only")
     sys.path.insert(0, str(ROOT))
     if args.source:
         entries = [json.loads(line) for line in args.source.read_text().splitlines() if line.strip()]
@@ -216,13 +293,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ferry-reliability-") as tmp:
         out, junits = Path(tmp) / "results.jsonl", [Path(tmp) / "scenarios.xml"]
         out.touch()
-        code = run_pytest(SCENARIOS, out, junits[0], args.timeout)
+        code = run_pytest(SCENARIOS, out, junits[0], args.timeout, args.only, full=not args.ci_length)
         if args.with_existing:
             for i, (file, (_, _, keyword)) in enumerate(EXISTING.items()):
                 junits.append(Path(tmp) / f"existing-{i}.xml")
                 code |= run_pytest([file], out, junits[-1], args.timeout, keyword)
         entries = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-        write_doc(entries, junits, "full")
+        if args.only:
+            previous, kept, note = read_doc(DOC)
+            write_doc(merge(previous, entries), junits, "full", merged_note(note, entries, args.only, args.ci_length),
+                      kept)
+        else:
+            write_doc(entries, junits, "full")
     return code
 
 

@@ -33,12 +33,26 @@ def samples(spec: list[tuple[float, int, float]]) -> LoadResult:
 def test_outage_counts_failures_and_stalls_after_the_fault() -> None:
     result = samples([(0.0, 200, 10), (0.5, 200, 12), (1.0, 200, 10),  # before: p50 10 ms -> slow is > 100 ms
                       (2.0, 200, 3000), (2.5, 503, 5), (3.0, 0, 1000), (4.0, 200, 900), (6.0, 200, 11)])
-    lost = outage(result, after_s=2.0)
+    lost = outage(result, fault_s=2.0)
     assert lost["failed_after_fault"] == 2 and lost["slow_after_fault"] == 2 and lost["sent_after_fault"] == 5
     assert lost["recovery_s"] == pytest.approx(3.0)  # the 2.0 s request took 3 s: the last bad answer ends at 5 s
     assert lost["failure_statuses"] == {"503": 1, "ReadTimeout": 1} and lost["slowest_ok_ms"] == 3000
 
 
 def test_no_fault_cost_is_zero() -> None:
-    lost = outage(samples([(0.0, 200, 10), (1.0, 200, 10), (2.0, 200, 12)]), after_s=1.0)
+    lost = outage(samples([(0.0, 200, 10), (1.0, 200, 10), (2.0, 200, 12)]), fault_s=1.0)
     assert lost["failed_after_fault"] == 0 and lost["recovery_s"] == 0.0
+
+
+def test_a_request_in_flight_at_the_fault_is_hit_by_it() -> None:
+    """Sent before a SIGKILL but still on the killed replica: the kill failed it, not the time before it."""
+    result = samples([(0.0, 200, 10), (1.0, 200, 10), (1.9, 500, 150), (1.95, 200, 10), (2.5, 408, 5000)])
+    lost = outage(result, fault_s=2.0)
+    assert lost["in_flight_at_fault"] == 1 and lost["sent_after_fault"] == 1 and lost["failed_after_fault"] == 2
+    assert lost["no_answer_after_fault"] == 0 and lost["slowest_failure_ms"] == 5000
+    assert lost["recovery_s"] == pytest.approx(5.5)  # the 408 sent at 2.5 s answered at 7.5 s
+
+
+def test_events_beside_a_run_go_on_its_clock() -> None:
+    result = run_load("http://127.0.0.1:1/predict", lambda i: {}, rate=10, duration_s=0.3, timeout_s=1)
+    assert result.started_at > 0 and result.clock(result.started_at + 1.5) == pytest.approx(1.5)

@@ -30,12 +30,13 @@ from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import service_processes, start_services
 from ferry.render.rayservice import ROUTER_DEPLOYMENT
 from ferry.rollout.policy import Action
+from ferry.serving.deploy import LOCAL_REQUEST_TIMEOUT_S
 from ferry.settings import Settings
 from tests.integration.test_canary import Lab, canary_spec, describe, lab_settings, start_lab
 from tests.integration.test_serving import POLL_S
 from tests.reliability.conftest import FULL, Record, scaled
 from tests.reliability.loadgen import LoadResult, outage, run_load
-from tests.support.local_stack import restored_environ, stopping
+from tests.support.local_stack import restored_environ, stopping, wait_for_value
 from tests.support.serving_fakes import transaction, transactions
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability, pytest.mark.timeout(1800 if FULL else 420)]
@@ -44,6 +45,17 @@ full_only = pytest.mark.skipif(not FULL, reason="full length only: task reliabil
 RATE = scaled(25.0, 50.0)
 SUSTAINED_S = scaled(10.0, 120.0)
 P99_BOUND_MS = 250.0  # 2 shared cores: a Serve hop plus a torch.export forward, with GC and scrapes around it
+CLIENT_TIMEOUT_S = 10.0
+# A killed replica is back once Serve has noticed (at its next health check of it: <= 1.1 x 2 s locally,
+# ferry.serving.deploy) and a new replica process has imported torch, MLflow and FastAPI and loaded the
+# champion from the registry. Measured on 2 cores: idle, the new process 4.5 s after the kill, answers at
+# 9.9 s, normal latency at 10.2 s; shared with other work (load 4-7), 3.6-4.5 s and 14.6-24.9 s. The
+# bounds are about twice the idle figures plus room for a busy machine; the CI run is long enough to hold
+# them (40 s of load, the kill at 5 s, the last 5 s all 200). With Serve's 10 s health check, noticing
+# the dead replica alone could take 11 s (the 18.9 s outage issue #12 saw).
+REPLACED_BOUND_S = 8.0
+RETRIABLE = {"408", "500", "502", "503", "504"}  # what Serve answers for a dead replica; clients retry these
+RECOVERY_BOUND_S = 30.0
 
 
 def payload(i: int) -> dict[str, Any]:
@@ -258,31 +270,42 @@ def _replica_pids(settings: Settings, app: str) -> list[int]:
 
 
 def test_replica_killed_under_load(bench: Bench, record: Record) -> None:
-    """SIGKILL the only router replica mid-load: Serve's controller starts a new one (which loads the
-    champion from the registry again). Measured: failed requests and the time until answers come back."""
+    """SIGKILL the only router replica mid-load: Serve's controller notices at its next health check of the
+    replica (every LOCAL_HEALTH_CHECK_PERIOD_S locally) and starts a new one, which loads the champion from
+    the registry again. Meanwhile requests in flight on the killed replica fail at once (500), and the
+    proxy holds new ones for at most LOCAL_REQUEST_TIMEOUT_S (then 408): no request hangs until the client
+    gives up (its timeout is twice that). Measured: what failed, and when answers were normal again."""
     lab = bench.lab
     [victim] = _replica_pids(lab.settings, lab.name)
-    duration, kill_at = scaled(30.0, 60.0), 5.0
+    duration, kill_after = scaled(40.0, 60.0), 5.0
     results: list[LoadResult] = []
     load = threading.Thread(target=lambda: results.append(run_load(
-        bench.predict, payload, rate=RATE, duration_s=duration, timeout_s=10.0)), daemon=True)
+        bench.predict, payload, rate=RATE, duration_s=duration, timeout_s=CLIENT_TIMEOUT_S)), daemon=True)
     load.start()
-    time.sleep(kill_at)
+    time.sleep(kill_after)
+    killed = time.perf_counter()
     os.kill(victim, signal.SIGKILL)
+    replacement = wait_for_value(lambda: [p for p in _replica_pids(lab.settings, lab.name) if p != victim],
+                                 duration - kill_after)
+    replaced_s = time.perf_counter() - killed
     load.join(duration + 30)
     [result] = results
-    lost = outage(result, kill_at)
-    replacement = _replica_pids(lab.settings, lab.name)
+    kill_s = result.clock(killed)  # the load's own clock: its sent_s start when its client is ready, not here
+    lost = outage(result, kill_s)
     tail = [s for s in result.samples if s.sent_s >= duration - 5]
     record("Serve replica killed under load (SIGKILL, 1 replica)",
-           "back to normal latency within 60 s of the kill; failures only inside that window; "
-           "every request in the last 5 s answered 200",
-           rate_rps=RATE, duration_s=duration, killed_pid=victim, new_pid=replacement, **lost,
-           sent=result.sent, failed_total=len(result.failed))
-    assert replacement and replacement != [victim]
+           f"a new replica process within {REPLACED_BOUND_S:g} s and normal answers again within "
+           f"{RECOVERY_BOUND_S:g} s of the kill; failures only among requests in flight at the kill or sent "
+           f"after it, each a retriable answer (500 at once, 408 after {LOCAL_REQUEST_TIMEOUT_S:g} s at the "
+           "proxy), none left to the client's 10 s timeout; every request in the last 5 s answered 200",
+           rate_rps=RATE, duration_s=duration, kill_s=round(kill_s, 2), killed_pid=victim, new_pid=replacement,
+           replaced_s=round(replaced_s, 2), **lost, sent=result.sent, failed_total=len(result.failed))
+    assert replacement, "Serve started no new replica"
+    assert replaced_s < REPLACED_BOUND_S, lost
+    assert all(s.answered_s >= kill_s for s in result.failed), lost  # nothing failed before the kill
+    assert set(lost["failure_statuses"]) <= RETRIABLE, lost  # the server answered each: none hung to 10 s
+    assert lost["recovery_s"] < RECOVERY_BOUND_S, lost
     assert tail and all(s.status == 200 for s in tail), lost
-    assert lost["recovery_s"] < 60, lost
-    assert all(kill_at <= s.sent_s <= kill_at + lost["recovery_s"] for s in result.failed), lost
 
 
 # --- canary scenarios (full mode: they need Prometheus and take minutes) -------------------------------

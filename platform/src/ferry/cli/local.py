@@ -29,7 +29,8 @@ def up(
     with following_runs(console) as on_update:
         result = reconcile.up(settings, models or (), on_update=on_update,
                               on_services=lambda s: console.print(services_table(s)),
-                              deploy=lambda spec: _deploy(settings, spec))
+                              deploy=lambda spec: _deploy(settings, spec),
+                              on_wait=lambda line: console.print(line, markup=False, highlight=False))
     console.print(outcomes_table(result))
     _print_served(result)
     _print_urls(settings)

@@ -4,6 +4,7 @@ registered version yet. `--watch` follows new commits that touch gitops/ and rec
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from ferry.spec.hashing import spec_hash
 from ferry.spec.loader import LoadedSpec
 
 OnUpdate = Callable[[dict[str, Any]], None]
+OnWait = Callable[[str], None]
 RECONCILE_LOCK_TIMEOUT_S = DEFAULT_LOCK_TIMEOUT_S  # as long as a run may wait for its model's mutex
+RENDER_LOCK_TIMEOUT_S = 120.0  # rendering takes seconds; its holder is bounded by nothing slower
 
 
 @dataclass
@@ -63,18 +66,41 @@ class UpResult:
 
 
 def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | None = None,
-       on_services: Callable[[list[ServiceStatus]], None] | None = None, deploy: Deploy | None = None) -> UpResult:
-    """Services, render, one Workflow per spec without a registered version, then serving (if given)."""
-    services = start_services(settings)
+       on_services: Callable[[list[ServiceStatus]], None] | None = None, deploy: Deploy | None = None,
+       on_wait: OnWait | None = None) -> UpResult:
+    """Services, render, one Workflow per spec without a registered version, then serving (if given).
+
+    Safe to run twice at once (a `--watch` and a manual run, two terminals): each shared step happens
+    under a lock (the services, the rendered folder, each model's reconcile and deploy), so the second
+    waits for the first where they meet (`on_wait` gets one line each time) and then finds the work done.
+    """
+    services = start_services(settings, on_wait=on_wait)
     if on_services:
         on_services(services)
     specs = _selected(workspace.valid_specs(settings.home, workload_facts()), models)
-    workspace.render(settings.home, "local", workloads=workload_facts())
+    # Another `ferry up` may be reading these files to run them: never while this one rewrites them.
+    with locks.exclusive(locks.lock_path(settings, "render-local"), what="the lock on gitops/rendered/local",
+                         timeout_s=RENDER_LOCK_TIMEOUT_S, on_wait=on_wait):
+        workspace.render(settings.home, "local", workloads=workload_facts())
     registry = Registry(settings.mlflow_uri)
-    result = UpResult(services, [reconcile_model(settings, registry, spec, on_update) for spec in specs])
+    result = UpResult(services, [reconcile_model(settings, registry, spec, on_update, on_wait) for spec in specs])
     if deploy is not None:
-        result.served = [deploy(spec) for spec in specs if registry.alias(spec.name, names.ALIAS_CHAMPION)]
+        result.served = [served for spec in specs if (served := _serve(settings, registry, spec, deploy, on_wait))]
     return result
+
+
+def _serve(settings: Settings, registry: Registry, spec: LoadedSpec, deploy: Deploy,
+           on_wait: OnWait | None) -> Served | None:
+    """Deploy the model's champion, if it has one, under the model's lock: two deploys of one application at
+    once race inside Serve (each may redeploy what the other just started); one after the other, the second
+    finds its configuration serving and changes nothing."""
+    with _model_lock(settings, spec.name, on_wait):
+        return deploy(spec) if registry.alias(spec.name, names.ALIAS_CHAMPION) else None
+
+
+def _model_lock(settings: Settings, model: str, on_wait: OnWait | None) -> contextlib.AbstractContextManager[None]:
+    return locks.exclusive(locks.lock_path(settings, f"reconcile-{model}"), what=f"the lock on model {model}",
+                           timeout_s=RECONCILE_LOCK_TIMEOUT_S, on_wait=on_wait)
 
 
 def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec]:
@@ -90,7 +116,7 @@ def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec
 
 
 def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec,
-                    on_update: OnUpdate | None = None) -> ModelOutcome:
+                    on_update: OnUpdate | None = None, on_wait: OnWait | None = None) -> ModelOutcome:
     """Run the spec's Workflow unless a version with its hash is registered (same hash: nothing to do).
 
     The check and the run happen under one lock per model: two `ferry up`s racing on a model (a watch
@@ -99,8 +125,7 @@ def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec,
     """
     digest = spec_hash(spec.model)
     workflow = names.workflow_name(spec.name, digest)
-    with locks.exclusive(locks.lock_path(settings, f"reconcile-{spec.name}"), what=f"reconcile of {spec.name}",
-                         timeout_s=RECONCILE_LOCK_TIMEOUT_S):
+    with _model_lock(settings, spec.name, on_wait):
         if registry.versions_with_hash(spec.name, digest):
             return ModelOutcome(spec.name, digest, "up-to-date", workflow,
                                 message="a version with this hash exists")

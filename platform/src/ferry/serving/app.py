@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -129,9 +130,11 @@ class Router:
             self.service.drift.stop(timeout_s=1.0)
 
 
-def build_app(args: dict[str, Any]) -> Application:
+def build_app(args: dict[str, Any], local_options: Mapping[str, Any] | None = None) -> Application:
     """Serve's application builder: validates the args and applies the spec's deployment options
-    (a serveConfigV2 `deployments` entry with the same values takes precedence, as Serve documents)."""
+    (a serveConfigV2 `deployments` entry with the same values takes precedence, as Serve documents).
+    `local_options` are more deployment options from `deploy_local` (Serve itself passes only `args`)."""
     parsed = AppArgs.model_validate(args)
     router: Any = Router  # a serve Deployment at runtime; mypy sees the decorated class
-    return router.options(**deployment_options(parsed.serving)).bind(parsed.model_dump(mode="json"))
+    options = {**deployment_options(parsed.serving), **(local_options or {})}
+    return router.options(**options).bind(parsed.model_dump(mode="json"))

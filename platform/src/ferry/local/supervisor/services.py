@@ -39,14 +39,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ferry
 from ferry.local.errors import LocalError
-from ferry.local.supervisor import procs
+from ferry.local.supervisor import locks, procs
 from ferry.local.supervisor.service_defs import (
     OPTIONAL,
     SERVICES,
@@ -63,6 +63,10 @@ from ferry.settings import Settings
 
 __all__ = ["LocalError", "ServiceStatus", "ferry_env", "service_processes", "service_status", "start_services",
            "stop_services", "use_ray_client_env"]
+
+OnWait = Callable[[str], None]
+SERVICES_LOCK = "services"
+LOCK_SLACK_S = 30.0  # beyond the holder's own bound: its spawns, config files and record writes
 
 # Settings fields a child process must not inherit through FERRY_* (set per node, or by alias).
 _NOT_EXPORTED = {"mlflow_uri_override", "outputs_dir"}
@@ -173,29 +177,42 @@ def _status(settings: Settings, record: dict[str, Any], state: str, message: str
 
 # --- up ----------------------------------------------------------------------------------------------
 
-def start_services(settings: Settings, include: Iterable[str] | None = None,
-                   timeout_s: float | None = None) -> list[ServiceStatus]:
+def start_services(settings: Settings, include: Iterable[str] | None = None, timeout_s: float | None = None,
+                   on_wait: OnWait | None = None) -> list[ServiceStatus]:
     """Start the selected services (default: all) and wait until each answers; idempotent.
 
     Prometheus and Alertmanager are skipped with a hint when not installed; Ray and MLflow are required.
+    Two processes starting services at once (two `ferry up`s, `ferry up` and `ferry retrain --local`)
+    would both find a service unrecorded and both spawn it, and the second would fail on the taken port:
+    so the whole start happens under one lock, and a second caller waits (`on_wait` is told once) and
+    then finds every service recorded and answering.
     """
     names = _selected(include)
     timeout = settings.ready_timeout_s if timeout_s is None else timeout_s
-    settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    if "ray" in names:
-        ensure_ray_token(settings)
-    results = []
-    for name in names:
-        try:
-            spec = build_spec(name, settings, names)
-        except MissingBinary as exc:
-            if name in OPTIONAL:
-                results.append(ServiceStatus(name=name, state="skipped", message=SKIP_HINT))
-                continue
-            raise LocalError(f"cannot start {name}: {exc}. Install ferry's ML extras: "
-                             "pip install -e '.[ml]'") from exc
-        results.append(_start_one(spec, settings, timeout))
-    return results
+    with _services_lock(settings, len(names) * timeout, on_wait):
+        settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        if "ray" in names:
+            ensure_ray_token(settings)
+        return [_start_named(name, names, settings, timeout) for name in names]
+
+
+def _services_lock(settings: Settings, holder_bound_s: float,
+                   on_wait: OnWait | None) -> contextlib.AbstractContextManager[None]:
+    """The one lock around starting and stopping services. Its holder waits at most `holder_bound_s` for
+    readiness (each service is bounded), so a waiter gives up a little after that, naming the holder."""
+    return locks.exclusive(locks.lock_path(settings, SERVICES_LOCK), what="the lock on the local services",
+                           timeout_s=holder_bound_s + LOCK_SLACK_S, on_wait=on_wait)
+
+
+def _start_named(name: str, names: tuple[str, ...], settings: Settings, timeout_s: float) -> ServiceStatus:
+    try:
+        spec = build_spec(name, settings, names)
+    except MissingBinary as exc:
+        if name in OPTIONAL:
+            return ServiceStatus(name=name, state="skipped", message=SKIP_HINT)
+        raise LocalError(f"cannot start {name}: {exc}. Install ferry's ML extras: "
+                         "pip install -e '.[ml]'") from exc
+    return _start_one(spec, settings, timeout_s)
 
 
 def _selected(include: Iterable[str] | None) -> tuple[str, ...]:
@@ -291,24 +308,28 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 # --- down / status -------------------------------------------------------------------------------------
 
-def stop_services(settings: Settings, timeout_s: float = 60.0) -> list[ServiceStatus]:
-    """Stop what `up` recorded, newest first: SIGTERM, bounded wait, SIGKILL; then check the ports."""
-    results = []
-    for name in reversed(SERVICES):
-        record = _read_record(settings, name)
-        if record is None:
-            results.append(ServiceStatus(name=name, state="not running"))
-            continue
-        killed = procs.terminate_tree(record["pid"], record.get("start_ticks"),
-                                      leader_first=bool(record.get("leader_first")),
-                                      grace_s=min(float(record.get("grace_s", 15.0)), timeout_s))
-        busy = _ports_still_busy(settings, record)
-        _record_path(settings, name).unlink(missing_ok=True)
-        notes = [f"needed SIGKILL for pid(s) {', '.join(map(str, killed))}"] if killed else []
-        if busy:
-            notes.append(f"port(s) {', '.join(map(str, busy))} still in use by another process")
-        results.append(_status(settings, record, "stopped", "; ".join(notes)))
-    return results[::-1]
+def stop_services(settings: Settings, timeout_s: float = 60.0,
+                  on_wait: OnWait | None = None) -> list[ServiceStatus]:
+    """Stop what `up` recorded, newest first: SIGTERM, bounded wait, SIGKILL; then check the ports.
+    Under the services lock, so a service another process is starting right now is recorded (and stopped)
+    by the time this reads the records."""
+    with _services_lock(settings, len(SERVICES) * settings.ready_timeout_s, on_wait):
+        return [_stop_one(settings, name, timeout_s) for name in reversed(SERVICES)][::-1]
+
+
+def _stop_one(settings: Settings, name: str, timeout_s: float) -> ServiceStatus:
+    record = _read_record(settings, name)
+    if record is None:
+        return ServiceStatus(name=name, state="not running")
+    killed = procs.terminate_tree(record["pid"], record.get("start_ticks"),
+                                  leader_first=bool(record.get("leader_first")),
+                                  grace_s=min(float(record.get("grace_s", 15.0)), timeout_s))
+    busy = _ports_still_busy(settings, record)
+    _record_path(settings, name).unlink(missing_ok=True)
+    notes = [f"needed SIGKILL for pid(s) {', '.join(map(str, killed))}"] if killed else []
+    if busy:
+        notes.append(f"port(s) {', '.join(map(str, busy))} still in use by another process")
+    return _status(settings, record, "stopped", "; ".join(notes))
 
 
 def _ports_still_busy(settings: Settings, record: dict[str, Any]) -> list[int]:
