@@ -38,7 +38,8 @@ runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
 URL = re.compile(r"^https?://\S+$")
 MODEL, LITE = "fraud-detector", "fraud-detector-lite"
-SPEC_HASH, LITE_HASH = "4cb811bae2", "83f5ed1627"
+SPEC_HASH, LITE_HASH = "4cb811bae2", "83f5ed1627"  # pragma: allowlist secret
+RUN_ID = "5f0c2a9e81d34b6c9a7e2d1f0b3c4a5d"  # pragma: allowlist secret
 DRIFT_RUN = f"{names.retrain_workflow_prefix(LITE, 'drift')}20261125t091500z"
 RUN_NAMES = (names.workflow_name(MODEL, SPEC_HASH), names.workflow_name(LITE, LITE_HASH), DRIFT_RUN)
 
@@ -77,7 +78,7 @@ def workflow(run: str, model: str, digest: str, phase: str, failed_step: str | N
                 "registered; change the spec or the data and push again"))
             break
         nodes[f"{run}-{step}"] = _node(run, step, "Succeeded", outputs={"parameters": [
-            {"name": "model-version", "value": "7"}, {"name": "run-id", "value": "5f0c2a9e81d34b6c9a7e2d1f0b3c4a5d"}]})
+            {"name": "model-version", "value": "7"}, {"name": "run-id", "value": RUN_ID}]})
     done = sum(1 for n in nodes.values() if n.get("boundaryID") and n["phase"] == "Succeeded")
     status: dict[str, Any] = {"phase": phase, "startedAt": "2026-11-25T09:00:00Z", "finishedAt": "2026-11-25T09:30:00Z",
                               "progress": f"{done}/{len(steps)}", "nodes": nodes}
@@ -130,7 +131,8 @@ def test_status(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "prometheus-alertmanager" in result.output.replace("\n", " ")
 
 
-def _up(settings: Any, models: Any, on_update: Any = None, on_services: Any = None, deploy: Any = None) -> Any:
+def _up(settings: Any, models: Any, on_update: Any = None, on_services: Any = None, deploy: Any = None,
+        on_wait: Any = None) -> Any:
     on_services(SERVICES)
     for run in RUNS[:2]:
         on_update(run)
@@ -190,12 +192,12 @@ def test_rollout_status(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _record_alerts() -> None:
     store = AlertStore.open(Settings())
-    burn = Incoming("c7d1e2f3a4b5", "firing", {
+    burn = Incoming("fp-burn-0001", "firing", {
         "alertname": "FerryModelErrorBudgetBurn", "severity": "page", "team": "risk-ml", "model": MODEL},
         {"summary": f"{MODEL} is burning its error budget 14.4x faster than allowed over 1h and 5m",
          "runbook_url": names.runbook_url("FerryModelErrorBudgetBurn")},
         "2026-11-25T09:15:00Z", None, "http://127.0.0.1:9090/graph")
-    drift = Incoming("d1e2f3a4b5c6", "resolved", {
+    drift = Incoming("fp-drift-0001", "resolved", {
         "alertname": "FerryModelDriftHigh", "severity": "ticket", "team": "risk-ml", "model": LITE},
         {"summary": f"{LITE}: PSI of feature tx_amount_rolling_mean_7d is 0.31 (alert at 0.25)",
          "runbook_url": names.runbook_url("FerryModelDriftHigh")},
