@@ -72,7 +72,7 @@ def test_retraining_trains_the_same_spec_again_and_goes_through_the_canary(setti
 
 
 def test_retraining_refuses_while_the_models_pipeline_runs(settings: Settings) -> None:
-    from ferry.local.engine import locks
+    from ferry.local.supervisor import locks
 
     with locks.exclusive(locks.lock_path(settings, names.mutex_name(MODEL)), what="test", timeout_s=0), \
             pytest.raises(RetrainingBusy):

@@ -17,13 +17,14 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferry.local.engine import expr, locks
+from ferry.local.engine import expr
 from ferry.local.engine.argo import RetryStrategy, Task, load_workflow, parse_duration, topological
 from ferry.local.engine.executors import local_command
 from ferry.local.engine.rayjobs import condition_holds, local_entrypoint, submission_id
 from ferry.local.engine.runner import list_runs, load_run, node_log_path, render_progress, run_workflow
 from ferry.local.engine.state import node_id
 from ferry.local.errors import LocalError
+from ferry.local.supervisor import locks
 from ferry.local.supervisor.services import ferry_env
 from ferry.settings import Settings
 

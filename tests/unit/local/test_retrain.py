@@ -15,9 +15,9 @@ import yaml
 
 from ferry.contract import names
 from ferry.local.alerts.retrain import RetrainingBusy, retrain_workflow, start_retraining
-from ferry.local.engine import locks
 from ferry.local.engine.runner import load_run, run_workflow
 from ferry.local.errors import LocalError
+from ferry.local.supervisor import locks
 from ferry.settings import Settings
 
 MODEL = "demo"

@@ -16,8 +16,8 @@ from ferry.adapters import git
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
 from ferry.contract import names
-from ferry.local.engine import locks
 from ferry.local.engine.runner import DEFAULT_LOCK_TIMEOUT_S, run_workflow
+from ferry.local.supervisor import locks
 from ferry.local.supervisor.services import ServiceStatus, start_services
 from ferry.plan import make_plan
 from ferry.render.profiles import rendered_dir

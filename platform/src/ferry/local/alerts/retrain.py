@@ -25,10 +25,10 @@ from typing import Any
 import yaml
 
 from ferry.contract import names
-from ferry.local.engine import locks
 from ferry.local.engine.argo import TEMPLATE_FILE, WORKFLOW_FILE
 from ferry.local.engine.runner import run_workflow
 from ferry.local.errors import LocalError
+from ferry.local.supervisor import locks
 from ferry.render.profiles import rendered_dir
 from ferry.settings import Settings
 

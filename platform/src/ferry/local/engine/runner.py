@@ -23,12 +23,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from ferry.local.engine import expr, locks, state
+from ferry.local.engine import expr, state
 from ferry.local.engine.argo import LoadedWorkflow, RetryStrategy, Task, load_workflow, parse_duration
 from ferry.local.engine.executors import INTERRUPTED, Attempt, AttemptResult, run_container
 from ferry.local.engine.progress import render_progress
 from ferry.local.engine.state import DONE, RunState, list_runs, load_run, node_log_path
 from ferry.local.errors import LocalError
+from ferry.local.supervisor import locks
 from ferry.settings import Settings
 
 __all__ = ["LocalError", "list_runs", "load_run", "node_log_path", "render_progress", "run_workflow"]
