@@ -26,11 +26,14 @@ def lock_path(settings: Settings, name: str) -> Path:
     return settings.state_dir / "locks" / f"{safe}.lock"
 
 
-def _holder(handle: int) -> str:
+def _holder(handle: int) -> str | None:
+    """Who holds the lock, or None while that is not known: the holder writes its pid just after it takes
+    the lock, so a waiter can read an empty file, or the pid of a holder that has since exited."""
     with contextlib.suppress(OSError, ValueError):
         pid = int(os.pread(handle, 64, 0).decode(errors="replace").strip())
-        return f"pid {pid}{_command(pid)}"
-    return "another process"
+        if Path(f"/proc/{pid}").exists():
+            return f"pid {pid}{_command(pid)}"
+    return None
 
 
 def _command(pid: int) -> str:
@@ -67,17 +70,20 @@ def exclusive(path: Path, *, what: str, timeout_s: float,
 def _acquire(handle: int, *, what: str, timeout_s: float, on_wait: Callable[[str], None] | None) -> None:
     deadline = time.monotonic() + timeout_s
     told = False
+    tries = 0
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
+            tries += 1
             holder = _holder(handle)
             if time.monotonic() >= deadline:
                 waited = f" after waiting {timeout_s:.0f}s" if timeout_s else ""
-                raise LocalError(f"{what} is held by {holder}{waited}: let that run finish (`ferry runs` shows it) "
-                                 "or stop that process, then try again") from None
-            if on_wait and not told:
-                on_wait(f"Waiting for {what} (held by {holder})")
+                raise LocalError(f"{what} is held by {holder or 'another process'}{waited}: let that run finish "
+                                 "(`ferry runs` shows it) or stop that process, then try again") from None
+            # One more poll before saying "another process": the holder may not have written its pid yet.
+            if on_wait and not told and (holder or tries > 1):
+                on_wait(f"Waiting for {what} (held by {holder or 'another process'})")
                 told = True
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
