@@ -181,7 +181,8 @@ def _poll(client: JobSubmissionClient, attempt: Attempt, resource: dict[str, Any
         except Transient:
             if time.monotonic() - last_ok > LOST_CONNECTION_S:
                 raise
-        obj = rayjob_object(job_id, status, stopped_message, deadline_exceeded=bool(stopped_message))
+        message = stopped_message or (_job_message(client, job_id) if status in TERMINAL else "")
+        obj = rayjob_object(job_id, status, message, deadline_exceeded=bool(stopped_message))
         if status in TERMINAL or _verdict(resource, obj) is not None:
             return obj
         elapsed = time.monotonic() - started
@@ -199,6 +200,13 @@ def _poll(client: JobSubmissionClient, attempt: Attempt, resource: dict[str, Any
             last_logs = time.monotonic()
         attempt.stop.wait(POLL_S)
     return None
+
+
+def _job_message(client: JobSubmissionClient, job_id: str) -> str:
+    """The finished job's own message (KubeRay copies it into the RayJob's status.message): for a failed
+    entrypoint, its exit code and the last lines of its log, which say what went wrong."""
+    info = _call(client.get_job_info, job_id)
+    return str(getattr(info, "message", "") or "")
 
 
 def _save_logs(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: int) -> None:
