@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ferry.local.engine.state import node_id
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.service_defs import ray_auth_headers, ray_temp_dir
 from ferry.local.supervisor.services import start_services, stop_services
+from ferry.render.rayjob import RAYJOB_FAILURE_CONDITION, RAYJOB_SUCCESS_CONDITION
 from ferry.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -44,15 +46,15 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
 
 
-def write_workflow(folder: Path, name: str, entrypoint: str) -> Path:
+def write_workflow(folder: Path, name: str, entrypoint: str, ray_deadline_s: int = 120) -> Path:
     """prepare (container) → train (RayJob resource template, shaped like ferry's rendered ones)."""
     manifest = {
         "apiVersion": "ray.io/v1", "kind": "RayJob",
-        "metadata": {"generateName": "{{workflow.name}}-train-"},
+        "metadata": {"generateName": names.rayjob_prefix("rj", "train")},
         "spec": {"entrypoint": entrypoint,
                  "runtimeEnvYAML": yaml.safe_dump({"env_vars": {"MLFLOW_TRACKING_URI": "http://mlflow.cluster:5000",
                                                                 "FROM_MANIFEST": "kept"}}),
-                 "activeDeadlineSeconds": 120, "backoffLimit": 0, "submissionMode": "K8sJobMode"},
+                 "activeDeadlineSeconds": ray_deadline_s, "backoffLimit": 0, "submissionMode": "K8sJobMode"},
     }
     templates = [
         {"name": "pipeline", "dag": {"tasks": [{"name": "prepare", "template": "prepare"},
@@ -60,8 +62,9 @@ def write_workflow(folder: Path, name: str, entrypoint: str) -> Path:
         {"name": "prepare", "container": {"image": "unused", "command": [sys.executable, "-c", "print('prepared')"]}},
         {"name": "train", "resource": {"action": "create", "setOwnerReference": True,
                                        "manifest": yaml.safe_dump(manifest, sort_keys=False, width=1000),
-                                       "successCondition": "status.jobStatus == SUCCEEDED",
-                                       "failureCondition": "status.jobStatus == FAILED"},
+                                       "successCondition": RAYJOB_SUCCESS_CONDITION,
+                                       "failureCondition": RAYJOB_FAILURE_CONDITION},
+         "activeDeadlineSeconds": ray_deadline_s + 60,
          "outputs": {"parameters": [{"name": "ray-job", "valueFrom": {"jsonPath": "{.metadata.name}"}}]},
          "retryStrategy": {"limit": "2", "retryPolicy": "OnTransientError",
                            "backoff": {"duration": "10s", "factor": "2", "maxDuration": "5m"}}},
@@ -126,6 +129,24 @@ def test_failed_rayjob_fails_the_run_and_a_rerun_uses_a_new_id(settings: Setting
 
     run_workflow(folder, settings, backoff_scale=0.01)  # `argo retry`: the failed step runs again
     assert jobs_of(settings, "rj-bad") == {base: "FAILED", f"{base}-r1": "FAILED"}
+
+
+def test_rayjob_past_its_deadline_is_stopped_and_fails_the_step(settings: Settings, tmp_path: Path) -> None:
+    """KubeRay's Failed/DeadlineExceeded (jobStatus still RUNNING) meets the rendered failure condition."""
+    from ferry.local.engine.runner import run_workflow
+
+    folder = write_workflow(tmp_path / "wf", "rj-slow", f"{PY} -c \"import time; time.sleep(120)\"", ray_deadline_s=3)
+    started = time.monotonic()
+    result = run_workflow(folder, settings, backoff_scale=0.01)
+    status = result["status"]
+    assert status["phase"] == "Failed"
+    assert "exceeded activeDeadlineSeconds" in status["message"] and "Failed" in status["message"]
+    assert time.monotonic() - started < 60
+    base = names.ray_submission_id("rj-slow", "train")
+    deadline = time.monotonic() + 30
+    while jobs_of(settings, "rj-slow") != {base: "STOPPED"} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert jobs_of(settings, "rj-slow") == {base: "STOPPED"}
 
 
 def test_in_process_client_after_importing_ray(settings: Settings) -> None:

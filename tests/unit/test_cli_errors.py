@@ -153,7 +153,7 @@ def test_every_exception_of_these_packages_is_a_ferry_error() -> None:
              for _, cls in inspect.getmembers(module, inspect.isclass)
              if issubclass(cls, Exception) and cls.__module__.startswith(name)}
     assert {cls.__name__ for cls in found} >= {"SpecInvalid", "YamlProblem", "LocalError", "Transient",
-                                              "DeadlineExceeded", "StepFailed", "GitError", "ArgoServerError",
+                                              "StepDeadlineExceeded", "StepFailed", "GitError", "ArgoServerError",
                                               "WorkloadNotFound", "BadReference", "SettingsInvalid"}
     assert [cls for cls in found if not issubclass(cls, FerryError)] == []
     assert ferry.stats.reference.BadReference.__mro__[1:3] == (FerryError, ValueError)

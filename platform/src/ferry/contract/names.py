@@ -18,6 +18,7 @@ DOMAIN = "ferry.dev"
 LABEL_MODEL = f"{DOMAIN}/model"
 LABEL_SPEC_HASH = f"{DOMAIN}/spec-hash"
 LABEL_STEP = f"{DOMAIN}/step"
+LABEL_WORKFLOW = f"{DOMAIN}/workflow"  # on a RayJob: the run that created it (its name cannot carry it)
 LABEL_TRIGGER = f"{DOMAIN}/trigger"  # why a pipeline run exists (TRIGGERS)
 ANNOTATION_REASON = f"{DOMAIN}/reason"  # on a retraining run: what asked for it, in words
 ANNOTATION_SUBMITTER = f"{DOMAIN}/submitted-by"  # on a run `ferry submit` created
@@ -60,6 +61,10 @@ RUNBOOK_URL_BASE = "https://github.com/ferry-ml/ferry/blob/main/docs/runbooks/"
 # The label kube-prometheus-stack's Grafana sidecar watches ConfigMaps for (gitops/platform/apps).
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
 GRAFANA_UID_MAX = 40
+# KubeRay refuses a RayJob name over 47 characters (it appends 6 to name the RayCluster, whose Services must fit
+# 63); Argo's generateName appends 5 random characters.
+RAYJOB_NAME_MAX = 47
+GENERATE_NAME_RANDOM = 5
 
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
@@ -164,8 +169,20 @@ def workflow_parameter(name: str) -> str:
     return "{{workflow.parameters." + name + "}}"
 
 
-def rayjob_prefix(step: str) -> str:
-    return "{{workflow.name}}-" + step + "-"
+def rayjob_prefix(model: str, step: str) -> str:
+    """generateName of a step's RayJob: `<model>-<step>-`, the model cut to a prefix and a digest when the
+    name would pass KubeRay's limit. Run names (up to 63 characters) do not fit, so LABEL_WORKFLOW carries it."""
+    room = RAYJOB_NAME_MAX - GENERATE_NAME_RANDOM - len(f"-{step}-")
+    return f"{shortened(model, room)}-{step}-"
+
+
+def shortened(name: str, limit: int) -> str:
+    """`name` itself when it fits in `limit` characters, else a prefix and a digest of the whole name (stable,
+    distinct for names sharing a prefix)."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[:limit - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def ray_submission_id(workflow: str, step: str) -> str:

@@ -14,6 +14,20 @@ from ferry.spec.models import ModelSpec
 
 HEAD_CPUS = 1
 HEAD_MEMORY = "2Gi"
+# What Argo's resource step waits on (label-selector syntax; Argo ANDs a success condition's requirements and
+# ORs a failure condition's). KubeRay v1.7 ends a RayJob as Complete (jobStatus SUCCEEDED or STOPPED), Failed
+# (FAILED, or a deadline / submission / status-check failure that may leave jobStatus empty or RUNNING) or
+# ValidationFailed (jobStatus empty): every end but success must fail the step, or it waits for its bound.
+RAYJOB_SUCCESS_CONDITION = "status.jobStatus == SUCCEEDED"
+RAYJOB_FAILURE_CONDITION = ("status.jobDeploymentStatus in (Failed, ValidationFailed), "
+                            "status.jobStatus in (FAILED, STOPPED)")
+# The step's own bound past the RayJob's activeDeadlineSeconds: KubeRay's reconcile and Argo's status polling.
+STEP_DEADLINE_SLACK_S = 600
+
+
+def step_deadline_seconds(profile: EnvProfile) -> int:
+    """How long a tune/train step may wait on its RayJob, whatever KubeRay reports."""
+    return profile.rayjob_deadline_seconds + STEP_DEADLINE_SLACK_S
 
 
 def step_entrypoint(step: str, profile: EnvProfile, model: str) -> str:
@@ -39,9 +53,10 @@ def rayjob(model: ModelSpec, step: str, profile: EnvProfile, spec_hash: str) -> 
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": {
-            "generateName": names.rayjob_prefix(step),
+            "generateName": names.rayjob_prefix(name, step),
             "namespace": profile.namespace,
-            "labels": {**names.labels(name, f"{step}-job", spec_hash), names.LABEL_STEP: step},
+            "labels": {**names.labels(name, f"{step}-job", spec_hash), names.LABEL_STEP: step,
+                       names.LABEL_WORKFLOW: "{{workflow.name}}"},
         },
         "spec": {
             "entrypoint": step_entrypoint(step, profile, name),

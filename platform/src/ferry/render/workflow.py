@@ -14,7 +14,7 @@ from hera.workflows import models as m
 from ferry.contract import names
 from ferry.render import pods
 from ferry.render.profiles import EnvProfile
-from ferry.render.rayjob import rayjob
+from ferry.render.rayjob import RAYJOB_FAILURE_CONDITION, RAYJOB_SUCCESS_CONDITION, rayjob, step_deadline_seconds
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.models import ModelSpec
 
@@ -68,8 +68,9 @@ def _ray_step(step: str, model: ModelSpec, profile: EnvProfile, spec_hash: str) 
         action="create",
         set_owner_reference=True,
         manifest=manifest,
-        success_condition="status.jobStatus == SUCCEEDED",
-        failure_condition="status.jobStatus == FAILED",
+        success_condition=RAYJOB_SUCCESS_CONDITION,
+        failure_condition=RAYJOB_FAILURE_CONDITION,
+        active_deadline_seconds=step_deadline_seconds(profile),
         outputs=[Parameter(name="ray-job", value_from=m.ValueFrom(json_path="{.metadata.name}"))],
         retry_strategy=_retry_resource(),
         labels={names.LABEL_STEP: step},

@@ -18,6 +18,7 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
 ROUTE = re.compile(r"^/[a-z0-9][-a-z0-9/_]*$")
 # Leaves room for the `-<10-char hash>` and `-pipeline` suffixes within Kubernetes' 63-char labels.
+# tests/golden/test_cluster_contract.py checks every name derived from it against its kind's limit at this length.
 MAX_NAME_LENGTH = 40
 
 ScalarParam = str | int | float | bool

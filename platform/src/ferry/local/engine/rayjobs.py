@@ -5,8 +5,9 @@ Submission ids are stable (`names.ray_submission_id(workflow, task)`, then `-r1`
 job of that task has FAILED or STOPPED), so a resumed run or a retry after a lost connection attaches
 to the job it already started instead of starting a second one: the newest existing job of the task
 is attached to when it is PENDING, RUNNING or SUCCEEDED, otherwise the next free id is submitted.
-Connection errors are Argo's transient errors (OnTransientError retries them); the job's own FAILED
-or STOPPED is a failure, decided by the template's successCondition/failureCondition.
+Connection errors are Argo's transient errors (OnTransientError retries them). The job is shown as the
+RayJob KubeRay would report (rayjob_object) and judged by the template's successCondition/failureCondition
+with Argo's semantics (ferry.local.engine.conditions); the step's own activeDeadlineSeconds bounds the wait.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import yaml
 
 from ferry.contract import names
 from ferry.contract.errors import FerryError
+from ferry.local.engine import conditions
 from ferry.local.engine.executors import (
     FERRY_MODULE,
     INTERRUPTED,
@@ -39,7 +41,8 @@ if TYPE_CHECKING:
 POLL_S = 1.0
 LOG_REFRESH_S = 5.0
 LOST_CONNECTION_S = 30.0  # how long polling tolerates a silent Ray head before calling it transient
-ALIVE = ("PENDING", "RUNNING", "SUCCEEDED")
+ALIVE = ("PENDING", "RUNNING", "SUCCEEDED")  # a job worth attaching to
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 class Transient(FerryError):
@@ -48,8 +51,8 @@ class Transient(FerryError):
     Not a LocalError: callers catch it first and retry, where a LocalError is final."""
 
 
-class DeadlineExceeded(FerryError):
-    """The job ran past the RayJob's activeDeadlineSeconds and was stopped."""
+class StepDeadlineExceeded(FerryError):
+    """The step ran past its own bound (the template's activeDeadlineSeconds) whatever the job reported."""
 
 
 def local_entrypoint(entrypoint: str) -> str:
@@ -100,26 +103,26 @@ def run_rayjob(attempt: Attempt) -> AttemptResult:
     resource = attempt.template["resource"]
     manifest = yaml.safe_load(resource["manifest"])
     spec = manifest["spec"]
-    deadline = spec.get("activeDeadlineSeconds") or attempt.deadline_s
+    ray_deadline = spec.get("activeDeadlineSeconds")
     fresh_outputs_dir(attempt.outputs_dir)
     try:
         client = _client(attempt)
         job_id, submitted = _attach_or_submit(client, attempt, spec)
         offset = begin_log(attempt, f"Ray job {job_id} ({'submitted' if submitted else 'attached'}): "
                                     f"{local_entrypoint(spec['entrypoint'])}")
-        status = _poll(client, attempt, job_id, offset, float(deadline) if deadline else None)
+        bounds = (float(ray_deadline) if ray_deadline else None, attempt.deadline_s)
+        obj = _poll(client, attempt, resource, job_id, offset, bounds)
         _save_logs(client, attempt, job_id, offset)
-        if status is None:
+        if obj is None:
             return AttemptResult("Error", f"{INTERRUPTED}; Ray job {job_id} keeps running and a resumed "
                                           "run attaches to it")
-        info = _call(client.get_job_info, job_id)
     except Transient as exc:
         return AttemptResult("Error", str(exc), transient=True)
-    except DeadlineExceeded as exc:
+    except StepDeadlineExceeded as exc:
         return AttemptResult("Failed", str(exc))
     except LocalError as exc:
         return AttemptResult("Error", str(exc))
-    return _judge(attempt, resource, job_id, status, getattr(info, "message", "") or "")
+    return _judge(attempt, resource, obj)
 
 
 def _attach_or_submit(client: JobSubmissionClient, attempt: Attempt, spec: dict[str, Any]) -> tuple[str, bool]:
@@ -147,10 +150,30 @@ def _env_text(value: Any) -> str:
     return str(value)
 
 
-def _poll(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: int,
-          deadline_s: float | None) -> str | None:
-    """The terminal status, or None when the runner is stopping (the job keeps running)."""
+def rayjob_object(job_id: str, job_status: str, message: str = "", deadline_exceeded: bool = False,
+                  ) -> dict[str, Any]:
+    """The RayJob KubeRay v1.7 would show for a Ray job in `job_status` (rayjob_controller.go): a finished
+    job is Complete (SUCCEEDED, STOPPED) or Failed/AppFailed (FAILED); past activeDeadlineSeconds it is
+    Failed/DeadlineExceeded whatever the job's last status."""
+    status: dict[str, Any] = {"jobDeploymentStatus": "Running", "message": message}
+    if job_status in TERMINAL:
+        status["jobDeploymentStatus"] = "Failed" if job_status == "FAILED" else "Complete"
+        if job_status == "FAILED":
+            status["reason"] = "AppFailed"
+    if deadline_exceeded:
+        status.update(jobDeploymentStatus="Failed", reason="DeadlineExceeded")
+    if job_status in (*ALIVE, *TERMINAL):
+        status["jobStatus"] = job_status
+    return {"metadata": {"name": job_id}, "status": status}
+
+
+def _poll(client: JobSubmissionClient, attempt: Attempt, resource: dict[str, Any], job_id: str, offset: int,
+          bounds: tuple[float | None, float | None]) -> dict[str, Any] | None:
+    """Like Argo's executor, watch the RayJob until a condition holds (or, unlike Argo, the job can no longer
+    change); None when the runner is stopping (the job keeps running)."""
+    ray_deadline, step_deadline = bounds
     started = last_ok = last_logs = time.monotonic()
+    status, stopped_message = "", ""
     while not attempt.stop.is_set():
         try:
             status = str(_call(client.get_job_status, job_id))
@@ -158,20 +181,32 @@ def _poll(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: in
         except Transient:
             if time.monotonic() - last_ok > LOST_CONNECTION_S:
                 raise
-            status = "UNKNOWN"
-        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
-            return status
-        if deadline_s is not None and time.monotonic() - started > deadline_s:
+        message = stopped_message or (_job_message(client, job_id) if status in TERMINAL else "")
+        obj = rayjob_object(job_id, status, message, deadline_exceeded=bool(stopped_message))
+        if status in TERMINAL or _verdict(resource, obj) is not None:
+            return obj
+        elapsed = time.monotonic() - started
+        if ray_deadline is not None and elapsed > ray_deadline and not stopped_message:
             _call(client.stop_job, job_id)
-            _save_logs(client, attempt, job_id, offset)
-            raise DeadlineExceeded(f"Ray job {job_id} exceeded activeDeadlineSeconds ({deadline_s:.0f}s); "
-                                   "stopped it. Make the step do less (fewer tune samples, less data) or raise "
-                                   "the environment profile's rayjob_deadline_seconds")
+            stopped_message = (f"Ray job {job_id} exceeded activeDeadlineSeconds ({ray_deadline:.0f}s); stopped "
+                               "it. Make the step do less (fewer tune samples, less data) or raise the "
+                               "environment profile's rayjob_deadline_seconds")
+            continue
+        if step_deadline is not None and elapsed > step_deadline:
+            raise StepDeadlineExceeded(f"Step exceeded its deadline ({step_deadline:.0f}s) with Ray job {job_id} "
+                                       f"{status or 'not started'}: neither condition held")
         if time.monotonic() - last_logs > LOG_REFRESH_S:
             _save_logs(client, attempt, job_id, offset)
             last_logs = time.monotonic()
         attempt.stop.wait(POLL_S)
     return None
+
+
+def _job_message(client: JobSubmissionClient, job_id: str) -> str:
+    """The finished job's own message (KubeRay copies it into the RayJob's status.message): for a failed
+    entrypoint, its exit code and the last lines of its log, which say what went wrong."""
+    info = _call(client.get_job_info, job_id)
+    return str(getattr(info, "message", "") or "")
 
 
 def _save_logs(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: int) -> None:
@@ -188,34 +223,27 @@ def _save_logs(client: JobSubmissionClient, attempt: Attempt, job_id: str, offse
         log.truncate()
 
 
-def condition_holds(condition: str | None, obj: dict[str, Any]) -> bool:
-    """Argo's success/failureCondition: comma-separated `path == value` / `path != value` requirements."""
-    if not condition:
-        return False
-    for requirement in condition.split(","):
-        for op in ("!=", "==", "="):
-            if op in requirement:
-                path, expected = (part.strip() for part in requirement.split(op, 1))
-                break
-        else:
-            raise LocalError(f"unsupported resource condition {requirement.strip()!r} (use ==, = or !=)")
-        current: Any = obj
-        for key in path.split("."):
-            current = current.get(key) if isinstance(current, dict) else None
-        if (str(current) == expected) != (op != "!="):
-            return False
-    return True
+def _verdict(resource: dict[str, Any], obj: dict[str, Any]) -> str | None:
+    """Argo checks the failure condition first: "Failed", "Succeeded", or None while neither holds."""
+    if conditions.failure_holds(resource.get("failureCondition"), obj):
+        return "Failed"
+    if conditions.success_holds(resource.get("successCondition"), obj):
+        return "Succeeded"
+    return None
 
 
-def _judge(attempt: Attempt, resource: dict[str, Any], job_id: str, status: str, message: str) -> AttemptResult:
-    obj = {"metadata": {"name": job_id}, "status": {"jobStatus": status, "message": message}}
+def _judge(attempt: Attempt, resource: dict[str, Any], obj: dict[str, Any]) -> AttemptResult:
+    job_id, status = obj["metadata"]["name"], obj["status"]
+    shown = " ".join(status.get(k) or "" for k in ("jobDeploymentStatus", "jobStatus")).strip()
     try:
         outputs = read_outputs(attempt.template, attempt.outputs_dir, obj)
-        failed = condition_holds(resource.get("failureCondition"), obj)
-        succeeded = not failed and condition_holds(resource.get("successCondition"), obj)
+        verdict = _verdict(resource, obj)
     except LocalError as exc:
         return AttemptResult("Error", str(exc))
-    if succeeded:
-        return AttemptResult("Succeeded", f"Ray job {job_id} {status}", exit_code=0, outputs=outputs)
-    # A terminal job that meets neither condition (STOPPED) failed too: nothing will change it any more.
-    return AttemptResult("Failed", f"Ray job {job_id} {status}: {message}".strip().rstrip(":"), outputs=outputs)
+    if verdict == "Succeeded":
+        return AttemptResult("Succeeded", f"Ray job {job_id} {shown}", exit_code=0, outputs=outputs)
+    message = status.get("message") or ""
+    if verdict is None:
+        # Finished, yet neither condition holds: nothing will change it, where Argo would wait for the bound.
+        message = f"neither the success nor the failure condition holds. {message}".strip()
+    return AttemptResult("Failed", f"Ray job {job_id} {shown}: {message}".strip().rstrip(":"), outputs=outputs)
