@@ -3,6 +3,7 @@ app-of-apps in gitops/platform, platform/deploy, and what `ferry render --env pr
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ APPS = PLATFORM / "apps"
 DEPLOY = ROOT / "platform" / "deploy"
 RENDERED_PROD = ROOT / "gitops" / "rendered" / "prod"
 DOCKERFILE = DEPLOY / "Dockerfile"
+CHART_TABLE = PLATFORM / "charts.toml"
 PROD = PROFILES["prod"]
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -23,6 +25,12 @@ PROD = PROFILES["prod"]
 
 def _load(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def _chart_table() -> dict[str, dict[str, str]]:
+    """gitops/platform/charts.toml: chart name -> repo, version, application, comment, app_version, evidence."""
+    with CHART_TABLE.open("rb") as handle:
+        return dict(tomllib.load(handle)["charts"])
 
 
 def _manifest_files() -> list[Path]:

@@ -243,15 +243,24 @@ def test_e2e_runs_the_lite_model_on_kind_with_bounded_waits() -> None:
     assert "helm/kind-action" in uses
     runs = _run_text(workflow)
     for needle in ("helm install argocd argo-cd", "helm install argo-workflows", "helm install kuberay-operator",
-                   "kubectl apply -k platform/deploy", 'gitops/rendered/prod/${MODEL}/',
-                   "kubectl -n ferry wait --for=jsonpath='{.status.phase}'=Succeeded"):
+                   "helm install argo-events", "helm install kube-prometheus-stack", "helm install mlflow",
+                   "kubectl apply -k platform/deploy", 'gitops/rendered/prod/${MODEL}',
+                   "platform/deploy/e2e/publish.sh", "git daemon", "ferry render --env prod",
+                   "--for=condition=Ready", "/predict", "decision"):
         assert needle in runs, needle
-    # Chart versions and values come from the Argo CD Applications, not a second copy.
-    assert "argo-workflows.yaml" in runs and "kuberay-operator.yaml" in runs and ".spec.source.targetRevision" in runs
+    # Values come from the Argo CD Applications, not a second copy (versions: tests/golden/test_e2e_contract.py).
+    for app in ("argo-workflows", "kuberay-operator", "argo-events", "kube-prometheus-stack", "mlflow"):
+        assert f'"${{APPS}}/{app}.yaml"' in runs and ".spec.source.helm.valuesObject" in runs, app
     for verb in ('ferry runs --model "${MODEL}"', 'ferry runs show "${WORKFLOW}"', 'ferry logs "${WORKFLOW}" data',
                  'ferry submit "${MODEL}"', "create token ferry-operator"):
         assert verb in runs, verb  # the CLI against the real Argo Server, with the operator's least privilege
-    waits = [s for s in job["steps"] if "Wait for the Workflow" in s.get("name", "")]
-    assert waits and waits[0]["timeout-minutes"] <= 60
-    assert runs.count("helm install") == runs.count("--wait --timeout") == 3
-    assert all("--timeout=" in line for line in runs.splitlines() if "rollout status" in line)
+    # Every wait is bounded: helm, kubectl wait/rollout, the Workflow waits (script + step timeout), the loops.
+    assert runs.count("helm install") == runs.count("--wait --timeout") == 6
+    kubectl_waits = [line for line in runs.splitlines() if re.search(r"kubectl .*\b(wait|rollout status)\b", line)]
+    assert kubectl_waits and all("--timeout" in line for line in kubectl_waits)
+    waits = [s for s in job["steps"] if "wait-workflow.sh" in s.get("run", "")]
+    assert len(waits) == 2 and all(s["timeout-minutes"] <= 60 for s in waits)
+    assert all(re.search(r"\$\(seq 1 \d+\)", line) for line in runs.splitlines() if re.match(r"\s*for _ in", line))
+    script = (ROOT / "platform/deploy/e2e/wait-workflow.sh").read_text()
+    assert "deadline" in script and "kubectl -n ferry wait --for=jsonpath='{.status.phase}'=Succeeded" in script
+    assert workflow["jobs"]["e2e"]["steps"][-1]["if"] == "failure()", "diagnostics last, on failure"

@@ -21,6 +21,7 @@ from tests.support.platform_docs import (
     VALIDATED_DOCS,
     _apps,
     _by_kind,
+    _chart_table,
     _ids,
     _load,
     _name,
@@ -32,14 +33,10 @@ ALLOWED_WITHOUT_SCHEMA = {
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"),  # kustomize's own file, never sent to the API server
 }
 
-# Pinned charts: (repoURL, chart) -> version. Changing a pin is a reviewed change of this table too.
-CHART_PINS = {
-    ("https://argoproj.github.io/argo-helm", "argo-workflows"): "2.0.4",
-    ("https://argoproj.github.io/argo-helm", "argo-events"): "2.4.26",
-    ("https://ray-project.github.io/kuberay-helm/", "kuberay-operator"): "1.7.0",
-    ("https://prometheus-community.github.io/helm-charts", "kube-prometheus-stack"): "88.6.4",
-    ("https://community-charts.github.io/helm-charts", "mlflow"): "1.12.0",
-}
+# Pinned charts: (repoURL, chart) -> version, from the table of verified versions (gitops/platform/charts.toml,
+# checked against the Applications by tests/golden/test_chart_pins.py). Changing a pin is a change of that table.
+CHART_PINS = {(chart["repo"], name): chart["version"] for name, chart in _chart_table().items()
+              if chart["application"]}
 
 WAVE = "argocd.argoproj.io/sync-wave"
 HEALTH = "resource.customizations.health."

@@ -252,7 +252,6 @@ CONTAINERS = [(f"{where}:{inner}", container, pod) for where, doc in ALL_CLUSTER
 
 
 def test_containers_are_found() -> None:
-    assert any("mlflow-sqlite" in where for where, _, _ in CONTAINERS)
     assert any("ray-head" in where for where, _, _ in CONTAINERS)
     assert any("templates.data" in where for where, _, _ in CONTAINERS)
 
