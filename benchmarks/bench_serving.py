@@ -241,10 +241,31 @@ def register(settings: Any, spec: Any) -> tuple[str, str]:
     registry.ensure_registered_model(spec.name, "bench")
     champion = register_version(settings, spec.name, CHAMPION_SEED)
     challenger = register_version(settings, spec.name, CHALLENGER_SEED)
+    for version in (champion, challenger):
+        attach_reference(registry, spec.name, version)
     registry.set_alias(spec.name, names.ALIAS_CHAMPION, champion)
     registry.tag_version(spec.name, challenger, {names.TAG_ROLLOUT_WEIGHT: 50})
     registry.set_alias(spec.name, names.ALIAS_CHALLENGER, challenger)
     return champion, challenger
+
+
+def attach_reference(registry: Any, model: str, version: str) -> None:
+    """A drift reference, logged and tagged as `ferry step register` does, from rows like the load's, so the
+    router measures with its drift monitor binning every row, as deployed (without one it bins nothing)."""
+    import numpy as np
+    from tests.support.serving_fakes import transactions
+
+    from ferry.contract import names
+    from ferry.stats.reference import build_reference
+    from fraud_detection.workload import FraudDetectionWorkload
+
+    features = FraudDetectionWorkload.feature_names
+    rows = np.array([[row[n] for n in features] for row in transactions(2000, seed=7)], dtype=float)
+    run_id = registry.client.get_model_version(names.registered_model_name(model), version).run_id
+    registry.tag_version(model, version, {names.TAG_REFERENCE: registry.log_reference(
+        run_id, build_reference(rows, features, None))})
+    if registry.version_facts(model, version).reference is None:
+        raise SystemExit(f"version {version} has no drift reference after tagging it: drift monitoring would be off")
 
 
 def start_http_servers(settings: Any, children: Children, model: str, version: str) -> dict[str, int]:
