@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,12 @@ def test_image_workflow_pushes_only_content_tags_and_never_twice() -> None:
     assert builds and all(f"steps.{skip['id']}.outputs.exists != 'true'" in step["if"] for step in builds)
 
 
+def test_the_tag_s_version_is_the_package_s() -> None:
+    """Tags start with ferry.render.profiles' version; docs and the wheel say pyproject.toml's: one number."""
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == FERRY_VERSION
+    assert re.fullmatch(rf"{re.escape(FERRY_VERSION)}-[0-9a-f]{{12}}", image_build.base_tag(ROOT))
+
+
 def _containers(tree: Any) -> Iterator[tuple[dict[str, Any], float]]:
     """(container, GPUs its pod asks for) of every container in a rendered tree, resource manifests included."""
     if isinstance(tree, dict):
@@ -90,7 +97,8 @@ def test_every_committed_image_is_one_image_yml_pushes() -> None:
         repository, _, tag = container["image"].rpartition(":")
         assert repository == _repository(), container["image"]
         assert tag not in bare, f"{container['image']}: a mutable tag, pushed again with new code"
-        assert tag in built, f"{container['image']}: image.yml builds {sorted(built)} from this checkout"
+        assert tag in built, (f"{container['image']}: image.yml builds {sorted(built)} from this checkout; the code "
+                              "changed since the last render: run `ferry generate` and commit what it writes")
         # With a tag that names its content, a node's cached copy is the right code; Always would only add pulls.
         assert container["imagePullPolicy"] == "IfNotPresent", container["name"]
 

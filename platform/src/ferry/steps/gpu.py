@@ -62,6 +62,8 @@ def check_cluster(req: GpuRequest, cluster_gpus: float) -> None:
 
 
 def check_ray_cluster(req: GpuRequest) -> None:
+    if req.gpus <= 0:
+        return
     import ray
 
     check_cluster(req, float(ray.cluster_resources().get("GPU", 0.0)))
