@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import typer
+from tests.support.checkout import copy_image_inputs
 from typer.testing import CliRunner
 
 from ferry.cli import generated
 from ferry.cli.app import app
+from ferry.render.profiles import rendered_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 # What the repository commits as generated output. A new generated file either sits under one of these or
@@ -35,8 +37,12 @@ def sources() -> generated.Sources:
 
 @pytest.mark.parametrize("entry", generated.ENTRIES, ids=lambda entry: entry.output)
 def test_committed_output_is_current(sources: generated.Sources, entry: generated.Entry) -> None:
-    report = generated.drift_report(generated.check(sources, [entry]), "task golden:update")
-    assert not report, "\n".join(report)
+    report = generated.drift_report(generated.check(sources, [entry]), "ferry generate")
+    why = (f"\nThe prod manifests name the image {sources.image_tag}, a hash of every file the image is built "
+           "from (`ferry image tag --inputs`): a change to platform/src, workloads/src, pyproject.toml, README.md "
+           "or the Dockerfile needs `ferry generate`, committed with it."
+           if entry.output == rendered_dir("prod") else "")
+    assert not report, "\n".join(report) + why
 
 
 def committed_generated_files() -> Iterator[str]:
@@ -91,6 +97,7 @@ def test_a_producer_cannot_write_outside_its_output(sources: generated.Sources) 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "gitops/models", tmp_path / "gitops/models")
+    copy_image_inputs(tmp_path)
     monkeypatch.setenv("FERRY_HOME", str(tmp_path))
     written = runner.invoke(app, ["generate"])
     assert written.exit_code == 0, written.output
@@ -103,6 +110,20 @@ def test_generate_writes_what_check_then_accepts(home: Path) -> None:
     result = runner.invoke(app, ["generate", "--check"])
     assert result.exit_code == 0, result.output
     assert "up to date monitoring/generated" in result.output
+
+
+def test_a_code_change_without_a_render_is_drift(home: Path) -> None:
+    """The prod manifests name the image by a hash of its build inputs: code edited without a render is stale."""
+    source = home / "workloads/src/fraud_detection/training.py"
+    source.write_text(source.read_text() + "# any edit is new code in a new image\n")
+    result = runner.invoke(app, ["generate", "--check"])
+    assert result.exit_code == 1
+    assert "stale    gitops/rendered/prod/fraud-detector/workflowtemplate.yaml" in result.output
+    assert "stale    gitops/rendered/prod/fraud-detector/rayservice.yaml" in result.output
+    assert "gitops/rendered/local" not in result.output  # local mode runs no image
+    assert "run `ferry generate`" in result.output
+    assert runner.invoke(app, ["generate"]).exit_code == 0
+    assert runner.invoke(app, ["generate", "--check"]).exit_code == 0
 
 
 def test_check_names_stale_missing_and_extra_files_and_the_fix(home: Path) -> None:

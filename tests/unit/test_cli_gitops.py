@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.support.checkout import copy_image_inputs
 from typer.testing import CliRunner
 
 from ferry.cli.app import app
@@ -45,6 +46,7 @@ def test_validate_missing_path(home: Path) -> None:
 
 
 def test_render_then_check(home: Path) -> None:
+    copy_image_inputs(home)
     assert runner.invoke(app, ["render", "--env", "prod"]).exit_code == 0
     assert runner.invoke(app, ["render", "--env", "prod", "--check"]).exit_code == 0
     spec = home / "gitops/models/fraud-detector.yaml"
@@ -52,6 +54,13 @@ def test_render_then_check(home: Path) -> None:
     stale = runner.invoke(app, ["render", "--env", "prod", "--check"])
     assert stale.exit_code == 1 and "epochs" in stale.output
     assert (home / "gitops/rendered/prod/fraud-detector/spec-configmap.yaml").exists()
+
+
+def test_prod_render_needs_the_image_build_inputs(home: Path) -> None:
+    result = runner.invoke(app, ["render", "--env", "prod"])
+    assert result.exit_code == 1
+    assert "platform/deploy/Dockerfile is not in" in result.output and "FERRY_HOME" in result.output
+    assert runner.invoke(app, ["render", "--env", "local"]).exit_code == 0  # local mode runs no image
 
 
 def test_render_removes_objects_of_deleted_model(home: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferry.adapters import git
+from ferry.adapters import git, image_build
 from ferry.plan import Plan, make_plan
 from ferry.render.bundle import render_files
 from ferry.render.profiles import EnvName, rendered_dir
@@ -86,7 +86,8 @@ def sync_files(home: Path, wanted: Mapping[str, str], folder: str | None = None)
 
 def rendered_files(home: Path, env: EnvName, workloads: Mapping[str, WorkloadFacts] | None = None) -> dict[str, str]:
     """Every file of gitops/rendered/<env>/, keyed by its path relative to the rendered folder."""
-    return render_files([s.model for s in valid_specs(home, workloads)], env)
+    tag = image_build.base_tag(home) if env == "prod" else None  # local mode runs no image
+    return render_files([s.model for s in valid_specs(home, workloads)], env, tag)
 
 
 def render(home: Path, env: EnvName, workloads: Mapping[str, WorkloadFacts] | None = None) -> FileChanges:

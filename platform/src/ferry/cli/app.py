@@ -15,6 +15,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ferry.cli import alerts, cluster, generated, gitops, local, step
+from ferry.cli.image import image_app
 from ferry.cli.output import err_console, print_spec_errors
 from ferry.cli.rollout import rollout_app
 from ferry.contract.errors import FerryError
@@ -75,6 +76,7 @@ app.command()(gitops.schema)
 app.command()(generated.generate)
 app.command()(step.step)
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(image_app, name="image")
 for verb in (local.up, local.down, local.status, local.runs, local.logs):
     app.command()(verb)
 app.command()(cluster.submit)

@@ -26,6 +26,7 @@ from typing import Annotated, Any, TypeAlias
 import typer
 
 from ferry import workspace
+from ferry.adapters import image_build
 from ferry.adapters.workloads import workload_facts
 from ferry.cli import docs
 from ferry.cli.output import console, err_console
@@ -59,6 +60,11 @@ class Sources:
     @cached_property
     def models(self) -> list[ModelSpec]:
         return [spec.model for spec in workspace.valid_specs(self.home, self.workloads)]
+
+    @cached_property
+    def image_tag(self) -> str:
+        """The prod manifests' image tag: a hash of the image's build inputs in `home` (`ferry image tag`)."""
+        return image_build.base_tag(self.home)
 
     @cached_property
     def monitoring(self) -> dict[str, str]:
@@ -102,7 +108,7 @@ ENTRIES: tuple[Entry, ...] = (
     folder(rendered_dir("local"), "the manifests `ferry up` runs: per model a Workflow, its template, spec.json",
            lambda src: render_files(src.models, "local")),
     folder(rendered_dir("prod"), "the manifests Argo CD syncs: Argo, KubeRay, Argo Events, Prometheus, Grafana",
-           lambda src: render_files(src.models, "prod")),
+           lambda src: render_files(src.models, "prod", src.image_tag)),
     folder(MONITORING_GENERATED, "per-model rules and dashboards; the platform's PrometheusRule and dashboards",
            lambda src: src.monitoring_in(MONITORING_GENERATED)),
     file(monitoring.PLATFORM_RULES, "the platform alerts local Prometheus loads",

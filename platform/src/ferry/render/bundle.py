@@ -61,8 +61,9 @@ def model_objects(model: ModelSpec, profile: EnvProfile) -> Objects:
     return files
 
 
-def render_objects(models: Sequence[ModelSpec], env: EnvName) -> Objects:
-    profile = PROFILES[env]
+def render_objects(models: Sequence[ModelSpec], env: EnvName, image_tag: str | None = None) -> Objects:
+    """`image_tag`: the image's base tag (`ferry image tag`), computed at the edge; prod's must be given."""
+    profile = PROFILES[env].with_image_tag(image_tag)
     objects: Objects = {}
     for model in sorted(models, key=lambda mdl: mdl.metadata.name):
         for file, docs in model_objects(model, profile).items():
@@ -75,8 +76,8 @@ def render_objects(models: Sequence[ModelSpec], env: EnvName) -> Objects:
     return objects
 
 
-def render_files(models: Sequence[ModelSpec], env: EnvName) -> dict[str, str]:
-    files = {path: dump_documents(docs) for path, docs in render_objects(models, env).items()}
+def render_files(models: Sequence[ModelSpec], env: EnvName, image_tag: str | None = None) -> dict[str, str]:
+    files = {path: dump_documents(docs) for path, docs in render_objects(models, env, image_tag).items()}
     if not PROFILES[env].spec_mount:
         for model in models:
             files[f"{model.metadata.name}/spec.json"] = spec_document(model)

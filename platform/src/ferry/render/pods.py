@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ferry.render.profiles import EnvProfile
+from ferry.render.profiles import IMAGE_PULL_POLICY, EnvProfile
 
 NON_ROOT_UID = 1000
 SPEC_VOLUME = "ferry-spec"
 SCRATCH_VOLUME = "scratch"
+
+
+def image(profile: EnvProfile, gpus: float = 0) -> dict[str, str]:
+    """A container's image fields: the CUDA build for a pod that asks for GPUs, the CPU build otherwise."""
+    return {"image": profile.image_for(gpus), "imagePullPolicy": IMAGE_PULL_POLICY}
 
 
 def container_security() -> dict[str, Any]:

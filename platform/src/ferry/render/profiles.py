@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 EnvName = Literal["local", "prod"]
+ImageVariant = Literal["cpu", "cuda"]
 RAY_VERSION = "2.60.0"
-FERRY_VERSION = "0.1.0"
+FERRY_VERSION = "0.1.0"  # pyproject.toml's version; image.yml's tags start with it
+# What .github/workflows/image.yml builds (platform/deploy/Dockerfile's VARIANT) and the suffix it tags each with.
+IMAGE_VARIANT_SUFFIX: dict[ImageVariant, str] = {"cpu": "", "cuda": "-cuda"}
+# Pods pull with IfNotPresent: the prod tag is `<version>-<hash of the image's build inputs>` (`ferry image tag`),
+# and image.yml never pushes a tag twice, so a node's cached image is always the code the tag names.
+IMAGE_PULL_POLICY = "IfNotPresent"
+
+
+def image_variant(gpus: float) -> ImageVariant:
+    """The build a pod needs: the CUDA one as soon as it asks for any GPU (the CPU build's torch has no CUDA)."""
+    return "cuda" if gpus > 0 else "cpu"
+
+
+def image_tag(base_tag: str, variant: ImageVariant) -> str:
+    return f"{base_tag}{IMAGE_VARIANT_SUFFIX[variant]}"
 
 
 @dataclass(frozen=True)
 class EnvProfile:
     name: EnvName
     namespace: str
-    image: str
+    image_repository: str
     mlflow_uri: str
     service_account: str
     # Where a step finds the rendered spec: a ConfigMap mount on a cluster, the rendered file locally.
@@ -25,6 +40,21 @@ class EnvProfile:
     rayjob_deadline_seconds: int = 7200
     workflow_deadline_seconds: int = 6 * 3600
     outputs_dir: str = "/tmp/ferry-outputs"  # noqa: S108 - an emptyDir in the pod
+    # The CPU build's tag. The edge (ferry.cli.generated, ferry.workspace) sets prod's to `ferry image tag`;
+    # the bare version left here is what image.yml never pushes, so a render that skipped it cannot pass.
+    image_base_tag: str = FERRY_VERSION
+
+    @property
+    def image(self) -> str:
+        """The CPU image: Workflow steps, RayJob submitters and heads, serving pods."""
+        return self.image_for(0)
+
+    def image_for(self, gpus: float) -> str:
+        """The image of a pod that asks for `gpus` GPUs (fractions share one GPU, still a CUDA pod)."""
+        return f"{self.image_repository}:{image_tag(self.image_base_tag, image_variant(gpus))}"
+
+    def with_image_tag(self, base_tag: str | None) -> EnvProfile:
+        return self if base_tag is None else replace(self, image_base_tag=base_tag)
 
     def spec_path(self, model: str) -> str:
         if self.spec_mount:
@@ -40,7 +70,7 @@ PROFILES: dict[EnvName, EnvProfile] = {
     "local": EnvProfile(
         name="local",
         namespace="ferry",
-        image=f"ferry:{FERRY_VERSION}",
+        image_repository="ferry",
         mlflow_uri="http://127.0.0.1:5000",
         service_account="ferry-workflow",
         spec_mount=None,
@@ -48,7 +78,7 @@ PROFILES: dict[EnvName, EnvProfile] = {
     "prod": EnvProfile(
         name="prod",
         namespace="ferry",
-        image=f"ghcr.io/ferry-ml/ferry:{FERRY_VERSION}",
+        image_repository="ghcr.io/ferry-ml/ferry",
         mlflow_uri="http://mlflow.ferry-system.svc.cluster.local:5000",
         service_account="ferry-workflow",
         spec_mount="/etc/ferry/spec",

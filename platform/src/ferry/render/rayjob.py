@@ -78,7 +78,7 @@ def _submitter(profile: EnvProfile) -> dict[str, Any]:
         "restartPolicy": "Never",
         "serviceAccountName": profile.service_account,
         "securityContext": pods.pod_security(),
-        "containers": [{"name": "ray-job-submitter", "image": profile.image,
+        "containers": [{"name": "ray-job-submitter", **pods.image(profile),
                         "resources": pods.resources(0.5, "512Mi"),
                         "securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False}}],
     }}
@@ -117,7 +117,7 @@ def _pod_template(container: str, profile: EnvProfile, model: ModelSpec, cpus: f
         "securityContext": pods.pod_security(),
         "containers": [{
             "name": container,
-            "image": profile.image,
+            **pods.image(profile, gpus),  # a GPU group gets the CUDA build, a CPU head the CPU one
             "resources": pods.resources(cpus, memory, gpus),
             "env": pods.env_vars(profile),
             "securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False},

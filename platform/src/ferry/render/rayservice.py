@@ -124,7 +124,7 @@ def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, mem
             "securityContext": pods.pod_security(),
             "containers": [{
                 "name": container,
-                "image": profile.image,
+                **pods.image(profile),
                 "resources": pods.resources(cpus, memory),
                 "env": env,
                 # Ray writes session files and sockets outside the /tmp emptyDir too.

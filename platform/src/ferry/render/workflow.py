@@ -13,7 +13,7 @@ from hera.workflows import models as m
 
 from ferry.contract import names
 from ferry.render import pods
-from ferry.render.profiles import EnvProfile
+from ferry.render.profiles import IMAGE_PULL_POLICY, EnvProfile
 from ferry.render.rayjob import RAYJOB_FAILURE_CONDITION, RAYJOB_SUCCESS_CONDITION, rayjob, step_deadline_seconds
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.models import ModelSpec
@@ -43,6 +43,7 @@ def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Contain
     return Container(
         name=step,
         image=profile.image,
+        image_pull_policy=IMAGE_PULL_POLICY,
         command=["ferry", "step", step],
         args=["--spec", profile.spec_path(name), "--run", "{{workflow.name}}",
               "--expect-hash", names.workflow_parameter(names.PARAM_SPEC_HASH)],

@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 
 from ferry.contract import names
+from ferry.steps import gpu
 from ferry.steps.context import StepContext, StepFailed
 from ferry.steps.data import load_prepared
 from ferry.steps.params import training_params
@@ -26,9 +27,10 @@ def _trainer(ctx: StepContext, config: dict[str, Any]) -> Any:
 
     training = ctx.spec.spec.training
     res = training.resources
+    loop = gpu.guarded(ctx.workload.train_loop_per_worker, gpu.request(ctx.spec, names.STEP_TRAIN))
     per_worker = {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.gpus_per_worker else {})}
     return TorchTrainer(
-        train_loop_per_worker=ctx.workload.train_loop_per_worker,
+        train_loop_per_worker=loop,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0,
                                      resources_per_worker=per_worker),
@@ -50,10 +52,13 @@ def run(ctx: StepContext) -> None:
     config = {key: prepared[key] for key in ("x_train", "y_train", "x_valid", "y_valid")}
     config.update(params=params, epochs=training.epochs, batch_size=training.batch_size, seed=0)
     connect(ctx.settings)
+    gpu.check_ray_cluster(gpu.request(ctx.spec, names.STEP_TRAIN))  # before any training
     with ctx.mlflow_run():
         mlflow.log_params({**{f"param.{k}": v for k, v in params.items()}, "workers": training.resources.workers,
                            "gpus_per_worker": training.resources.gpus_per_worker, "epochs": training.epochs})
         result = _trainer(ctx, config).fit()
+        if unavailable := gpu.raised_in(result.error):
+            raise unavailable
         if result.error is not None or result.checkpoint is None:
             raise StepFailed(f"training failed: {result.error or 'no checkpoint was reported'}")
         _log_history(result)

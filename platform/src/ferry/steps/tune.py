@@ -10,6 +10,7 @@ import mlflow
 
 from ferry.contract import names
 from ferry.spec.models import SearchDomain, TuneSpec
+from ferry.steps import gpu
 from ferry.steps.context import StepContext, StepFailed
 from ferry.steps.data import load_prepared
 from ferry.steps.params import training_params
@@ -45,8 +46,10 @@ def _tuner(ctx: StepContext, tune_spec: TuneSpec, data: dict[str, Any]) -> Any:
                               time_attr="epoch") if tune_spec.scheduler == "asha" else FIFOScheduler()
     search = OptunaSearch(seed=0) if tune_spec.search == "optuna" else None
     # with_parameters puts the arrays in the object store once instead of into every trial's config.
+    # Each trial checks its GPU before the workload runs: a trial must never train on the CPU holding a GPU.
+    trial = gpu.guarded(ctx.workload.tune_trainable, gpu.request(ctx.spec, names.STEP_TUNE))
     trainable = tune.with_resources(
-        tune.with_parameters(ctx.workload.tune_trainable, data=data, fixed_params=dict(ctx.spec.spec.training.params)),
+        tune.with_parameters(trial, data=data, fixed_params=dict(ctx.spec.spec.training.params)),
         {"cpu": tune_spec.cpus_per_trial, "gpu": tune_spec.gpus_per_trial})
     return tune.Tuner(
         trainable,
@@ -70,8 +73,11 @@ def run(ctx: StepContext) -> None:
     data = {key: prepared[key] for key in ("x_train", "y_train", "x_valid", "y_valid")}
     data.update(epochs=training.epochs, batch_size=training.batch_size, seed=0)
     connect(ctx.settings)
+    gpu.check_ray_cluster(gpu.request(ctx.spec, names.STEP_TUNE))  # before any trial
     with ctx.mlflow_run():
         results = _tuner(ctx, tune_spec, data).fit()
+        if unavailable := next(filter(None, map(gpu.raised_in, results.errors)), None):
+            raise unavailable
         best = results.get_best_result(metric=tune_spec.metric, mode=tune_spec.mode, scope="all")
         if best is None or best.metrics is None:
             raise StepFailed(f"no Tune trial reported {tune_spec.metric!r}; see the trial errors in the Ray logs")
