@@ -32,9 +32,9 @@ WORKER_MEMORY = "2Gi"
 WORKER_GROUP = "serve-workers"
 # Where a Kubernetes client (Ray's KubeRay autoscaler: ray.autoscaler._private.kuberay.node_provider) reads the
 # pod's API token, CA and namespace.
-API_TOKEN_VOLUME = "autoscaler-api-access"
-API_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
-API_TOKEN_TTL_S = 3607  # what the kubelet projects for an automounted token
+AUTOSCALER_API_VOLUME = "autoscaler-api-access"
+KUBE_API_CREDENTIALS_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+KUBE_API_CREDENTIALS_TTL_S = 3607  # what the kubelet projects for an automounted token
 
 
 def deployment_options(serving: ServingSpec) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
         # KubeRay's autoscaler sidecar has no securityContext by default: `restricted` would reject the head.
         "autoscalerOptions": {"securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False},
                               "resources": pods.resources(0.5, "512Mi"),
-                              "volumeMounts": [{"name": API_TOKEN_VOLUME, "mountPath": API_TOKEN_PATH,
+                              "volumeMounts": [{"name": AUTOSCALER_API_VOLUME, "mountPath": KUBE_API_CREDENTIALS_DIR,
                                                 "readOnly": True}]},
         "headGroupSpec": {
             # No replica lands on the head: it keeps the GCS and controller responsive under load.
@@ -152,8 +152,8 @@ def _api_token_volume() -> dict[str, Any]:
     """The head's API credentials, mounted into KubeRay's autoscaler sidecar only (autoscalerOptions.volumeMounts):
     the sidecar scales worker pods with them, while the Ray container, which serves HTTP, gets none. The same
     three files the kubelet would automount into every container."""
-    return {"name": API_TOKEN_VOLUME, "projected": {"sources": [
-        {"serviceAccountToken": {"path": "token", "expirationSeconds": API_TOKEN_TTL_S}},
+    return {"name": AUTOSCALER_API_VOLUME, "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": KUBE_API_CREDENTIALS_TTL_S}},
         {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
         {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
     ]}}
