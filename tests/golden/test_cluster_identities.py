@@ -19,6 +19,7 @@ import yaml
 
 from ferry.contract import names
 from ferry.render.bundle import render_objects
+from ferry.render.events import SENSOR_SERVICE_ACCOUNT
 from ferry.render.monitoring import PLATFORM_OBJECTS, generated_files
 from ferry.settings import Settings
 from ferry.spec import load_specs
@@ -56,11 +57,11 @@ WANTED: dict[str, set[Right]] = {
     # The RayService: ferry's serving code calls no Kubernetes API; only KubeRay's autoscaler sidecar does.
     names.SERVICE_ACCOUNT_SERVING: KUBERAY_AUTOSCALER_ROLE,
     # A drift alert's Sensor creates one Workflow (an Argo Events k8s trigger, operation create).
-    "ferry-retrain-sensor": _rights("argoproj.io", "workflows", "create"),
+    SENSOR_SERVICE_ACCOUNT: _rights("argoproj.io", "workflows", "create"),
 }
 # Whether a pod running as it gets the token automounted (the executor and the Sensor call the API server).
 AUTOMOUNT = {names.SERVICE_ACCOUNT_WORKFLOW: True, names.SERVICE_ACCOUNT_SERVING: False,
-             "ferry-retrain-sensor": True}
+             SENSOR_SERVICE_ACCOUNT: True}
 
 
 def _yaml_docs(paths: list[Path]) -> list[dict[str, Any]]:
@@ -326,15 +327,20 @@ def test_the_rollout_step_queries_the_clusters_prometheus_and_is_scraped_by_it(
     assert ports[endpoint["port"]] == settings.rollout_metrics_port
     # ...for at least two scrapes after its last decision...
     assert settings.rollout_metrics_linger_s >= 2 * int(endpoint["interval"].removesuffix("s"))
-    # ...and the namespace's NetworkPolicies let Prometheus reach that port.
+    # ...and the namespace's NetworkPolicies let Prometheus reach that port, and the step reach Prometheus.
     assert _prometheus_may_reach(labels, endpoint["port"], ports[endpoint["port"]])
+    assert not [p for p in _policies_selecting(labels) if "Egress" in p["spec"].get("policyTypes", [])], \
+        "an egress policy on the rollout pod needs a rule to Prometheus in `monitoring`, port 9090"
+
+
+def _policies_selecting(labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [d for d in _deploy() if d["kind"] == "NetworkPolicy" and d["metadata"]["namespace"] == NAMESPACE
+            and _selects(d["spec"]["podSelector"], labels)]
 
 
 def _prometheus_may_reach(labels: dict[str, str], port_name: str, port: int) -> bool:
     prometheus = {"app.kubernetes.io/name": "prometheus"}
-    for policy in (d for d in _deploy() if d["kind"] == "NetworkPolicy" and d["metadata"]["namespace"] == NAMESPACE):
-        if not _selects(policy["spec"]["podSelector"], labels):
-            continue
+    for policy in _policies_selecting(labels):
         for rule in policy["spec"].get("ingress", []):
             peers = [p for p in rule.get("from", []) if _selects(p.get("podSelector", {}), prometheus)
                      and p.get("namespaceSelector", {}).get("matchLabels", {}).get(

@@ -81,7 +81,7 @@ def rayservice(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
 def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     serving = model.spec.serving
     head = _pod(model, profile, "ray-head", HEAD_CPUS, HEAD_MEMORY, _head_probes())
-    head["spec"]["volumes"].append(_api_token_volume())
+    head["spec"]["volumes"].append(_autoscaler_api_volume())
     # One replica per worker pod, so Serve autoscaling maps onto pods one to one; fractional replica
     # CPUs round up to whole pod CPUs because `ray start --num-cpus` takes an integer.
     worker_cpus = max(1, math.ceil(serving.cpus_per_replica))
@@ -129,7 +129,7 @@ def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, mem
         "metadata": {"labels": names.labels(model.metadata.name, "serving")},
         "spec": {
             # Serving's own identity, not the pipeline's. Its only rights are the autoscaler Role KubeRay binds to
-            # the head's ServiceAccount, and no container on port 8000 holds its token: see _api_token_volume.
+            # the head's ServiceAccount, and no container on port 8000 holds its token: see _autoscaler_api_volume.
             "serviceAccountName": profile.serving_service_account,
             "automountServiceAccountToken": False,
             "securityContext": pods.pod_security(),
@@ -148,7 +148,7 @@ def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, mem
     }
 
 
-def _api_token_volume() -> dict[str, Any]:
+def _autoscaler_api_volume() -> dict[str, Any]:
     """The head's API credentials, mounted into KubeRay's autoscaler sidecar only (autoscalerOptions.volumeMounts):
     the sidecar scales worker pods with them, while the Ray container, which serves HTTP, gets none. The same
     three files the kubelet would automount into every container."""
