@@ -84,7 +84,7 @@ def test_platform_objects_validate_strictly() -> None:
     path = ROOT / monitoring.PLATFORM_OBJECTS
     assert validate_yaml_documents(path) == []
     kinds = [doc["kind"] for doc in yaml.safe_load_all(path.read_text())]
-    assert kinds == ["PrometheusRule", "ConfigMap", "ConfigMap"]
+    assert kinds == ["PrometheusRule", "PodMonitor", "ConfigMap", "ConfigMap"]
 
 
 # ---------------------------------------------------------------------------------------------- promtool

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ferry.contract.errors import FerryError
+from ferry.contract.metrics import ROLLOUT_METRICS_PORT
 
 LOOPBACK = "127.0.0.1"
 
@@ -31,7 +32,12 @@ class Settings(BaseSettings):
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     receiver_port: int = 9095
-    rollout_metrics_port: int = 9097
+    rollout_metrics_port: int = ROLLOUT_METRICS_PORT
+    rollout_metrics_host_override: str | None = Field(
+        None, description="Address the rollout step serves its metrics on; default: `host`. On a cluster the pod IP.")
+    rollout_metrics_linger_s: float = Field(
+        0.0, ge=0, description="How long the rollout step keeps serving its metrics after its decision, so "
+        "Prometheus scrapes the last one before the process (on a cluster: the pod) ends.")
     prometheus_url_override: str | None = Field(None, description="Prometheus the rollout controller queries.")
     ray_cpus: int | None = Field(None, description="CPUs the local Ray head offers; default: all.")
     mlflow_uri_override: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
@@ -58,6 +64,10 @@ class Settings(BaseSettings):
     @property
     def prometheus_url(self) -> str:
         return self.prometheus_url_override or f"http://{self.host}:{self.prometheus_port}"
+
+    @property
+    def rollout_metrics_host(self) -> str:
+        return self.rollout_metrics_host_override or self.host
 
     @property
     def ray_address(self) -> str:

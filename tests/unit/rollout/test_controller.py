@@ -330,8 +330,42 @@ def test_step_turns_a_registry_outage_into_a_clear_step_failure(monkeypatch: pyt
     registry = MemoryRegistry()
     registered(registry, "m", 1, **{names.TAG_WORKFLOW: "w"})
     ctx = SimpleNamespace(registry=registry, model="m", workflow="w", spec=spec(), emit=lambda values: None,
-                          settings=SimpleNamespace(prometheus_url="http://127.0.0.1:9", host="127.0.0.1",
-                                                   rollout_metrics_port=0))
+                          settings=SimpleNamespace(prometheus_url="http://127.0.0.1:9",
+                                                   rollout_metrics_host="127.0.0.1", rollout_metrics_port=0,
+                                                   rollout_metrics_linger_s=0.0))
     with pytest.raises(StepFailed) as failed:
         step.run(ctx)  # type: ignore[arg-type]
     assert type(failed.value) is expected and failed.value.user_message == f"rollout: {error}"
+
+
+def test_step_serves_its_metrics_where_settings_say_and_outlives_a_scrape_after_deciding(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a cluster the step binds the pod IP and lingers so Prometheus scrapes its last decision (the counter
+    FerryModelCanaryRolledBack counts) before the pod ends; outputs are written before it waits."""
+    from ferry.steps import rollout as step
+
+    events: list[tuple[str, object]] = []
+
+    class Deciding:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def run(self, version: str) -> SimpleNamespace:
+            return SimpleNamespace(action=Action.ROLLBACK, reason="errors")
+
+    class Recorded(RolloutMetrics):
+        def serve(self, host: str, port: int) -> None:
+            events.append(("serve", (host, port)))
+
+    monkeypatch.setattr(step, "Controller", Deciding)
+    monkeypatch.setattr(step, "RolloutMetrics", Recorded)
+    monkeypatch.setattr(step.time, "sleep", lambda s: events.append(("sleep", s)))
+    registry = MemoryRegistry()
+    registered(registry, "m", 1, **{names.TAG_WORKFLOW: "w"})
+    ctx = SimpleNamespace(registry=registry, model="m", workflow="w", spec=spec(),
+                          emit=lambda values: events.append(("emit", values[names.OUTPUT_DECISION])),
+                          settings=SimpleNamespace(prometheus_url="http://127.0.0.1:9",
+                                                   rollout_metrics_host="10.1.2.3", rollout_metrics_port=9097,
+                                                   rollout_metrics_linger_s=30.0))
+    step.run(ctx)  # type: ignore[arg-type]
+    assert events == [("serve", ("10.1.2.3", 9097)), ("emit", names.STATE_ROLLED_BACK), ("sleep", 30.0)]

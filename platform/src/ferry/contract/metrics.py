@@ -127,6 +127,8 @@ RETRAIN_STARTED, RETRAIN_SKIPPED, RETRAIN_FAILED = "started", "skipped", "failed
 # --- scrape jobs and target labels (local prometheus.yml and the rendered PodMonitor) ---------------------
 JOB_RAY = "ray"
 JOB_ROLLOUT = "ferry-rollout"
+ROLLOUT_METRICS_PORT = 9097  # where the rollout step serves its metrics (FERRY_ROLLOUT_METRICS_PORT's default)
+METRICS_PORT_NAME = "metrics"  # the container port name PodMonitors and NetworkPolicies match
 JOB_RECEIVER = "ferry-receiver"
 JOB_MLFLOW = "mlflow"
 TARGET_NODE_TYPE = "ray_node_type"  # head | worker, from the pod label ray.io/node-type

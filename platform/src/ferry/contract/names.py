@@ -66,6 +66,13 @@ GRAFANA_UID_MAX = 40
 RAYJOB_NAME_MAX = 47
 GENERATE_NAME_RANDOM = 5
 
+# ServiceAccounts in the `ferry` namespace (platform/deploy/serviceaccounts.yaml creates them).
+SERVICE_ACCOUNT_WORKFLOW = "ferry-workflow"  # pipeline pods: Argo steps and the tune/train RayJobs
+# RayService pods. Only the head's autoscaler sidecar gets a token: KubeRay binds its autoscaler Role to it.
+SERVICE_ACCOUNT_SERVING = "ferry-serving"
+# The PodMonitor that scrapes every rollout step's own metrics (its pods carry LABEL_STEP=STEP_ROLLOUT).
+ROLLOUT_POD_MONITOR = "ferry-rollout"
+
 ALIAS_CHAMPION = "champion"
 ALIAS_CHALLENGER = "challenger"
 

@@ -36,7 +36,9 @@ WHERE = (
      f" `{m.JOB_RAY}`, labels `{m.TARGET_NODE_TYPE}` (from `ray.io/node-type`) and `{m.TARGET_MODEL}` (from"
      f" `{names.LABEL_MODEL}`)"),
     ("the rollout step", f"job `{m.JOB_ROLLOUT}`, `127.0.0.1:<rollout_metrics_port>` while a canary runs",
-     "not scraped yet: the step binds loopback and its pod declares no port (see *Gaps*)"),
+     f"PodMonitor `{names.ROLLOUT_POD_MONITOR}` (monitoring/generated/kubernetes): the port `{m.METRICS_PORT_NAME}`"
+     f" ({m.ROLLOUT_METRICS_PORT}) on the pod IP of every pod labelled `{names.LABEL_STEP}: {names.STEP_ROLLOUT}`, job"
+     f" `{m.JOB_ROLLOUT}`; the step keeps serving for two scrapes after its decision"),
     ("ferry's webhook receiver (local pipeline runs, alerts received)",
      f"job `{m.JOB_RECEIVER}`, `127.0.0.1:<receiver_port>` (default 9095)",
      "none: on a cluster Argo's own metrics count runs, and alerts go to Grafana OnCall and Argo Events"),
@@ -84,12 +86,6 @@ SECTION_PROSE = {
 }
 
 GAPS = (
-    "**Rollout metrics on a cluster.** The rollout step serves its metrics (`ferry_rollout_*`) on"
-    " `FERRY_HOST` (loopback by default) and its pod declares no port, so no PodMonitor can scrape it yet;"
-    f" {names.ALERT_CANARY_ROLLED_BACK} and the dashboard's canary row work locally only until the step binds the"
-    " pod IP, declares the port and a PodMonitor selects"
-    f" `{names.LABEL_STEP}: {names.STEP_ROLLOUT}`. The step should also keep serving for a scrape interval after its"
-    " last decision, or a rollback just before exit is never scraped.",
     "**MLflow locally.** `ferry up` does not scrape MLflow (`mlflow server --expose-prometheus` needs"
     f" `prometheus-flask-exporter`); {names.ALERT_MLFLOW_DOWN} uses kube-state-metrics on a cluster.",
 )

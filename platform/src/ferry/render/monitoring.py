@@ -19,12 +19,12 @@ from typing import Any
 
 from ferry.contract import metrics, names
 from ferry.render import alerting, alerts, dashboards
-from ferry.render.profiles import PROFILES, EnvProfile
+from ferry.render.profiles import PROFILES, SCRAPE_INTERVAL_S, EnvProfile
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.models import ModelSpec
 
 METRICS_PORT = 8080  # KubeRay's default `metrics` container port on head and worker pods
-SCRAPE_INTERVAL = "15s"
+SCRAPE_INTERVAL = f"{SCRAPE_INTERVAL_S}s"
 RULES_DIR = "monitoring/generated/rules"
 PLATFORM_RULES = "monitoring/rules/platform.yaml"
 DASHBOARDS_DIR = "monitoring/generated/dashboards"
@@ -67,6 +67,28 @@ def pod_monitor(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     }
 
 
+def rollout_pod_monitor(profile: EnvProfile) -> dict[str, Any]:
+    """Every model's rollout step, while it runs: its checks and decisions (ferry.contract.metrics.ROLLOUT, the
+    series FerryModelCanaryRolledBack counts), from the pod's port `metrics` under the job the local scrape uses.
+    Argo puts a template's labels on its pod, so `ferry.dev/step: rollout` finds the step's pods (the metrics
+    carry their own `model` label)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": names.ROLLOUT_POD_MONITOR, "namespace": profile.namespace,
+                     "labels": {"app.kubernetes.io/part-of": names.PART_OF,
+                                "app.kubernetes.io/managed-by": names.PART_OF,
+                                "app.kubernetes.io/component": "monitoring"}},
+        "spec": {
+            "selector": {"matchLabels": {names.LABEL_STEP: names.STEP_ROLLOUT}},
+            "namespaceSelector": {"matchNames": [profile.namespace]},
+            "podMetricsEndpoints": [{"port": metrics.METRICS_PORT_NAME, "path": "/metrics",
+                                     "interval": SCRAPE_INTERVAL,
+                                     "relabelings": [{"targetLabel": "job", "replacement": metrics.JOB_ROLLOUT}]}],
+        },
+    }
+
+
 def platform_prometheus_rule(profile: EnvProfile) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -103,6 +125,6 @@ def generated_files(models: Sequence[ModelSpec]) -> dict[str, str]:
     for uid, board in dashboards.platform_dashboards().items():
         files[f"{DASHBOARDS_DIR}/{uid}.json"] = dashboards.dashboard_json(board)
     prod = PROFILES["prod"]
-    objects = [platform_prometheus_rule(prod), *dashboards.platform_configmaps(prod)]
+    objects = [platform_prometheus_rule(prod), rollout_pod_monitor(prod), *dashboards.platform_configmaps(prod)]
     files[PLATFORM_OBJECTS] = HEADER + "---\n".join(dump_yaml(obj) for obj in objects)
     return dict(sorted(files.items()))

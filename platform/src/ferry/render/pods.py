@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ferry.render.profiles import IMAGE_PULL_POLICY, EnvProfile
+from ferry.contract import metrics
+from ferry.render.profiles import IMAGE_PULL_POLICY, SCRAPE_INTERVAL_S, EnvProfile
 
 NON_ROOT_UID = 1000
 SPEC_VOLUME = "ferry-spec"
@@ -53,6 +54,28 @@ def env_vars(profile: EnvProfile) -> list[dict[str, str]]:
         {"name": "FERRY_OUTPUTS_DIR", "value": profile.outputs_dir},
         {"name": "HOME", "value": "/tmp"},  # noqa: S108 - writable emptyDir under a read-only root
     ]
+
+
+def rollout_env(profile: EnvProfile) -> list[dict[str, Any]]:
+    """The rollout step's settings (ferry.settings, FERRY_*) where they differ from its loopback defaults: the
+    Prometheus it judges the canary on, and where Prometheus scrapes its own metrics (the pod IP, not loopback,
+    kept up for two scrapes after the decision so FerryModelCanaryRolledBack sees the last one)."""
+    env: list[dict[str, Any]] = []
+    if profile.prometheus_url:
+        env.append({"name": "FERRY_PROMETHEUS_URL_OVERRIDE", "value": profile.prometheus_url})
+    if profile.scrape_rollout_pod:
+        env += [{"name": "FERRY_ROLLOUT_METRICS_HOST_OVERRIDE",
+                 "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "FERRY_ROLLOUT_METRICS_PORT", "value": str(metrics.ROLLOUT_METRICS_PORT)},
+                {"name": "FERRY_ROLLOUT_METRICS_LINGER_S", "value": str(2 * SCRAPE_INTERVAL_S)}]
+    return env
+
+
+def rollout_ports(profile: EnvProfile) -> list[dict[str, Any]]:
+    """The named port the rollout PodMonitor (ferry.render.monitoring) and the NetworkPolicy match."""
+    if not profile.scrape_rollout_pod:
+        return []
+    return [{"name": metrics.METRICS_PORT_NAME, "containerPort": metrics.ROLLOUT_METRICS_PORT, "protocol": "TCP"}]
 
 
 def volumes(profile: EnvProfile, model_configmap: str) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from ferry.contract import names
+
 EnvName = Literal["local", "prod"]
 ImageVariant = Literal["cpu", "cuda"]
 RAY_VERSION = "2.60.0"
@@ -14,6 +16,12 @@ IMAGE_VARIANT_SUFFIX: dict[ImageVariant, str] = {"cpu": "", "cuda": "-cuda"}
 # Pods pull with IfNotPresent: the prod tag is `<version>-<hash of the image's build inputs>` (`ferry image tag`),
 # and image.yml never pushes a tag twice, so a node's cached image is always the code the tag names.
 IMAGE_PULL_POLICY = "IfNotPresent"
+# kube-prometheus-stack (gitops/platform/apps/kube-prometheus-stack.yaml: release `kube-prometheus-stack` in
+# `monitoring`, no fullnameOverride) names its Prometheus Service `<fullname>-prometheus`, port 9090; the
+# fullname is the release name because it contains the chart's name (the chart's _helpers.tpl).
+CLUSTER_PROMETHEUS_URL = "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090"
+# Scrape interval of ferry's PodMonitors; the rollout step lingers two of them after its decision.
+SCRAPE_INTERVAL_S = 15
 
 
 def image_variant(gpus: float) -> ImageVariant:
@@ -34,6 +42,12 @@ class EnvProfile:
     service_account: str
     # Where a step finds the rendered spec: a ConfigMap mount on a cluster, the rendered file locally.
     spec_mount: str | None
+    serving_service_account: str = names.SERVICE_ACCOUNT_SERVING
+    # The Prometheus the rollout step judges a canary on. None: the step's own settings (loopback locally).
+    prometheus_url: str | None = None
+    # Whether Prometheus scrapes the rollout step's pod (then it serves its metrics on the pod IP, on a named
+    # port, and lingers after its decision); locally `ferry up`'s Prometheus scrapes it on loopback.
+    scrape_rollout_pod: bool = False
     repo_url: str = "https://github.com/ferry-ml/ferry.git"
     target_revision: str = "main"
     rayjob_ttl_seconds: int = 600
@@ -72,7 +86,7 @@ PROFILES: dict[EnvName, EnvProfile] = {
         namespace="ferry",
         image_repository="ferry",
         mlflow_uri="http://127.0.0.1:5000",
-        service_account="ferry-workflow",
+        service_account=names.SERVICE_ACCOUNT_WORKFLOW,
         spec_mount=None,
     ),
     "prod": EnvProfile(
@@ -80,7 +94,9 @@ PROFILES: dict[EnvName, EnvProfile] = {
         namespace="ferry",
         image_repository="ghcr.io/ferry-ml/ferry",
         mlflow_uri="http://mlflow.ferry-system.svc.cluster.local:5000",
-        service_account="ferry-workflow",
+        service_account=names.SERVICE_ACCOUNT_WORKFLOW,
         spec_mount="/etc/ferry/spec",
+        prometheus_url=CLUSTER_PROMETHEUS_URL,
+        scrape_rollout_pod=True,
     ),
 }

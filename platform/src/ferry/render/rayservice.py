@@ -30,6 +30,11 @@ HEAD_CPUS = 1
 HEAD_MEMORY = "2Gi"
 WORKER_MEMORY = "2Gi"
 WORKER_GROUP = "serve-workers"
+# Where a Kubernetes client (Ray's KubeRay autoscaler: ray.autoscaler._private.kuberay.node_provider) reads the
+# pod's API token, CA and namespace.
+AUTOSCALER_API_VOLUME = "autoscaler-api-access"
+KUBE_API_CREDENTIALS_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+KUBE_API_CREDENTIALS_TTL_S = 3607  # what the kubelet projects for an automounted token
 
 
 def deployment_options(serving: ServingSpec) -> dict[str, Any]:
@@ -76,6 +81,7 @@ def rayservice(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
 def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     serving = model.spec.serving
     head = _pod(model, profile, "ray-head", HEAD_CPUS, HEAD_MEMORY, _head_probes())
+    head["spec"]["volumes"].append(_autoscaler_api_volume())
     # One replica per worker pod, so Serve autoscaling maps onto pods one to one; fractional replica
     # CPUs round up to whole pod CPUs because `ray start --num-cpus` takes an integer.
     worker_cpus = max(1, math.ceil(serving.cpus_per_replica))
@@ -86,7 +92,9 @@ def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
         "enableInTreeAutoscaling": True,  # Serve asks for replicas, the autoscaler adds worker pods
         # KubeRay's autoscaler sidecar has no securityContext by default: `restricted` would reject the head.
         "autoscalerOptions": {"securityContext": {**pods.container_security(), "readOnlyRootFilesystem": False},
-                              "resources": pods.resources(0.5, "512Mi")},
+                              "resources": pods.resources(0.5, "512Mi"),
+                              "volumeMounts": [{"name": AUTOSCALER_API_VOLUME, "mountPath": KUBE_API_CREDENTIALS_DIR,
+                                                "readOnly": True}]},
         "headGroupSpec": {
             # No replica lands on the head: it keeps the GCS and controller responsive under load.
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},  # noqa: S104 - pod IP
@@ -120,7 +128,10 @@ def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, mem
     return {
         "metadata": {"labels": names.labels(model.metadata.name, "serving")},
         "spec": {
-            "serviceAccountName": profile.service_account,
+            # Serving's own identity, not the pipeline's. Its only rights are the autoscaler Role KubeRay binds to
+            # the head's ServiceAccount, and no container on port 8000 holds its token: see _autoscaler_api_volume.
+            "serviceAccountName": profile.serving_service_account,
+            "automountServiceAccountToken": False,
             "securityContext": pods.pod_security(),
             "containers": [{
                 "name": container,
@@ -135,6 +146,17 @@ def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, mem
             "volumes": [{"name": pods.SCRATCH_VOLUME, "emptyDir": {}}],
         },
     }
+
+
+def _autoscaler_api_volume() -> dict[str, Any]:
+    """The head's API credentials, mounted into KubeRay's autoscaler sidecar only (autoscalerOptions.volumeMounts):
+    the sidecar scales worker pods with them, while the Ray container, which serves HTTP, gets none. The same
+    three files the kubelet would automount into every container."""
+    return {"name": AUTOSCALER_API_VOLUME, "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": KUBE_API_CREDENTIALS_TTL_S}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}
 
 
 def _http_probe(path: str, port: int, period_s: int, failures: int) -> dict[str, Any]:

@@ -40,6 +40,8 @@ def _retry_resource() -> m.RetryStrategy:
 
 def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Container:
     name = model.metadata.name
+    env = pods.env_vars(profile) + (pods.rollout_env(profile) if step == names.STEP_ROLLOUT else [])
+    ports = pods.rollout_ports(profile) if step == names.STEP_ROLLOUT else []
     return Container(
         name=step,
         image=profile.image,
@@ -47,14 +49,23 @@ def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Contain
         command=["ferry", "step", step],
         args=["--spec", profile.spec_path(name), "--run", "{{workflow.name}}",
               "--expect-hash", names.workflow_parameter(names.PARAM_SPEC_HASH)],
-        env=[m.EnvVar(name=e["name"], value=e["value"]) for e in pods.env_vars(profile)],
+        env=[_env_var(e) for e in env],
+        ports=[m.ContainerPort(**_snake(p)) for p in ports] or None,
         resources=m.ResourceRequirements(**pods.resources(STEP_CPU, STEP_MEMORY)),
         security_context=m.SecurityContext(**_snake(pods.container_security())),
         volume_mounts=[m.VolumeMount(**_snake(v)) for v in pods.volume_mounts(profile)],
         outputs=[_output(step, out, profile) for out in names.STEP_OUTPUTS.get(step, ())],
         retry_strategy=_retry_container(),
+        # Argo copies a template's labels onto its pod: the rollout PodMonitor selects the pod by this one.
         labels={names.LABEL_STEP: step},
     )
+
+
+def _env_var(env: dict[str, Any]) -> m.EnvVar:
+    if "valueFrom" in env:
+        field = env["valueFrom"]["fieldRef"]["fieldPath"]
+        return m.EnvVar(name=env["name"], value_from=m.EnvVarSource(field_ref=m.ObjectFieldSelector(field_path=field)))
+    return m.EnvVar(name=env["name"], value=env["value"])
 
 
 def _output(step: str, name: str, profile: EnvProfile) -> Parameter:

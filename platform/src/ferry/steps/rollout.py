@@ -11,6 +11,7 @@ rerun would restart the canary of a version the controller had already judged.
 from __future__ import annotations
 
 import contextlib
+import time
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry_port import RegistryUnavailable
@@ -32,8 +33,10 @@ def run(ctx: StepContext) -> None:
         return
     prom = Prometheus(ctx.settings.prometheus_url)
     metrics = RolloutMetrics()
+    serving = False
     with contextlib.suppress(OSError):  # another rollout exports on this port; decisions are still tagged
-        metrics.serve(ctx.settings.host, ctx.settings.rollout_metrics_port)
+        metrics.serve(ctx.settings.rollout_metrics_host, ctx.settings.rollout_metrics_port)
+        serving = True
     controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model), metrics=metrics)
     try:
         outcome = controller.run(str(version.version))
@@ -46,3 +49,5 @@ def run(ctx: StepContext) -> None:
     promoted = outcome.action is Action.PROMOTE
     ctx.emit({names.OUTPUT_DECISION: names.STATE_PROMOTED if promoted else names.STATE_ROLLED_BACK,
               names.OUTPUT_REASON: outcome.reason})
+    if serving:  # the decision counter (FerryModelCanaryRolledBack counts it) must outlive one scrape
+        time.sleep(ctx.settings.rollout_metrics_linger_s)
