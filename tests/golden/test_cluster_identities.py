@@ -54,6 +54,8 @@ WANTED: dict[str, set[Right]] = {
         | _rights("argoproj.io", "workflowtaskresults", "create", "patch")
         | _rights("", "pods", "get", "watch", "patch") | _rights("", "pods/log", "get")
         | _rights("", "configmaps", "get")),
+    # The tune/train RayJobs' pods: trial and training code (and the submitter) call no Kubernetes API.
+    names.SERVICE_ACCOUNT_RAYJOB: set(),
     # The RayService: ferry's serving code calls no Kubernetes API; only KubeRay's autoscaler sidecar does.
     names.SERVICE_ACCOUNT_SERVING: KUBERAY_AUTOSCALER_ROLE,
     # A drift alert's Sensor creates one Workflow (an Argo Events k8s trigger, operation create).
@@ -61,7 +63,7 @@ WANTED: dict[str, set[Right]] = {
 }
 # Whether a pod running as it gets the token automounted (the executor and the Sensor call the API server).
 AUTOMOUNT = {names.SERVICE_ACCOUNT_WORKFLOW: True, names.SERVICE_ACCOUNT_SERVING: False,
-             SENSOR_SERVICE_ACCOUNT: True}
+             names.SERVICE_ACCOUNT_RAYJOB: False, SENSOR_SERVICE_ACCOUNT: True}
 
 
 def _yaml_docs(paths: list[Path]) -> list[dict[str, Any]]:
@@ -138,7 +140,7 @@ def _granted(sa: str, deploy: list[dict[str, Any]], rendered: list[dict[str, Any
 def test_every_service_account_a_pod_uses_exists_with_exactly_the_rights_it_needs() -> None:
     deploy, rendered = _deploy(), _rendered()
     used = {sa for obj in rendered for sa in _service_accounts(obj)}
-    assert {names.SERVICE_ACCOUNT_WORKFLOW, names.SERVICE_ACCOUNT_SERVING} <= used
+    assert {names.SERVICE_ACCOUNT_WORKFLOW, names.SERVICE_ACCOUNT_RAYJOB, names.SERVICE_ACCOUNT_SERVING} <= used
     accounts = {d["metadata"]["name"]: d for d in deploy + rendered
                 if d["kind"] == "ServiceAccount" and d["metadata"].get("namespace") == NAMESPACE}
     for sa in sorted(used):

@@ -67,7 +67,9 @@ RAYJOB_NAME_MAX = 47
 GENERATE_NAME_RANDOM = 5
 
 # ServiceAccounts in the `ferry` namespace (platform/deploy/serviceaccounts.yaml creates them).
-SERVICE_ACCOUNT_WORKFLOW = "ferry-workflow"  # pipeline pods: Argo steps and the tune/train RayJobs
+SERVICE_ACCOUNT_WORKFLOW = "ferry-workflow"  # Argo step pods: the executor and the RayJob resource steps
+# The tune/train RayJobs' pods (head, workers, submitter): they call no Kubernetes API, so no rights, no token.
+SERVICE_ACCOUNT_RAYJOB = "ferry-rayjob"
 # RayService pods. Only the head's autoscaler sidecar gets a token: KubeRay binds its autoscaler Role to it.
 SERVICE_ACCOUNT_SERVING = "ferry-serving"
 # The PodMonitor that scrapes every rollout step's own metrics (its pods carry LABEL_STEP=STEP_ROLLOUT).

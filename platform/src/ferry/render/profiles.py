@@ -43,6 +43,7 @@ class EnvProfile:
     # Where a step finds the rendered spec: a ConfigMap mount on a cluster, the rendered file locally.
     spec_mount: str | None
     serving_service_account: str = names.SERVICE_ACCOUNT_SERVING
+    rayjob_service_account: str = names.SERVICE_ACCOUNT_RAYJOB
     # The Prometheus the rollout step judges a canary on. None: the step's own settings (loopback locally).
     prometheus_url: str | None = None
     # Whether Prometheus scrapes the rollout step's pod (then it serves its metrics on the pod IP, on a named

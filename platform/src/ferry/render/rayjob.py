@@ -76,7 +76,8 @@ def _submitter(profile: EnvProfile) -> dict[str, Any]:
     """KubeRay's default submitter pod has no securityContext; the `restricted` namespace would reject it."""
     return {"spec": {
         "restartPolicy": "Never",
-        "serviceAccountName": profile.service_account,
+        "serviceAccountName": profile.rayjob_service_account,
+        "automountServiceAccountToken": False,
         "securityContext": pods.pod_security(),
         "containers": [{"name": "ray-job-submitter", **pods.image(profile),
                         "resources": pods.resources(0.5, "512Mi"),
@@ -113,7 +114,8 @@ def _pod_template(container: str, profile: EnvProfile, model: ModelSpec, cpus: f
                   gpus: float) -> dict[str, Any]:
     name = model.metadata.name
     spec: dict[str, Any] = {
-        "serviceAccountName": profile.service_account,
+        "serviceAccountName": profile.rayjob_service_account,
+        "automountServiceAccountToken": False,
         "securityContext": pods.pod_security(),
         "containers": [{
             "name": container,
