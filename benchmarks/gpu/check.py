@@ -24,6 +24,8 @@ import os
 # Before anything imports ray: a private cluster on loopback that never joins another one or phones home.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# A small /dev/shm (a VM or container) then slows the object store instead of stopping Ray.
+os.environ.setdefault("RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE", "1")
 for _var in ("RAY_ADDRESS", "FERRY_RAY_STORAGE"):
     os.environ.pop(_var, None)
 
@@ -35,6 +37,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
@@ -201,11 +204,27 @@ def ferry_tune(ctx: Any, data: dict[str, Any], timing_dir: Path) -> dict[str, An
     return {**summary, "requested_trials": tune_spec.num_samples}
 
 
-def run_ray_paths(p: Profile, spec: Any, data: dict[str, Any], use_gpu: bool, scratch: Path) -> dict[str, Any]:
+def object_store_bytes(p: Profile) -> int:
+    """The profile's object store, but at most a quarter of the memory the machine reports now: Ray refuses
+    a store larger than that, and the device machine's memory starts small and grows as it is used."""
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return max(100 * 2**20, min(p.object_store_bytes, physical // 4))
+
+
+def _stage(found: dict[str, Any], name: str, work: Any) -> Any:
+    """Run one stage, keeping its result and duration in `found`, so a later failure loses nothing measured."""
+    started = time.time()
+    found[name] = work()
+    found.setdefault("stage_seconds", {})[name] = round(time.time() - started, 1)
+    return found[name]
+
+
+def run_ray_paths(p: Profile, spec: Any, data: dict[str, Any], use_gpu: bool, scratch: Path,
+                  found: dict[str, Any]) -> None:
     import ray
 
     ray.init(address="local", num_cpus=p.num_cpus, num_gpus=1 if use_gpu else 0, include_dashboard=False,
-             object_store_memory=p.object_store_bytes, logging_level="WARNING", log_to_driver=True,
+             object_store_memory=object_store_bytes(p), logging_level="WARNING", log_to_driver=True,
              _temp_dir=str(scratch / "ray"))
     try:
         workload = SimpleNamespace(train_loop_per_worker=timed_train_loop, tune_trainable=timed_trainable)
@@ -213,36 +232,37 @@ def run_ray_paths(p: Profile, spec: Any, data: dict[str, Any], use_gpu: bool, sc
                               settings=SimpleNamespace(state_dir=scratch / "state"))
         (scratch / "train").mkdir()
         (scratch / "tune").mkdir()
-        train = ferry_train(ctx, data, scratch / "train")
-        tune = ferry_tune(ctx, data, scratch / "tune")
+        _stage(found, "train", lambda: ferry_train(ctx, data, scratch / "train"))
+        _stage(found, "tune", lambda: ferry_tune(ctx, data, scratch / "tune"))
     finally:
         ray.shutdown()
-    return {"train": train, "tune": tune}
 
 
-def measure(p: Profile, device: str) -> dict[str, Any]:
+def measure(p: Profile, device: str, found: dict[str, Any]) -> dict[str, Any]:
+    """Fills `found` stage by stage (the caller writes it even if a stage fails) and returns it complete."""
     import ray
     import torch
 
     use_gpu = device == "cuda"
-    spec = gpu_spec(p, use_gpu)
-    data = synthetic_data(p)
-    with tempfile.TemporaryDirectory(prefix="ferry-gpu-") as tmp:
-        before = plain_torch(data, spec, device)
-        paths = run_ray_paths(p, spec, data, use_gpu, Path(tmp))
-        after = plain_torch(data, spec, device)
-    baseline = max(before, after)
-    result: dict[str, Any] = {
+    found.update({
         "mode": "gpu" if use_gpu else "cpu", "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device_name": torch.cuda.get_device_name() if use_gpu else platform.processor() or "cpu",
         "torch": torch.__version__, "ray": ray.__version__, "python": platform.python_version(),
-        "profile": dataclasses.asdict(p),
-        "plain": {"before": before, "after": after, "samples_per_s": baseline, "device": device},
-        **paths, "ratio": paths["train"]["samples_per_s"] / baseline,
-    }
-    result["checks"] = checks(result)
-    result["passed"] = all(result["checks"].values())
-    return result
+        "profile": dataclasses.asdict(p), "object_store_bytes": object_store_bytes(p),
+    })
+    spec = gpu_spec(p, use_gpu)
+    data = _stage(found, "data", lambda: synthetic_data(p))
+    found["data"] = {"rows": len(data["x_train"])}
+    with tempfile.TemporaryDirectory(prefix="ferry-gpu-") as tmp:
+        before = _stage(found, "plain_before", lambda: plain_torch(data, spec, device))
+        run_ray_paths(p, spec, data, use_gpu, Path(tmp), found)
+        after = _stage(found, "plain_after", lambda: plain_torch(data, spec, device))
+    baseline = max(before, after)
+    found["plain"] = {"before": before, "after": after, "samples_per_s": baseline, "device": device}
+    found["ratio"] = found["train"]["samples_per_s"] / baseline
+    found["checks"] = checks(found)
+    found["passed"] = all(found["checks"].values())
+    return found
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -283,12 +303,19 @@ def main() -> int:
 def _run(args: argparse.Namespace, profile: Profile) -> int:
     import torch
 
+    out = args.out / "gpu-check.json"
     if args.device == "cuda" and not torch.cuda.is_available():
-        (args.out / "gpu-check.json").write_text(json.dumps({"passed": False, "error": NO_GPU}, indent=2) + "\n")
+        out.write_text(json.dumps({"passed": False, "error": NO_GPU}, indent=2) + "\n")
         print(NO_GPU, file=sys.stderr)
         return 2
-    result = measure(profile, args.device)
-    (args.out / "gpu-check.json").write_text(json.dumps(result, indent=2) + "\n")
+    found: dict[str, Any] = {}
+    try:
+        result = measure(profile, args.device, found)
+    except BaseException as exc:
+        found.update(passed=False, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        out.write_text(json.dumps(found, indent=2, default=str) + "\n")
+        raise
+    out.write_text(json.dumps(result, indent=2) + "\n")
     if args.doc is not None and result["mode"] == "gpu" and profile == FULL:
         args.doc.write_text(render_doc(result, result["profile"]))
     print("\n".join(summary_lines(result)))
