@@ -173,6 +173,8 @@ def _results(result: Mapping[str, Any]) -> str:
         f"Tune trials running at once: at most {tune['max_concurrent']} of {tune['requested_trials']}.",
         "",
         f"Verdict: **{verdict}**" + (f" (failed: {', '.join(failed)})" if failed else "") + ".",
+        "",
+        "Seconds per stage: " + ", ".join(f"{name} {s}" for name, s in result.get("stage_seconds", {}).items()) + ".",
     ])
 
 

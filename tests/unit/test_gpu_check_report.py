@@ -86,6 +86,25 @@ def test_checks_name_what_failed(kwargs: dict[str, object], failed: str) -> None
     assert [name for name, ok in found.items() if not ok] == [failed]
 
 
+def test_a_gpu_result_is_written_with_its_figures_and_verdict() -> None:
+    trials = [{"trial": f"t{i}", "device": "cuda:0", "device_name": "NVIDIA H200", "gpu_fraction": 0.25,
+               "samples_per_s": 1_000_000.0} for i in range(4)]
+    result = {**_result(0.8), "when": "2026-12-02 22:00 UTC", "device_name": "NVIDIA H200", "torch": "2.11.0",
+              "ray": "2.60.0", "python": "3.12.3", "stage_seconds": {"train": 40.0},
+              "plain": {"before": 3_000_000.0, "after": 2_900_000.0, "device": "cuda"},
+              "train": {"samples_per_s": 2_400_000.0, "devices": ["cuda:0"]},
+              "tune": {"trials": trials, "requested_trials": 4, "max_concurrent": 4,
+                       "aggregate_samples_per_s": 3_500_000.0}}
+    result["checks"] = checks(result)
+    result["passed"] = all(result["checks"].values())
+    page = render_doc(result, dataclasses.asdict(FULL))
+    assert "| ferry Train (1 worker, 1 GPU) | 2,400,000 | cuda:0 |" in page
+    assert "| ferry Tune trial t3 (0.25 GPU) | 1,000,000 | cuda:0 |" in page
+    assert "**0.800** (target at least 0.9)" in page
+    assert "Verdict: **FAILED** (failed: train_ratio_at_least_target)." in page
+    assert "Not yet run" not in page
+
+
 def test_the_committed_page_is_what_the_check_writes() -> None:
     """Until a GPU run replaces it the page is exactly the `--no-gpu` one; after, its method and how-to-run
     sections still match the code (the results above them are measured)."""
