@@ -112,6 +112,22 @@ def test_the_cluster_must_offer_the_gpus() -> None:
     gpu.check_cluster(gpu.GpuRequest("tune", 0.0, "trial", "x"), 0.0)
 
 
+def test_the_driver_waits_a_bounded_time_for_gpu_nodes_to_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU worker that registers with the head after the job started is waited for; one that never does is
+    reported once the wait is over."""
+    import ray
+
+    offered = iter([0.0, 1.0, 2.0])
+    polls: list[float] = []
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": next(offered)})
+    monkeypatch.setattr(gpu.time, "sleep", polls.append)
+    gpu.check_ray_cluster(TRAIN)
+    assert len(polls) == 2
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    with pytest.raises(gpu.GpuUnavailable, match="offers 0 GPU"):
+        gpu.check_ray_cluster(TRAIN, wait_s=0.0)
+
+
 def test_requests_come_from_the_spec() -> None:
     model = _model(gpus_per_worker=2.0, gpus_per_trial=0.5)
     assert gpu.request(model, names.STEP_TRAIN) == gpu.GpuRequest(

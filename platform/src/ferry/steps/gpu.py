@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,12 +62,24 @@ def check_cluster(req: GpuRequest, cluster_gpus: float) -> None:
             f"{req.setting}: 0")
 
 
-def check_ray_cluster(req: GpuRequest) -> None:
+# KubeRay submits the job once the RayCluster is Ready, yet a GPU worker's raylet may register with the head a
+# little later: wait this long for the GPUs to appear before calling them missing.
+GPU_NODES_WAIT_S = 60.0
+GPU_NODES_POLL_S = 2.0
+
+
+def check_ray_cluster(req: GpuRequest, wait_s: float = GPU_NODES_WAIT_S) -> None:
     if req.gpus <= 0:
         return
     import ray
 
-    check_cluster(req, float(ray.cluster_resources().get("GPU", 0.0)))
+    deadline = time.monotonic() + wait_s
+    while True:
+        offered = float(ray.cluster_resources().get("GPU", 0.0))
+        if offered >= req.gpus * req.count or time.monotonic() >= deadline:
+            break
+        time.sleep(GPU_NODES_POLL_S)
+    check_cluster(req, offered)
 
 
 def require_cuda(req: GpuRequest) -> None:
