@@ -1,4 +1,5 @@
-"""The 15 handbook features, computed vectorised.
+"""The 15 handbook features: declared once (:data:`FEATURES`), computed offline vectorised here and online
+per transaction in :mod:`fraud_detection.online`.
 
 The handbook (Le Borgne et al., chapter 3.4) computes the rolling-window
 features with ``groupby(key).apply(... .rolling('Nd') ...)``, which costs one
@@ -8,7 +9,8 @@ dataset).  Here every window is one ``np.searchsorted`` over the rows sorted by
 identical to the handbook's, including its tie handling: a window ends at the
 current row *in time order*, so transactions of the same key with the very same
 timestamp but later in the frame are not counted, exactly as with pandas
-rolling on a time index.
+rolling on a time index.  The online path counts what arrived before the
+transaction, which is the same set when history is replayed in frame order.
 """
 
 from __future__ import annotations
@@ -18,19 +20,68 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-WINDOWS_DAYS: tuple[int, ...] = (1, 7, 30)
-_NS_PER_DAY = 86_400 * 10**9
+NS_PER_DAY = 86_400 * 10**9
 _NS_PER_HOUR = 3_600 * 10**9
-_NIGHT_LAST_HOUR = 6  # handbook: a transaction at hour <= 6 is "at night"
-_REQUIRED = ("tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud")
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "tx_amount",
-    "tx_during_weekend",
-    "tx_during_night",
-    *(f"customer_id_{kind}_{n}day_window" for n in WINDOWS_DAYS for kind in ("nb_tx", "avg_amount")),
-    *(f"terminal_id_{kind}_{n}day_window" for n in WINDOWS_DAYS for kind in ("nb_tx", "risk")),
-)
+
+@dataclass(frozen=True)
+class FeatureDefinition:
+    """What the features are, independent of how they are computed: both paths read their windows,
+    keys and calendar rules from here, so the offline and online features cannot drift apart."""
+
+    windows_days: tuple[int, ...] = (1, 7, 30)
+    night_last_hour: int = 6  # handbook: a transaction at hour <= 6 is "at night"
+    customer_key: str = "customer_id"
+    terminal_key: str = "terminal_id"
+    amount: str = "tx_amount"
+    event_time: str = "tx_datetime"
+    label: str = "tx_fraud"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (
+            self.amount,
+            "tx_during_weekend",
+            "tx_during_night",
+            *(name for n in self.windows_days for name in (self.customer_count(n), self.customer_mean_amount(n))),
+            *(name for n in self.windows_days for name in (self.terminal_count(n), self.terminal_risk(n))),
+        )
+
+    def customer_count(self, days: int) -> str:
+        return f"{self.customer_key}_nb_tx_{days}day_window"
+
+    def customer_mean_amount(self, days: int) -> str:
+        return f"{self.customer_key}_avg_amount_{days}day_window"
+
+    def terminal_count(self, days: int) -> str:
+        return f"{self.terminal_key}_nb_tx_{days}day_window"
+
+    def terminal_risk(self, days: int) -> str:
+        return f"{self.terminal_key}_risk_{days}day_window"
+
+    def customer_lookback_ns(self) -> int:
+        """How far back a customer's history can matter: the longest window."""
+        return max(self.windows_days) * NS_PER_DAY
+
+    def terminal_lookback_ns(self, delay_days: int) -> int:
+        """How far back a terminal's history can matter: the label delay plus the longest window."""
+        return (delay_days + max(self.windows_days)) * NS_PER_DAY
+
+    def calendar_flags(self, ns: np.ndarray) -> dict[str, np.ndarray]:
+        """Weekend and night flags from wall-clock nanoseconds since the epoch."""
+        days = np.floor_divide(ns, NS_PER_DAY)
+        weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday == 0
+        hour = np.floor_divide(ns - days * NS_PER_DAY, _NS_PER_HOUR)
+        return {
+            "tx_during_weekend": (weekday >= 5).astype(np.float32),
+            "tx_during_night": (hour <= self.night_last_hour).astype(np.float32),
+        }
+
+
+FEATURES = FeatureDefinition()
+WINDOWS_DAYS: tuple[int, ...] = FEATURES.windows_days
+FEATURE_NAMES: tuple[str, ...] = FEATURES.names
+_REQUIRED = (FEATURES.event_time, FEATURES.customer_key, FEATURES.terminal_key, FEATURES.amount, FEATURES.label)
 
 
 def add_features(df: pd.DataFrame, delay_days: int = 7) -> pd.DataFrame:
@@ -49,14 +100,15 @@ def add_features(df: pd.DataFrame, delay_days: int = 7) -> pd.DataFrame:
     ``tx_amount`` is already a column and is left unchanged.
     """
     _validate(df, delay_days)
-    ns = _datetime_ns(df["tx_datetime"])
+    f = FEATURES
+    ns = _datetime_ns(df[f.event_time])
     times, units_per_day = _coarsest_exact_units(ns)
     out = df.copy()
-    columns = _calendar_flags(ns)
-    amount = df["tx_amount"].to_numpy(dtype=np.float64)
-    columns |= _customer_features(df["customer_id"].to_numpy(), times, amount, units_per_day)
-    fraud = df["tx_fraud"].to_numpy(dtype=np.float64)
-    columns |= _terminal_features(df["terminal_id"].to_numpy(), times, fraud, units_per_day, delay_days)
+    columns = f.calendar_flags(ns)
+    amount = df[f.amount].to_numpy(dtype=np.float64)
+    columns |= _customer_features(df[f.customer_key].to_numpy(), times, amount, units_per_day)
+    fraud = df[f.label].to_numpy(dtype=np.float64)
+    columns |= _terminal_features(df[f.terminal_key].to_numpy(), times, fraud, units_per_day, delay_days)
     for name in FEATURE_NAMES[1:]:
         out[name] = columns[name].astype(np.float32)
     return out
@@ -69,7 +121,7 @@ def _validate(df: pd.DataFrame, delay_days: int) -> None:
     if isinstance(delay_days, bool) or not isinstance(delay_days, (int, np.integer)) or delay_days < 1:
         # With no delay the terminal risk would contain the row's own label.
         raise ValueError(f"add_features: delay_days must be an int >= 1, got {delay_days!r}")
-    if df["tx_datetime"].isna().any():
+    if df[FEATURES.event_time].isna().any():
         raise ValueError("add_features: tx_datetime contains missing values")
 
 
@@ -90,18 +142,8 @@ def _coarsest_exact_units(ns: np.ndarray) -> tuple[np.ndarray, int]:
     """
     for unit in (10**9, 10**6, 10**3, 1):
         if not np.any(ns % unit):
-            return ns // unit, _NS_PER_DAY // unit
+            return ns // unit, NS_PER_DAY // unit
     raise AssertionError("unreachable: every int64 is a multiple of 1")
-
-
-def _calendar_flags(ns: np.ndarray) -> dict[str, np.ndarray]:
-    days = np.floor_divide(ns, _NS_PER_DAY)
-    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday == 0
-    hour = np.floor_divide(ns - days * _NS_PER_DAY, _NS_PER_HOUR)
-    return {
-        "tx_during_weekend": (weekday >= 5).astype(np.float32),
-        "tx_during_night": (hour <= _NIGHT_LAST_HOUR).astype(np.float32),
-    }
 
 
 @dataclass(frozen=True)
@@ -151,16 +193,16 @@ def _customer_features(
     keys: np.ndarray, times: np.ndarray, amount: np.ndarray, units_per_day: int
 ) -> dict[str, np.ndarray]:
     """Count and mean amount in the trailing N-day window, current row included."""
-    groups = GroupedTimes.build(keys, times, max(WINDOWS_DAYS) * units_per_day)
+    groups = GroupedTimes.build(keys, times, max(FEATURES.windows_days) * units_per_day)
     sums = _prefix_sums(amount[groups.order])
     ends = np.arange(1, len(keys) + 1)  # exclusive end: the current row is counted
     out = {}
-    for n in WINDOWS_DAYS:
+    for n in FEATURES.windows_days:
         starts = groups.window_starts(n * units_per_day)
         count = (ends - starts).astype(np.float64)
         total = sums[ends] - sums[starts]
-        out[f"customer_id_nb_tx_{n}day_window"] = groups.to_frame_order(count)
-        out[f"customer_id_avg_amount_{n}day_window"] = groups.to_frame_order(total / count)
+        out[FEATURES.customer_count(n)] = groups.to_frame_order(count)
+        out[FEATURES.customer_mean_amount(n)] = groups.to_frame_order(total / count)
     return out
 
 
@@ -170,15 +212,15 @@ def _terminal_features(
     """Count and fraud share in ``(t - delay - N, t - delay]`` (handbook: the
     (delay + N)-day rolling window minus the delay-day rolling window)."""
     delay = delay_days * units_per_day
-    groups = GroupedTimes.build(keys, times, delay + max(WINDOWS_DAYS) * units_per_day)
+    groups = GroupedTimes.build(keys, times, delay + max(FEATURES.windows_days) * units_per_day)
     sums = _prefix_sums(fraud[groups.order])
     delay_starts = groups.window_starts(delay)
     out = {}
-    for n in WINDOWS_DAYS:
+    for n in FEATURES.windows_days:
         starts = groups.window_starts(delay + n * units_per_day)
         count = (delay_starts - starts).astype(np.float64)
         frauds = sums[delay_starts] - sums[starts]
         risk = np.divide(frauds, count, out=np.zeros_like(frauds), where=count > 0)
-        out[f"terminal_id_nb_tx_{n}day_window"] = groups.to_frame_order(count)
-        out[f"terminal_id_risk_{n}day_window"] = groups.to_frame_order(risk)
+        out[FEATURES.terminal_count(n)] = groups.to_frame_order(count)
+        out[FEATURES.terminal_risk(n)] = groups.to_frame_order(risk)
     return out
