@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages whose binaries the tests and benchmarks run (tests/support/binaries.py names the same
 # ones): Prometheus and Alertmanager (`ferry up`, the monitoring tests; promtool and amtool come with them),
-# the shell linter that actionlint checks `run:` scripts with (shellcheck), nodejs (the plan workflow's
+# the shell linter that actionlint checks `run:` scripts with (shellcheck), Redis (the online feature state), nodejs (the plan workflow's
 # github-script) and wrk (the serving benchmark). Installs what is missing as root or through passwordless sudo, and exits 1,
 # naming the packages, when it cannot: a test that needs one fails under CI=true (`task setup` ignores the
 # failure outside CI, where those tests skip with the install command).
@@ -15,6 +15,7 @@ declare -A PACKAGE=(  # binary -> the Debian package that ships it
   [shellcheck]=shellcheck
   [node]=nodejs
   [wrk]=wrk
+  [redis-server]=redis-server
 )
 
 missing_packages() {
@@ -47,9 +48,9 @@ echo "installing the Debian packages ${missing[*]}"
 "${as_root[@]}" apt-get update -qq >/dev/null || fail "${missing[*]}: apt-get update failed"
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
   >/dev/null || fail "${missing[*]}: apt-get install failed"
-# Where systemd runs, the packages start system services on 9090/9093: the tests start their own on loopback.
+# Where systemd runs, the packages start system services on 9090/9093/6379: the tests start their own on loopback.
 if [ -d /run/systemd/system ]; then
-  "${as_root[@]}" systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true
+  "${as_root[@]}" systemctl disable --now prometheus prometheus-alertmanager redis-server >/dev/null 2>&1 || true
 fi
 
 mapfile -t missing < <(missing_packages)

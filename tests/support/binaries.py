@@ -29,6 +29,7 @@ DEBIAN_PACKAGES = {
     "node": "nodejs",
     "shellcheck": "shellcheck",
     "wrk": "wrk",
+    "redis-server": "redis-server",
 }
 
 

@@ -47,6 +47,10 @@ DOCS = (
                  ".venv/bin/python benchmarks/canary_example.py",
                  ("benchmarks/canary_example.py", "platform/src/ferry/rollout/policy.py",
                   "platform/src/ferry/rollout/controller.py", "platform/src/ferry/cli/rollout.py")),
+    GeneratedDoc("docs/benchmarks/feature-state.md", "benchmarks/bench_feature_state.py",
+                 ".venv/bin/python benchmarks/bench_feature_state.py",
+                 ("benchmarks/bench_feature_state.py", "workloads/src/fraud_detection/state.py",
+                  "workloads/src/fraud_detection/online.py", "workloads/src/fraud_detection/features.py")),
 )
 
 

@@ -15,32 +15,40 @@ import pandas as pd
 import pytest
 
 from fraud_detection.features import FEATURE_NAMES, FEATURES, NS_PER_DAY, add_features
-from fraud_detection.online import CardHistory, TerminalHistory, event_time_ns, online_features
+from fraud_detection.online import (
+    CardHistory,
+    TerminalHistory,
+    event_time_ns,
+    feature_matrix,
+    online_features,
+    window_totals,
+)
 from fraud_detection.simulator import SimulatorParams, simulate
 
 
 def replay_in_memory(frame: pd.DataFrame, delay_days: int) -> np.ndarray:
-    """Score every row in frame order; a row's label joins its terminal's history only once the delay has
+    """Score every row in frame order; a fraud joins its terminal's known frauds only once the delay has
     passed in event time (labels arrive late), never before."""
     cards: dict[int, list[tuple[int, float]]] = defaultdict(list)
-    terminals: dict[int, list[list[float]]] = defaultdict(list)  # [ns, fraud known so far]
-    pending: list[tuple[int, list[float], float]] = []  # (label due ns, terminal entry, fraud)
+    terminals: dict[int, list[int]] = defaultdict(list)
+    frauds: dict[int, list[int]] = defaultdict(list)
+    pending: list[tuple[int, int, int]] = []  # (label due ns, terminal, event ns) of each fraud
     rows = []
     for tx in frame.itertuples(index=False):
         ns = event_time_ns(tx.tx_datetime.to_pydatetime())
         while pending and pending[0][0] <= ns:
-            _, entry, fraud = pending.pop(0)
-            entry[1] = fraud
-        card = np.array(cards[tx.customer_id], dtype=np.float64).reshape(-1, 2)
-        term = np.array(terminals[tx.terminal_id], dtype=np.float64).reshape(-1, 2)
-        card_history = CardHistory(np.array([c[0] for c in cards[tx.customer_id]], dtype=np.int64), card[:, 1])
-        term_history = TerminalHistory(np.array([t[0] for t in terminals[tx.terminal_id]], dtype=np.int64),
-                                       term[:, 1])
+            _, terminal, at = pending.pop(0)
+            frauds[terminal].append(at)
+        card = cards[tx.customer_id]
+        card_history = CardHistory(np.array([c[0] for c in card], dtype=np.int64),
+                                   np.array([c[1] for c in card], dtype=np.float64))
+        term_history = TerminalHistory(np.array(terminals[tx.terminal_id], dtype=np.int64),
+                                       np.array(frauds[tx.terminal_id], dtype=np.int64))
         rows.append(online_features(ns, tx.tx_amount, card_history, term_history, delay_days))
-        cards[tx.customer_id].append((ns, float(tx.tx_amount)))
-        entry = [ns, 0.0]
-        terminals[tx.terminal_id].append(entry)
-        pending.append((ns + delay_days * NS_PER_DAY, entry, float(tx.tx_fraud)))
+        card.append((ns, float(tx.tx_amount)))
+        terminals[tx.terminal_id].append(ns)
+        if tx.tx_fraud:
+            pending.append((ns + delay_days * NS_PER_DAY, tx.terminal_id, ns))
     return np.vstack(rows)
 
 
@@ -76,12 +84,30 @@ def test_same_timestamp_ties_follow_arrival_order() -> None:
 def test_a_label_not_yet_known_counts_as_genuine() -> None:
     """A fraud whose label has not arrived leaves the terminal's risk at 0; once known it counts."""
     t0 = event_time_ns(datetime(2018, 4, 1))
-    terminal = TerminalHistory(np.array([t0], dtype=np.int64), np.array([0.0]))
+    terminal = TerminalHistory(np.array([t0], dtype=np.int64))
     later = t0 + 8 * NS_PER_DAY
     risk_7d = FEATURE_NAMES.index(FEATURES.terminal_risk(7))
     assert online_features(later, 5.0, CardHistory(), terminal, 7)[risk_7d] == 0.0
-    labelled = TerminalHistory(terminal.event_ns, np.array([1.0]))
+    labelled = TerminalHistory(terminal.event_ns, np.array([t0], dtype=np.int64))
     assert online_features(later, 5.0, CardHistory(), labelled, 7)[risk_7d] == 1.0
+
+
+def test_a_batch_gives_each_row_its_own_windows() -> None:
+    """Summing a whole batch at once must keep rows apart, empty histories included."""
+    t = event_time_ns(datetime(2018, 5, 1, 12))
+    cards = [CardHistory(), CardHistory(np.array([t - NS_PER_DAY // 2], dtype=np.int64), np.array([8.0])),
+             CardHistory()]
+    terminals = [TerminalHistory(np.array([t - 8 * NS_PER_DAY], dtype=np.int64)), TerminalHistory(),
+                 TerminalHistory(np.array([t - 9 * NS_PER_DAY] * 2, dtype=np.int64),
+                                 np.array([t - 9 * NS_PER_DAY], dtype=np.int64))]
+    times = np.full(3, t, dtype=np.int64)
+    batch = feature_matrix(times, np.array([1.0, 2.0, 3.0]), window_totals(times, cards, terminals, 7))
+    alone = np.vstack([online_features(t, a, c, m, 7) for a, c, m in zip([1.0, 2.0, 3.0], cards, terminals,
+                                                                           strict=True)])
+    np.testing.assert_array_equal(batch, alone)
+    named = [dict(zip(FEATURE_NAMES, row, strict=True)) for row in batch]
+    assert [row[FEATURES.customer_count(1)] for row in named] == [1.0, 2.0, 1.0]
+    assert [row[FEATURES.terminal_risk(7)] for row in named] == [0.0, 0.0, 0.5]
 
 
 def test_history_outside_the_windows_is_ignored() -> None:

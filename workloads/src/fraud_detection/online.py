@@ -5,13 +5,14 @@ calendar rules from :data:`fraud_detection.features.FEATURES`, and ``tests/unit/
 replays simulated history through this path and requires the offline features back. Event time drives every
 window; the wall clock is never read, so a replay of history gives the features of that history.
 
-History is passed as arrays so that a state store (:mod:`fraud_detection.state`) can hand over what one
-round trip returned without building objects per event. A history may hold more than the windows need (a
-store reads a little wide to round its range queries): everything is filtered here, exactly, in nanoseconds.
+History is passed as arrays, and a batch's windows are summed at once (:func:`window_totals`), so that a
+state store (:mod:`fraud_detection.state`) can hand over what one round trip returned without work per event.
+A history may hold more than the windows need: everything is filtered here, exactly, in nanoseconds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,11 +34,11 @@ class CardHistory:
 
 @dataclass(frozen=True)
 class TerminalHistory:
-    """A terminal's earlier transactions: event times and labels known so far (1 fraud, 0 genuine or not
-    yet labelled: the handbook's delay assumes a label is known once the delay has passed)."""
+    """A terminal's earlier transactions (event times) and, of those, the ones known to be fraud so far: the
+    handbook's delay assumes a label is known once the delay has passed; one not yet known counts as genuine."""
 
     event_ns: np.ndarray = field(default_factory=lambda: _EMPTY_NS)
-    fraud: np.ndarray = field(default_factory=lambda: _EMPTY_VALUES)
+    fraud_ns: np.ndarray = field(default_factory=lambda: _EMPTY_NS)
 
 
 def event_time_ns(value: datetime) -> int:
@@ -56,38 +57,75 @@ def online_features(
     definition: FeatureDefinition = FEATURES,
 ) -> np.ndarray:
     """The 15 features of one transaction, in ``definition.names`` order, as float32."""
-    values = {definition.amount: float(amount)}
-    flags = definition.calendar_flags(np.array([event_ns], dtype=np.int64))
-    values |= {name: float(flag[0]) for name, flag in flags.items()}
-    values |= _card_windows(event_ns, amount, card, definition)
-    values |= _terminal_windows(event_ns, terminal, delay_days, definition)
-    return np.array([values[name] for name in definition.names], dtype=np.float32)
+    times = np.array([event_ns], dtype=np.int64)
+    totals = window_totals(times, [card], [terminal], delay_days, definition)
+    return feature_matrix(times, np.array([amount]), totals, definition)[0]
 
 
-def _card_windows(event_ns: int, amount: float, card: CardHistory, definition: FeatureDefinition) -> dict[str, float]:
-    """Count and mean amount in ``(t - N days, t]``, this transaction included."""
-    out = {}
-    not_later = card.event_ns <= event_ns
-    for days in definition.windows_days:
-        inside = not_later & (card.event_ns > event_ns - days * NS_PER_DAY)
-        count = int(inside.sum()) + 1
-        total = float(card.amount[inside].sum()) + float(amount)
-        out[definition.customer_count(days)] = float(count)
-        out[definition.customer_mean_amount(days)] = total / count
+def window_totals(
+    event_ns: np.ndarray,
+    cards: Sequence[CardHistory],
+    terminals: Sequence[TerminalHistory],
+    delay_days: int,
+    definition: FeatureDefinition = FEATURES,
+) -> np.ndarray:
+    """What each row's windows hold, as a (rows, 4, windows) array, windows in ``definition.windows_days``
+    order, computed for the whole batch at once:
+
+    0. the card's earlier payments in ``(t - N days, t]``;  1. their amount total;
+    2. the terminal's payments in ``(t - delay - N days, t - delay]``;  3. how many of those are known frauds.
+
+    The features follow from these alone, by :func:`feature_matrix`.
+    """
+    event_ns = np.asarray(event_ns, dtype=np.int64)
+    labelled = event_ns - delay_days * NS_PER_DAY
+    out = np.zeros((len(event_ns), 4, len(definition.windows_days)), dtype=np.float64)
+    card_times, card_rows = _segments([card.event_ns for card in cards])
+    amounts = np.concatenate([card.amount for card in cards]) if cards else _EMPTY_VALUES
+    terminal_times, terminal_rows = _segments([terminal.event_ns for terminal in terminals])
+    fraud_times, fraud_rows = _segments([terminal.fraud_ns for terminal in terminals])
+    for w, days in enumerate(definition.windows_days):
+        span = days * NS_PER_DAY
+        out[:, 0, w], out[:, 1, w] = _window_sums(card_times, card_rows, event_ns, span, amounts)
+        out[:, 2, w], _ = _window_sums(terminal_times, terminal_rows, labelled, span)
+        out[:, 3, w], _ = _window_sums(fraud_times, fraud_rows, labelled, span)
     return out
 
 
-def _terminal_windows(
-    event_ns: int, terminal: TerminalHistory, delay_days: int, definition: FeatureDefinition
-) -> dict[str, float]:
-    """Count and fraud share in ``(t - delay - N days, t - delay]``; risk 0 when the window is empty."""
-    newest = event_ns - delay_days * NS_PER_DAY
-    out = {}
-    not_later = terminal.event_ns <= newest
-    for days in definition.windows_days:
-        inside = not_later & (terminal.event_ns > newest - days * NS_PER_DAY)
-        count = int(inside.sum())
-        frauds = float(terminal.fraud[inside].sum())
-        out[definition.terminal_count(days)] = float(count)
-        out[definition.terminal_risk(days)] = frauds / count if count else 0.0
-    return out
+def _segments(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays end to end, and for each element the row it belongs to."""
+    if not arrays:
+        return _EMPTY_NS, _EMPTY_NS
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    return np.concatenate(arrays).astype(np.int64, copy=False), np.repeat(np.arange(len(arrays)), lengths)
+
+
+def _window_sums(times: np.ndarray, rows: np.ndarray, newest: np.ndarray, span: int,
+                 values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: how many of its times fall in ``(newest - span, newest]``, and the sum of their values."""
+    ends = newest[rows]
+    inside = (times <= ends) & (times > ends - span)
+    count = np.bincount(rows[inside], minlength=len(newest)).astype(np.float64)
+    if values is None:
+        return count, count
+    return count, np.bincount(rows[inside], weights=values[inside], minlength=len(newest))
+
+
+def feature_matrix(
+    event_ns: np.ndarray, amount: np.ndarray, totals: np.ndarray, definition: FeatureDefinition = FEATURES
+) -> np.ndarray:
+    """Features of a batch, (rows, 15) float32, from each row's event time, amount and window totals
+    ((rows, 4, windows), see :func:`window_totals`). The card windows count the transaction itself; a
+    terminal window with no payment has risk 0."""
+    values = {definition.amount: np.asarray(amount, dtype=np.float64)}
+    values |= definition.calendar_flags(np.asarray(event_ns, dtype=np.int64))
+    card_count = totals[:, 0, :] + 1
+    card_total = totals[:, 1, :] + values[definition.amount][:, None]
+    terminal_count, frauds = totals[:, 2, :], totals[:, 3, :]
+    risk = np.divide(frauds, terminal_count, out=np.zeros_like(frauds), where=terminal_count > 0)
+    for w, days in enumerate(definition.windows_days):
+        values[definition.customer_count(days)] = card_count[:, w]
+        values[definition.customer_mean_amount(days)] = card_total[:, w] / card_count[:, w]
+        values[definition.terminal_count(days)] = terminal_count[:, w]
+        values[definition.terminal_risk(days)] = risk[:, w]
+    return np.column_stack([values[name] for name in definition.names]).astype(np.float32)

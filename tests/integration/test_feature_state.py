@@ -1,0 +1,173 @@
+"""The online feature state against a real redis-server: replayed history gives the offline features,
+repeats count once, labels arrive late and out of order, state survives a restart, and a store that is down
+is an error, never a default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from tests.support.redis_server import RedisServer
+
+from fraud_detection.features import FEATURE_NAMES, FEATURES, NS_PER_DAY, add_features
+from fraud_detection.online import event_time_ns
+from fraud_detection.simulator import SimulatorParams, simulate
+from fraud_detection.state import FeatureState, RawTransaction, StateStoreUnavailable
+
+pytestmark = pytest.mark.integration
+
+DELAY_DAYS = 7
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    redis_server = RedisServer(tmp_path_factory.mktemp("redis"))
+    redis_server.start()
+    yield redis_server
+    redis_server.stop()
+
+
+@pytest.fixture
+def state(server: RedisServer, request: pytest.FixtureRequest) -> FeatureState:
+    if server.process is None:
+        server.start()
+    return FeatureState(server.client(), f"test:{request.node.name}", DELAY_DAYS)
+
+
+def raw(tx: object) -> RawTransaction:
+    return RawTransaction(str(tx.transaction_id), event_time_ns(tx.tx_datetime.to_pydatetime()),  # type: ignore[attr-defined]
+                          int(tx.customer_id), int(tx.terminal_id), float(tx.tx_amount))  # type: ignore[attr-defined]
+
+
+def replay(state: FeatureState, frame: pd.DataFrame, batch_rows: int) -> np.ndarray:
+    """Observe the frame in event-time order in batches, posting each label when the delay has passed: a
+    batch is cut wherever a label falls due, so no transaction is scored before a label it should see."""
+    due = frame["tx_datetime"] + pd.Timedelta(days=DELAY_DAYS)
+    labels = list(zip(due, frame["transaction_id"].astype(str), frame["tx_fraud"].astype(bool), strict=True))
+    next_label, rows, batch = 0, [], []
+    for tx in frame.itertuples(index=False):
+        ready = []
+        while next_label < len(labels) and labels[next_label][0] <= tx.tx_datetime:
+            ready.append(labels[next_label][1:])
+            next_label += 1
+        if (ready or len(batch) == batch_rows) and batch:
+            rows.append(state.observe(batch).features)
+            batch = []
+        if ready:
+            state.record_labels(ready, arrival_ns=event_time_ns(tx.tx_datetime.to_pydatetime()))
+        batch.append(raw(tx))
+    rows.append(state.observe(batch).features)
+    return np.vstack(rows)
+
+
+def test_replay_through_redis_gives_the_offline_features(state: FeatureState) -> None:
+    frame = simulate(SimulatorParams(customers=25, terminals=50, days=45, seed=5))
+    online = replay(state, frame, batch_rows=32)
+    offline = add_features(frame, delay_days=DELAY_DAYS)[list(FEATURE_NAMES)].to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(online, offline, rtol=1e-6, atol=1e-6)
+    assert (offline[:, FEATURE_NAMES.index(FEATURES.terminal_risk(30))] > 0).any()
+
+
+def test_a_repeated_transaction_gets_the_same_answer_and_counts_once(state: FeatureState) -> None:
+    t = event_time_ns(datetime(2018, 5, 2, 9))
+    first = RawTransaction("a", t, 7, 70, 12.5)
+    once = state.observe([first])
+    again = state.observe([first, first])
+    assert once.repeated.tolist() == [False] and again.repeated.tolist() == [True, True]
+    np.testing.assert_array_equal(again.features, np.vstack([once.features] * 2))
+    fresh_and_repeat = state.observe([RawTransaction("b", t + 60 * 10**9, 7, 71, 7.5),
+                                      RawTransaction("b", t + 60 * 10**9, 7, 71, 7.5)])
+    assert fresh_and_repeat.repeated.tolist() == [False, True]
+    count_1d = FEATURE_NAMES.index(FEATURES.customer_count(1))
+    assert fresh_and_repeat.features[:, count_1d].tolist() == [2.0, 2.0], "repeats must not be counted again"
+
+
+def test_labels_count_once_and_unknown_ones_are_kept(state: FeatureState) -> None:
+    t = event_time_ns(datetime(2018, 5, 2, 9))
+    state.observe([RawTransaction("f1", t, 1, 9, 300.0), RawTransaction("g1", t + 1, 2, 9, 10.0)])
+    first = state.record_labels([("f1", True), ("g1", False), ("early", True)], arrival_ns=t + 10)
+    assert (first.stored, first.repeated, first.unmatched) == (2, 0, ("early",))
+    again = state.record_labels([("f1", True)], arrival_ns=t + 20)
+    assert (again.stored, again.repeated, again.corrected) == (0, 1, 0)
+    # The early label is applied when its transaction arrives: it makes the terminal risky a delay later.
+    state.observe([RawTransaction("early", t + 2, 3, 9, 50.0)])
+    scored = state.observe([RawTransaction("probe", t + DELAY_DAYS * NS_PER_DAY + 10**9, 4, 9, 5.0)])
+    features = dict(zip(FEATURE_NAMES, scored.features[0], strict=True))
+    assert features[FEATURES.terminal_count(1)] == 3.0
+    assert features[FEATURES.terminal_risk(1)] == pytest.approx(2 / 3)
+
+
+def test_state_survives_a_restart_of_the_store(server: RedisServer, state: FeatureState) -> None:
+    t = event_time_ns(datetime(2018, 6, 1, 12))
+    state.observe([RawTransaction("before", t, 11, 5, 40.0)])
+    server.stop()
+    server.start()
+    revived = FeatureState(server.client(), state._ns, DELAY_DAYS)
+    after = revived.observe([RawTransaction("after", t + 10**9, 11, 5, 60.0)])
+    features = dict(zip(FEATURE_NAMES, after.features[0], strict=True))
+    assert features[FEATURES.customer_count(1)] == 2.0
+    assert features[FEATURES.customer_mean_amount(1)] == 50.0
+
+
+def test_a_store_that_is_down_is_an_error_never_a_default(server: RedisServer, state: FeatureState) -> None:
+    server.stop()
+    try:
+        with pytest.raises(StateStoreUnavailable, match="unavailable"):
+            state.observe([RawTransaction("x", event_time_ns(datetime(2018, 6, 1)), 1, 1, 1.0)])
+        with pytest.raises(StateStoreUnavailable):
+            state.record_labels([("x", True)], arrival_ns=0)
+    finally:
+        server.start()
+    # Back by itself: the same client reconnects.
+    scored = state.observe([RawTransaction("y", event_time_ns(datetime(2018, 6, 1)), 1, 1, 1.0)])
+    assert scored.repeated.tolist() == [False]
+
+
+def test_state_expires_when_no_window_can_need_it(server: RedisServer, state: FeatureState) -> None:
+    t = event_time_ns(datetime(2018, 6, 1))
+    state.observe([RawTransaction("old", t, 21, 31, 5.0)])
+    state.observe([RawTransaction("new", t + 40 * NS_PER_DAY, 21, 31, 5.0)])
+    client = server.client()
+    prefix = state._ns
+    assert client.strlen(f"{prefix}:card:21") == 16, "the 40-day-old payment left the card's 30-day state"
+    assert client.strlen(f"{prefix}:terminal:31") == 8, "and the terminal's delay + 30-day state"
+    assert 0 < client.ttl(f"{prefix}:card:21") <= 30 * 86_400
+    assert 0 < client.ttl(f"{prefix}:tx:new") <= (DELAY_DAYS + 30) * 86_400
+
+
+def test_the_store_refuses_clients_without_the_password(server: RedisServer) -> None:
+    import redis
+
+    anonymous = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=2)
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+
+
+def test_the_fixture_runs_redis_on_loopback_only(server: RedisServer) -> None:
+    bind = server.client().config_get("bind")["bind"]
+    assert bind == "127.0.0.1"
+    assert Path(server.folder / "appendonlydir").is_dir(), "append-only persistence is on"
+
+
+def test_transaction_records_are_pruned_in_event_time(server: RedisServer, state: FeatureState) -> None:
+    """A replay of months in minutes must not keep every record until its wall-clock expiry: records and
+    histories go once no window (delay + 30 days) can need them."""
+    t = event_time_ns(datetime(2018, 6, 1))
+    state.observe([RawTransaction(f"old{i}", t + i * 1000, 100 + i, 200, 1.0) for i in range(5)])
+    state.observe([RawTransaction("late", t + (DELAY_DAYS + 31) * NS_PER_DAY, 100, 200, 1.0)])
+    client, prefix = server.client(), state._ns
+    assert [client.exists(f"{prefix}:tx:old{i}") for i in range(5)] == [0] * 5
+    assert client.exists(f"{prefix}:tx:late") == 1
+    assert client.zrange(f"{prefix}:tx-index", 0, -1) == [b"late"]
+    assert client.strlen(f"{prefix}:terminal:200") == 8, "only the latest payment's time is left"
+    assert client.strlen(f"{prefix}:card:100") == 16
+
+
+def test_a_restarted_store_that_forgot_the_script_is_served_again(server: RedisServer, state: FeatureState) -> None:
+    server.client().script_flush()
+    scored = state.observe([RawTransaction("after-flush", event_time_ns(datetime(2018, 7, 1)), 5, 5, 3.0)])
+    assert scored.repeated.tolist() == [False]

@@ -1,0 +1,289 @@
+"""Per-card and per-terminal history in Redis, shared by every serving replica.
+
+State model (all keys under one namespace, e.g. ``ferry:fraud-detector``; times are event time in whole
+microseconds, which a double holds exactly):
+
+- ``<ns>:card:<customer_id>``: string of packed little-endian ``(time, amount)`` doubles, one pair per payment
+  in arrival order, trimmed from the front once older than the longest window (30 days).
+- ``<ns>:terminal:<terminal_id>``: string of packed ``time`` doubles, one per payment, trimmed once older than
+  the label delay plus the longest window; ``<ns>:frauds:<terminal_id>``: sorted set of the transaction ids
+  known to be fraud, scored by their event time.
+- ``<ns>:tx:<transaction_id>``: hash with its terminal (``t``), event time (``e``), the features it was
+  scored with (``f``, float32 bytes) and, once it arrives, its label (``l``) and the label's arrival time in ns
+  (``a``). It makes a repeated transaction idempotent and tells a label where it belongs. One-letter fields:
+  there is one record per payment of the last delay + 30 days. ``<ns>:tx-index`` orders the records by event
+  time, so that those no window can need are deleted in event time, a few per write.
+- ``<ns>:labels:unmatched``: hash transaction_id -> ``<fraud>:<arrival ns>``, labels that came before (or
+  without) their transaction. They are reported, kept, and applied if the transaction arrives.
+
+One Lua script per transaction returns the card's and terminal's history and the terminal's known frauds,
+then appends the payment, atomically: two replicas scoring payments of one card at once count each other in
+arrival order. A batch sends its scripts in one pipeline (**one round trip for every read of a request**); its
+features are computed for the whole batch at once (:func:`fraud_detection.online.window_totals`), and one
+more pipelined round trip stores them for repeats. Every key also expires (wall clock) when no window can need
+it any more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ferry.contract.errors import FerryError
+from fraud_detection.features import FEATURES, NS_PER_DAY, FeatureDefinition
+from fraud_detection.online import CardHistory, TerminalHistory, feature_matrix, window_totals
+
+_NS_PER_US = 1_000
+_SEPARATORS = frozenset("\x1e\x1f")  # of the batch argument of the script
+PRUNE_RECORDS = 8  # records deleted per write at most: more than the one each write adds
+
+# One call scores a whole batch: ARGV[1] holds its transactions, fields separated by \31 and transactions by
+# \30 (id, card, terminal, t in us, amount), so a batch of 256 is one command to pack and one reply to parse.
+# Keys are built in the script from the namespace, a constant of it (`_observe_script`) like the windows, the
+# delay and the expiries: a single Redis allows that; a Redis Cluster would need the namespace as a hash tag.
+_OBSERVE = """
+local function history(key, size, oldest)
+  local blob = redis.call('GET', key) or ''
+  local cut = 0
+  while cut + size <= #blob and struct.unpack('<d', blob, cut + 1) <= oldest do cut = cut + size end
+  if cut > 0 then
+    blob = string.sub(blob, cut + 1)
+    redis.call('SET', key, blob)
+  end
+  return blob
+end
+
+local function observe(txid, card_id, terminal_id, at, amount)
+  local record = PREFIX .. 'tx:' .. txid
+  local features = redis.call('HGET', record, 'f')
+  if features then return {1, features} end
+  if redis.call('EXISTS', record) == 1 then return {2} end
+  local t = tonumber(at)
+  local card_key, terminal_key = PREFIX .. 'card:' .. card_id, PREFIX .. 'terminal:' .. terminal_id
+  local frauds_key, index = PREFIX .. 'frauds:' .. terminal_id, PREFIX .. 'tx-index'
+  local terminal_oldest = t - DELAY_US - LONGEST_US
+  local card = history(card_key, 16, t - LONGEST_US)
+  local terminal = history(terminal_key, 8, terminal_oldest)
+  redis.call('ZREMRANGEBYSCORE', frauds_key, '-inf', string.format('%.17g', terminal_oldest))
+  local frauds = redis.call('ZRANGEBYSCORE', frauds_key, '-inf', '+inf', 'WITHSCORES')
+  redis.call('APPEND', card_key, struct.pack('<dd', t, tonumber(amount)))
+  redis.call('APPEND', terminal_key, struct.pack('<d', t))
+  redis.call('HSET', record, 't', terminal_id, 'e', at)
+  local early = redis.call('HGET', UNMATCHED, txid)
+  if early then
+    local fraud, arrived = string.match(early, '^([^:]*):(.*)$')
+    if fraud == '1' then redis.call('ZADD', frauds_key, at, txid) end
+    redis.call('HSET', record, 'l', fraud, 'a', arrived)
+    redis.call('HDEL', UNMATCHED, txid)
+  end
+  redis.call('ZADD', index, at, txid)
+  local stale = redis.call('ZRANGEBYSCORE', index, '-inf', string.format('%.17g', terminal_oldest),
+                           'LIMIT', 0, PRUNE_RECORDS)
+  if #stale > 0 then
+    local records = {}
+    for i = 1, #stale do records[i] = PREFIX .. 'tx:' .. stale[i] end
+    redis.call('DEL', unpack(records))
+    redis.call('ZREM', index, unpack(stale))
+  end
+  redis.call('EXPIRE', card_key, CARD_TTL_S)
+  for _, key in ipairs({record, terminal_key, frauds_key, index}) do redis.call('EXPIRE', key, TERMINAL_TTL_S) end
+  return {0, card, terminal, frauds}
+end
+
+local replies = {}
+local field = '([^\\31]*)\\31'
+local fields = '^' .. string.rep(field, 4) .. '(.*)$'
+for tx in string.gmatch(ARGV[1], '[^\\30]+') do
+  local txid, card_id, terminal_id, at, amount = string.match(tx, fields)
+  replies[#replies + 1] = observe(txid, card_id, terminal_id, at, amount)
+end
+return replies
+"""
+
+
+# After the features are computed: ARGV[1] the ids joined by \30, ARGV[2] their float32 rows end to end.
+_REMEMBER = """
+local width, i = tonumber(ARGV[3]), 0
+for txid in string.gmatch(ARGV[1], '[^\\30]+') do
+  redis.call('HSET', PREFIX .. 'tx:' .. txid, 'f', string.sub(ARGV[2], i * width + 1, (i + 1) * width))
+  i = i + 1
+end
+return i
+"""
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _observe_script(longest_us: int, delay_us: int, namespace: str) -> str:
+    constants = {"LONGEST_US": str(longest_us), "DELAY_US": str(delay_us), "PRUNE_RECORDS": str(PRUNE_RECORDS),
+                 "CARD_TTL_S": str(longest_us // 10**6), "TERMINAL_TTL_S": str((delay_us + longest_us) // 10**6),
+                 "UNMATCHED": _lua_string(f"{namespace}:labels:unmatched"), "PREFIX": _lua_string(f"{namespace}:")}
+    return _with_constants(_OBSERVE, constants)
+
+
+def _with_constants(script: str, constants: dict[str, str]) -> str:
+    return re.sub(r"\b(" + "|".join(constants) + r")\b", lambda match: constants[match[1]], script)
+
+
+class StateStoreUnavailable(FerryError):
+    """Redis cannot be reached or answered with an error: the caller must refuse to score (503), never
+    score with missing state."""
+
+
+class TransactionInFlight(FerryError):
+    """The same transaction id is being scored by another request right now: retry it."""
+
+
+@dataclass(frozen=True)
+class RawTransaction:
+    """What the card network sends for one payment."""
+
+    transaction_id: str
+    event_ns: int
+    customer_id: int
+    terminal_id: int
+    amount: float
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A batch's features, (rows, 15) float32 in the workload's feature order, and which rows repeated a
+    transaction id already counted (their features are the first time's)."""
+
+    features: np.ndarray
+    repeated: np.ndarray
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    stored: int  # new labels, applied to their terminal's risk
+    repeated: int  # the same label again: counted once
+    corrected: int  # a different label for a labelled transaction: the newer one wins
+    unmatched: tuple[str, ...]  # no such transaction (yet): kept and applied if it arrives
+
+
+class FeatureState:
+    """The fraud workload's online state in one Redis database (see the module doc for the key layout)."""
+
+    def __init__(self, client: Any, namespace: str, delay_days: int, definition: FeatureDefinition = FEATURES):
+        self._redis = client
+        self._ns = namespace
+        self._delay_days = delay_days
+        self._definition = definition
+        longest_us = max(definition.windows_days) * NS_PER_DAY // _NS_PER_US
+        self._observe = _observe_script(longest_us, delay_days * NS_PER_DAY // _NS_PER_US, namespace)
+        self._remember = _with_constants(_REMEMBER, {"PREFIX": _lua_string(f"{namespace}:")})
+
+    def observe(self, transactions: Sequence[RawTransaction]) -> Observed:
+        """Features of each transaction, counting each transaction id once in its card's and terminal's
+        state: a repeated id (in this batch or any earlier one) gets the same features again."""
+        first: dict[str, RawTransaction] = {}
+        for tx in transactions:
+            first.setdefault(tx.transaction_id, tx)
+        unique = list(first.values())
+        replies = self._observe_all(unique)
+        features = self._features(unique, replies)
+        fresh = [(tx, row) for tx, reply, row in zip(unique, replies, features, strict=True) if int(reply[0]) == 0]
+        if fresh:
+            ids = "\x1e".join(tx.transaction_id for tx, _ in fresh)
+            rows_bytes = b"".join(row.tobytes() for _, row in fresh)
+            self._call(self._remember, ids, rows_bytes, features.shape[1] * features.itemsize)
+        index = {tx.transaction_id: i for i, tx in enumerate(unique)}
+        rows = [index[tx.transaction_id] for tx in transactions]
+        repeated = [int(replies[i][0]) == 1 or first[tx.transaction_id] is not tx for i, tx in zip(
+            rows, transactions, strict=True)]
+        return Observed(features[rows], np.array(repeated, dtype=bool))
+
+    def record_labels(self, labels: Sequence[tuple[str, bool]], arrival_ns: int) -> LabelReport:
+        """Store delayed labels: each counts in its terminal's risk from then on; repeats count once."""
+        records = self._run(lambda pipe: [pipe.hmget(self._key("tx", txid), ["t", "e", "l"]) for txid, _ in labels])
+        counts = {"stored": 0, "repeated": 0, "corrected": 0}
+        unmatched: list[str] = []
+
+        def write(pipe: Any) -> None:
+            for (txid, fraud), (terminal, event_us, previous) in zip(labels, records, strict=True):
+                value = b"1" if fraud else b"0"
+                if terminal is None:
+                    unmatched.append(txid)
+                    pipe.hset(self._key("labels", "unmatched"), txid, f"{int(fraud)}:{arrival_ns}")
+                    continue
+                counts["stored" if previous is None else "repeated" if previous == value else "corrected"] += 1
+                if previous == value:
+                    continue
+                frauds = self._key("frauds", terminal.decode())
+                pipe.zadd(frauds, {txid: float(event_us)}) if fraud else pipe.zrem(frauds, txid)
+                pipe.hset(self._key("tx", txid), mapping={"l": value, "a": arrival_ns})
+
+        self._run(write)
+        return LabelReport(**counts, unmatched=tuple(unmatched))
+
+    def _features(self, transactions: Sequence[RawTransaction], replies: Sequence[Any]) -> np.ndarray:
+        event_ns = np.array([tx.event_ns for tx in transactions], dtype=np.int64)
+        amounts = np.array([tx.amount for tx in transactions], dtype=np.float64)
+        out = np.zeros((len(transactions), len(self._definition.names)), dtype=np.float32)
+        fresh = [i for i, reply in enumerate(replies) if int(reply[0]) == 0]
+        for i, (tx, reply) in enumerate(zip(transactions, replies, strict=True)):
+            if int(reply[0]) == 1:
+                out[i] = np.frombuffer(reply[1], dtype=np.float32)
+            elif int(reply[0]) == 2:
+                raise TransactionInFlight(f"transaction {tx.transaction_id!r} is being scored by another request; "
+                                          "retry it")
+        if fresh:
+            cards = [_card_history(replies[i][1]) for i in fresh]
+            terminals = [_terminal_history(replies[i][2], replies[i][3]) for i in fresh]
+            totals = window_totals(event_ns[fresh], cards, terminals, self._delay_days, self._definition)
+            out[fresh] = feature_matrix(event_ns[fresh], amounts[fresh], totals, self._definition)
+        return out
+
+    def _observe_all(self, transactions: Sequence[RawTransaction]) -> list[Any]:
+        if not transactions:
+            return []
+        if any(_SEPARATORS.intersection(tx.transaction_id) for tx in transactions):
+            raise ValueError("a transaction_id must not contain the control characters \\x1e or \\x1f")
+        batch = "\x1e".join(f"{tx.transaction_id}\x1f{tx.customer_id}\x1f{tx.terminal_id}\x1f"
+                             f"{tx.event_ns // _NS_PER_US}\x1f{tx.amount!r}" for tx in transactions)
+        return list(self._call(self._observe, batch))
+
+    def _call(self, script: str, *args: object) -> Any:
+        """Run a script by its SHA-1, loading it first when Redis does not know it (a restarted or flushed
+        Redis forgets scripts): one round trip in the usual case."""
+        import redis
+
+        sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        try:
+            return self._run(lambda pipe: pipe.evalsha(sha, 0, *args))[0]
+        except StateStoreUnavailable as exc:
+            if not isinstance(exc.__cause__, redis.exceptions.NoScriptError):
+                raise
+        return self._run(lambda pipe: (pipe.script_load(script), pipe.evalsha(sha, 0, *args)))[1]
+
+    def _run(self, queue: Any) -> list[Any]:
+        import redis
+
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            queue(pipe)
+            return list(pipe.execute())
+        except redis.RedisError as exc:
+            raise StateStoreUnavailable(f"the feature state store (Redis) is unavailable: {exc}") from exc
+
+    def _key(self, kind: str, name: object) -> str:
+        return f"{self._ns}:{kind}:{name}"
+
+
+def _card_history(blob: bytes) -> CardHistory:
+    pairs = np.frombuffer(blob, dtype="<f8").reshape(-1, 2)
+    return CardHistory(pairs[:, 0].astype(np.int64) * _NS_PER_US, pairs[:, 1])
+
+
+def _terminal_history(blob: bytes, frauds: Sequence[Any]) -> TerminalHistory:
+    times = np.frombuffer(blob, dtype="<f8").astype(np.int64) * _NS_PER_US
+    fraud_us = np.array([float(score) for score in frauds[1::2]], dtype=np.float64)
+    return TerminalHistory(times, fraud_us.astype(np.int64) * _NS_PER_US)
