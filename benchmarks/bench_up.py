@@ -25,7 +25,7 @@ from ferry.steps.runner import TIMING_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
-         "prometheus_port", "alertmanager_port", "serve_port", "receiver_port")
+         "prometheus_port", "alertmanager_port", "serve_port", "receiver_port", "redis_port")
 
 
 def step_work(home: Path) -> dict[str, float]:

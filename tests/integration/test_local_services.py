@@ -24,7 +24,7 @@ from ferry.settings import Settings
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 PORT_FIELDS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
-               "prometheus_port", "alertmanager_port", "receiver_port")
+               "prometheus_port", "alertmanager_port", "receiver_port", "redis_port")
 
 
 def free_port_settings(home: Path, **extra: object) -> Settings:
@@ -58,7 +58,7 @@ def test_optional_services_are_installed(service: str) -> None:
 
 def test_up_starts_ray_and_mlflow_ready(settings: Settings, started: dict[str, str]) -> None:
     assert started["ray"] == "started" and started["mlflow"] == "started"
-    for name in ("prometheus", "alertmanager"):
+    for name in service_defs.OPTIONAL:
         assert started[name] == ("started" if service_defs.installed(name) else "skipped")
     mlflow = httpx.get(f"http://127.0.0.1:{settings.mlflow_port}/health", timeout=5, trust_env=False)
     assert mlflow.status_code == 200
@@ -87,12 +87,27 @@ def test_ray_keeps_token_auth_on(settings: Settings, started: dict[str, str]) ->
     assert refused.returncode != 0 and "uthentication" in refused.stdout + refused.stderr
 
 
+def test_redis_keeps_state_behind_a_password(settings: Settings, started: dict[str, str]) -> None:
+    """The feature state store: loopback, a password only the owner can read, and an append-only file."""
+    password_file = service_defs.redis_password_path(settings)
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    config = settings.state_dir / "redis" / "redis.conf"
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    assert not any(password_file.read_text().strip() in part for part in service_defs.redis_spec(settings).argv)
+    assert procs.redis_ok("127.0.0.1", settings.redis_port, password_file.read_text().strip())
+    assert not procs.redis_ok("127.0.0.1", settings.redis_port, "not-the-password")
+    with socket.create_connection(("127.0.0.1", settings.redis_port), timeout=5) as anonymous:
+        anonymous.sendall(b"*1\r\n$4\r\nPING\r\n")
+        assert anonymous.recv(256).startswith(b"-NOAUTH")
+    assert (settings.state_dir / "redis" / "appendonlydir").is_dir()
+
+
 def test_everything_listens_on_loopback_only(settings: Settings, started: dict[str, str]) -> None:
     pids = [pid for tree in service_processes(settings).values() for pid in tree]
     sockets = procs.listening_sockets(pids)
     ports = {port for _, port, _ in sockets}
     assert {settings.mlflow_port, settings.ray_port, settings.ray_dashboard_port, settings.ray_metrics_port,
-            settings.ray_client_port} <= ports
+            settings.ray_client_port, settings.redis_port} <= ports
     assert {addr for addr, _, _ in sockets} == {"127.0.0.1"}, sockets
 
 
@@ -129,6 +144,10 @@ def test_generated_commands_and_configs(tmp_path: Path) -> None:
     ray = service_defs.ray_spec(other)
     assert "--node-ip-address=127.0.0.1" in ray.argv and ray.argv[ray.argv.index("--dashboard-host") + 1] == "127.0.0.1"
     assert set(ray.side_ports) == {"dashboard-agent", "autoscaler-metrics", "dashboard-metrics"}
+    redis = service_defs.redis_config(other, "secret-for-the-test")  # pragma: allowlist secret
+    for line in ("bind 127.0.0.1", f"port {other.redis_port}", "protected-mode yes", "appendonly yes",
+                 'requirepass "secret-for-the-test"'):  # pragma: allowlist secret
+        assert line in redis.splitlines()
     config = yaml.safe_load(service_defs.prometheus_config(other, with_alertmanager=True))
     assert config["scrape_configs"][0]["file_sd_configs"][0]["files"] == [
         str(ray_temp_dir(other) / "prom_metrics_service_discovery.json")]
@@ -142,8 +161,8 @@ def test_missing_binaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(service_defs, "find_binary", nothing)
     other = free_port_settings(tmp_path / "bare")
-    assert [(s.name, s.state, s.message) for s in start_services(other, include=["prometheus", "alertmanager"])] == [
-        ("prometheus", "skipped", SKIP_HINT), ("alertmanager", "skipped", SKIP_HINT)]
+    assert [(s.name, s.state, s.message) for s in start_services(other, include=service_defs.OPTIONAL)] == [
+        ("redis", "skipped", SKIP_HINT), ("prometheus", "skipped", SKIP_HINT), ("alertmanager", "skipped", SKIP_HINT)]
     with pytest.raises(LocalError, match="cannot start mlflow: `mlflow` not found"):
         start_services(other, include=["mlflow"])
 

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 PORT_FIELDS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
                "prometheus_port", "alertmanager_port", "serve_port", "rollout_metrics_port",
-               "receiver_port")
+               "receiver_port", "redis_port")
 TINY = {"customers: 1000, terminals: 2000, days: 60, seed: 0": "customers: 150, terminals: 300, days: 40, seed: 0",
         'train_start: "2018-05-02"': 'train_start: "2018-04-16"', "epochs: 6": "epochs: 2",
         "num_samples: 4": "num_samples: 2", "max_concurrent: 2": "max_concurrent: 1",

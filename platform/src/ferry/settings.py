@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     receiver_port: int = 9095
+    # 6379 is Redis' default, and Ray's GCS port above: the feature state store takes another.
+    redis_port: int = 6390
     rollout_metrics_port: int = ROLLOUT_METRICS_PORT
     rollout_metrics_host_override: str | None = Field(
         None, description="Address the rollout step serves its metrics on; default: `host`. On a cluster the pod IP.")

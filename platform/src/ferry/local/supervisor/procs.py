@@ -188,6 +188,23 @@ def http_ok(url: str, headers: dict[str, str] | None = None, timeout_s: float = 
     return response.is_success
 
 
+def redis_ok(host: str, port: int, password: str, timeout_s: float = 2.0) -> bool:
+    """AUTH and PING a Redis over RESP: only a server that knows our password answers +OK, +PONG."""
+    request = f"*2\r\n$4\r\nAUTH\r\n${len(password.encode())}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n".encode()
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(request)
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = sock.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError:
+        return False
+    return reply.startswith(b"+OK\r\n+PONG\r\n")
+
+
 def _decode_address(hex_addr: str) -> str:
     """/proc/net/tcp{,6} print addresses as host-order 32-bit words in hex."""
     raw = bytes.fromhex(hex_addr)

@@ -58,6 +58,7 @@ from ferry.local.supervisor.service_defs import (
     installed,
     ray_auth_headers,
     ray_token_path,
+    redis_password_path,
 )
 from ferry.settings import Settings
 
@@ -165,6 +166,9 @@ def _alive(record: dict[str, Any]) -> bool:
 
 
 def _probe(settings: Settings, name: str, ready_url: str) -> bool:
+    if name == "redis":
+        password = redis_password_path(settings)
+        return password.exists() and procs.redis_ok(settings.host, settings.redis_port, password.read_text().strip())
     headers = ray_auth_headers(settings) if name == "ray" and ray_token_path(settings).exists() else {}
     return procs.http_ok(ready_url, headers)
 
@@ -284,11 +288,11 @@ def _spawn(spec: ServiceSpec, settings: Settings) -> subprocess.Popen[bytes]:
 
 def _await_ready(spec: ServiceSpec, proc: subprocess.Popen[bytes], settings: Settings, timeout_s: float) -> None:
     def done() -> bool:
-        return proc.poll() is not None or procs.http_ok(spec.ready_url, spec.ready_headers)
+        return proc.poll() is not None or _probe(settings, spec.name, spec.ready_url)
 
     procs.wait_until(done, timeout_s, 0.5)
     code = proc.poll()
-    if code is None and procs.http_ok(spec.ready_url, spec.ready_headers):
+    if code is None and _probe(settings, spec.name, spec.ready_url):
         return
     procs.terminate_tree(proc.pid, procs.start_ticks(proc.pid), leader_first=spec.leader_first,
                          grace_s=spec.grace_s)
