@@ -267,3 +267,7 @@ def argocd_workflow_annotations() -> dict[str, str]:
         # After its WorkflowTemplate (wave 0): a Workflow created first would fail at once.
         "argocd.argoproj.io/sync-wave": "1",
     }
+
+# The logs serving appends to (ferry.serving.prediction_log): <uri>/<kind>/model=<model>/date=<day>/...
+LOG_PREDICTIONS = "predictions"
+LOG_LABELS = "labels"
