@@ -173,6 +173,9 @@ def _no_services(monkeypatch: pytest.MonkeyPatch, module: Any, gpus_in_cluster: 
                         "training_params": lambda ctx, params: SimpleNamespace(model_dump=lambda **_: {})}.items():
         monkeypatch.setattr(module, name, value)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": gpus_in_cluster})
+    # The steps' own call waits GPU_NODES_WAIT_S (60 s) for GPU nodes to join; the waiting itself is
+    # test_the_driver_waits_a_bounded_time_for_gpu_nodes_to_join's subject, so here the GPUs are missing at once.
+    monkeypatch.setattr(gpu, "GPU_NODES_WAIT_S", 0.0)
 
 
 @pytest.mark.parametrize(("module", "step"), [(train, names.STEP_TRAIN), (tune, names.STEP_TUNE)])

@@ -68,12 +68,12 @@ GPU_NODES_WAIT_S = 60.0
 GPU_NODES_POLL_S = 2.0
 
 
-def check_ray_cluster(req: GpuRequest, wait_s: float = GPU_NODES_WAIT_S) -> None:
+def check_ray_cluster(req: GpuRequest, wait_s: float | None = None) -> None:
     if req.gpus <= 0:
         return
     import ray
 
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (GPU_NODES_WAIT_S if wait_s is None else wait_s)
     while True:
         offered = float(ray.cluster_resources().get("GPU", 0.0))
         if offered >= req.gpus * req.count or time.monotonic() >= deadline:
