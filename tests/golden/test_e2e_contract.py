@@ -41,6 +41,7 @@ CHART_KINDS: dict[str, set[tuple[str, str]]] = {
         "Alertmanager", "AlertmanagerConfig", "PodMonitor", "Probe", "Prometheus", "PrometheusAgent",
         "PrometheusRule", "ScrapeConfig", "ServiceMonitor", "ThanosRuler")},
     "mlflow": set(),
+    "redis": set(),  # CloudPirates charts/redis: a StatefulSet, Services, a ConfigMap; no CRD
 }
 # API groups the API server serves itself: no CRD needed.
 BUILT_IN_GROUPS = {"", "apps", "batch", "rbac.authorization.k8s.io", "networking.k8s.io", "policy",
@@ -103,7 +104,9 @@ def _plan(workflow: dict[str, Any]) -> tuple[list[tuple[Order, str, str]], list[
     for index, step in enumerate(workflow["jobs"]["e2e"]["steps"]):
         for number, command in enumerate(_commands(step.get("run", ""), env)):
             if match := HELM_INSTALL.search(command):
-                installs.append(((index, number), match.group(2), match.group(3)))
+                chart = match.group(2)  # an OCI chart is named by its reference; the table by the chart's name
+                installs.append(((index, number), chart.rsplit("/", 1)[-1] if chart.startswith("oci://") else chart,
+                                 match.group(3)))
             applies += [((index, number), path) for path in _applied_paths(command)]
     return installs, applies
 

@@ -244,18 +244,19 @@ def test_e2e_runs_the_lite_model_on_kind_with_bounded_waits() -> None:
     runs = _run_text(workflow)
     for needle in ("helm install argocd argo-cd", "helm install argo-workflows", "helm install kuberay-operator",
                    "helm install argo-events", "helm install kube-prometheus-stack", "helm install mlflow",
+                   "helm install redis",
                    "kubectl apply -k platform/deploy", 'gitops/rendered/prod/${MODEL}',
                    "platform/deploy/e2e/publish.sh", "git daemon", "ferry render --env prod",
                    "--for=condition=Ready", "/predict", "decision"):
         assert needle in runs, needle
     # Values come from the Argo CD Applications, not a second copy (versions: tests/golden/test_e2e_contract.py).
-    for app in ("argo-workflows", "kuberay-operator", "argo-events", "kube-prometheus-stack", "mlflow"):
+    for app in ("argo-workflows", "kuberay-operator", "argo-events", "kube-prometheus-stack", "mlflow", "redis"):
         assert f'"${{APPS}}/{app}.yaml"' in runs and ".spec.source.helm.valuesObject" in runs, app
     for verb in ('ferry runs --model "${MODEL}"', 'ferry runs show "${WORKFLOW}"', 'ferry logs "${WORKFLOW}" data',
                  'ferry submit "${MODEL}"', "create token ferry-operator"):
         assert verb in runs, verb  # the CLI against the real Argo Server, with the operator's least privilege
     # Every wait is bounded: helm, kubectl wait/rollout, the Workflow waits (script + step timeout), the loops.
-    assert runs.count("helm install") == runs.count("--wait --timeout") == 6
+    assert runs.count("helm install") == runs.count("--wait --timeout") == 7
     kubectl_waits = [line for line in runs.splitlines() if re.search(r"kubectl .*\b(wait|rollout status)\b", line)]
     assert kubectl_waits and all("--timeout" in line for line in kubectl_waits)
     waits = [s for s in job["steps"] if "wait-workflow.sh" in s.get("run", "")]

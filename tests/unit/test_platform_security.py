@@ -83,11 +83,21 @@ def test_operator_role_reads_runs_and_starts_them_only() -> None:
     assert account["automountServiceAccountToken"] is False, "no pod runs as the operator"
 
 
+# An Argo CD repository Secret for a public registry holds settings only; these are all it may hold.
+_PUBLIC_REPOSITORY_KEYS = {"name", "type", "url", "enableOCI", "project"}
+
+
 def test_no_secret_values_in_git() -> None:
     for path in sorted([*(ROOT / "gitops").rglob("*.yaml"), *DEPLOY.rglob("*.yaml")]):
         for doc in _load(path):
-            if doc.get("kind") == "Secret":
-                assert not doc.get("data") and not doc.get("stringData"), f"{path}: a Secret with values"
+            if doc.get("kind") != "Secret":
+                continue
+            labels = (doc.get("metadata") or {}).get("labels") or {}
+            if labels.get("argocd.argoproj.io/secret-type") == "repository":
+                assert not doc.get("data") and set(doc.get("stringData") or {}) <= _PUBLIC_REPOSITORY_KEYS, \
+                    f"{path}: a repository Secret with credentials"
+                continue
+            assert not doc.get("data") and not doc.get("stringData"), f"{path}: a Secret with values"
 
 
 # Value keys that would hold a credential literal (not `passwordKey`, `keyOfAccessKeyId`: those name a Secret key).
@@ -209,6 +219,27 @@ def test_mlflow_only_from_the_ferry_namespace() -> None:
                 continue  # e.g. Prometheus on ports named `metrics` only
             reaching += [_namespace_of(peer) for peer in rule.get("from", [{}])]
     assert reaching == ["ferry"]
+
+
+def test_redis_only_from_serving_pods() -> None:
+    """The feature state store: 6379 from the serving pods of `ferry`, nothing else (not pipeline steps, not
+    Tune/Train pods, not the rest of ferry-system)."""
+    app = _apps()["redis"]["spec"]
+    values = app["source"]["helm"]["valuesObject"]
+    assert app["destination"]["namespace"] == "ferry-system" and values["networkPolicy"]["enabled"] is False
+    auth = values["auth"]  # a Secret's name and key, no value
+    assert (auth["enabled"], auth["existingSecret"]) == (True, "ferry-redis")  # pragma: allowlist secret
+    assert set(auth) == {"enabled", "existingSecret", "existingSecretPasswordKey"}
+    assert "maxmemory-policy noeviction" in values["config"]["content"], "lost state must fail loudly"
+    redis_pods = {"matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "redis"}}
+    reaching = []
+    for spec in _policies("ferry-system").values():
+        for rule in spec.get("ingress", []) if spec["podSelector"] in ({}, redis_pods) else []:
+            ports = _ports(rule)
+            if ports and 6379 not in ports:
+                continue
+            reaching += [(_namespace_of(peer), peer.get("podSelector")) for peer in rule.get("from", [{}])]
+    assert reaching == [("ferry", {"matchLabels": {"app.kubernetes.io/component": "serving"}})]
 
 
 @pytest.mark.parametrize("namespace", ["ferry", "ferry-system"])
