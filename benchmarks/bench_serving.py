@@ -15,7 +15,8 @@ and then, each scoring the champion (ferry: champion and challenger at 50/50):
                back; no validation, routing, micro-batching or metrics. Same max_ongoing_requests and CPU
                reservation as ferry's router, on the same Serve proxy.
 5. ferry       ferry's router deployed with `deploy_local` from gitops/models/fraud-detector-lite.yaml,
-               challenger weight tag 50 (a 50/50 canary); `/predict` and `/predict/batch`.
+               challenger weight tag 50 (a 50/50 canary); `/predict/features` and `/predict/features/batch`,
+               the features-in routes (its `/predict` takes raw payments: benchmarks/bench_feature_state.py).
 
 Modes: single (one transaction per request) and batch (--batch-rows per request, default 256), at each
 of --concurrency connections (default 1 and 16). Load generator: wrk (Debian package `wrk`), one
@@ -450,7 +451,8 @@ def ready_targets(children: Children, ports: dict[str, int], ferry_url: str, bar
                            "batch": f"http://127.0.0.1:{ports['fastapi']}/predict/batch"}),
         "mlflow": Target({m: f"http://127.0.0.1:{ports['mlflow']}/invocations" for m in MODES}),
         "bare": Target({m: bare_url for m in MODES}),
-        "ferry": Target({"single": f"{ferry_url}/predict", "batch": f"{ferry_url}/predict/batch"}),
+        # The features-in path: what the other targets take (ferry's `/predict` takes raw payments).
+        "ferry": Target({"single": f"{ferry_url}/predict/features", "batch": f"{ferry_url}/predict/features/batch"}),
     }
     wait_bare(targets["bare"].url["single"], bodies("bare", "single", 1)[0], 180)
     return targets

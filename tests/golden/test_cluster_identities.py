@@ -223,6 +223,9 @@ def _chart_services() -> Services:
         (ns, f"{release}-grafana"): {80},
         # community-charts mlflow templates/service.yaml: `mlflow.fullname` (fullnameOverride) on service.port.
         (mlflow["destination"]["namespace"], mlflow_values["fullnameOverride"]): {mlflow_values["service"]["port"]},
+        # CloudPirates redis templates/service.yaml: `redis.fullname` (fullnameOverride) on service.port (6379).
+        (apps["redis"]["spec"]["destination"]["namespace"],
+         apps["redis"]["spec"]["source"]["helm"]["valuesObject"]["fullnameOverride"]): {6379},
     }
 
 

@@ -128,7 +128,7 @@ class Traffic:
             while not self.stop.is_set() and time.monotonic() < deadline and len(self.statuses) < self.max_requests:
                 payload = transaction(customer_id=rng.randrange(10**7), amount=rng.uniform(*self.amounts))
                 try:
-                    self.statuses.append(client.post(f"{self.url}/predict", json=payload).status_code)
+                    self.statuses.append(client.post(f"{self.url}/predict/features", json=payload).status_code)
                 except httpx.HTTPError:
                     self.statuses.append(0)
                 self.stop.wait(1 / RATE)

@@ -117,7 +117,7 @@ class Load:
                 next_at = max(next_at + period, time.monotonic() - period)  # never burst to catch up
                 payload = transaction(customer_id=rng.randrange(10**7), amount=rng.uniform(0, 300))
                 try:
-                    response = client.post(f"{self.url}/predict", json=payload)
+                    response = client.post(f"{self.url}/predict/features", json=payload)
                     row = (time.monotonic(), response.status_code, *answered_by(response))
                 except (httpx.HTTPError, ValueError):
                     row = (time.monotonic(), 0, "", "")

@@ -170,7 +170,7 @@ class BatchLoad:
                 body = [rows[(offset + i) % len(rows)] for i in range(self.batch)]
                 offset += self.batch
                 try:
-                    self.statuses.append(client.post(f"{self.url}/predict/batch", json=body).status_code)
+                    self.statuses.append(client.post(f"{self.url}/predict/features/batch", json=body).status_code)
                 except httpx.HTTPError:
                     self.statuses.append(0)
 

@@ -113,7 +113,7 @@ def test_every_dashboard_panel_has_data_after_real_traffic_and_a_canary(lab: Lab
     rows = request_rows(lab.spec, seed=2)
     with BatchLoad(lab.url, rows, max_s=400) as load:
         for bad in ({"customer_id": 1}, [{"customer_id": -1}]):  # 422s: client errors in the panels
-            path = "/predict" if isinstance(bad, dict) else "/predict/batch"
+            path = "/predict/features" if isinstance(bad, dict) else "/predict/features/batch"
             assert httpx.post(f"{lab.url}{path}", json=bad, timeout=10, trust_env=False).status_code == 422
         requests = q.sel(catalogue.SERVING_REQUESTS.series, q.eq("model", lab.name),
                          q.eq("outcome", catalogue.OUTCOME_OK))

@@ -37,7 +37,8 @@ from fraud_detection.model import FraudMLP, Scorer
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port")
+PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port",
+         "redis_port")
 POLL_S = 1.0
 
 
@@ -82,7 +83,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def served(settings: Settings) -> dict[str, Any]:
-    start_services(settings, include=["ray", "mlflow"])
+    start_services(settings, include=["ray", "mlflow", "redis"])  # Redis: the raw routes' feature state
     spec = serving_spec()
     Registry(settings.mlflow_uri).ensure_registered_model(spec.name, "test")
     champion, challenger = register_version(settings, spec.name, 1), register_version(settings, spec.name, 2)
@@ -94,7 +95,7 @@ def served(settings: Settings) -> dict[str, Any]:
             "deploy_s": time.monotonic() - started}
 
 
-def post(url: str, payload: Any, path: str = "/predict") -> httpx.Response:
+def post(url: str, payload: Any, path: str = "/predict/features") -> httpx.Response:
     return httpx.post(f"{url}{path}", json=payload, timeout=10, trust_env=False)
 
 
@@ -107,14 +108,14 @@ def test_registered_pt2_model_takes_any_batch_size(settings: Settings, served: d
 def test_single_and_batch_predictions(served: dict[str, Any]) -> None:
     url, spec = served["url"], served["spec"]
     assert url.endswith(spec.spec.serving.route)
-    body = predict_once(url, transaction(customer_id=7))
+    body = predict_once(url, transaction(customer_id=7), path="/predict/features")
     assert set(body) == {"score", "decision", "model", "version", "variant"}
     assert body["version"] == served["champion"] and body["variant"] == "champion" and 0 <= body["score"] <= 1
     assert body["decision"] == (body["score"] >= 0.5) and body["model"] == spec.name
-    batch = post(url, transactions(10), "/predict/batch")
+    batch = post(url, transactions(10), "/predict/features/batch")
     assert batch.status_code == 200 and len(batch.json()["predictions"]) == 10
     assert httpx.get(f"{url}/healthz", trust_env=False).status_code == 200
-    assert httpx.get(f"{url}/openapi.json", trust_env=False).json()["paths"]["/predict"]
+    assert httpx.get(f"{url}/openapi.json", trust_env=False).json()["paths"]["/predict/features"]
     docs = httpx.get(f"{url}/docs", trust_env=False)
     assert docs.status_code == 200 and f"{spec.spec.serving.route}/openapi.json" in docs.text
 
@@ -128,8 +129,8 @@ def test_client_errors_are_4xx(served: dict[str, Any]) -> None:
     url = served["url"]
     bad = post(url, transaction(tx_amount="a lot"))
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "tx_amount"]
-    assert post(url, transactions(11), "/predict/batch").status_code == 422  # over max_batch_rows
-    huge = post(url, transactions(60), "/predict/batch")
+    assert post(url, transactions(11), "/predict/features/batch").status_code == 422  # over max_batch_rows
+    huge = post(url, transactions(60), "/predict/features/batch")
     assert huge.status_code == 413 and "max_body_bytes" in huge.json()["detail"]
     with pytest.raises(ServingError, match="422"):
         predict_once(url, {"customer_id": 1})
@@ -157,7 +158,7 @@ def test_challenger_weight_from_registry_splits_sticky_without_redeploy(settings
     assert procs.wait_until(lambda: _info(url)["weight"] == 50, 10 * POLL_S + 10, 0.25), _info(url)
     keys = range(200)
     rows = [transaction(customer_id=k) for k in keys]
-    got = [p["variant"] for i in range(0, 200, 10) for p in post(url, rows[i:i + 10], "/predict/batch")
+    got = [p["variant"] for i in range(0, 200, 10) for p in post(url, rows[i:i + 10], "/predict/features/batch")
            .json()["predictions"]]
     assert got == [choose(k, 50) for k in keys]
     assert 0.35 < got.count("challenger") / len(got) < 0.65
@@ -215,7 +216,9 @@ def test_schemathesis_finds_no_5xx(served: dict[str, Any]) -> None:
             modes.append(schemathesis.GenerationMode.NEGATIVE)
         for mode in modes:
             fuzz(operation.as_strategy(generation_mode=mode), operation.label)
-    assert seen["POST /predict"] >= {200, 422} and seen["POST /predict/batch"] >= {200, 422}, seen
+    for label in ("POST /predict", "POST /predict/batch", "POST /predict/features", "POST /predict/features/batch",
+                  "POST /labels"):
+        assert seen[label] >= {200, 422}, (label, seen)
 
 
 def test_router_rides_out_a_registry_outage(settings: Settings, served: dict[str, Any]) -> None:
@@ -235,3 +238,46 @@ def test_router_rides_out_a_registry_outage(settings: Settings, served: dict[str
 
 def _info(url: str) -> dict[str, Any]:
     return httpx.get(f"{url}/info", timeout=5, trust_env=False).json()
+
+
+def payment(transaction_id: str, customer_id: int = 5, amount: float = 40.0, at: str = "2018-08-08T10:00:00",
+            terminal_id: int = 9) -> dict[str, Any]:
+    return {"transaction_id": transaction_id, "tx_datetime": at, "customer_id": customer_id,
+            "terminal_id": terminal_id, "tx_amount": amount}
+
+
+def test_raw_payments_are_scored_with_features_from_the_shared_state(served: dict[str, Any]) -> None:
+    """`/predict` takes what a card network sends; a repeat is the same answer, counted once; labels count
+    once and unknown ones are reported."""
+    url = served["url"]
+    first = post(url, payment("raw-1"), "/predict")
+    assert first.status_code == 200, first.text
+    assert post(url, payment("raw-1"), "/predict").json() == first.json()
+    batch = post(url, [payment(f"raw-{i}", amount=10.0 * i, at=f"2018-08-08T11:0{i}:00") for i in range(2, 6)],
+                 "/predict/batch")
+    assert batch.status_code == 200 and len(batch.json()["predictions"]) == 4
+    labels = post(url, [{"transaction_id": "raw-1", "fraud": True}, {"transaction_id": "raw-none", "fraud": False}],
+                  "/labels")
+    assert labels.json() == {"stored": 1, "repeated": 0, "corrected": 0, "unmatched": ["raw-none"]}
+    assert post(url, [{"transaction_id": "raw-1", "fraud": True}], "/labels").json()["repeated"] == 1
+    bad = post(url, payment("raw-x", at="1969-12-31T23:59:59"), "/predict")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "tx_datetime"]
+
+
+def test_a_stopped_state_store_is_a_503_and_serving_recovers_by_itself(settings: Settings,
+                                                                       served: dict[str, Any]) -> None:
+    url = served["url"]
+    assert post(url, payment("before-stop", customer_id=77), "/predict").status_code == 200
+    record = json.loads((settings.state_dir / "services" / "redis.json").read_text())
+    procs.terminate_tree(record["pid"], record.get("start_ticks"), leader_first=False, grace_s=5)
+    down = post(url, payment("while-down"), "/predict")
+    assert down.status_code == 503 and "unavailable" in down.json()["detail"], down.text
+    assert post(url, transaction(), "/predict/features").status_code == 200, "features-in does not need the store"
+    start_services(settings, include=["redis"])
+    assert procs.wait_until(lambda: post(url, payment("after"), "/predict").status_code == 200, 20, 0.5)
+    import redis
+
+    store = redis.Redis(host="127.0.0.1", port=settings.redis_port,
+                        password=settings.redis_password_file.read_text().strip())
+    card = f"{names.state_namespace(served['spec'].name)}:card:77"
+    assert store.strlen(card) == 16, "the payment from before the stop survived it (append-only file)"

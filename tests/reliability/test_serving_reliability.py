@@ -69,7 +69,7 @@ class Bench:
 
     @property
     def predict(self) -> str:
-        return f"{self.lab.url}/predict"
+        return f"{self.lab.url}/predict/features"
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ JSON = {"content-type": "application/json"}
 
 def _cases(url: str) -> dict[str, tuple[str, str, dict[str, Any], set[int]]]:
     """name → (method, url, httpx kwargs, accepted statuses)."""
-    one, batch = f"{url}/predict", f"{url}/predict/batch"
+    one, batch = f"{url}/predict/features", f"{url}/predict/features/batch"
     over = json.dumps(transactions(200)).encode()  # ~80 kB against max_body_bytes 16 kB
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must be counted while reading
@@ -167,10 +167,12 @@ def test_malformed_and_oversized_payloads_are_4xx_never_5xx(bench: Bench, record
     port = lab.settings.serve_port
     body = json.dumps(transaction()).encode()
     got["Content-Length not a number (raw)"] = _raw(port, (
-        f"POST {route}/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ten\r\n\r\n"
+        f"POST {route}/predict/features HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: ten\r\n\r\n"
     ).encode() + body)
     got["Content-Length longer than the body, then EOF (raw)"] = _raw(port, (
-        f"POST {route}/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9999\r\n\r\n"
+        f"POST {route}/predict/features HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 9999\r\n\r\n"
     ).encode() + body)
     expected = {name: case[3] for name, case in _cases(lab.url).items()}
     expected["Content-Length not a number (raw)"] = {400}

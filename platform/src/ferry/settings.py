@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         return self.state_dir / "logs"
 
     @property
+    def redis_password_file(self) -> Path:
+        """The local feature state store's password (0600), written by `ferry up`, read by serving."""
+        return self.state_dir / "redis" / "password"
+
+    @property
     def runs_dir(self) -> Path:
         return self.state_dir / "runs"
 

@@ -58,22 +58,22 @@ def recorder(service: ScoringService) -> RecordingRecorder:
 
 def test_single_prediction(client: TestClient, service: ScoringService) -> None:
     for customer in range(20):
-        body = client.post("/predict", json=transaction(customer_id=customer, amount=180)).json()
+        body = client.post("/predict/features", json=transaction(customer_id=customer, amount=180)).json()
         variant = choose(customer, 50)
         assert body["variant"] == variant and body["version"] == ("2" if variant == "challenger" else "1")
         assert body["model"] == "fraud-detector" and 0.9 < body["score"] <= 1 and body["decision"] is True
-    low = client.post("/predict", json=transaction(amount=10)).json()
+    low = client.post("/predict/features", json=transaction(amount=10)).json()
     assert low["score"] < FraudDetectionWorkload.threshold and low["decision"] is False
     assert recorder(service).total("ok") == 21 and len(recorder(service).latencies) == 21
 
 
 def test_batch_prediction_keeps_order_and_routes_each_row(client: TestClient, service: ScoringService) -> None:
     rows = transactions(5)
-    response = client.post("/predict/batch", json=rows)
+    response = client.post("/predict/features/batch", json=rows)
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert [p["variant"] for p in predictions] == [choose(r["customer_id"], 50) for r in rows]
-    single = [client.post("/predict", json=r).json()["score"] for r in rows]
+    single = [client.post("/predict/features", json=r).json()["score"] for r in rows]
     assert [p["score"] for p in predictions] == pytest.approx(single)
 
 
@@ -83,14 +83,14 @@ def test_bad_payload_is_422_naming_the_field(client: TestClient, service: Scorin
     cases = {"tx_amount": missing, "tx_during_night": transaction(tx_during_night="night"),
              "customer_id": transaction(customer_id=-1), "surprise": transaction(surprise=1)}
     for field, payload in cases.items():
-        response = client.post("/predict", json=payload)
+        response = client.post("/predict/features", json=payload)
         assert response.status_code == 422, field
         detail = response.json()["detail"]
         assert any(field in e["loc"] for e in detail), (field, detail)
         assert all(set(e) == {"loc", "msg", "type"} for e in detail)  # card data is not echoed back
     bad_row = transactions(3)
     bad_row[2]["tx_amount"] = "lots"
-    detail = client.post("/predict/batch", json=bad_row).json()["detail"]
+    detail = client.post("/predict/features/batch", json=bad_row).json()["detail"]
     assert detail[0]["loc"] == ["body", 2, "tx_amount"]
     assert recorder(service).total("client_error") == 5 and recorder(service).total("ok") == 0
 
@@ -101,13 +101,13 @@ def test_non_finite_numbers_are_422_naming_row_and_field(client: TestClient, ser
     headers = {"content-type": "application/json"}
     field = "customer_id_avg_amount_30day_window"  # ge=0 only: unbounded above
     one = json.dumps(transaction(**{field: "MARK"})).replace('"MARK"', literal).encode()
-    response = client.post("/predict", content=one, headers=headers)
+    response = client.post("/predict/features", content=one, headers=headers)
     assert response.status_code == 422, response.text
     assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", field], "finite_number")]
     rows = transactions(3)
     rows[2][field] = "MARK"
     batch = json.dumps(rows).replace('"MARK"', literal).encode()
-    response = client.post("/predict/batch", content=batch, headers=headers)
+    response = client.post("/predict/features/batch", content=batch, headers=headers)
     assert response.status_code == 422, response.text
     assert [(e["loc"], e["type"]) for e in response.json()["detail"]] == [(["body", 2, field], "finite_number")]
     assert recorder(service).total("client_error") == 2 and recorder(service).total("ok") == 0
@@ -115,15 +115,15 @@ def test_non_finite_numbers_are_422_naming_row_and_field(client: TestClient, ser
 
 def test_malformed_json_and_wrong_shapes_are_422(client: TestClient) -> None:
     headers = {"content-type": "application/json"}
-    assert client.post("/predict", content=b"{not json", headers=headers).status_code == 422
-    assert client.post("/predict", json=[transaction()]).status_code == 422
-    assert client.post("/predict/batch", json=transaction()).status_code == 422
-    assert client.post("/predict/batch", json=[]).status_code == 422
+    assert client.post("/predict/features", content=b"{not json", headers=headers).status_code == 422
+    assert client.post("/predict/features", json=[transaction()]).status_code == 422
+    assert client.post("/predict/features/batch", json=transaction()).status_code == 422
+    assert client.post("/predict/features/batch", json=[]).status_code == 422
 
 
 def test_too_many_rows_is_422_with_the_limit(service: ScoringService) -> None:
     with client_for(service, BIG_SERVING) as client:
-        response = client.post("/predict/batch", json=transactions(6))
+        response = client.post("/predict/features/batch", json=transactions(6))
     assert response.status_code == 422
     assert "at most 5" in json.dumps(response.json()["detail"])
 
@@ -131,7 +131,7 @@ def test_too_many_rows_is_422_with_the_limit(service: ScoringService) -> None:
 def test_oversized_body_is_413_before_parsing(client: TestClient, service: ScoringService) -> None:
     rows = transactions(20)
     assert len(json.dumps(rows)) > SERVING.limits.max_body_bytes
-    declared = client.post("/predict/batch", json=rows)
+    declared = client.post("/predict/features/batch", json=rows)
     assert declared.status_code == 413 and "4096" in declared.json()["detail"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
@@ -139,9 +139,9 @@ def test_oversized_body_is_413_before_parsing(client: TestClient, service: Scori
         for i in range(0, len(text), 1000):
             yield text[i:i + 1000]
 
-    streamed = client.post("/predict/batch", content=chunks(), headers={"content-type": "application/json"})
+    streamed = client.post("/predict/features/batch", content=chunks(), headers={"content-type": "application/json"})
     assert streamed.status_code == 413
-    garbage = client.post("/predict", content=b"x" * 5000, headers={"content-type": "application/json"})
+    garbage = client.post("/predict/features", content=b"x" * 5000, headers={"content-type": "application/json"})
     assert garbage.status_code == 413  # too big wins over not-JSON: it is never parsed
     assert recorder(service).total("client_error") == 3
 
@@ -161,7 +161,7 @@ def test_without_champion_alive_but_not_ready_and_503() -> None:
     with client_for(service) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503
-        response = client.post("/predict", json=transaction())
+        response = client.post("/predict/features", json=transaction())
     assert response.status_code == 503 and "no champion" in response.json()["detail"]
     assert recorder(service).total("server_error") == 1
 
@@ -169,7 +169,7 @@ def test_without_champion_alive_but_not_ready_and_503() -> None:
 def test_failing_challenger_is_answered_by_the_champion() -> None:
     service = make_service(serving_registry(RolloutView("1", "2", 100), failing={"2"}))
     with client_for(service) as client:
-        response = client.post("/predict/batch", json=transactions(4))
+        response = client.post("/predict/features/batch", json=transactions(4))
     assert response.status_code == 200
     assert {p["version"] for p in response.json()["predictions"]} == {"1"}
     assert recorder(service).total("server_error", "challenger") == 4 and recorder(service).total("ok") == 4
@@ -178,23 +178,23 @@ def test_failing_challenger_is_answered_by_the_champion() -> None:
 def test_failing_champion_is_a_json_500_counted_against_it() -> None:
     service = make_service(serving_registry(RolloutView("1", None, 0), failing={"1"}))
     with client_for(service) as client:
-        response = client.post("/predict", json=transaction())
+        response = client.post("/predict/features", json=transaction())
     assert response.status_code == 500 and "model failed" in response.json()["detail"]
     assert ("server_error", "1", "champion", 1) in recorder(service).requests
 
 
 def test_slow_scoring_times_out_with_504(service: ScoringService) -> None:
     with client_for(service, delay_s=2.0) as client:
-        response = client.post("/predict", json=transaction())
+        response = client.post("/predict/features", json=transaction())
     assert response.status_code == 504 and "timeout_s" in response.json()["detail"]
 
 
 def test_openapi_documents_the_workload_models(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/predict", "/predict/batch", "/healthz", "/readyz", "/info"} <= set(spec["paths"])
+    assert {"/predict/features", "/predict/features/batch", "/healthz", "/readyz", "/info"} <= set(spec["paths"])
     schemas = spec["components"]["schemas"]
     assert "customer_id" in schemas["Transaction"]["properties"]
-    batch = spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    batch = spec["paths"]["/predict/features/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert batch["maxItems"] == 5 and batch["items"] == {"$ref": "#/components/schemas/Transaction"}
     assert client.get("/docs").status_code == 200
 
@@ -209,7 +209,7 @@ def test_feature_matrix_follows_the_workload_feature_order(service: ScoringServi
 def test_the_fast_lane_answers_what_the_routes_would(client: TestClient) -> None:
     single = json.dumps(transaction(customer_id=7, amount=120)).encode()
     batch = json.dumps(transactions(4)).encode()
-    for path, body in (("/predict", single), ("/predict/batch", batch)):
+    for path, body in (("/predict/features", single), ("/predict/features/batch", batch)):
         lane = client.post(path, content=body, headers={"content-type": "application/json"})
         # A +json media type: the lane steps aside and FastAPI's route parses the body
         routed = client.post(path, content=body, headers={"content-type": "application/vnd.ferry+json"})
@@ -230,12 +230,12 @@ def test_the_fast_lane_takes_only_clean_scoring_requests(service: ScoringService
         return {"type": "http", "method": "POST", "path": root + path, "root_path": root, "headers": headers}
 
     good, bad = json.dumps(transaction()).encode(), json.dumps(transaction(amount=-5)).encode()
-    assert asyncio.run(lane(scope("/predict", root="/fraud-detector"), good)) is not None
-    assert asyncio.run(lane(scope("/predict"), bad)) is None  # FastAPI's 422, not the lane's
-    assert asyncio.run(lane(scope("/predict/batch"), b"[{")) is None
-    assert asyncio.run(lane(scope("/predict", headers=[(b"content-type", b"text/plain")]), good)) is None
+    assert asyncio.run(lane(scope("/predict/features", root="/fraud-detector"), good)) is not None
+    assert asyncio.run(lane(scope("/predict/features"), bad)) is None  # FastAPI's 422, not the lane's
+    assert asyncio.run(lane(scope("/predict/features/batch"), b"[{")) is None
+    assert asyncio.run(lane(scope("/predict/features", headers=[(b"content-type", b"text/plain")]), good)) is None
     assert asyncio.run(lane(scope("/info"), good)) is None
-    assert route_path(scope("/predict", root="/fraud-detector")) == "/predict"
+    assert route_path(scope("/predict/features", root="/fraud-detector")) == "/predict/features"
     assert route_path({"path": "/fraud-detectorX/predict", "root_path": "/fraud-detector"}) == (
         "/fraud-detectorX/predict")
 

@@ -65,7 +65,8 @@ def test_without_a_fault_book_the_service_ignores_everything() -> None:
     service = make_service(serving_registry(RolloutView("1", "2", 50)))
     assert service.faults is None
     with client_for(service) as client:
-        assert all(client.post("/predict", json=transaction(customer_id=k)).status_code == 200 for k in range(20))
+        assert all(client.post("/predict/features", json=transaction(customer_id=k)).status_code == 200
+                   for k in range(20))
     assert recorder(service).total("server_error") == 0 and recorder(service).total("ok") == 20
 
 
@@ -82,10 +83,10 @@ def test_error_rate_fails_only_that_versions_rows_with_500_counted_as_server_err
     with client_for(service) as client:
         champion = next(k for k in range(100) if choose(k, 50) == "champion")
         challenger = next(k for k in range(100) if choose(k, 50) == "challenger")
-        assert client.post("/predict", json=transaction(customer_id=champion)).status_code == 200
-        failed = client.post("/predict", json=transaction(customer_id=challenger))
+        assert client.post("/predict/features", json=transaction(customer_id=champion)).status_code == 200
+        failed = client.post("/predict/features", json=transaction(customer_id=challenger))
         assert failed.status_code == 500 and "injected fault" in failed.json()["detail"]
-        assert client.post("/predict/batch", json=[transaction(customer_id=challenger)]).status_code == 500
+        assert client.post("/predict/features/batch", json=[transaction(customer_id=challenger)]).status_code == 500
 
 
 def test_error_rate_is_a_share_of_requests() -> None:
@@ -95,7 +96,7 @@ def test_error_rate_is_a_share_of_requests() -> None:
     service.faults = FaultBook(lambda version: tags[version], draw=lambda: next(draws))
     service.faults.refresh(["1"])
     with client_for(service) as client:
-        statuses = [client.post("/predict", json=transaction(customer_id=k)).status_code for k in range(20)]
+        statuses = [client.post("/predict/features", json=transaction(customer_id=k)).status_code for k in range(20)]
     assert statuses == [500, 200, 500, 200] * 5  # draws below 0.05 fail
 
 
@@ -109,7 +110,7 @@ def test_latency_is_added_to_that_version_only_and_faults_follow_the_tags() -> N
 
     def timed(client: TestClient, customer: int) -> float:
         started = time.perf_counter()
-        assert client.post("/predict", json=transaction(customer_id=customer)).status_code == 200
+        assert client.post("/predict/features", json=transaction(customer_id=customer)).status_code == 200
         return time.perf_counter() - started
 
     with client_for(service) as client:
@@ -136,7 +137,7 @@ def test_router_reads_fault_tags_only_when_the_args_allow_it(monkeypatch: pytest
             # without the flag there is no fault book: nothing reads the tags
             assert service.faults is None if not allowed else service.faults.faults == {"1": Fault(1.0, 0.0)}
             with client_for(service) as client:
-                assert client.post("/predict", json=transaction()).status_code == status
+                assert client.post("/predict/features", json=transaction()).status_code == status
         finally:
             service.watcher.stop(timeout_s=1.0)
             if service.drift is not None:

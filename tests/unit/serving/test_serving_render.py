@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from ferry.contract import names
 from ferry.render.bundle import render_objects
 from ferry.render.profiles import PROFILES
 from ferry.render.rayservice import IMPORT_PATH, deployment_options
@@ -76,7 +77,7 @@ def test_cluster_serves_through_haproxy_unless_the_spec_says_python() -> None:
         envs = []
         for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
             [container] = template["spec"]["containers"]
-            envs.append({e["name"]: e["value"] for e in container["env"]})
+            envs.append({e["name"]: e["value"] for e in container["env"] if "value" in e})
         return envs
 
     # The controller (head), HAProxy and the replicas (workers) read the mode at start: every pod has it.
@@ -84,3 +85,31 @@ def test_cluster_serves_through_haproxy_unless_the_spec_says_python() -> None:
     serving = spec.spec.serving.model_copy(update={"ingress": "python"})
     python = spec.model_copy(update={"spec": spec.spec.model_copy(update={"serving": serving})})
     assert not any(name in env for env in pod_env(python) for name in wanted)
+
+
+def test_cluster_routers_find_the_state_store_with_the_password_from_its_secret() -> None:
+    """The feature state store: where (in the args, which are in Git) and the password (only as a reference to
+    the Secret, in every serving container's environment)."""
+    spec = model()
+    [service] = render_objects([spec], "prod")["fraud-detector/rayservice.yaml"]
+    [app] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    store = app["args"]["state_store"]
+    assert store == {"host": names.STATE_STORE_HOST, "port": names.STATE_STORE_PORT,
+                     "namespace": "ferry:fraud-detector", "delay_days": spec.spec.data.split.delay_days,
+                     "password_env": names.STATE_STORE_PASSWORD_ENV}
+    cluster = service["spec"]["rayClusterConfig"]
+    for template in (cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]):
+        [container] = template["spec"]["containers"]
+        [password] = [e for e in container["env"] if e["name"] == names.STATE_STORE_PASSWORD_ENV]
+        assert password["valueFrom"]["secretKeyRef"] == {"name": names.STATE_STORE_SECRET,
+                                                         "key": names.STATE_STORE_SECRET_KEY}
+
+
+def test_local_routers_use_the_redis_ferry_up_started_and_only_then(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, redis_port=6391)
+    assert local_args(settings, model()).state_store is None, "no Redis started: raw routes answer 503"
+    settings.redis_password_file.parent.mkdir(parents=True)
+    settings.redis_password_file.write_text("x")
+    store = local_args(settings, model()).state_store
+    assert store is not None and (store.host, store.port, store.password_env) == ("127.0.0.1", 6391, None)
+    assert store.password_file == str(settings.redis_password_file.resolve())

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ferry.contract.errors import FerryError
+from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from fraud_detection.features import FEATURES, NS_PER_DAY, FeatureDefinition
 from fraud_detection.online import CardHistory, TerminalHistory, feature_matrix, window_totals
 
@@ -132,13 +132,8 @@ def _with_constants(script: str, constants: dict[str, str]) -> str:
     return re.sub(r"\b(" + "|".join(constants) + r")\b", lambda match: constants[match[1]], script)
 
 
-class StateStoreUnavailable(FerryError):
-    """Redis cannot be reached or answered with an error: the caller must refuse to score (503), never
-    score with missing state."""
-
-
-class TransactionInFlight(FerryError):
-    """The same transaction id is being scored by another request right now: retry it."""
+# The errors serving maps to 503 and 409, named by the platform (ferry.contract.errors).
+TransactionInFlight = RequestInFlight
 
 
 @dataclass(frozen=True)
@@ -287,3 +282,27 @@ def _terminal_history(blob: bytes, frauds: Sequence[Any]) -> TerminalHistory:
     times = np.frombuffer(blob, dtype="<f8").astype(np.int64) * _NS_PER_US
     fraud_us = np.array([float(score) for score in frauds[1::2]], dtype=np.float64)
     return TerminalHistory(times, fraud_us.astype(np.int64) * _NS_PER_US)
+
+
+class OnlineFeatures:
+    """What serving calls for a workload that takes raw payments (ferry.serving.online): features and routing
+    keys for a batch of requests, and labels, over one `FeatureState`."""
+
+    def __init__(self, state: FeatureState) -> None:
+        self.state = state
+
+    def observe(self, rows: Sequence[Any]) -> Observed:
+        return self.state.observe([RawTransaction(row.transaction_id, _event_ns(row.tx_datetime), row.customer_id,
+                                                  row.terminal_id, row.tx_amount) for row in rows])
+
+    def keys(self, rows: Sequence[Any]) -> list[int]:
+        return [row.customer_id for row in rows]
+
+    def record_labels(self, rows: Sequence[Any], arrival_ns: int) -> LabelReport:
+        return self.state.record_labels([(row.transaction_id, row.fraud) for row in rows], arrival_ns)
+
+
+def _event_ns(value: Any) -> int:
+    from fraud_detection.online import event_time_ns
+
+    return event_time_ns(value)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ferry.spec.checks import WorkloadFacts
 from ferry.spec.models import DataSpec
@@ -52,6 +53,40 @@ class Transaction(BaseModel):
     terminal_id_risk_30day_window: float = Field(ge=0, le=1)
 
 
+# A transaction id is printable: control characters separate the fields of a batch in the state store.
+_TRANSACTION_ID = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$",
+                        description="The card network's id of the payment: a repeat is answered the same, once.")
+
+
+class RawPayment(BaseModel):
+    """One payment as the card network sends it: `/predict` computes the 15 features from it, online, with
+    the card's and terminal's history in the feature state store (fraud_detection.state)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    transaction_id: str = _TRANSACTION_ID
+    tx_datetime: datetime = Field(description="Event time: when the payment happened. Every window counts "
+                                              "in event time; a time zone is dropped, not converted.")
+    customer_id: int = Field(ge=0, description="Card id; also the sticky key for canary routing.")
+    terminal_id: int = Field(ge=0)
+    tx_amount: float = Field(ge=0, le=1e7)
+
+    @field_validator("tx_datetime")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        # Windows count in int64 nanoseconds since 1970 (as the offline features do): years 1970..2261.
+        if not 1970 <= value.year <= 2261:
+            raise ValueError("tx_datetime must be between the years 1970 and 2261")
+        return value
+
+
+class Label(BaseModel):
+    """A delayed label: whether a scored payment turned out to be fraud."""
+
+    model_config = ConfigDict(extra="forbid")
+    transaction_id: str = _TRANSACTION_ID
+    fraud: bool
+
+
 class Score(BaseModel):
     score: float
     fraud: bool
@@ -61,7 +96,9 @@ class FraudDetectionWorkload:
     name = "fraud_detection"
     # Every training param is tunable; data.params are the simulator's (a parquet source ignores them).
     facts = WorkloadFacts(metrics=METRICS, data_params=SimulatorParams, training_params=TrainingParams)
-    request_model = Transaction
+    request_model = Transaction  # the 15 features: `/predict/features`
+    raw_request_model = RawPayment  # what the card network sends: `/predict`
+    label_model = Label
     response_model = Score
     feature_names = FEATURE_NAMES
     routing_key = "customer_id"
@@ -125,6 +162,18 @@ class FraudDetectionWorkload:
         from fraud_detection.model import predict_proba
 
         return predict_proba(model, np.asarray(features, dtype=np.float32))
+
+    def online_features(self, client: Any, namespace: str, delay_days: int) -> Any:
+        """Serving's online features over a Redis client (ferry.serving.online)."""
+        from fraud_detection.state import FeatureState, OnlineFeatures
+
+        return OnlineFeatures(FeatureState(client, namespace, delay_days))
+
+    def example_raw_request(self) -> dict[str, Any]:
+        """A raw payment for smoke tests and `ferry up`'s served prediction (a fixed id: asking twice is one
+        payment)."""
+        return {"transaction_id": "ferry-example-1", "tx_datetime": "2018-08-08T10:15:00", "customer_id": 42,
+                "terminal_id": 3156, "tx_amount": 57.16}
 
     def example_request(self) -> dict[str, Any]:
         """A plausible transaction for smoke tests and `ferry up`'s served prediction."""

@@ -107,14 +107,12 @@ def logs(
 
 def _deploy(settings: Any, spec: Any) -> Any:
     """Serve the model's champion and ask it once, so `ferry up` ends in a served prediction."""
-    from ferry.adapters.workloads import load_workload
     from ferry.local.reconcile import Served
-    from ferry.serving.deploy import ServingError, deploy_local, predict_once
+    from ferry.serving.deploy import ServingError, ask_example, deploy_local
 
     try:
         url = deploy_local(settings, spec.model)
-        payload = load_workload(spec.model.spec.workload).example_request()
-        return Served(spec.name, url, predict_once(url, payload))
+        return Served(spec.name, url, ask_example(settings, spec.model, url))
     except ServingError as exc:
         return Served(spec.name, "", error=str(exc))
 

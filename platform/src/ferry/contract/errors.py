@@ -22,3 +22,12 @@ class FerryError(Exception):
     @property
     def user_message(self) -> str:
         return self.message or type(self).__name__
+
+
+class StateStoreUnavailable(FerryError):
+    """The online feature state store cannot be reached or refused a command: serving answers 503 and scores
+    nothing, never with missing state."""
+
+
+class RequestInFlight(FerryError):
+    """The same transaction is being scored by another request right now: serving answers 409; retry it."""

@@ -271,3 +271,17 @@ def argocd_workflow_annotations() -> dict[str, str]:
 # The logs serving appends to (ferry.serving.prediction_log): <uri>/<kind>/model=<model>/date=<day>/...
 LOG_PREDICTIONS = "predictions"
 LOG_LABELS = "labels"
+
+
+# The online feature state store on a cluster (gitops/platform/apps/redis.yaml) and the Secret holding its
+# password, which serving pods read into STATE_STORE_PASSWORD_ENV.
+STATE_STORE_HOST = "ferry-redis.ferry-system.svc.cluster.local"
+STATE_STORE_PORT = 6379
+STATE_STORE_SECRET = "ferry-redis"  # noqa: S105  # pragma: allowlist secret (a Secret's name)
+STATE_STORE_SECRET_KEY = "redis-password"  # noqa: S105  # pragma: allowlist secret (a key's name)
+STATE_STORE_PASSWORD_ENV = "FERRY_REDIS_PASSWORD"  # noqa: S105  # pragma: allowlist secret (a variable's name)
+
+
+def state_namespace(model: str) -> str:
+    """The key prefix of a model's online feature state in the state store (Redis)."""
+    return f"ferry:{model}"

@@ -49,6 +49,9 @@ class EnvProfile:
     # Whether Prometheus scrapes the rollout step's pod (then it serves its metrics on the pod IP, on a named
     # port, and lingers after its decision); locally `ferry up`'s Prometheus scrapes it on loopback.
     scrape_rollout_pod: bool = False
+    # The online feature state store serving pods reach (host, port), with its password from a Secret; None:
+    # set by the edge (`ferry up`'s Redis, ferry.serving.deploy).
+    state_store: tuple[str, int] | None = None
     repo_url: str = "https://github.com/ferry-ml/ferry.git"
     target_revision: str = "main"
     rayjob_ttl_seconds: int = 600
@@ -99,5 +102,6 @@ PROFILES: dict[EnvName, EnvProfile] = {
         spec_mount="/etc/ferry/spec",
         prometheus_url=CLUSTER_PROMETHEUS_URL,
         scrape_rollout_pod=True,
+        state_store=(names.STATE_STORE_HOST, names.STATE_STORE_PORT),
     ),
 }

@@ -21,6 +21,8 @@ from ferry.render import pods
 from ferry.render.profiles import RAY_VERSION, EnvProfile
 from ferry.spec.models import ModelSpec, ServingSpec, duration_s
 
+DEFAULT_LABEL_DELAY_DAYS = 7  # the handbook's label delay, for a spec without data.split
+
 IMPORT_PATH = "ferry.serving.app:build_app"
 ROUTER_DEPLOYMENT = "router"
 SERVE_PORT = 8000
@@ -56,15 +58,26 @@ def app_args(model: ModelSpec, tracking_uri: str) -> dict[str, Any]:
             "drift_window_s": duration_s(model.spec.monitoring.drift_window)}
 
 
-def serve_application(model: ModelSpec, tracking_uri: str) -> dict[str, Any]:
+def state_store_args(model: ModelSpec, host: str, port: int, **password: str) -> dict[str, Any]:
+    """Where the router finds the online feature state; `password` names where it reads the password from
+    (`password_env` or `password_file`), never the password itself."""
+    split = model.spec.data.split
+    return {"host": host, "port": port, "namespace": names.state_namespace(model.metadata.name),
+            "delay_days": split.delay_days if split else DEFAULT_LABEL_DELAY_DAYS, **password}
+
+
+def serve_application(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     serving = model.spec.serving
+    args = app_args(model, profile.mlflow_uri)
+    if profile.state_store is not None:
+        args["state_store"] = state_store_args(model, *profile.state_store,
+                                               password_env=names.STATE_STORE_PASSWORD_ENV)
     return {"name": model.metadata.name, "route_prefix": serving.route, "import_path": IMPORT_PATH,
-            "args": app_args(model, tracking_uri),
-            "deployments": [{"name": ROUTER_DEPLOYMENT, **deployment_options(serving)}]}
+            "args": args, "deployments": [{"name": ROUTER_DEPLOYMENT, **deployment_options(serving)}]}
 
 
 def serve_config(model: ModelSpec, profile: EnvProfile) -> str:
-    return yaml.safe_dump({"applications": [serve_application(model, profile.mlflow_uri)]}, sort_keys=False)
+    return yaml.safe_dump({"applications": [serve_application(model, profile)]}, sort_keys=False)
 
 
 def rayservice(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
@@ -108,6 +121,15 @@ def _cluster(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     }
 
 
+def state_store_env(profile: EnvProfile) -> list[dict[str, Any]]:
+    """The feature state store's password, from ferry's Secret (docs/install-cluster.md step 4) into the
+    variable the router reads: never in the rendered args, which are in Git."""
+    if profile.state_store is None:
+        return []
+    return [{"name": names.STATE_STORE_PASSWORD_ENV, "valueFrom": {"secretKeyRef": {
+        "name": names.STATE_STORE_SECRET, "key": names.STATE_STORE_SECRET_KEY}}}]
+
+
 def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
     """Ray Serve's high-throughput mode ("Enable High Throughput on Ray Serve with KubeRay"), set on every
     pod: the controller, HAProxy and the replicas all read it at start. HAProxy answers on SERVE_PORT in
@@ -124,7 +146,7 @@ def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
 def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, memory: str,
          probes: dict[str, Any]) -> dict[str, Any]:
     env = [*pods.env_vars(profile), {"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"},
-           *ingress_env(model.spec.serving)]
+           *ingress_env(model.spec.serving), *state_store_env(profile)]
     return {
         "metadata": {"labels": names.labels(model.metadata.name, "serving")},
         "spec": {

@@ -1,7 +1,16 @@
 """The router's HTTP API, built per workload at replica start (the request model is only known then).
 
-    POST /predict        one request_model object          → Prediction
-    POST /predict/batch  a JSON list of them (1..max rows)  → {"predictions": [...]}
+For a workload that takes raw requests (ferry.serving.online: `raw_request_model`, fraud_detection's payments):
+
+    POST /predict                 one raw request                     → Prediction
+    POST /predict/batch           a JSON list of them (1..max rows)    → {"predictions": [...]}
+    POST /predict/features        one request_model object (the model's features, computed by the caller)
+    POST /predict/features/batch  a JSON list of them
+    POST /labels                  a JSON list of label_model objects   → {"stored", "repeated", ...}
+
+For any other workload `/predict` and `/predict/batch` take the request_model, as the features routes do.
+
+    GET  /healthz        alive                              GET /readyz  200 once a champion is loaded, else 503
     GET  /healthz        alive                              GET /readyz  200 once a champion is loaded, else 503
     GET  /info           what is served (versions, weight, registry reachability, config fingerprint)
     GET  /docs, /openapi.json
@@ -27,14 +36,15 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError, conlist
 
 import ferry
+from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from ferry.serving import metrics
 from ferry.serving.columns import BatchReader, openapi_body
 from ferry.serving.faults import InjectedFault, settle_batch
 from ferry.serving.intake import ASGIApp, FastLane, InFlight, Intake, Scope
-from ferry.serving.schemas import BatchPredictions, Health, Info, Prediction, error_body
+from ferry.serving.schemas import BatchPredictions, Health, Info, LabelsReport, Prediction, error_body
 from ferry.serving.service import NoChampion, ScoringFailed, ScoringService
 from ferry.serving.watcher import LOGGER_NAME
 from ferry.spec.models import ServingSpec
@@ -67,7 +77,14 @@ def build_api(service: ScoringService, score_one: ScoreOne, serving: ServingSpec
     app.add_exception_handler(RequestValidationError, invalid)
     _probe_routes(app, service)
     _predict_routes(app, scoring)
+    if service.workload.raw_request_model is not None:
+        _raw_routes(app, scoring)
     return app
+
+
+def features_path(service: ScoringService) -> str:
+    """Where the model's own features are posted: `/predict` itself unless `/predict` takes raw requests."""
+    return "/predict/features" if service.workload.raw_request_model is not None else "/predict"
 
 
 def _probe_routes(app: FastAPI, service: ScoringService) -> None:
@@ -118,16 +135,60 @@ class Scoring:
 
         return await _guarded(self.service, self.limits.timeout_s, call)
 
+    async def raw(self, rows: list[BaseModel], single: bool) -> Any:
+        """Raw requests: features from the feature state store (one round trip for the batch), then scored
+        like any batch. A repeated transaction id gets the features it was first scored with."""
+        async def call() -> Answer:
+            online, observed = await _observe(self, rows)
+            scored = self.service.score_batch(online.keys(rows), observed.features)
+            if self.service.faults is not None:
+                await settle_batch(self.service.faults, set(scored.versions), scored.first_fault())
+            if single:
+                [result] = scored.results()
+                if isinstance(result, InjectedFault):
+                    raise result
+                return result, scored.served
+            return Response(scored.to_json(), media_type="application/json"), scored.served
+
+        return await _guarded(self.service, self.limits.timeout_s, call)
+
+    async def labels(self, rows: list[BaseModel]) -> Any:
+        async def call() -> Answer:
+            online = self.service.online
+            if online is None:
+                raise NoStateStore("this router has no feature state store to keep labels in")
+            report = await asyncio.to_thread(online.record_labels, rows, time.time_ns())
+            return LabelsReport(stored=report.stored, repeated=report.repeated, corrected=report.corrected,
+                                unmatched=list(report.unmatched)), ()
+
+        return await _guarded(self.service, self.limits.timeout_s, call)
+
+
+class NoStateStore(StateStoreUnavailable):
+    """The workload takes raw requests but this router was deployed without a feature state store."""
+
+
+async def _observe(scoring: Scoring, rows: list[BaseModel]) -> Any:
+    online = scoring.service.online
+    if online is None:
+        raise NoStateStore("this router has no feature state store, so it cannot compute features from raw "
+                           "requests: start Redis (`ferry up` does when redis-server is installed) or post the "
+                           f"model's features to {features_path(scoring.service)}")
+    return online, await asyncio.to_thread(online.observe, rows)
+
 
 def fast_lane(scoring: Scoring) -> FastLane:
-    """Intake's fast lane: POST /predict and /predict/batch with a JSON body that validates. None (the
-    routes decide) for anything else, so an invalid body gets FastAPI's own 422."""
+    """Intake's fast lane: POST of the model's features (`features_path` and its `/batch`) with a JSON body
+    that validates. None (the routes decide) for anything else, so an invalid body gets FastAPI's own 422."""
+
+    single = features_path(scoring.service)
+    batch_path = f"{single}/batch"
 
     async def lane(scope: Scope, body: bytes) -> ASGIApp | None:
         path = route_path(scope)
-        if path not in ("/predict", "/predict/batch") or not _is_json(scope):
+        if path not in (single, batch_path) or not _is_json(scope):
             return None
-        if path == "/predict/batch":
+        if path == batch_path:
             try:
                 return await scoring.batch(body)
             except RequestValidationError:
@@ -170,10 +231,37 @@ def _predict_routes(app: FastAPI, scoring: Scoring) -> None:
 
     # The body type exists only at runtime (the workload's model), so FastAPI is told through annotations;
     # the batch body is read raw, so its schema is given to OpenAPI by hand.
+    path = features_path(scoring.service)
     predict.__annotations__ = {"body": Annotated[workload.request_model, Body()]}
-    app.post("/predict", response_model=Prediction, tags=["predict"], responses=ERRORS)(predict)
-    app.post("/predict/batch", response_model=BatchPredictions, tags=["predict"], responses=ERRORS,
+    app.post(path, response_model=Prediction, tags=["predict"], responses=ERRORS)(predict)
+    app.post(f"{path}/batch", response_model=BatchPredictions, tags=["predict"], responses=ERRORS,
              openapi_extra=openapi_body(workload.request_model, limits.max_batch_rows))(predict_batch)
+
+
+def _raw_routes(app: FastAPI, scoring: Scoring) -> None:
+    workload, limits = scoring.service.workload, scoring.limits
+    assert workload.raw_request_model is not None and workload.label_model is not None
+    rows = conlist(workload.raw_request_model, min_length=1, max_length=limits.max_batch_rows)
+    labels = conlist(workload.label_model, min_length=1, max_length=limits.max_batch_rows)
+
+    async def predict_raw(body: Any) -> Any:
+        return await scoring.raw([body], single=True)
+
+    async def predict_raw_batch(body: Any) -> Any:
+        return await scoring.raw(body, single=False)
+
+    async def post_labels(body: Any) -> Any:
+        return await scoring.labels(body)
+
+    predict_raw.__annotations__ = {"body": Annotated[workload.raw_request_model, Body()]}
+    predict_raw_batch.__annotations__ = {"body": Annotated[rows, Body()]}
+    post_labels.__annotations__ = {"body": Annotated[labels, Body()]}
+    raw_errors = {**ERRORS, 409: {"description": "The same transaction_id is being scored right now: retry"},
+                  503: {"description": "No champion loaded yet, or the feature state store is unavailable"}}
+    app.post("/predict", response_model=Prediction, tags=["predict"], responses=raw_errors)(predict_raw)
+    app.post("/predict/batch", response_model=BatchPredictions, tags=["predict"],
+             responses=raw_errors)(predict_raw_batch)
+    app.post("/labels", response_model=LabelsReport, tags=["labels"], responses=raw_errors)(post_labels)
 
 
 Answer = tuple[Any, Iterable[tuple[str, str]]]  # the response, and the (version, variant) pairs that served it
@@ -186,6 +274,12 @@ async def _guarded(service: ScoringService, timeout_s: float, call: Callable[[],
         answer, served = await asyncio.wait_for(call(), timeout_s)
     except NoChampion as exc:
         return _server_error(service, 503, str(exc))
+    except StateStoreUnavailable as exc:
+        logger.warning("feature state store: %s", exc)
+        return _server_error(service, 503, str(exc))
+    except RequestInFlight as exc:
+        service.recorder.request(metrics.CLIENT_ERROR, "", metrics.UNROUTED)
+        return JSONResponse(status_code=409, content=error_body(str(exc)))
     except TimeoutError:
         return _server_error(service, 504, f"no answer within {timeout_s:g}s (serving.limits.timeout_s)")
     except InjectedFault as exc:  # fault injection (ferry.serving.faults): already counted as a server error

@@ -48,6 +48,7 @@ from ferry.serving.api import build_api
 from ferry.serving.drift import DriftMonitor, RayDriftGauges
 from ferry.serving.faults import FaultBook, InjectedFault, settle
 from ferry.serving.intake import InFlight
+from ferry.serving.online import online_features
 from ferry.serving.schemas import AppArgs, Prediction
 from ferry.serving.service import ScoringService, WorkloadView
 from ferry.serving.watcher import RegistryWatcher
@@ -56,7 +57,8 @@ from ferry.serving.watcher import RegistryWatcher
 def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPort) -> ScoringService:
     """The scoring service with a started registry watcher (first read done, so a champion is usually
     loaded before the replica reports itself running)."""
-    workload = WorkloadView.of(load_workload(args.workload))
+    loaded = load_workload(args.workload)
+    workload = WorkloadView.of(loaded)
     faults = FaultBook(lambda version: registry.version(args.model, version).tags) \
         if args.allow_fault_injection else None
 
@@ -74,7 +76,8 @@ def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPo
                          lambda: watcher.state.champion.version if watcher.state.champion else None,
                          lambda version: registry.version_facts(args.model, version))
     drift.start()
-    return ScoringService(args.model, workload, watcher, recorder, args.fingerprint(), faults, drift)
+    return ScoringService(args.model, workload, watcher, recorder, args.fingerprint(), faults, drift,
+                          online_features(loaded, args.state_store))
 
 
 def _prepare_process(args: AppArgs) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from ferry.contract.errors import FerryError
-from ferry.render.rayservice import app_args
+from ferry.render.rayservice import app_args, state_store_args
 from ferry.serving.schemas import DEFAULT_POLL_INTERVAL_S, AppArgs
 from ferry.settings import Settings
 from ferry.spec.models import ModelSpec
@@ -50,7 +50,16 @@ def local_args(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEF
     local = spec.model_copy(update={"spec": spec.spec.model_copy(update={"serving": serving.model_copy(
         update={"cpus_per_replica": min(serving.cpus_per_replica, LOCAL_CPUS_PER_REPLICA)})})})
     return AppArgs.model_validate({**app_args(local, settings.mlflow_uri), "poll_interval_s": poll_interval_s,
-                                   "allow_fault_injection": allow_fault_injection})
+                                   "allow_fault_injection": allow_fault_injection,
+                                   "state_store": local_state_store(settings, spec)})
+
+
+def local_state_store(settings: Settings, spec: ModelSpec) -> dict[str, Any] | None:
+    """The Redis `ferry up` started, when it did (redis-server installed): its password file exists."""
+    if not settings.redis_password_file.exists():
+        return None
+    return state_store_args(spec, settings.host, settings.redis_port,
+                            password_file=str(settings.redis_password_file.resolve()))
 
 
 def serve_url(settings: Settings, spec: ModelSpec) -> str:
@@ -128,17 +137,32 @@ def _ready(url: str) -> bool:
         return False
 
 
-def predict_once(url: str, payload: dict[str, Any], timeout_s: float = HTTP_TIMEOUT_S) -> dict[str, Any]:
-    """POST one row to `<url>/predict`; the parsed response, or a ServingError naming the status and detail."""
+def predict_once(url: str, payload: dict[str, Any], timeout_s: float = HTTP_TIMEOUT_S,
+                 path: str = "/predict") -> dict[str, Any]:
+    """POST one row to `<url><path>`; the parsed response, or a ServingError naming the status and detail."""
     try:
-        response = httpx.post(f"{url}/predict", json=payload, timeout=timeout_s, trust_env=False)
+        response = httpx.post(f"{url}{path}", json=payload, timeout=timeout_s, trust_env=False)
     except httpx.HTTPError as exc:
-        raise ServingError(f"no answer from {url}/predict: {exc}") from exc
+        raise ServingError(f"no answer from {url}{path}: {exc}") from exc
     try:
         body: Any = response.json()
     except ValueError:
         body = response.text[:500]
     if response.status_code != 200:
         detail = body.get("detail", body) if isinstance(body, dict) else body
-        raise ServingError(f"{url}/predict answered {response.status_code}: {detail}")
+        raise ServingError(f"{url}{path} answered {response.status_code}: {detail}")
     return dict(body)
+
+
+def ask_example(settings: Settings, spec: ModelSpec, url: str) -> dict[str, Any]:
+    """`ferry up`'s served prediction: the workload's example raw request when the model takes raw requests and
+    the feature state store runs, else its example features (on `/predict/features` for such a model)."""
+    from ferry.adapters.workloads import load_workload
+    from ferry.serving.online import takes_raw_requests
+
+    workload: Any = load_workload(spec.spec.workload)  # raw requests are optional: not in the Workload protocol
+    if not takes_raw_requests(workload):
+        return predict_once(url, workload.example_request())
+    if local_state_store(settings, spec) is not None:
+        return predict_once(url, workload.example_raw_request())
+    return predict_once(url, workload.example_request(), path="/predict/features")

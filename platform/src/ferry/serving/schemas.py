@@ -17,6 +17,21 @@ from ferry.spec.models import ServingSpec
 DEFAULT_POLL_INTERVAL_S = 5.0
 
 
+class StateStoreArgs(BaseModel):
+    """Where the router finds the online feature state (Redis). The password is never here (these args are
+    in Git on a cluster): it is read from a file (`ferry up`: .ferry/redis/password) or an environment
+    variable (a cluster: from the Secret `ferry-redis`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str
+    port: int = Field(gt=0, lt=65536)
+    password_file: str | None = None
+    password_env: str | None = None
+    namespace: str = Field(min_length=1, description="Key prefix: one model's state apart from another's.")
+    delay_days: int = Field(7, ge=1, description="The label delay of the model's data (data.split.delay_days).")
+    timeout_s: float = Field(1.0, gt=0, le=30, description="Socket timeout of one round trip.")
+
+
 class AppArgs(BaseModel):
     """What `build_app` takes: the `args` of a Serve application (serveConfigV2, or `deploy_local`)."""
 
@@ -31,6 +46,8 @@ class AppArgs(BaseModel):
                                       description="HTTP timeout of one registry call from the router.")
     drift_window_s: float = Field(3600.0, gt=0, le=30 * 86400, description=(
         "Sliding window of live traffic the drift PSI is computed over (monitoring.drift_window)."))
+    state_store: StateStoreArgs | None = Field(None, description=(
+        "The online feature state of a workload that takes raw requests; None: its raw routes answer 503."))
     allow_fault_injection: bool = Field(False, description=(
         "Honour the ferry.fault.* model-version tags (ferry.serving.faults). For tests and reliability runs "
         "only: the renderer never sets it."))
@@ -51,6 +68,13 @@ class Prediction(BaseModel):
 
 class BatchPredictions(BaseModel):
     predictions: list[Prediction]
+
+
+class LabelsReport(BaseModel):
+    stored: int = Field(description="New labels: each counts in its terminal's risk from now on.")
+    repeated: int = Field(description="Labels already stored with the same value: counted once.")
+    corrected: int = Field(description="Labels that replaced a different earlier one.")
+    unmatched: list[str] = Field(description="Ids of no scored transaction (yet): kept, applied if it comes.")
 
 
 class Health(BaseModel):

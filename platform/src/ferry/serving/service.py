@@ -21,6 +21,7 @@ from ferry.contract.errors import FerryError
 from ferry.serving import metrics
 from ferry.serving.drift import DriftMonitor
 from ferry.serving.faults import FaultBook, InjectedFault, predictions
+from ferry.serving.online import takes_raw_requests
 from ferry.serving.routing import CHALLENGER, CHAMPION, Variant, challenger_rows, choose
 from ferry.serving.schemas import Info, Prediction
 from ferry.serving.watcher import LOGGER_NAME, Loaded, RegistryWatcher, RolloutState
@@ -49,13 +50,17 @@ class WorkloadView:
     feature_names: tuple[str, ...]
     routing_key: str | None
     threshold: float
+    raw_request_model: type[BaseModel] | None = None  # set: `/predict` takes raw requests (ferry.serving.online)
+    label_model: type[BaseModel] | None = None
 
     @classmethod
     def of(cls, workload: Any) -> WorkloadView:
         model: type[BaseModel] = workload.request_model
         key = getattr(workload, "routing_key", None)
         names = getattr(workload, "feature_names", None) or tuple(f for f in model.model_fields if f != key)
-        return cls(model, tuple(names), key, float(getattr(workload, "threshold", DEFAULT_THRESHOLD)))
+        raw = takes_raw_requests(workload)
+        return cls(model, tuple(names), key, float(getattr(workload, "threshold", DEFAULT_THRESHOLD)),
+                   workload.raw_request_model if raw else None, workload.label_model if raw else None)
 
 
 def run_model(module: Any, features: np.ndarray) -> np.ndarray:
@@ -131,8 +136,9 @@ class Scored:
 class ScoringService:
     def __init__(self, model: str, workload: WorkloadView, watcher: RegistryWatcher,
                  recorder: metrics.Recorder, fingerprint: str = "", faults: FaultBook | None = None,
-                 drift: DriftMonitor | None = None) -> None:
+                 drift: DriftMonitor | None = None, online: Any | None = None) -> None:
         self.model = model
+        self.online = online  # the workload's online features (ferry.serving.online), when it takes raw requests
         self.drift = drift  # live drift against the champion's training reference (ferry.serving.drift)
         self.workload = workload
         self.watcher = watcher

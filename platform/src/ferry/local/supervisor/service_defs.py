@@ -172,7 +172,7 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
 # --- Redis (the online feature state) -----------------------------------------------------------------
 
 def redis_password_path(settings: Settings) -> Path:
-    return settings.state_dir / "redis" / "password"
+    return settings.redis_password_file
 
 
 def ensure_redis_password(settings: Settings) -> str:

@@ -1,0 +1,53 @@
+"""Online features for a workload that takes raw requests: the connection to the feature state store.
+
+A workload opts in by declaring `raw_request_model`, `label_model` and `online_features(client, namespace,
+delay_days)` (fraud_detection: per-card and per-terminal history in Redis). The router then takes raw requests
+on `/predict` and `/predict/batch`, the model's features on `/predict/features` and `/predict/features/batch`,
+and labels on `/labels` (ferry.serving.api). Without a configured store the raw routes answer 503, naming why.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ferry.contract.errors import StateStoreUnavailable
+from ferry.serving.schemas import StateStoreArgs
+
+
+def takes_raw_requests(workload: Any) -> bool:
+    return all(hasattr(workload, name) for name in ("raw_request_model", "label_model", "online_features"))
+
+
+def read_password(store: StateStoreArgs) -> str | None:
+    if store.password_file:
+        try:
+            return Path(store.password_file).read_text().strip()
+        except OSError as exc:
+            raise StateStoreUnavailable(f"cannot read the feature state store's password file "
+                                        f"{store.password_file}: {exc}") from exc
+    if store.password_env:
+        value = os.environ.get(store.password_env)
+        if not value:
+            raise StateStoreUnavailable(f"the environment variable {store.password_env} with the feature state "
+                                        "store's password is not set (Secret ferry-redis on a cluster)")
+        return value
+    return None
+
+
+def connect(store: StateStoreArgs) -> Any:
+    """A Redis client (connections are made lazily and re-made after an outage, so a store that comes back is
+    used again without a restart)."""
+    import redis
+
+    return redis.Redis(host=store.host, port=store.port, password=read_password(store),
+                       socket_timeout=store.timeout_s, socket_connect_timeout=store.timeout_s,
+                       health_check_interval=30)
+
+
+def online_features(workload: Any, store: StateStoreArgs | None) -> Any | None:
+    """The workload's online features over the configured store; None when there is none to use."""
+    if store is None or not takes_raw_requests(workload):
+        return None
+    return workload.online_features(connect(store), store.namespace, store.delay_days)
