@@ -89,7 +89,7 @@ def test_ray_keeps_token_auth_on(settings: Settings, started: dict[str, str]) ->
 
 def test_redis_keeps_state_behind_a_password(settings: Settings, started: dict[str, str]) -> None:
     """The feature state store: loopback, a password only the owner can read, and an append-only file."""
-    password_file = service_defs.redis_password_path(settings)
+    password_file = settings.redis_password_file
     assert oct(password_file.stat().st_mode & 0o777) == "0o600"
     config = settings.state_dir / "redis" / "redis.conf"
     assert oct(config.stat().st_mode & 0o777) == "0o600"

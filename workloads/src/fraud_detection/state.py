@@ -36,7 +36,7 @@ import numpy as np
 
 from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from fraud_detection.features import FEATURES, NS_PER_DAY, FeatureDefinition
-from fraud_detection.online import CardHistory, TerminalHistory, feature_matrix, window_totals
+from fraud_detection.online import CardHistory, TerminalHistory, event_time_ns, feature_matrix, window_totals
 
 _NS_PER_US = 1_000
 _SEPARATORS = frozenset("\x1e\x1f")  # of the batch argument of the script
@@ -132,10 +132,6 @@ def _with_constants(script: str, constants: dict[str, str]) -> str:
     return re.sub(r"\b(" + "|".join(constants) + r")\b", lambda match: constants[match[1]], script)
 
 
-# The errors serving maps to 503 and 409, named by the platform (ferry.contract.errors).
-TransactionInFlight = RequestInFlight
-
-
 @dataclass(frozen=True)
 class RawTransaction:
     """What the card network sends for one payment."""
@@ -175,6 +171,9 @@ class FeatureState:
         longest_us = max(definition.windows_days) * NS_PER_DAY // _NS_PER_US
         self._observe = _observe_script(longest_us, delay_days * NS_PER_DAY // _NS_PER_US, namespace)
         self._remember = _with_constants(_REMEMBER, {"PREFIX": _lua_string(f"{namespace}:")})
+        # Redis names scripts by SHA-1: computed once here, not on every call of the request path.
+        self._shas = {script: hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
+                      for script in (self._observe, self._remember)}
 
     def observe(self, transactions: Sequence[RawTransaction]) -> Observed:
         """Features of each transaction, counting each transaction id once in its card's and terminal's
@@ -228,7 +227,7 @@ class FeatureState:
             if int(reply[0]) == 1:
                 out[i] = np.frombuffer(reply[1], dtype=np.float32)
             elif int(reply[0]) == 2:
-                raise TransactionInFlight(f"transaction {tx.transaction_id!r} is being scored by another request; "
+                raise RequestInFlight(f"transaction {tx.transaction_id!r} is being scored by another request; "
                                           "retry it")
         if fresh:
             cards = [_card_history(replies[i][1]) for i in fresh]
@@ -251,7 +250,7 @@ class FeatureState:
         Redis forgets scripts): one round trip in the usual case."""
         import redis
 
-        sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+        sha = self._shas[script]
         try:
             return self._run(lambda pipe: pipe.evalsha(sha, 0, *args))[0]
         except StateStoreUnavailable as exc:
@@ -292,7 +291,7 @@ class OnlineFeatures:
         self.state = state
 
     def observe(self, rows: Sequence[Any]) -> Observed:
-        return self.state.observe([RawTransaction(row.transaction_id, _event_ns(row.tx_datetime), row.customer_id,
+        return self.state.observe([RawTransaction(row.transaction_id, event_time_ns(row.tx_datetime), row.customer_id,
                                                   row.terminal_id, row.tx_amount) for row in rows])
 
     def keys(self, rows: Sequence[Any]) -> list[int]:
@@ -301,8 +300,3 @@ class OnlineFeatures:
     def record_labels(self, rows: Sequence[Any], arrival_ns: int) -> LabelReport:
         return self.state.record_labels([(row.transaction_id, row.fraud) for row in rows], arrival_ns)
 
-
-def _event_ns(value: Any) -> int:
-    from fraud_detection.online import event_time_ns
-
-    return event_time_ns(value)

@@ -81,16 +81,20 @@ def ray_token_path(settings: Settings) -> Path:
     return settings.state_dir / "ray" / "auth_token"
 
 
-def ensure_ray_token(settings: Settings) -> str:
-    """Create the cluster token once (0600, 256 bits like `ray get-auth-token --generate`) and return it."""
-    path = ray_token_path(settings)
+def ensure_secret_file(path: Path) -> str:
+    """Create a 256-bit secret once in `path` (0600, in a 0700 folder) and return it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
-    return read_ray_token(settings)
+    return path.read_text().strip()
+
+
+def ensure_ray_token(settings: Settings) -> str:
+    """Create the cluster token once (0600, 256 bits like `ray get-auth-token --generate`) and return it."""
+    return ensure_secret_file(ray_token_path(settings))
 
 
 def read_ray_token(settings: Settings) -> str:
@@ -171,20 +175,6 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
 
 # --- Redis (the online feature state) -----------------------------------------------------------------
 
-def redis_password_path(settings: Settings) -> Path:
-    return settings.redis_password_file
-
-
-def ensure_redis_password(settings: Settings) -> str:
-    """Create the store's password once (0600, 256 bits) and return it; clients read it from this file."""
-    path = redis_password_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.chmod(0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path.read_text().strip()
 
 
 def redis_config(settings: Settings, password: str) -> str:
@@ -206,7 +196,7 @@ def redis_spec(settings: Settings) -> ServiceSpec:
     port, host = settings.redis_port, settings.host
 
     def prepare() -> None:
-        password = ensure_redis_password(settings)
+        password = ensure_secret_file(settings.redis_password_file)  # clients read it from this file
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(redis_config(settings, password))

@@ -58,7 +58,6 @@ from ferry.local.supervisor.service_defs import (
     installed,
     ray_auth_headers,
     ray_token_path,
-    redis_password_path,
 )
 from ferry.settings import Settings
 
@@ -167,7 +166,7 @@ def _alive(record: dict[str, Any]) -> bool:
 
 def _probe(settings: Settings, name: str, ready_url: str) -> bool:
     if name == "redis":
-        password = redis_password_path(settings)
+        password = settings.redis_password_file
         return password.exists() and procs.redis_ok(settings.host, settings.redis_port, password.read_text().strip())
     headers = ray_auth_headers(settings) if name == "ray" and ray_token_path(settings).exists() else {}
     return procs.http_ok(ready_url, headers)
