@@ -281,3 +281,46 @@ def test_a_stopped_state_store_is_a_503_and_serving_recovers_by_itself(settings:
                         password=settings.redis_password_file.read_text().strip())
     card = f"{names.state_namespace(served['spec'].name)}:card:77"
     assert store.strlen(card) == 16, "the payment from before the stop survived it (append-only file)"
+
+
+def test_a_replay_through_the_endpoint_gives_the_offline_features_and_scores(settings: Settings,
+                                                                            served: dict[str, Any]) -> None:
+    """#14's parity, through HTTP, Redis and the prediction log: a simulated history replayed in event-time
+    order (labels after the delay) is logged with exactly the features `add_features` computes offline for
+    that history, and with the scores batch scoring gives those features."""
+    from ferry.serving.prediction_log import read_log
+    from ferry.serving.replay import ReplayLimits, history_stream, replay
+    from fraud_detection.features import FEATURE_NAMES, add_features
+    from fraud_detection.simulator import SimulatorParams, simulate
+    from fraud_detection.workload import FraudDetectionWorkload
+
+    spec = served["spec"]
+    frame = simulate(SimulatorParams(customers=40, terminals=80, days=30, start_date="2018-04-01", seed=3))
+    # Ids far from every other test's cards and terminals: the state is the model's, shared by this module.
+    frame = frame.assign(customer_id=frame["customer_id"].astype("int64") + 4_193_000_000,
+                         terminal_id=frame["terminal_id"].astype("int64") + 4_193_000_000,
+                         transaction_id="parity-" + frame["transaction_id"].astype(str))
+    delay = spec.spec.data.split.delay_days
+    requests, labels = FraudDetectionWorkload().raw_history(frame)
+    report = replay(served["url"], history_stream(requests, labels, "tx_datetime"), delay,
+                    ReplayLimits(batch_rows=spec.spec.serving.limits.max_batch_rows, rate_per_s=50_000, timeout_s=240))
+    assert report.scored == report.sent == len(frame) and not report.failed, report
+    assert report.labels["unmatched"] == 0 and report.labels["stored"] == report.labels_sent > 0
+
+    def logged() -> Any:
+        table = read_log(settings.prediction_log_uri, names.LOG_PREDICTIONS, spec.name).flatten().to_pandas()
+        return table[table["transaction_id"].str.startswith("parity-")]
+
+    assert procs.wait_until(lambda: len(logged()) == len(frame), 20, 0.5), "every scored row reaches the log"
+    online = logged().set_index("transaction_id").loc[frame["transaction_id"]]
+    offline = add_features(frame, delay)[list(FEATURE_NAMES)].to_numpy(np.float64)
+    served_features = online[[f"features.{name}" for name in FEATURE_NAMES]].to_numpy(np.float64)
+    beyond = ~np.isclose(served_features, offline, rtol=1e-6, atol=1e-6)
+    print(f"parity over {len(frame)} replayed rows: max abs difference {np.abs(served_features - offline).max():.3g}, "
+          f"{int(beyond.sum())} values beyond 1e-6")
+    assert not beyond.any()
+    registry = Registry(settings.mlflow_uri)
+    for version in set(online["version"]):
+        rows = (online["version"] == version).to_numpy()
+        batch = run_model(registry.load_pytorch_version(spec.name, version), offline[rows].astype(np.float32))
+        np.testing.assert_allclose(online["score"].to_numpy()[rows], batch, rtol=1e-5, atol=1e-7)

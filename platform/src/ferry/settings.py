@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ferry.contract.errors import FerryError
 from ferry.contract.metrics import ROLLOUT_METRICS_PORT
+from ferry.contract.names import LOG_LOCAL_DIR
 
 LOOPBACK = "127.0.0.1"
 
@@ -59,6 +60,11 @@ class Settings(BaseSettings):
     def redis_password_file(self) -> Path:
         """The local feature state store's password (0600), written by `ferry up`, read by serving."""
         return self.state_dir / "redis" / "password"
+
+    @property
+    def prediction_log_uri(self) -> str:
+        """Where local serving logs scored raw requests and labels (ferry.serving.prediction_log)."""
+        return (self.state_dir / LOG_LOCAL_DIR).resolve().as_uri()
 
     @property
     def runs_dir(self) -> Path:

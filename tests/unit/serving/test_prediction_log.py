@@ -90,13 +90,14 @@ def test_reading_an_empty_log_says_so(tmp_path: Path) -> None:
 
 
 def test_labels_join_predictions_latest_first(tmp_path: Path) -> None:
-    labels = PredictionLog(tmp_path.as_uri(), LOG_LABELS, "m", label_schema())
+    labels = PredictionLog(tmp_path.as_uri(), LOG_LABELS, "m",
+                           label_schema([("transaction_id", pa.string()), ("fraud", pa.bool_())]))
     at = [datetime(2026, 12, 3, h, tzinfo=UTC) for h in (1, 2)]
     labels.append({"transaction_id": ["t1", "t1", "t2"], "fraud": [False, True, True],
                    "arrival_time": [at[0], at[1], at[0]]})
     labels.close()
     predictions = pa.table(rows(0, 3))
-    joined = join_labels(predictions, read_log(tmp_path.as_uri(), LOG_LABELS, "m"))
+    joined = join_labels(predictions, read_log(tmp_path.as_uri(), LOG_LABELS, "m"), "transaction_id")
     by_id = dict(zip(joined["transaction_id"], joined["fraud"], strict=True))
     assert by_id["t1"] is True and by_id["t2"] is True and by_id["t0"] != by_id["t0"]  # NaN: no label yet
 

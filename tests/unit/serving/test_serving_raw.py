@@ -5,9 +5,12 @@ test_serving.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from tests.support.serving_fakes import make_service, serving_registry, transaction
@@ -15,6 +18,8 @@ from tests.unit.serving.test_serving_api import client_for
 
 from ferry.adapters.registry_port import RolloutView
 from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
+from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
+from ferry.serving.prediction_log import LogLimits, ServingLog, join_labels, read_log
 from ferry.serving.routing import choose
 from ferry.serving.service import ScoringService
 from fraud_detection.features import FEATURE_NAMES
@@ -153,3 +158,27 @@ def test_labels_are_counted_once_and_unknown_ones_reported(client: TestClient) -
     assert (again["stored"], again["repeated"]) == (0, 1)
     assert client.post("/labels", json=[{"transaction_id": "l1", "fraud": "maybe"}]).status_code == 422
     assert client.post("/labels", json=[]).status_code == 422
+
+
+def test_every_scored_payment_and_label_is_logged(service: ScoringService, tmp_path: Path) -> None:
+    from fraud_detection.workload import Label, RawPayment
+
+    service.log = ServingLog(tmp_path.as_uri(), "fraud-detector", RawPayment, Label, FEATURE_NAMES, "tx_datetime",
+                             LogLimits(flush_interval_s=0.05))
+    with client_for(service) as client:
+        client.post("/predict", json=payment("t1", amount=10.0)).raise_for_status()
+        client.post("/predict/batch", json=[payment("t2", 2, 20.0), payment("t1", amount=10.0)]).raise_for_status()
+        client.post("/labels", json=[{"transaction_id": "t1", "fraud": True}]).raise_for_status()
+    service.log.close()
+    logged = read_log(tmp_path.as_uri(), LOG_PREDICTIONS, "fraud-detector").flatten().to_pandas()
+    logged = logged.sort_values("serving_time", kind="stable")
+    assert logged["transaction_id"].tolist() == ["t1", "t2", "t1"]
+    assert logged["repeated"].tolist() == [False, False, True]
+    assert logged["tx_amount"].tolist() == logged[f"features.{FEATURE_NAMES[0]}"].tolist() == [10.0, 20.0, 10.0]
+    assert set(logged["variant"]) <= {"champion", "challenger"} and logged["version"].isin(["1", "2"]).all()
+    assert (logged["event_time"] == pd.Timestamp("2018-08-08T10:15:00")).all()
+    assert ((logged["score"] >= 0.5) == logged["decision"]).all()
+    joined = join_labels(pa.Table.from_pandas(logged), read_log(tmp_path.as_uri(), LOG_LABELS, "fraud-detector"),
+                         "transaction_id")
+    assert joined.loc[joined["transaction_id"] == "t1", "fraud"].tolist() == [True, True]
+    assert joined.loc[joined["transaction_id"] == "t2", "fraud"].isna().all()

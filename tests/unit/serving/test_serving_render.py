@@ -105,6 +105,20 @@ def test_cluster_routers_find_the_state_store_with_the_password_from_its_secret(
                                                          "key": names.STATE_STORE_SECRET_KEY}
 
 
+def test_cluster_routers_log_beside_mlflows_artifacts_with_optional_credentials() -> None:
+    [service] = render_objects([model()], "prod")["fraud-detector/rayservice.yaml"]
+    [app] = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    assert app["args"]["prediction_log"] == {"uri": names.LOG_CLUSTER_URI}
+    [container] = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] in names.LOG_SECRET_KEYS}
+    assert refs == {key: {"name": names.LOG_SECRET, "key": key, "optional": True} for key in names.LOG_SECRET_KEYS}
+
+
+def test_local_routers_log_under_the_state_folder(tmp_path: Path) -> None:
+    log = local_args(Settings(home=tmp_path), model()).prediction_log
+    assert log is not None and log.uri == (tmp_path / ".ferry" / names.LOG_LOCAL_DIR).as_uri()
+
+
 def test_local_routers_use_the_redis_ferry_up_started_and_only_then(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, redis_port=6391)
     assert local_args(settings, model()).state_store is None, "no Redis started: raw routes answer 503"

@@ -98,6 +98,7 @@ class FraudDetectionWorkload:
     facts = WorkloadFacts(metrics=METRICS, data_params=SimulatorParams, training_params=TrainingParams)
     request_model = Transaction  # the 15 features: `/predict/features`
     raw_request_model = RawPayment  # what the card network sends: `/predict`
+    event_time_field = "tx_datetime"
     label_model = Label
     response_model = Score
     feature_names = FEATURE_NAMES
@@ -168,6 +169,14 @@ class FraudDetectionWorkload:
         from fraud_detection.state import FeatureState, OnlineFeatures
 
         return OnlineFeatures(FeatureState(client, namespace, delay_days))
+
+    def raw_history(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """A simulated (or loaded) history as `ferry replay` sends it: each payment as the card network would
+        send it, and its label, row for row."""
+        ids = frame["transaction_id"].astype(str)
+        requests = pd.DataFrame({"transaction_id": ids, **{name: frame[name] for name in (
+            "tx_datetime", "customer_id", "terminal_id", "tx_amount")}})
+        return requests, pd.DataFrame({"transaction_id": ids, "fraud": frame["tx_fraud"].astype(bool)})
 
     def example_raw_request(self) -> dict[str, Any]:
         """A raw payment for smoke tests and `ferry up`'s served prediction (a fixed id: asking twice is one

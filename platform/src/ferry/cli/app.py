@@ -77,7 +77,7 @@ app.command()(generated.generate)
 app.command()(step.step)
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(image_app, name="image")
-for verb in (local.up, local.down, local.status, local.runs, local.logs):
+for verb in (local.up, local.down, local.status, local.runs, local.logs, local.replay):
     app.command()(verb)
 app.command()(cluster.submit)
 app.command()(alerts.alerts)

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from ferry.cli.options import ArgoServerOption, NamespaceOption, connect
 from ferry.cli.output import console, err_console, indented, raw
-from ferry.cli.tables import following_runs, outcomes_table, runs_table, services_table
+from ferry.cli.tables import following_runs, outcomes_table, replay_table, runs_table, services_table
 from ferry.local.engine.progress import render_progress
 from ferry.settings import load_settings
 
@@ -103,6 +103,55 @@ def logs(
             raise typer.Exit(1)
         text = path.read_text(errors="replace")
     raw(text, end="")
+
+
+def replay(
+    model: Annotated[str, typer.Argument(help="Model name (a spec in gitops/models), served by `ferry up`.")],
+    param: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE: a data param for the simulator instead of the spec's (repeat it), e.g. a drift knob.")] = None,
+    start: Annotated[str | None, typer.Option(help="First event time to send (ISO date); default: the first.")] = None,
+    days: Annotated[float | None, typer.Option(help="Days of event time to send from --start.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000_000, help="Send at most this many transactions.")] = 100_000,
+    rate: Annotated[float, typer.Option(min=1, max=100_000, help="Transactions per second, at most.")] = 2000.0,
+    batch_rows: Annotated[int, typer.Option(min=1, max=1024, help="Transactions per request.")] = 256,
+    timeout: Annotated[float, typer.Option(min=1, help="Stop after this many seconds.")] = 600.0,
+) -> None:
+    """Stream simulated raw transactions through MODEL's local endpoint in event-time order, each label after the
+    label delay (loopback only; bounded in count and time)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ferry.serving.replay import ReplayLimits, ReplayWindow, replay_model
+
+    settings = load_settings()
+    spec = _model_spec(settings, model)
+    limits = ReplayLimits(batch_rows=batch_rows, rate_per_s=rate, limit=limit, timeout_s=timeout)
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("replay", total=None)
+        report = replay_model(settings, spec, _params(param or []), ReplayWindow(start, days), limits,
+                              on_start=lambda total: progress.update(task, total=total),
+                              on_progress=lambda r: progress.update(task, completed=r.sent))
+    console.print(replay_table(report))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _model_spec(settings: Any, model: str) -> Any:
+    from ferry.local.reconcile import selected_spec
+
+    return selected_spec(settings, model).model
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{pair!r}: use KEY=VALUE, e.g. --param n_customers=500", param_hint="--param")
+        params[key.strip()] = yaml.safe_load(value)
+    return params
 
 
 def _deploy(settings: Any, spec: Any) -> Any:

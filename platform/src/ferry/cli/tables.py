@@ -65,3 +65,22 @@ def following_runs(console: Console) -> Iterator[Callable[[dict[str, Any]], None
     finally:
         for workflow in last.values():
             console.print(render_progress(workflow))
+
+
+def replay_table(report: Any) -> FitTable:
+    """What `ferry replay` sent and what the endpoint made of it."""
+    import numpy as np
+
+    def when(ns: int | None) -> str:
+        return "" if ns is None else str(np.datetime64(ns, "ns").astype("datetime64[s]"))
+
+    rate = report.sent / report.elapsed_s if report.elapsed_s else 0.0
+    failed = ", ".join(f"{status}: {rows}" for status, rows in sorted(report.failed.items())) or "none"
+    labels = ", ".join(f"{kind} {report.labels[kind]}" for kind in ("stored", "repeated", "corrected", "unmatched"))
+    table = FitTable("what", Col("result", wrap=True))
+    table.add_row("transactions", f"{report.scored} scored of {report.sent} sent ({rate:.0f}/s)")
+    table.add_row("event time", f"{when(report.first_event_ns)} .. {when(report.last_event_ns)}")
+    table.add_row("labels", f"{report.labels_sent} sent: {labels}")
+    table.add_row("failed rows", failed)
+    table.add_row("stopped by", f"{report.stopped_by} after {report.elapsed_s:.1f}s")
+    return table

@@ -271,6 +271,12 @@ def argocd_workflow_annotations() -> dict[str, str]:
 # The logs serving appends to (ferry.serving.prediction_log): <uri>/<kind>/model=<model>/date=<day>/...
 LOG_PREDICTIONS = "predictions"
 LOG_LABELS = "labels"
+LOG_LOCAL_DIR = "prediction-log"  # under the local state folder (.ferry/prediction-log): `ferry up`'s log URI
+# On a cluster: beside MLflow's artifacts (gitops/platform/apps/mlflow.yaml's bucket). Serving pods write there
+# with the credentials of the Secret LOG_SECRET (optional: without it, the pod's own identity, e.g. IRSA).
+LOG_CLUSTER_URI = "s3://ferry-mlflow/prediction-log"
+LOG_SECRET = "ferry-prediction-log"  # noqa: S105  # pragma: allowlist secret (a Secret's name)
+LOG_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # pragma: allowlist secret (key names)
 
 
 # The online feature state store on a cluster (gitops/platform/apps/redis.yaml) and the Secret holding its

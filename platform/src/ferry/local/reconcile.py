@@ -103,6 +103,12 @@ def _model_lock(settings: Settings, model: str, on_wait: OnWait | None) -> conte
                            timeout_s=RECONCILE_LOCK_TIMEOUT_S, on_wait=on_wait)
 
 
+def selected_spec(settings: Settings, model: str) -> LoadedSpec:
+    """The valid spec of one model in the checkout, or an error naming the models there are."""
+    [spec] = _selected(workspace.valid_specs(settings.home, workload_facts()), [model])
+    return spec
+
+
 def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec]:
     if not models:
         return specs

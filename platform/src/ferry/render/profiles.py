@@ -52,6 +52,9 @@ class EnvProfile:
     # The online feature state store serving pods reach (host, port), with its password from a Secret; None:
     # set by the edge (`ferry up`'s Redis, ferry.serving.deploy).
     state_store: tuple[str, int] | None = None
+    # Where serving pods log scored raw requests and labels (ferry.serving.prediction_log). None: set by the
+    # edge (`ferry up`: .ferry/prediction-log).
+    prediction_log_uri: str | None = None
     repo_url: str = "https://github.com/ferry-ml/ferry.git"
     target_revision: str = "main"
     rayjob_ttl_seconds: int = 600
@@ -103,5 +106,6 @@ PROFILES: dict[EnvName, EnvProfile] = {
         prometheus_url=CLUSTER_PROMETHEUS_URL,
         scrape_rollout_pod=True,
         state_store=(names.STATE_STORE_HOST, names.STATE_STORE_PORT),
+        prediction_log_uri=names.LOG_CLUSTER_URI,
     ),
 }

@@ -72,6 +72,8 @@ def serve_application(model: ModelSpec, profile: EnvProfile) -> dict[str, Any]:
     if profile.state_store is not None:
         args["state_store"] = state_store_args(model, *profile.state_store,
                                                password_env=names.STATE_STORE_PASSWORD_ENV)
+    if profile.prediction_log_uri is not None:
+        args["prediction_log"] = {"uri": profile.prediction_log_uri}
     return {"name": model.metadata.name, "route_prefix": serving.route, "import_path": IMPORT_PATH,
             "args": args, "deployments": [{"name": ROUTER_DEPLOYMENT, **deployment_options(serving)}]}
 
@@ -130,6 +132,15 @@ def state_store_env(profile: EnvProfile) -> list[dict[str, Any]]:
         "name": names.STATE_STORE_SECRET, "key": names.STATE_STORE_SECRET_KEY}}}]
 
 
+def prediction_log_env(profile: EnvProfile) -> list[dict[str, Any]]:
+    """Object-store credentials for the prediction log, from the Secret named in docs/install-cluster.md.
+    Optional: without the Secret, pyarrow uses the pod's own identity (e.g. IRSA on EKS)."""
+    if profile.prediction_log_uri is None:
+        return []
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": names.LOG_SECRET, "key": key, "optional": True}}}
+            for key in names.LOG_SECRET_KEYS]
+
+
 def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
     """Ray Serve's high-throughput mode ("Enable High Throughput on Ray Serve with KubeRay"), set on every
     pod: the controller, HAProxy and the replicas all read it at start. HAProxy answers on SERVE_PORT in
@@ -146,7 +157,7 @@ def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
 def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, memory: str,
          probes: dict[str, Any]) -> dict[str, Any]:
     env = [*pods.env_vars(profile), {"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"},
-           *ingress_env(model.spec.serving), *state_store_env(profile)]
+           *ingress_env(model.spec.serving), *state_store_env(profile), *prediction_log_env(profile)]
     return {
         "metadata": {"labels": names.labels(model.metadata.name, "serving")},
         "spec": {

@@ -44,8 +44,9 @@ from ferry.serving import metrics
 from ferry.serving.columns import BatchReader, openapi_body
 from ferry.serving.faults import InjectedFault, settle_batch
 from ferry.serving.intake import ASGIApp, FastLane, InFlight, Intake, Scope
+from ferry.serving.prediction_log import ServingLog
 from ferry.serving.schemas import BatchPredictions, Health, Info, LabelsReport, Prediction, error_body
-from ferry.serving.service import NoChampion, ScoringFailed, ScoringService
+from ferry.serving.service import NoChampion, Scored, ScoringFailed, ScoringService
 from ferry.serving.watcher import LOGGER_NAME
 from ferry.spec.models import ServingSpec
 
@@ -141,6 +142,8 @@ class Scoring:
         async def call() -> Answer:
             online, observed = await _observe(self, rows)
             scored = self.service.score_batch(online.keys(rows), observed.features)
+            if self.service.log is not None:
+                _log_scored(self.service.log, rows, observed, scored)
             if self.service.faults is not None:
                 await settle_batch(self.service.faults, set(scored.versions), scored.first_fault())
             if single:
@@ -157,11 +160,21 @@ class Scoring:
             online = self.service.online
             if online is None:
                 raise NoStateStore("this router has no feature state store to keep labels in")
-            report = await asyncio.to_thread(online.record_labels, rows, time.time_ns())
+            arrival_ns = time.time_ns()
+            report = await asyncio.to_thread(online.record_labels, rows, arrival_ns)
+            if self.service.log is not None:
+                self.service.log.labelled(rows, arrival_ns / 1e9)
             return LabelsReport(stored=report.stored, repeated=report.repeated, corrected=report.corrected,
                                 unmatched=list(report.unmatched)), ()
 
         return await _guarded(self.service, self.limits.timeout_s, call)
+
+
+def _log_scored(log: ServingLog, rows: list[BaseModel], observed: Any, scored: Scored) -> None:
+    answered = scored.unfailed()
+    if not answered.all():  # a row that drew an injected fault was not answered: nothing to log
+        rows = [row for row, keep in zip(rows, answered.tolist(), strict=True) if keep]
+    log.scored(rows, observed.features[answered], scored.answers(answered), observed.repeated[answered], time.time())
 
 
 class NoStateStore(StateStoreUnavailable):

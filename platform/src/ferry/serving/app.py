@@ -48,7 +48,7 @@ from ferry.serving.api import build_api
 from ferry.serving.drift import DriftMonitor, RayDriftGauges
 from ferry.serving.faults import FaultBook, InjectedFault, settle
 from ferry.serving.intake import InFlight
-from ferry.serving.online import online_features
+from ferry.serving.online import online_features, serving_log
 from ferry.serving.schemas import AppArgs, Prediction
 from ferry.serving.service import ScoringService, WorkloadView
 from ferry.serving.watcher import RegistryWatcher
@@ -77,7 +77,8 @@ def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPo
                          lambda version: registry.version_facts(args.model, version))
     drift.start()
     return ScoringService(args.model, workload, watcher, recorder, args.fingerprint(), faults, drift,
-                          online_features(loaded, args.state_store))
+                          online_features(loaded, args.state_store),
+                          serving_log(args.model, loaded, args.prediction_log))
 
 
 def _prepare_process(args: AppArgs) -> None:
@@ -131,6 +132,8 @@ class Router:
         self.service.watcher.stop(timeout_s=1.0)
         if self.service.drift is not None:
             self.service.drift.stop(timeout_s=1.0)
+        if self.service.log is not None:  # writes what is queued: a clean shutdown loses no logged row
+            self.service.log.close(timeout_s=10.0)
 
 
 def build_app(args: dict[str, Any], local_options: Mapping[str, Any] | None = None) -> Application:

@@ -51,7 +51,8 @@ def local_args(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEF
         update={"cpus_per_replica": min(serving.cpus_per_replica, LOCAL_CPUS_PER_REPLICA)})})})
     return AppArgs.model_validate({**app_args(local, settings.mlflow_uri), "poll_interval_s": poll_interval_s,
                                    "allow_fault_injection": allow_fault_injection,
-                                   "state_store": local_state_store(settings, spec)})
+                                   "state_store": local_state_store(settings, spec),
+                                   "prediction_log": {"uri": settings.prediction_log_uri}})
 
 
 def local_state_store(settings: Settings, spec: ModelSpec) -> dict[str, Any] | None:

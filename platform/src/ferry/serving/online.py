@@ -1,9 +1,10 @@
 """Online features for a workload that takes raw requests: the connection to the feature state store.
 
-A workload opts in by declaring `raw_request_model`, `label_model` and `online_features(client, namespace,
-delay_days)` (fraud_detection: per-card and per-terminal history in Redis). The router then takes raw requests
-on `/predict` and `/predict/batch`, the model's features on `/predict/features` and `/predict/features/batch`,
-and labels on `/labels` (ferry.serving.api). Without a configured store the raw routes answer 503, naming why.
+A workload opts in by declaring `raw_request_model` (with its `event_time_field`), `label_model` and
+`online_features(client, namespace, delay_days)` (fraud_detection: per-card and per-terminal history in Redis).
+The router then takes raw requests on `/predict` and `/predict/batch`, the model's features on
+`/predict/features` and `/predict/features/batch`, and labels on `/labels` (ferry.serving.api). Without a
+configured store the raw routes answer 503, naming why.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ferry.contract.errors import StateStoreUnavailable
-from ferry.serving.schemas import StateStoreArgs
+from ferry.serving.prediction_log import LogLimits, ServingLog
+from ferry.serving.schemas import PredictionLogArgs, StateStoreArgs
 
 
 def takes_raw_requests(workload: Any) -> bool:
-    return all(hasattr(workload, name) for name in ("raw_request_model", "label_model", "online_features"))
+    return all(hasattr(workload, name) for name in ("raw_request_model", "label_model", "online_features",
+                                                    "event_time_field"))
 
 
 def read_password(store: StateStoreArgs) -> str | None:
@@ -51,3 +54,12 @@ def online_features(workload: Any, store: StateStoreArgs | None) -> Any | None:
     if store is None or not takes_raw_requests(workload):
         return None
     return workload.online_features(connect(store), store.namespace, store.delay_days)
+
+
+def serving_log(model: str, workload: Any, log: PredictionLogArgs | None) -> ServingLog | None:
+    """The router's prediction and label log; None when none is configured or the workload takes no raw requests
+    (only raw requests carry what the log keeps: the raw fields and the features computed from them)."""
+    if log is None or not takes_raw_requests(workload):
+        return None
+    return ServingLog(log.uri, model, workload.raw_request_model, workload.label_model, workload.feature_names,
+                      workload.event_time_field, LogLimits(flush_interval_s=log.flush_interval_s))

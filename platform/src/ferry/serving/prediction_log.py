@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from pydantic import BaseModel
+
+from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
+
 logger = logging.getLogger("ferry.serving.prediction_log")
+FEATURES_COLUMN = "features"
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,9 @@ class PredictionLog:
 
     def __init__(self, uri: str, kind: str, model: str, schema: Any, limits: LogLimits = LogLimits(),
                  writer: str | None = None, clock: Callable[[], float] = time.time) -> None:
-        import pyarrow.fs
-
-        self.filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
-        self.root = f"{root.rstrip('/')}/{kind}/model={model}"
+        self.uri, self.kind, self.model = uri, kind, model
+        self.filesystem: Any = None  # opened by the writer thread: an object store may need a network call
+        self.root = ""
         self.schema, self.limits, self._clock = schema, limits, clock
         self.writer = writer or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._sequence = itertools.count()
@@ -93,25 +98,37 @@ class PredictionLog:
             if closing:
                 return
 
+    def _open(self) -> None:
+        import pyarrow.fs
+
+        if self.filesystem is None:
+            self.filesystem, root = pyarrow.fs.FileSystem.from_uri(self.uri)
+            self.root = f"{root.rstrip('/')}/{self.kind}/model={self.model}"
+
     def _write(self, batches: list[Any]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.Table.from_batches(batches, schema=self.schema)
         day = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
-        folder = f"{self.root}/date={day}"
+        folder = f"{self.uri}/{self.kind}/model={self.model}/date={day}"
         name = f"part-{self.writer}-{next(self._sequence):08d}.parquet"
         try:
+            self._open()
+            folder = f"{self.root}/date={day}"
             self.filesystem.create_dir(folder, recursive=True)
             local = type(self.filesystem).__name__ == "LocalFileSystem"
             target = f"{folder}/.{name}.tmp" if local else f"{folder}/{name}"
             pq.write_table(table, target, filesystem=self.filesystem)
             if local:
                 self.filesystem.move(target, f"{folder}/{name}")
-        except OSError:
+        except (OSError, ValueError) as exc:  # pyarrow: OSError from storage, ValueError (ArrowInvalid) from a URI
             self.failed_writes += 1
             self.dropped_rows += table.num_rows
-            logger.exception("could not write %d logged rows to %s", table.num_rows, folder)
+            # Once with the traceback, then one line per failure: a store that is down fails every second.
+            logger.error("could not write %d logged rows to %s (%d failed writes, %d rows dropped): %s",
+                         table.num_rows, folder, self.failed_writes, self.dropped_rows, exc,
+                         exc_info=self.failed_writes == 1)
             return
         self.written_rows += table.num_rows
 
@@ -138,28 +155,103 @@ def read_log(uri: str, kind: str, model: str | None = None) -> Any:
 
 def prediction_schema(raw_fields: Sequence[tuple[str, Any]], feature_names: Sequence[str]) -> Any:
     """The prediction log's columns: the request's raw fields (name, pyarrow type), the features the model
-    saw, and what serving answered, with event and serving time."""
+    saw (a struct column `features`: a feature may share a raw field's name; `Table.flatten()` gives
+    `features.<name>`), and what serving answered, with event and serving time (the model is the partition).
+    `repeated`: the transaction id had been scored before, and these are the first time's features (the state
+    counted it once)."""
     import pyarrow as pa
 
     return pa.schema([
         *raw_fields,
-        *((name, pa.float32()) for name in feature_names),
-        ("model", pa.string()), ("version", pa.string()), ("variant", pa.string()),
-        ("score", pa.float64()), ("decision", pa.bool_()),
+        (FEATURES_COLUMN, pa.struct([(name, pa.float32()) for name in feature_names])),
+        ("version", pa.string()), ("variant", pa.string()),
+        ("score", pa.float64()), ("decision", pa.bool_()), ("repeated", pa.bool_()),
         ("event_time", pa.timestamp("us")), ("serving_time", pa.timestamp("us", tz="UTC")),
     ])
 
 
-def label_schema() -> Any:
+def arrow_fields(request_model: type[BaseModel]) -> list[tuple[str, Any]]:
+    """A request model's fields as pyarrow columns (str, int, float, bool, datetime: what raw requests hold)."""
     import pyarrow as pa
 
-    return pa.schema([("transaction_id", pa.string()), ("fraud", pa.bool_()),
-                      ("arrival_time", pa.timestamp("us", tz="UTC"))])
+    types = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: pa.timestamp("us")}
+    fields = []
+    for name, info in request_model.model_fields.items():
+        if info.annotation not in types:
+            raise TypeError(f"{request_model.__name__}.{name}: a logged raw field must be one of "
+                            f"{', '.join(t.__name__ for t in types)}, not {info.annotation}")
+        fields.append((name, types[info.annotation]))
+    return fields
 
 
-def join_labels(predictions: Any, labels: Any) -> Any:
-    """Predictions with their label (the latest to arrive per transaction) as pandas, a left join on
-    `transaction_id`: a prediction without a label yet has `fraud` and `arrival_time` missing."""
-    latest = (labels.to_pandas().sort_values("arrival_time")
-              .drop_duplicates("transaction_id", keep="last")[["transaction_id", "fraud", "arrival_time"]])
-    return predictions.to_pandas().merge(latest, on="transaction_id", how="left", validate="many_to_one")
+def label_schema(label_fields: Sequence[tuple[str, Any]]) -> Any:
+    """The label log's columns: the label as it was posted, and when it arrived."""
+    import pyarrow as pa
+
+    return pa.schema([*label_fields, ("arrival_time", pa.timestamp("us", tz="UTC"))])
+
+
+def join_key(raw_model: type[BaseModel], label_model: type[BaseModel]) -> str:
+    """The field a label and its request share (fraud_detection: `transaction_id`): how the logs join."""
+    shared = [name for name in label_model.model_fields if name in raw_model.model_fields]
+    if len(shared) != 1:
+        raise TypeError(f"{label_model.__name__} must share exactly one field with {raw_model.__name__} (the id "
+                        f"a label joins its prediction by), not {shared or 'none'}")
+    return shared[0]
+
+
+def join_labels(predictions: Any, labels: Any, key: str) -> Any:
+    """Predictions with their label (the latest to arrive per `key`) as pandas, a left join: a prediction
+    without a label yet has the label's columns and `arrival_time` missing."""
+    latest = labels.to_pandas().sort_values("arrival_time").drop_duplicates(key, keep="last")
+    latest = latest[[name for name in latest.columns if name not in ("model", "date")]]
+    return predictions.to_pandas().merge(latest, on=key, how="left", validate="many_to_one")
+
+
+class ServingLog:
+    """What a router logs: every raw request it scored (`scored`) and every label it was sent (`labelled`),
+    each kind to its own `PredictionLog` under one URI."""
+
+    def __init__(self, uri: str, model: str, raw_model: type[BaseModel], label_model: type[BaseModel],
+                 feature_names: Sequence[str], event_time_field: str, limits: LogLimits = LogLimits()) -> None:
+        self.raw_names = [name for name, _ in arrow_fields(raw_model)]
+        self.label_names = [name for name, _ in arrow_fields(label_model)]
+        self.key = join_key(raw_model, label_model)
+        self.feature_names, self.event_time_field, self.model = tuple(feature_names), event_time_field, model
+        schema = prediction_schema(arrow_fields(raw_model), self.feature_names)
+        self.predictions = PredictionLog(uri, LOG_PREDICTIONS, model, schema, limits)
+        self.labels = PredictionLog(uri, LOG_LABELS, model, label_schema(arrow_fields(label_model)), limits)
+
+    def scored(self, rows: Sequence[BaseModel], features: np.ndarray, answers: Mapping[str, np.ndarray],
+               repeated: np.ndarray, serving_s: float) -> None:
+        """Queue one batch: `answers` holds per-row `version`, `variant`, `score`, `decision` (rows that drew
+        an injected fault are left out by the caller: nothing was answered for them)."""
+        import pyarrow as pa
+
+        columns: dict[str, Any] = {name: [_plain(getattr(row, name)) for row in rows] for name in self.raw_names}
+        columns[FEATURES_COLUMN] = pa.StructArray.from_arrays(
+            [pa.array(features[:, i]) for i in range(features.shape[1])], names=list(self.feature_names))
+        columns.update(answers)
+        columns["repeated"] = repeated
+        columns["event_time"] = columns[self.event_time_field]
+        columns["serving_time"] = [datetime.fromtimestamp(serving_s, UTC)] * len(rows)
+        self.predictions.append(columns)
+
+    def labelled(self, rows: Sequence[BaseModel], arrival_s: float) -> None:
+        """Queue labels as they were posted (repeats too: the log keeps what arrived, and when)."""
+        columns: dict[str, Any] = {name: [getattr(row, name) for row in rows] for name in self.label_names}
+        columns["arrival_time"] = [datetime.fromtimestamp(arrival_s, UTC)] * len(rows)
+        self.labels.append(columns)
+
+    @property
+    def dropped_rows(self) -> int:
+        return self.predictions.dropped_rows + self.labels.dropped_rows
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        self.predictions.close(timeout_s)
+        self.labels.close(timeout_s)
+
+
+def _plain(value: Any) -> Any:
+    # Event time is wall-clock time with its zone dropped, not converted (fraud_detection.online.event_time_ns).
+    return value.replace(tzinfo=None) if isinstance(value, datetime) else value

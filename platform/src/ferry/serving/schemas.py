@@ -32,6 +32,16 @@ class StateStoreArgs(BaseModel):
     timeout_s: float = Field(1.0, gt=0, le=30, description="Socket timeout of one round trip.")
 
 
+class PredictionLogArgs(BaseModel):
+    """Where the router logs what it scored and the labels it was sent (ferry.serving.prediction_log): a URI
+    pyarrow opens (`file://` under .ferry locally, `s3://` beside MLflow's artifacts on a cluster)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    uri: str = Field(min_length=1)
+    flush_interval_s: float = Field(1.0, gt=0, le=60, description=(
+        "How often queued rows are written: a killed replica loses at most this much of its traffic."))
+
+
 class AppArgs(BaseModel):
     """What `build_app` takes: the `args` of a Serve application (serveConfigV2, or `deploy_local`)."""
 
@@ -48,6 +58,8 @@ class AppArgs(BaseModel):
         "Sliding window of live traffic the drift PSI is computed over (monitoring.drift_window)."))
     state_store: StateStoreArgs | None = Field(None, description=(
         "The online feature state of a workload that takes raw requests; None: its raw routes answer 503."))
+    prediction_log: PredictionLogArgs | None = Field(None, description=(
+        "Log every scored raw request and every label (a workload that takes raw requests); None: no log."))
     allow_fault_injection: bool = Field(False, description=(
         "Honour the ferry.fault.* model-version tags (ferry.serving.faults). For tests and reliability runs "
         "only: the renderer never sets it."))
@@ -93,6 +105,8 @@ class Info(BaseModel):
     registry_reachable: bool
     last_error: str | None = None
     seconds_since_poll: float | None = None
+    log_dropped_rows: int | None = Field(None, description=(
+        "Rows the prediction log could not keep (its store failed or its queue was full); None: no log."))
 
 
 def error_body(message: str, **extra: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ferry.serving import metrics
 from ferry.serving.drift import DriftMonitor
 from ferry.serving.faults import FaultBook, InjectedFault, predictions
 from ferry.serving.online import takes_raw_requests
+from ferry.serving.prediction_log import ServingLog
 from ferry.serving.routing import CHALLENGER, CHAMPION, Variant, challenger_rows, choose
 from ferry.serving.schemas import Info, Prediction
 from ferry.serving.watcher import LOGGER_NAME, Loaded, RegistryWatcher, RolloutState
@@ -52,6 +53,7 @@ class WorkloadView:
     threshold: float
     raw_request_model: type[BaseModel] | None = None  # set: `/predict` takes raw requests (ferry.serving.online)
     label_model: type[BaseModel] | None = None
+    event_time_field: str | None = None  # the raw request's event time, logged as `event_time`
 
     @classmethod
     def of(cls, workload: Any) -> WorkloadView:
@@ -60,7 +62,8 @@ class WorkloadView:
         names = getattr(workload, "feature_names", None) or tuple(f for f in model.model_fields if f != key)
         raw = takes_raw_requests(workload)
         return cls(model, tuple(names), key, float(getattr(workload, "threshold", DEFAULT_THRESHOLD)),
-                   workload.raw_request_model if raw else None, workload.label_model if raw else None)
+                   workload.raw_request_model if raw else None, workload.label_model if raw else None,
+                   workload.event_time_field if raw else None)
 
 
 def run_model(module: Any, features: np.ndarray) -> np.ndarray:
@@ -115,6 +118,11 @@ class Scored:
     def scores_of(self, variant: Variant) -> np.ndarray:
         return self.scores[(self.variants == variant) & ~np.isnan(self.scores)]
 
+    def answers(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The answers of `rows` (an index or mask), column-wise, as the prediction log keeps them."""
+        return {"version": self.versions[rows], "variant": self.variants[rows], "score": self.scores[rows],
+                "decision": self.decisions[rows]}
+
     def first_fault(self) -> InjectedFault | None:
         return self.faults[min(self.faults)] if self.faults else None
 
@@ -136,8 +144,10 @@ class Scored:
 class ScoringService:
     def __init__(self, model: str, workload: WorkloadView, watcher: RegistryWatcher,
                  recorder: metrics.Recorder, fingerprint: str = "", faults: FaultBook | None = None,
-                 drift: DriftMonitor | None = None, online: Any | None = None) -> None:
+                 drift: DriftMonitor | None = None, online: Any | None = None,
+                 log: ServingLog | None = None) -> None:
         self.model = model
+        self.log = log  # the prediction and label log (ferry.serving.prediction_log), when configured
         self.online = online  # the workload's online features (ferry.serving.online), when it takes raw requests
         self.drift = drift  # live drift against the champion's training reference (ferry.serving.drift)
         self.workload = workload
@@ -241,4 +251,5 @@ class ScoringService:
         return Info(model=self.model, fingerprint=self.fingerprint,
                     champion=state.champion.version if state.champion else None,
                     challenger=state.challenger.version if state.challenger else None, weight=state.weight,
-                    registry_reachable=watcher.reachable, last_error=watcher.last_error, seconds_since_poll=age)
+                    registry_reachable=watcher.reachable, last_error=watcher.last_error, seconds_since_poll=age,
+                    log_dropped_rows=None if self.log is None else self.log.dropped_rows)
