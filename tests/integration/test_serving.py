@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,55 @@ def test_a_replay_through_the_endpoint_gives_the_offline_features_and_scores(set
         rows = (online["version"] == version).to_numpy()
         batch = run_model(registry.load_pytorch_version(spec.name, version), offline[rows].astype(np.float32))
         np.testing.assert_allclose(online["score"].to_numpy()[rows], batch, rtol=1e-5, atol=1e-7)
+
+
+def test_a_store_stopped_under_load_gives_only_clear_503s_never_a_default(settings: Settings,
+                                                                          served: dict[str, Any]) -> None:
+    """One card's payments, back to back, while Redis is stopped and started again: every answer is a 200 or a
+    503 saying the store is unavailable, serving comes back by itself, and no payment is scored with a default
+    (empty) history: the card's 1-day count only grows, by one per counted payment."""
+    import threading
+
+    from ferry.serving.prediction_log import read_log
+    from fraud_detection.features import FEATURE_NAMES
+
+    url, card = served["url"], 4_100_000_007
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:  # bounded: 3,000 payments or 60 s
+        deadline = time.monotonic() + 60
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            for i in range(3000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                at = f"2019-01-01T{i // 360:02d}:{i // 6 % 60:02d}:{i % 6 * 10:02d}"
+                response = client.post(f"{url}/predict", json=payment(f"load-{i}", card, at=at, terminal_id=card))
+                answers.append((response.status_code, response.json().get("detail", "") if response.status_code
+                                != 200 else ""))
+
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    assert procs.wait_until(lambda: len(answers) >= 20, 20, 0.05), answers[-3:]
+    record = json.loads((settings.state_dir / "services" / "redis.json").read_text())
+    procs.terminate_tree(record["pid"], record.get("start_ticks"), leader_first=False, grace_s=5)
+    assert procs.wait_until(lambda: sum(status == 503 for status, _ in answers) >= 5, 20, 0.05)
+    start_services(settings, include=["redis"])
+    restarted = len(answers)
+    assert procs.wait_until(lambda: any(s == 200 for s, _ in answers[restarted:]), 30, 0.1), "recovers by itself"
+    stop.set()
+    sender.join(15)
+    assert {status for status, _ in answers} <= {200, 503}, Counter(status for status, _ in answers)
+    assert all("unavailable" in detail for status, detail in answers if status == 503)
+    scored = sum(status == 200 for status, _ in answers)
+    count_column = f"features.{FEATURE_NAMES[FEATURE_NAMES.index('customer_id_nb_tx_1day_window')]}"
+
+    def logged() -> Any:
+        table = read_log(settings.prediction_log_uri, names.LOG_PREDICTIONS, served["spec"].name).flatten()
+        rows = table.to_pandas()
+        return rows[rows["customer_id"] == card].sort_values("event_time")
+
+    assert procs.wait_until(lambda: len(logged()) == scored, 20, 0.5), "every answered payment is logged"
+    counts = logged()[count_column].to_numpy()
+    failed = len(answers) - scored
+    assert counts[0] == 1 and (np.diff(counts) >= 1).all() and counts[-1] <= scored + failed, counts

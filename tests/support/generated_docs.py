@@ -51,6 +51,13 @@ DOCS = (
                  ".venv/bin/python benchmarks/bench_feature_state.py",
                  ("benchmarks/bench_feature_state.py", "workloads/src/fraud_detection/state.py",
                   "workloads/src/fraud_detection/online.py", "workloads/src/fraud_detection/features.py")),
+    # The raw path against the features path, both through the whole router; the fingerprint covers what
+    # differs between them (the raw routes, the state store, the log), not the shared stack.
+    GeneratedDoc("docs/benchmarks/raw-serving.md", "benchmarks/bench_raw_serving.py",
+                 ".venv/bin/python benchmarks/bench_raw_serving.py",
+                 ("benchmarks/bench_raw_serving.py", f"{SERVING}/api.py", f"{SERVING}/prediction_log.py",
+                  f"{SERVING}/online.py", "workloads/src/fraud_detection/state.py",
+                  "workloads/src/fraud_detection/online.py")),
 )
 
 

@@ -62,6 +62,28 @@ def online_features(
     return feature_matrix(times, np.array([amount]), totals, definition)[0]
 
 
+@dataclass(frozen=True)
+class BatchHistory:
+    """A batch's histories end to end: each kind's event times (ns) and the row each belongs to, and the card
+    payments' amounts. A state store fills it straight from what it read (fraud_detection.state)."""
+
+    card_ns: np.ndarray
+    card_amount: np.ndarray
+    card_rows: np.ndarray
+    terminal_ns: np.ndarray
+    terminal_rows: np.ndarray
+    fraud_ns: np.ndarray
+    fraud_rows: np.ndarray
+
+    @classmethod
+    def of(cls, cards: Sequence[CardHistory], terminals: Sequence[TerminalHistory]) -> BatchHistory:
+        card_ns, card_rows = _segments([card.event_ns for card in cards])
+        terminal_ns, terminal_rows = _segments([terminal.event_ns for terminal in terminals])
+        fraud_ns, fraud_rows = _segments([terminal.fraud_ns for terminal in terminals])
+        amounts = np.concatenate([card.amount for card in cards]) if cards else _EMPTY_VALUES
+        return cls(card_ns, amounts, card_rows, terminal_ns, terminal_rows, fraud_ns, fraud_rows)
+
+
 def window_totals(
     event_ns: np.ndarray,
     cards: Sequence[CardHistory],
@@ -77,18 +99,21 @@ def window_totals(
 
     The features follow from these alone, by :func:`feature_matrix`.
     """
+    return batch_window_totals(event_ns, BatchHistory.of(cards, terminals), delay_days, definition)
+
+
+def batch_window_totals(event_ns: np.ndarray, history: BatchHistory, delay_days: int,
+                        definition: FeatureDefinition = FEATURES) -> np.ndarray:
+    """:func:`window_totals` of histories already laid end to end."""
     event_ns = np.asarray(event_ns, dtype=np.int64)
     labelled = event_ns - delay_days * NS_PER_DAY
     out = np.zeros((len(event_ns), 4, len(definition.windows_days)), dtype=np.float64)
-    card_times, card_rows = _segments([card.event_ns for card in cards])
-    amounts = np.concatenate([card.amount for card in cards]) if cards else _EMPTY_VALUES
-    terminal_times, terminal_rows = _segments([terminal.event_ns for terminal in terminals])
-    fraud_times, fraud_rows = _segments([terminal.fraud_ns for terminal in terminals])
     for w, days in enumerate(definition.windows_days):
         span = days * NS_PER_DAY
-        out[:, 0, w], out[:, 1, w] = _window_sums(card_times, card_rows, event_ns, span, amounts)
-        out[:, 2, w], _ = _window_sums(terminal_times, terminal_rows, labelled, span)
-        out[:, 3, w], _ = _window_sums(fraud_times, fraud_rows, labelled, span)
+        out[:, 0, w], out[:, 1, w] = _window_sums(history.card_ns, history.card_rows, event_ns, span,
+                                                  history.card_amount)
+        out[:, 2, w], _ = _window_sums(history.terminal_ns, history.terminal_rows, labelled, span)
+        out[:, 3, w], _ = _window_sums(history.fraud_ns, history.fraud_rows, labelled, span)
     return out
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from fraud_detection.features import FEATURES, NS_PER_DAY, FeatureDefinition
-from fraud_detection.online import CardHistory, TerminalHistory, event_time_ns, feature_matrix, window_totals
+from fraud_detection.online import BatchHistory, batch_window_totals, event_time_ns, feature_matrix
 
 _NS_PER_US = 1_000
 _SEPARATORS = frozenset("\x1e\x1f")  # of the batch argument of the script
@@ -58,50 +58,72 @@ local function history(key, size, oldest)
   return blob
 end
 
-local function observe(txid, card_id, terminal_id, at, amount)
+local function observe(txid, card_id, terminal_id, at, amount, early_labels, indexed)
   local record = PREFIX .. 'tx:' .. txid
-  local features = redis.call('HGET', record, 'f')
-  if features then return {1, features} end
-  if redis.call('EXISTS', record) == 1 then return {2} end
+  local known = redis.call('HMGET', record, 'f', 'e')
+  if known[1] then return {1, known[1]} end
+  if known[2] then return {2} end
   local t = tonumber(at)
   local card_key, terminal_key = PREFIX .. 'card:' .. card_id, PREFIX .. 'terminal:' .. terminal_id
-  local frauds_key, index = PREFIX .. 'frauds:' .. terminal_id, PREFIX .. 'tx-index'
+  local frauds_key = PREFIX .. 'frauds:' .. terminal_id
   local terminal_oldest = t - DELAY_US - LONGEST_US
   local card = history(card_key, 16, t - LONGEST_US)
   local terminal = history(terminal_key, 8, terminal_oldest)
-  redis.call('ZREMRANGEBYSCORE', frauds_key, '-inf', string.format('%.17g', terminal_oldest))
-  local frauds = redis.call('ZRANGEBYSCORE', frauds_key, '-inf', '+inf', 'WITHSCORES')
+  -- Only the frauds a window can hold; older ones are removed when labels are written (record_labels).
+  local frauds = redis.call('ZRANGEBYSCORE', frauds_key, string.format('(%.17g', terminal_oldest), '+inf',
+                            'WITHSCORES')
   redis.call('APPEND', card_key, struct.pack('<dd', t, tonumber(amount)))
   redis.call('APPEND', terminal_key, struct.pack('<d', t))
   redis.call('HSET', record, 't', terminal_id, 'e', at)
-  local early = redis.call('HGET', UNMATCHED, txid)
-  if early then
-    local fraud, arrived = string.match(early, '^([^:]*):(.*)$')
-    if fraud == '1' then redis.call('ZADD', frauds_key, at, txid) end
-    redis.call('HSET', record, 'l', fraud, 'a', arrived)
-    redis.call('HDEL', UNMATCHED, txid)
-  end
-  redis.call('ZADD', index, at, txid)
-  local stale = redis.call('ZRANGEBYSCORE', index, '-inf', string.format('%.17g', terminal_oldest),
-                           'LIMIT', 0, PRUNE_RECORDS)
-  if #stale > 0 then
-    local records = {}
-    for i = 1, #stale do records[i] = PREFIX .. 'tx:' .. stale[i] end
-    redis.call('DEL', unpack(records))
-    redis.call('ZREM', index, unpack(stale))
+  if early_labels then
+    local early = redis.call('HGET', UNMATCHED, txid)
+    if early then
+      local fraud, arrived = string.match(early, '^([^:]*):(.*)$')
+      if fraud == '1' then
+        redis.call('ZADD', frauds_key, at, txid)
+        redis.call('EXPIRE', frauds_key, TERMINAL_TTL_S)
+      end
+      redis.call('HSET', record, 'l', fraud, 'a', arrived)
+      redis.call('HDEL', UNMATCHED, txid)
+    end
   end
   redis.call('EXPIRE', card_key, CARD_TTL_S)
-  for _, key in ipairs({record, terminal_key, frauds_key, index}) do redis.call('EXPIRE', key, TERMINAL_TTL_S) end
+  redis.call('EXPIRE', terminal_key, TERMINAL_TTL_S)
+  redis.call('EXPIRE', record, TERMINAL_TTL_S)
+  indexed[#indexed + 1] = at
+  indexed[#indexed + 1] = txid
   return {0, card, terminal, frauds}
 end
 
-local replies = {}
+-- The records of the batch go into the index in one ZADD per 256; then the records no window can need any
+-- more (older than the batch's newest payment less the delay and the longest window) are deleted, a few per
+-- payment at most.
+local function index_and_prune(indexed, newest)
+  local index = PREFIX .. 'tx-index'
+  for first = 1, #indexed, 512 do
+    redis.call('ZADD', index, unpack(indexed, first, math.min(first + 511, #indexed)))
+  end
+  redis.call('EXPIRE', index, TERMINAL_TTL_S)
+  local stale = redis.call('ZRANGEBYSCORE', index, '-inf', string.format('%.17g', newest - DELAY_US - LONGEST_US),
+                           'LIMIT', 0, PRUNE_RECORDS * #indexed / 2)
+  for first = 1, #stale, 256 do
+    local last, records = math.min(first + 255, #stale), {}
+    for i = first, last do records[#records + 1] = PREFIX .. 'tx:' .. stale[i] end
+    redis.call('DEL', unpack(records))
+    redis.call('ZREM', index, unpack(stale, first, last))
+  end
+end
+
+local replies, indexed, newest = {}, {}, -math.huge
+local early_labels = redis.call('EXISTS', UNMATCHED) == 1
 local field = '([^\\31]*)\\31'
 local fields = '^' .. string.rep(field, 4) .. '(.*)$'
 for tx in string.gmatch(ARGV[1], '[^\\30]+') do
   local txid, card_id, terminal_id, at, amount = string.match(tx, fields)
-  replies[#replies + 1] = observe(txid, card_id, terminal_id, at, amount)
+  replies[#replies + 1] = observe(txid, card_id, terminal_id, at, amount, early_labels, indexed)
+  newest = math.max(newest, tonumber(at))
 end
+if #indexed > 0 then index_and_prune(indexed, newest) end
 return replies
 """
 
@@ -169,6 +191,7 @@ class FeatureState:
         self._delay_days = delay_days
         self._definition = definition
         longest_us = max(definition.windows_days) * NS_PER_DAY // _NS_PER_US
+        self._terminal_span_us = longest_us + delay_days * NS_PER_DAY // _NS_PER_US
         self._observe = _observe_script(longest_us, delay_days * NS_PER_DAY // _NS_PER_US, namespace)
         self._remember = _with_constants(_REMEMBER, {"PREFIX": _lua_string(f"{namespace}:")})
         # Redis names scripts by SHA-1: computed once here, not on every call of the request path.
@@ -212,28 +235,35 @@ class FeatureState:
                 if previous == value:
                     continue
                 frauds = self._key("frauds", terminal.decode())
-                pipe.zadd(frauds, {txid: float(event_us)}) if fraud else pipe.zrem(frauds, txid)
+                if fraud:  # and the frauds no window can hold any more go (observe reads only the others)
+                    pipe.zadd(frauds, {txid: float(event_us)})
+                    pipe.zremrangebyscore(frauds, "-inf", float(event_us) - self._terminal_span_us)
+                    pipe.expire(frauds, self._terminal_span_us // 10**6)
+                else:
+                    pipe.zrem(frauds, txid)
                 pipe.hset(self._key("tx", txid), mapping={"l": value, "a": arrival_ns})
 
         self._run(write)
         return LabelReport(**counts, unmatched=tuple(unmatched))
 
     def _features(self, transactions: Sequence[RawTransaction], replies: Sequence[Any]) -> np.ndarray:
-        event_ns = np.array([tx.event_ns for tx in transactions], dtype=np.int64)
-        amounts = np.array([tx.amount for tx in transactions], dtype=np.float64)
         out = np.zeros((len(transactions), len(self._definition.names)), dtype=np.float32)
-        fresh = [i for i, reply in enumerate(replies) if int(reply[0]) == 0]
+        fresh: list[int] = []
         for i, (tx, reply) in enumerate(zip(transactions, replies, strict=True)):
-            if int(reply[0]) == 1:
+            code = int(reply[0])
+            if code == 0:
+                fresh.append(i)
+            elif code == 1:
                 out[i] = np.frombuffer(reply[1], dtype=np.float32)
-            elif int(reply[0]) == 2:
+            else:
                 raise RequestInFlight(f"transaction {tx.transaction_id!r} is being scored by another request; "
-                                          "retry it")
+                                      "retry it")
         if fresh:
-            cards = [_card_history(replies[i][1]) for i in fresh]
-            terminals = [_terminal_history(replies[i][2], replies[i][3]) for i in fresh]
-            totals = window_totals(event_ns[fresh], cards, terminals, self._delay_days, self._definition)
-            out[fresh] = feature_matrix(event_ns[fresh], amounts[fresh], totals, self._definition)
+            event_ns = np.array([transactions[i].event_ns for i in fresh], dtype=np.int64)
+            amounts = np.array([transactions[i].amount for i in fresh], dtype=np.float64)
+            history = _batch_history([replies[i] for i in fresh])
+            totals = batch_window_totals(event_ns, history, self._delay_days, self._definition)
+            out[fresh] = feature_matrix(event_ns, amounts, totals, self._definition)
         return out
 
     def _observe_all(self, transactions: Sequence[RawTransaction]) -> list[Any]:
@@ -272,15 +302,21 @@ class FeatureState:
         return f"{self._ns}:{kind}:{name}"
 
 
-def _card_history(blob: bytes) -> CardHistory:
-    pairs = np.frombuffer(blob, dtype="<f8").reshape(-1, 2)
-    return CardHistory(pairs[:, 0].astype(np.int64) * _NS_PER_US, pairs[:, 1])
-
-
-def _terminal_history(blob: bytes, frauds: Sequence[Any]) -> TerminalHistory:
-    times = np.frombuffer(blob, dtype="<f8").astype(np.int64) * _NS_PER_US
-    fraud_us = np.array([float(score) for score in frauds[1::2]], dtype=np.float64)
-    return TerminalHistory(times, fraud_us.astype(np.int64) * _NS_PER_US)
+def _batch_history(replies: Sequence[Any]) -> BatchHistory:
+    """Every fresh payment's card and terminal history, as the script returned them, end to end: one
+    `np.frombuffer` per kind for the whole batch rather than one per payment."""
+    cards, terminals = [reply[1] for reply in replies], [reply[2] for reply in replies]
+    pairs = np.frombuffer(b"".join(cards), dtype="<f8").reshape(-1, 2)
+    terminal_us = np.frombuffer(b"".join(terminals), dtype="<f8")
+    fraud_us = [[float(score) for score in reply[3][1::2]] for reply in replies]
+    rows = np.arange(len(replies))
+    return BatchHistory(
+        card_ns=pairs[:, 0].astype(np.int64) * _NS_PER_US, card_amount=pairs[:, 1],
+        card_rows=np.repeat(rows, [len(blob) // 16 for blob in cards]),
+        terminal_ns=terminal_us.astype(np.int64) * _NS_PER_US,
+        terminal_rows=np.repeat(rows, [len(blob) // 8 for blob in terminals]),
+        fraud_ns=np.array([us for each in fraud_us for us in each], dtype=np.float64).astype(np.int64) * _NS_PER_US,
+        fraud_rows=np.repeat(rows, [len(each) for each in fraud_us]))
 
 
 class OnlineFeatures:
