@@ -377,3 +377,66 @@ def test_a_store_stopped_under_load_gives_only_clear_503s_never_a_default(settin
     counts = logged()[count_column].to_numpy()
     failed = len(answers) - scored
     assert counts[0] == 1 and (np.diff(counts) >= 1).all() and counts[-1] <= scored + failed, counts
+
+
+def test_a_replica_killed_under_load_loses_at_most_its_last_flush_of_log_rows(settings: Settings,
+                                                                              served: dict[str, Any]) -> None:
+    """SIGKILL the router replica while raw payments arrive: the log misses only payments answered in the last
+    flush interval before the kill (plus the time one write takes), and the replica Serve starts logs again.
+    Runs last in this module: the replica it kills is replaced, but takes seconds to be."""
+    import os
+    import signal
+    import threading
+
+    from ferry.local.supervisor.services import service_processes
+    from ferry.render.rayservice import ROUTER_DEPLOYMENT
+    from ferry.serving.prediction_log import read_log
+    from ferry.serving.schemas import PredictionLogArgs
+
+    url, spec, card = served["url"], served["spec"], 4_100_000_009
+    answered: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:  # bounded: 6,000 payments or 90 s
+        deadline = time.monotonic() + 90
+        with httpx.Client(timeout=10, trust_env=False) as client:
+            for i in range(6000):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                at = f"2019-02-01T{i // 360:02d}:{i // 6 % 60:02d}:{i % 6 * 10:02d}"
+                try:
+                    response = client.post(f"{url}/predict", json=payment(f"kill-{i}", card, at=at, terminal_id=card))
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    answered.append((time.monotonic(), f"kill-{i}"))
+
+    def replicas() -> list[int]:
+        title = f"ray::ServeReplica:{spec.name}:{ROUTER_DEPLOYMENT}".encode()
+        pids = [pid for tree in service_processes(settings).values() for pid in tree]
+        return [pid for pid in pids if Path(f"/proc/{pid}/cmdline").exists()
+                and Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title)]
+
+    sender = threading.Thread(target=load, daemon=True)
+    sender.start()
+    assert procs.wait_until(lambda: len(answered) >= 150, 30, 0.05)
+    [victim] = replicas()
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    assert procs.wait_until(lambda: sum(t > killed_at for t, _ in answered) >= 50, 60, 0.2), "a new replica answers"
+    stop.set()
+    sender.join(15)
+
+    def logged() -> set[str]:
+        rows = read_log(settings.prediction_log_uri, names.LOG_PREDICTIONS, spec.name).to_pandas()
+        return set(rows.loc[rows["customer_id"] == card, "transaction_id"])
+
+    after = {tid for t, tid in answered if t > killed_at}
+    assert procs.wait_until(lambda: after <= logged(), 20, 0.5), "the new replica logs what it answers"
+    lost = [t for t, tid in answered if tid not in logged()]
+    # One interval of queued rows (what `ferry up` deploys), plus the write in progress.
+    bound_s = PredictionLogArgs.model_fields["flush_interval_s"].default + 1.0
+    print(f"replica killed after {sum(t <= killed_at for t, _ in answered)} answered payments: {len(lost)} "
+          f"answered rows not in the log, all within {killed_at - min(lost, default=killed_at):.2f} s before the "
+          f"kill (bound {bound_s:g} s)")
+    assert all(killed_at - bound_s <= t <= killed_at for t in lost), (lost, killed_at)

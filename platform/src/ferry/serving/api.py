@@ -115,6 +115,10 @@ class Scoring:
         self.reader = BatchReader(workload.request_model, workload.feature_names, workload.routing_key,
                                   self.limits.max_batch_rows)
         self.row: TypeAdapter[BaseModel] = TypeAdapter(workload.request_model)
+        raw = workload.raw_request_model
+        self.raw_row: TypeAdapter[Any] | None = None if raw is None else TypeAdapter(raw)
+        self.raw_rows: TypeAdapter[Any] | None = None if raw is None else TypeAdapter(
+            conlist(raw, min_length=1, max_length=self.limits.max_batch_rows))
 
     async def one(self, row: BaseModel) -> Any:
         async def call() -> Answer:
@@ -191,30 +195,45 @@ async def _observe(scoring: Scoring, rows: list[BaseModel]) -> Any:
 
 
 def fast_lane(scoring: Scoring) -> FastLane:
-    """Intake's fast lane: POST of the model's features (`features_path` and its `/batch`) with a JSON body
-    that validates. None (the routes decide) for anything else, so an invalid body gets FastAPI's own 422."""
+    """Intake's fast lane: POST of the model's features (`features_path` and its `/batch`) or of raw requests
+    (`/predict` and `/predict/batch` of a workload that takes them) with a JSON body that validates. None (the
+    routes decide) for anything else, so an invalid body gets FastAPI's own 422."""
 
     single = features_path(scoring.service)
     batch_path = f"{single}/batch"
+    raw = scoring.raw_row is not None
 
     async def lane(scope: Scope, body: bytes) -> ASGIApp | None:
         path = route_path(scope)
-        if path not in (single, batch_path) or not _is_json(scope):
+        if not _is_json(scope):
             return None
         if path == batch_path:
             try:
                 return await scoring.batch(body)
             except RequestValidationError:
                 return None
-        try:
-            row = scoring.row.validate_json(body)
-        except ValidationError:
-            return None
-        answer = await scoring.one(row)
-        return answer if isinstance(answer, Response) else Response(answer.model_dump_json(),
-                                                                    media_type="application/json")
+        if path == single:
+            return _answer(await scoring.one(row)) if (row := _valid(scoring.row, body)) is not None else None
+        if raw and path in ("/predict", "/predict/batch"):
+            adapter, one = (scoring.raw_row, True) if path == "/predict" else (scoring.raw_rows, False)
+            rows = _valid(adapter, body)
+            return None if rows is None else _answer(await scoring.raw([rows] if one else rows, single=one))
+        return None
 
     return lane
+
+
+def _valid(adapter: TypeAdapter[Any] | None, body: bytes) -> Any | None:
+    assert adapter is not None
+    try:
+        return adapter.validate_json(body)
+    except ValidationError:
+        return None
+
+
+def _answer(answer: Any) -> Response:
+    return answer if isinstance(answer, Response) else Response(answer.model_dump_json(),
+                                                                media_type="application/json")
 
 
 def route_path(scope: Scope) -> str:
