@@ -148,8 +148,9 @@ def report(result: dict[str, object], seconds: float) -> str:
         "Throughput counts the time in `FeatureState.observe` only: one Lua script call for the whole batch "
         "(each transaction's card and terminal history and known frauds returned, the payment appended, stale "
         "state pruned), the features of the batch computed at once in numpy, and one more script call that "
-        "stores them for repeats. This is the store's share of a raw request; the comparison of the endpoints "
-        "(raw `/predict` against `/predict/features`, p50 and throughput) is not measured yet.",
+        "stores them for repeats. This is the store's share of a raw request; the endpoints themselves (raw "
+        "`/predict` against `/predict/features`, p50 and throughput) are compared in "
+        "[raw-serving.md](raw-serving.md).",
     ])
 
 

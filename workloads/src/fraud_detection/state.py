@@ -4,23 +4,23 @@ State model (all keys under one namespace, e.g. ``ferry:fraud-detector``; times 
 microseconds, which a double holds exactly):
 
 - ``<ns>:card:<customer_id>``: string of packed little-endian ``(time, amount)`` doubles, one pair per payment
-  in arrival order, trimmed from the front once older than the longest window (30 days).
-- ``<ns>:terminal:<terminal_id>``: string of packed ``time`` doubles, one per payment, trimmed once older than
+  in arrival order, trimmed from the front once an eighth of it is older than the longest window (30 days).
+- ``<ns>:terminal:<terminal_id>``: string of packed ``time`` doubles, one per payment, trimmed likewise past
   the label delay plus the longest window; ``<ns>:frauds:<terminal_id>``: sorted set of the transaction ids
-  known to be fraud, scored by their event time.
+  known to be fraud, scored by their event time (the old ones removed when labels are written).
 - ``<ns>:tx:<transaction_id>``: hash with its terminal (``t``), event time (``e``), the features it was
   scored with (``f``, float32 bytes) and, once it arrives, its label (``l``) and the label's arrival time in ns
   (``a``). It makes a repeated transaction idempotent and tells a label where it belongs. One-letter fields:
   there is one record per payment of the last delay + 30 days. ``<ns>:tx-index`` orders the records by event
-  time, so that those no window can need are deleted in event time, a few per write.
+  time, so that those no window can need are deleted in event time, once per batch.
 - ``<ns>:labels:unmatched``: hash transaction_id -> ``<fraud>:<arrival ns>``, labels that came before (or
   without) their transaction. They are reported, kept, and applied if the transaction arrives.
 
-One Lua script per transaction returns the card's and terminal's history and the terminal's known frauds,
-then appends the payment, atomically: two replicas scoring payments of one card at once count each other in
-arrival order. A batch sends its scripts in one pipeline (**one round trip for every read of a request**); its
-features are computed for the whole batch at once (:func:`fraud_detection.online.window_totals`), and one
-more pipelined round trip stores them for repeats. Every key also expires (wall clock) when no window can need
+One Lua script call per batch returns, for each transaction, the card's and terminal's history and the
+terminal's known frauds, then appends the payment, atomically: two replicas scoring payments of one card at
+once count each other in arrival order (**one round trip for every read of a request**). The features are
+computed for the whole batch at once (:func:`fraud_detection.online.batch_window_totals`), and one more
+round trip stores them for repeats. Every key also expires (wall clock) when no window can need
 it any more.
 """
 
