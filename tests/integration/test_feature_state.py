@@ -16,7 +16,7 @@ from tests.support.redis_server import RedisServer
 from fraud_detection.features import FEATURE_NAMES, FEATURES, NS_PER_DAY, add_features
 from fraud_detection.online import event_time_ns
 from fraud_detection.simulator import SimulatorParams, simulate
-from fraud_detection.state import FeatureState, RawTransaction, StateStoreUnavailable
+from fraud_detection.state import FeatureState, RawTransaction, RequestInFlight, StateStoreUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +84,27 @@ def test_a_repeated_transaction_gets_the_same_answer_and_counts_once(state: Feat
     assert fresh_and_repeat.repeated.tolist() == [False, True]
     count_1d = FEATURE_NAMES.index(FEATURES.customer_count(1))
     assert fresh_and_repeat.features[:, count_1d].tolist() == [2.0, 2.0], "repeats must not be counted again"
+
+
+def test_a_transaction_whose_scorer_died_is_not_in_flight_forever(state: FeatureState) -> None:
+    """Its scorer died between the batch's two script calls (counted, features never stored): a repeat is
+    "in flight" (409) at first, then, once the claim is stale, gets the features it would have had, counted
+    once. Simulated by running only the first call and ageing the claim."""
+    t = event_time_ns(datetime(2018, 5, 2, 9))
+    state.observe([RawTransaction("before", t - 3600 * 10**9, 7, 70, 20.0)])
+    orphan = RawTransaction("orphan", t, 7, 70, 12.5)
+    state._observe_all([orphan])  # the first script call only: the payment is counted, its features are not stored
+    with pytest.raises(RequestInFlight):
+        state.observe([orphan])
+    state._redis.hset(f"{state._ns}:tx:orphan", "c", 0)  # claimed long ago
+    recovered = state.observe([orphan, orphan])
+    assert recovered.repeated.tolist() == [True, True]
+    count_1d, mean_1d = FEATURE_NAMES.index(FEATURES.customer_count(1)), FEATURE_NAMES.index(
+        FEATURES.customer_mean_amount(1))
+    assert recovered.features[0, count_1d] == 2.0 and recovered.features[0, mean_1d] == pytest.approx(16.25)
+    np.testing.assert_array_equal(state.observe([orphan]).features, recovered.features[:1])
+    after = state.observe([RawTransaction("after", t + 60 * 10**9, 7, 70, 1.0)])
+    assert after.features[0, count_1d] == 3.0, "the orphan was counted once"
 
 
 def test_labels_count_once_and_unknown_ones_are_kept(state: FeatureState) -> None:

@@ -8,10 +8,11 @@ microseconds, which a double holds exactly):
 - ``<ns>:terminal:<terminal_id>``: string of packed ``time`` doubles, one per payment, trimmed likewise past
   the label delay plus the longest window; ``<ns>:frauds:<terminal_id>``: sorted set of the transaction ids
   known to be fraud, scored by their event time (the old ones removed when labels are written).
-- ``<ns>:tx:<transaction_id>``: hash with its terminal (``t``), event time (``e``), the features it was
-  scored with (``f``, float32 bytes) and, once it arrives, its label (``l``) and the label's arrival time in ns
-  (``a``). It makes a repeated transaction idempotent and tells a label where it belongs. One-letter fields:
-  there is one record per payment of the last delay + 30 days. ``<ns>:tx-index`` orders the records by event
+- ``<ns>:tx:<transaction_id>``: hash with its terminal (``t``), event time (``e``), when it was counted
+  (``c``, Redis' clock in s), the features it was scored with (``f``, float32 bytes) and, once it arrives, its
+  label (``l``) and the label's arrival time in ns (``a``). It makes a repeated transaction idempotent and
+  tells a label where it belongs. One-letter fields: there is one record per payment of the last delay + 30
+  days. ``<ns>:tx-index`` orders the records by event
   time, so that those no window can need are deleted in event time, once per batch.
 - ``<ns>:labels:unmatched``: hash transaction_id -> ``<fraud>:<arrival ns>``, labels that came before (or
   without) their transaction. They are reported, kept, and applied if the transaction arrives.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +41,13 @@ from fraud_detection.features import FEATURES, NS_PER_DAY, FeatureDefinition
 from fraud_detection.online import BatchHistory, batch_window_totals, event_time_ns, feature_matrix
 
 _NS_PER_US = 1_000
+_FRESH, _KNOWN, _IN_FLIGHT, _ORPHANED = 0, 1, 2, 3  # what the observe script answers per transaction
 _SEPARATORS = frozenset("\x1e\x1f")  # of the batch argument of the script
 PRUNE_RECORDS = 8  # records deleted per write at most: more than the one each write adds
+# A transaction counted without its features stored for this long lost its scorer (killed, or Redis went away
+# between the two script calls): a repeat then recomputes them instead of answering "in flight" forever. Far
+# above any request's timeout (serving.limits.timeout_s is at most 30 s).
+STALE_CLAIM_S = 60
 
 # One call scores a whole batch: ARGV[1] holds its transactions, fields separated by \31 and transactions by
 # \30 (id, card, terminal, t in us, amount), so a batch of 256 is one command to pack and one reply to parse.
@@ -59,11 +66,10 @@ local function history(key, size, oldest)
   return kept
 end
 
-local function observe(txid, card_id, terminal_id, at, amount, early_labels, indexed)
+local function observe(txid, card_id, terminal_id, at, amount, early_labels, indexed, now)
   local record = PREFIX .. 'tx:' .. txid
-  local known = redis.call('HMGET', record, 'f', 'e')
+  local known = redis.call('HMGET', record, 'f', 'e', 'c')
   if known[1] then return {1, known[1]} end
-  if known[2] then return {2} end
   local t = tonumber(at)
   local card_key, terminal_key = PREFIX .. 'card:' .. card_id, PREFIX .. 'terminal:' .. terminal_id
   local frauds_key = PREFIX .. 'frauds:' .. terminal_id
@@ -73,9 +79,15 @@ local function observe(txid, card_id, terminal_id, at, amount, early_labels, ind
   -- Only the frauds a window can hold; older ones are removed when labels are written (record_labels).
   local frauds = redis.call('ZRANGEBYSCORE', frauds_key, string.format('(%.17g', terminal_oldest), '+inf',
                             'WITHSCORES')
+  if known[2] then
+    -- Counted, but its features never stored: being scored now (retry), or its scorer died between this
+    -- script and the next. Past STALE_CLAIM_S the history, which holds the payment itself, is returned.
+    if now - tonumber(known[3] or '0') < STALE_CLAIM_S then return {2} end
+    return {3, card, terminal, frauds}
+  end
   redis.call('APPEND', card_key, struct.pack('<dd', t, tonumber(amount)))
   redis.call('APPEND', terminal_key, struct.pack('<d', t))
-  redis.call('HSET', record, 't', terminal_id, 'e', at)
+  redis.call('HSET', record, 't', terminal_id, 'e', at, 'c', now)
   if early_labels then
     local early = redis.call('HGET', UNMATCHED, txid)
     if early then
@@ -117,11 +129,12 @@ end
 
 local replies, indexed, newest = {}, {}, -math.huge
 local early_labels = redis.call('EXISTS', UNMATCHED) == 1
+local now = tonumber(redis.call('TIME')[1])
 local field = '([^\\31]*)\\31'
 local fields = '^' .. string.rep(field, 4) .. '(.*)$'
 for tx in string.gmatch(ARGV[1], '[^\\30]+') do
   local txid, card_id, terminal_id, at, amount = string.match(tx, fields)
-  replies[#replies + 1] = observe(txid, card_id, terminal_id, at, amount, early_labels, indexed)
+  replies[#replies + 1] = observe(txid, card_id, terminal_id, at, amount, early_labels, indexed, now)
   newest = math.max(newest, tonumber(at))
 end
 if #indexed > 0 then index_and_prune(indexed, newest) end
@@ -146,6 +159,7 @@ def _lua_string(text: str) -> str:
 
 def _observe_script(longest_us: int, delay_us: int, namespace: str) -> str:
     constants = {"LONGEST_US": str(longest_us), "DELAY_US": str(delay_us), "PRUNE_RECORDS": str(PRUNE_RECORDS),
+                 "STALE_CLAIM_S": str(STALE_CLAIM_S),
                  "CARD_TTL_S": str(longest_us // 10**6), "TERMINAL_TTL_S": str((delay_us + longest_us) // 10**6),
                  "UNMATCHED": _lua_string(f"{namespace}:labels:unmatched"), "PREFIX": _lua_string(f"{namespace}:")}
     return _with_constants(_OBSERVE, constants)
@@ -208,14 +222,15 @@ class FeatureState:
         unique = list(first.values())
         replies = self._observe_all(unique)
         features = self._features(unique, replies)
-        fresh = [(tx, row) for tx, reply, row in zip(unique, replies, features, strict=True) if int(reply[0]) == 0]
+        fresh = [(tx, row) for tx, reply, row in zip(unique, replies, features, strict=True)
+                 if int(reply[0]) in (_FRESH, _ORPHANED)]
         if fresh:
             ids = "\x1e".join(tx.transaction_id for tx, _ in fresh)
             rows_bytes = b"".join(row.tobytes() for _, row in fresh)
             self._call(self._remember, ids, rows_bytes, features.shape[1] * features.itemsize)
         index = {tx.transaction_id: i for i, tx in enumerate(unique)}
         rows = [index[tx.transaction_id] for tx in transactions]
-        repeated = [int(replies[i][0]) == 1 or first[tx.transaction_id] is not tx for i, tx in zip(
+        repeated = [int(replies[i][0]) in (_KNOWN, _ORPHANED) or first[tx.transaction_id] is not tx for i, tx in zip(
             rows, transactions, strict=True)]
         return Observed(features[rows], np.array(repeated, dtype=bool))
 
@@ -250,11 +265,15 @@ class FeatureState:
     def _features(self, transactions: Sequence[RawTransaction], replies: Sequence[Any]) -> np.ndarray:
         out = np.zeros((len(transactions), len(self._definition.names)), dtype=np.float32)
         fresh: list[int] = []
+        replies = list(replies)
         for i, (tx, reply) in enumerate(zip(transactions, replies, strict=True)):
             code = int(reply[0])
-            if code == 0:
+            if code == _FRESH:
                 fresh.append(i)
-            elif code == 1:
+            elif code == _ORPHANED:  # its history holds the payment itself: leave it out, as when it came
+                fresh.append(i)
+                replies[i] = _without_own_payment(reply, tx)
+            elif code == _KNOWN:
                 out[i] = np.frombuffer(reply[1], dtype=np.float32)
             else:
                 raise RequestInFlight(f"transaction {tx.transaction_id!r} is being scored by another request; "
@@ -301,6 +320,22 @@ class FeatureState:
 
     def _key(self, kind: str, name: object) -> str:
         return f"{self._ns}:{kind}:{name}"
+
+
+def _without_own_payment(reply: Sequence[Any], tx: RawTransaction) -> list[Any]:
+    """An orphaned transaction's reply without its own entry (the last one equal to it) in the card's and the
+    terminal's history: the history it was first scored with, but for a payment of the same card at the very
+    same microsecond that arrived after it."""
+    at_us = float(tx.event_ns // _NS_PER_US)
+    card = _drop_last(reply[1], struct.pack("<dd", at_us, tx.amount), 16)
+    return [reply[0], card, _drop_last(reply[2], struct.pack("<d", at_us), 8), reply[3]]
+
+
+def _drop_last(blob: bytes, entry: bytes, size: int) -> bytes:
+    for offset in range(len(blob) - size, -1, -size):
+        if blob[offset:offset + size] == entry:
+            return blob[:offset] + blob[offset + size:]
+    return blob
 
 
 def _batch_history(replies: Sequence[Any]) -> BatchHistory:

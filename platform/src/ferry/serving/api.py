@@ -9,17 +9,18 @@ For a workload that takes raw requests (ferry.serving.online: `raw_request_model
     POST /labels                  a JSON list of label_model objects   → {"stored", "repeated", ...}
 
 For any other workload `/predict` and `/predict/batch` take the request_model, as the features routes do.
+Every raw request scored and every label is appended to the prediction log when one is configured
+(ferry.serving.prediction_log.ServingLog).
 
-    GET  /healthz        alive                              GET /readyz  200 once a champion is loaded, else 503
     GET  /healthz        alive                              GET /readyz  200 once a champion is loaded, else 503
     GET  /info           what is served (versions, weight, registry reachability, config fingerprint)
     GET  /docs, /openapi.json
 
-Paths are relative to the application's route prefix. A clean scoring request (a JSON body that validates)
-is answered by the fast lane (`fast_lane`): the same scoring and error handling as the routes below, without
-FastAPI's per-request routing, dependency solving and response re-validation; a body that does not
-validate goes on to the routes, so every 422 comes from FastAPI. Client errors never become 5xx: a bad payload gets
-422 naming the field (`loc`; for a batch the row too: FastAPI for single requests, `columns.BatchReader`
+Paths are relative to the application's route prefix. A clean scoring request (a JSON body that validates,
+features or raw) is answered by the fast lane (`fast_lane`): the same scoring and error handling as the routes
+below, without FastAPI's per-request routing, dependency solving and response re-validation; a body that does
+not validate goes on to the routes, so every 422 comes from FastAPI. Client errors never become 5xx: a bad
+payload gets 422 naming the field (`loc`; for a batch the row too: FastAPI for single requests, `columns.BatchReader`
 for batches, which validates column-wise and falls back to pydantic for the exact errors), `Intake`
 answers an oversized body with 413 before any parsing. Validation errors leave out the offending `input`
 FastAPI would echo: request bodies carry card data that should not travel into client logs.
