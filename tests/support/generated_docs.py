@@ -58,6 +58,11 @@ DOCS = (
                  ("benchmarks/bench_raw_serving.py", f"{SERVING}/api.py", f"{SERVING}/prediction_log.py",
                   f"{SERVING}/online.py", "workloads/src/fraud_detection/state.py",
                   "workloads/src/fraud_detection/online.py")),
+    GeneratedDoc("docs/benchmarks/replay-parity.md", "benchmarks/bench_replay_parity.py",
+                 ".venv/bin/python benchmarks/bench_replay_parity.py",
+                 ("benchmarks/bench_replay_parity.py", f"{SERVING}/replay.py", f"{SERVING}/prediction_log.py",
+                  f"{SERVING}/api.py", "workloads/src/fraud_detection/state.py",
+                  "workloads/src/fraud_detection/online.py", "workloads/src/fraud_detection/features.py")),
 )
 
 
