@@ -43,10 +43,15 @@ def connect(store: StateStoreArgs) -> Any:
     """A Redis client (connections are made lazily and re-made after an outage, so a store that comes back is
     used again without a restart)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    # redis-py's default retries a failed call 10 times with exponential backoff: during an outage each request
+    # would hang for seconds before its 503. One immediate retry covers a pooled connection that a restarted
+    # Redis closed; anything more is the client's to retry.
     return redis.Redis(host=store.host, port=store.port, password=read_password(store),
                        socket_timeout=store.timeout_s, socket_connect_timeout=store.timeout_s,
-                       health_check_interval=30)
+                       health_check_interval=30, retry=Retry(NoBackoff(), 1))
 
 
 def online_features(workload: Any, store: StateStoreArgs | None) -> Any | None:
