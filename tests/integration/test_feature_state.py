@@ -4,6 +4,7 @@ is an error, never a default."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -86,17 +87,20 @@ def test_a_repeated_transaction_gets_the_same_answer_and_counts_once(state: Feat
     assert fresh_and_repeat.features[:, count_1d].tolist() == [2.0, 2.0], "repeats must not be counted again"
 
 
-def test_a_transaction_whose_scorer_died_is_not_in_flight_forever(state: FeatureState) -> None:
-    """Its scorer died between the batch's two script calls (counted, features never stored): a repeat is
-    "in flight" (409) at first, then, once the claim is stale, gets the features it would have had, counted
-    once. Simulated by running only the first call and ageing the claim."""
+def test_a_transaction_whose_scorer_died_is_not_in_flight_forever(state: FeatureState,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its scorer died between the batch's round trips (counted, features never stored): a repeat is "in
+    flight" (409) at first, then, once the claim is stale, gets the features it would have had, counted once.
+    Simulated by skipping the last round trip and ageing the claim."""
     t = event_time_ns(datetime(2018, 5, 2, 9))
     state.observe([RawTransaction("before", t - 3600 * 10**9, 7, 70, 20.0)])
     orphan = RawTransaction("orphan", t, 7, 70, 12.5)
-    state._observe_all([orphan])  # the first script call only: the payment is counted, its features are not stored
+    monkeypatch.setattr(state, "_finish", lambda batch: None)  # dies after counting, before storing features
+    state.observe([orphan])
+    monkeypatch.undo()
     with pytest.raises(RequestInFlight):
         state.observe([orphan])
-    state._redis.hset(f"{state._ns}:tx:orphan", "c", 0)  # claimed long ago
+    state._redis.setrange(f"{state._ns}:rec:orphan", 8, struct.pack("<d", 0))  # claimed long ago
     recovered = state.observe([orphan, orphan])
     assert recovered.repeated.tolist() == [True, True]
     count_1d, mean_1d = FEATURE_NAMES.index(FEATURES.customer_count(1)), FEATURE_NAMES.index(
@@ -154,10 +158,20 @@ def test_state_expires_when_no_window_can_need_it(server: RedisServer, state: Fe
     state.observe([RawTransaction("new", t + 40 * NS_PER_DAY, 21, 31, 5.0)])
     client = server.client()
     prefix = state._ns
-    assert client.strlen(f"{prefix}:card:21") == 16, "the 40-day-old payment left the card's 30-day state"
-    assert client.strlen(f"{prefix}:terminal:31") == 8, "and the terminal's delay + 30-day state"
-    assert 0 < client.ttl(f"{prefix}:card:21") <= 30 * 86_400
-    assert 0 < client.ttl(f"{prefix}:tx:new") <= (DELAY_DAYS + 30) * 86_400
+    assert payments(client, f"{prefix}:card:21", 2) == [t // 1000 + 40 * 86_400 * 10**6], \
+        "the 40-day-old payment left the card's 30-day state"
+    assert payments(client, f"{prefix}:terminal:31", 1) == [t // 1000 + 40 * 86_400 * 10**6], \
+        "and the terminal's delay + 30-day state"
+    # Renewed once a span (a marker in the history says when), so never sooner than a span from now.
+    assert 30 * 86_400 < client.ttl(f"{prefix}:card:21") <= 60 * 86_400
+    assert (DELAY_DAYS + 30) * 86_400 < client.ttl(f"{prefix}:terminal:31") <= 2 * (DELAY_DAYS + 30) * 86_400
+    assert 0 < client.ttl(f"{prefix}:rec:new") <= (DELAY_DAYS + 30) * 86_400
+
+
+def payments(client: object, key: str, doubles: int) -> list[float]:
+    """The event times (us) of a history's payments, expiry markers (negative) left out."""
+    values = np.frombuffer(client.get(key) or b"", dtype="<f8")[::doubles]  # type: ignore[attr-defined]
+    return [float(v) for v in values if v > 0]
 
 
 def test_the_store_refuses_clients_without_the_password(server: RedisServer) -> None:
@@ -181,14 +195,36 @@ def test_transaction_records_are_pruned_in_event_time(server: RedisServer, state
     state.observe([RawTransaction(f"old{i}", t + i * 1000, 100 + i, 200, 1.0) for i in range(5)])
     state.observe([RawTransaction("late", t + (DELAY_DAYS + 31) * NS_PER_DAY, 100, 200, 1.0)])
     client, prefix = server.client(), state._ns
-    assert [client.exists(f"{prefix}:tx:old{i}") for i in range(5)] == [0] * 5
-    assert client.exists(f"{prefix}:tx:late") == 1
+    late_us = (t + (DELAY_DAYS + 31) * NS_PER_DAY) // 1000
+    assert [client.exists(f"{prefix}:rec:old{i}") for i in range(5)] == [0] * 5
+    assert client.exists(f"{prefix}:rec:late") == 1
     assert client.zrange(f"{prefix}:tx-index", 0, -1) == [b"late"]
-    assert client.strlen(f"{prefix}:terminal:200") == 8, "only the latest payment's time is left"
-    assert client.strlen(f"{prefix}:card:100") == 16
+    assert payments(client, f"{prefix}:terminal:200", 1) == [late_us], "only the latest payment's time is left"
+    assert payments(client, f"{prefix}:card:100", 2) == [late_us]
 
 
 def test_a_restarted_store_that_forgot_the_script_is_served_again(server: RedisServer, state: FeatureState) -> None:
     server.client().script_flush()
     scored = state.observe([RawTransaction("after-flush", event_time_ns(datetime(2018, 7, 1)), 5, 5, 3.0)])
     assert scored.repeated.tolist() == [False]
+
+
+def test_two_requests_racing_with_one_transaction_count_it_once(state: FeatureState,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry that read the records before the first request claimed them appends the payment again; the
+    claim tells it, the duplicate is taken out, and it answers the first request's features. A payment of the
+    same card later in its batch does not count the duplicate either."""
+    t = event_time_ns(datetime(2018, 5, 3, 9))
+    first = state.observe([RawTransaction("a", t, 8, 80, 10.0)])
+    read = state._read_records
+    monkeypatch.setattr(state, "_read_records", lambda txs: (lambda now, early, records: (
+        now, early, [None] * len(records)))(*read(txs)))  # as if "a" were claimed just after this read
+    racing = state.observe([RawTransaction("a", t, 8, 80, 10.0), RawTransaction("b", t + 10**9, 8, 80, 30.0)])
+    monkeypatch.undo()
+    count_1d, mean_1d = FEATURE_NAMES.index(FEATURES.customer_count(1)), FEATURE_NAMES.index(
+        FEATURES.customer_mean_amount(1))
+    np.testing.assert_array_equal(racing.features[0], first.features[0])
+    assert racing.repeated.tolist() == [True, False]
+    assert (racing.features[1, count_1d], racing.features[1, mean_1d]) == (2.0, 20.0), "a counted once for b"
+    after = state.observe([RawTransaction("c", t + 2 * 10**9, 8, 80, 20.0)])
+    assert (after.features[0, count_1d], after.features[0, mean_1d]) == (3.0, 20.0), "and once in the state"

@@ -284,7 +284,8 @@ def test_a_stopped_state_store_is_a_503_and_serving_recovers_by_itself(settings:
     store = redis.Redis(host="127.0.0.1", port=settings.redis_port,
                         password=settings.redis_password_file.read_text().strip())
     card = f"{names.state_namespace(served['spec'].name)}:card:77"
-    assert store.strlen(card) == 16, "the payment from before the stop survived it (append-only file)"
+    entries = [t for t in np.frombuffer(store.get(card) or b"", dtype="<f8")[::2] if t > 0]  # no expiry markers
+    assert len(entries) == 1, "the payment from before the stop survived it (append-only file)"
 
 
 def test_a_replay_through_the_endpoint_gives_the_offline_features_and_scores(settings: Settings,

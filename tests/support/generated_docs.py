@@ -31,6 +31,8 @@ class GeneratedDoc:
 
 
 SERVING = "platform/src/ferry/serving"
+# The feature state store: its request path, layout and pipelines.
+STATE = tuple(f"workloads/src/fraud_detection/{name}.py" for name in ("state", "state_layout", "resp"))
 DOCS = (
     # The whole stack runs under these scenarios; hashing it would ask for a 15-minute rerun at every serving
     # edit, so the fingerprint covers what states the bounds and records the figures.
@@ -49,19 +51,19 @@ DOCS = (
                   "platform/src/ferry/rollout/controller.py", "platform/src/ferry/cli/rollout.py")),
     GeneratedDoc("docs/benchmarks/feature-state.md", "benchmarks/bench_feature_state.py",
                  ".venv/bin/python benchmarks/bench_feature_state.py",
-                 ("benchmarks/bench_feature_state.py", "workloads/src/fraud_detection/state.py",
+                 ("benchmarks/bench_feature_state.py", *STATE,
                   "workloads/src/fraud_detection/online.py", "workloads/src/fraud_detection/features.py")),
     # The raw path against the features path, both through the whole router; the fingerprint covers what
     # differs between them (the raw routes, the state store, the log), not the shared stack.
     GeneratedDoc("docs/benchmarks/raw-serving.md", "benchmarks/bench_raw_serving.py",
                  ".venv/bin/python benchmarks/bench_raw_serving.py",
                  ("benchmarks/bench_raw_serving.py", f"{SERVING}/api.py", f"{SERVING}/prediction_log.py",
-                  f"{SERVING}/online.py", "workloads/src/fraud_detection/state.py",
+                  f"{SERVING}/online.py", *STATE,
                   "workloads/src/fraud_detection/online.py")),
     GeneratedDoc("docs/benchmarks/replay-parity.md", "benchmarks/bench_replay_parity.py",
                  ".venv/bin/python benchmarks/bench_replay_parity.py",
                  ("benchmarks/bench_replay_parity.py", f"{SERVING}/replay.py", f"{SERVING}/prediction_log.py",
-                  f"{SERVING}/api.py", "workloads/src/fraud_detection/state.py",
+                  f"{SERVING}/api.py", *STATE,
                   "workloads/src/fraud_detection/online.py", "workloads/src/fraud_detection/features.py")),
 )
 

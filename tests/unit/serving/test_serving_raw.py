@@ -111,6 +111,7 @@ def test_batch_of_raw_payments_keeps_order(client: TestClient) -> None:
     (payment(tx_datetime="yesterday"), "tx_datetime"),
     (payment(amount=-1.0), "tx_amount"),
     ({k: v for k, v in payment().items() if k != "terminal_id"}, "terminal_id"),
+    (payment(terminal_id=2**63), "terminal_id"),  # beyond int64, as the state store and the log keep ids
 ])
 def test_a_bad_payment_is_a_422_naming_the_field(client: TestClient, body: dict[str, Any], field: str) -> None:
     response = client.post("/predict", json=body)

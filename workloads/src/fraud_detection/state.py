@@ -1,37 +1,43 @@
 """Per-card and per-terminal history in Redis, shared by every serving replica.
 
-State model (all keys under one namespace, e.g. ``ferry:fraud-detector``; times are event time in whole
-microseconds, which a double holds exactly):
+State model (all keys under one namespace, e.g. ``ferry:fraud-detector``, named in
+:mod:`fraud_detection.state_layout`; times are event time in whole microseconds, which a double holds exactly):
 
 - ``<ns>:card:<customer_id>``: string of packed little-endian ``(time, amount)`` doubles, one pair per payment
-  in arrival order, trimmed from the front once an eighth of it is older than the longest window (30 days).
-- ``<ns>:terminal:<terminal_id>``: string of packed ``time`` doubles, one per payment, trimmed likewise past
-  the label delay plus the longest window; ``<ns>:frauds:<terminal_id>``: sorted set of the transaction ids
-  known to be fraud, scored by their event time (the old ones removed when labels are written).
-- ``<ns>:tx:<transaction_id>``: hash with its terminal (``t``), event time (``e``), when it was counted
-  (``c``, Redis' clock in s), the features it was scored with (``f``, float32 bytes) and, once it arrives, its
-  label (``l``) and the label's arrival time in ns (``a``). It makes a repeated transaction idempotent and
-  tells a label where it belongs. One-letter fields: there is one record per payment of the last delay + 30
-  days. ``<ns>:tx-index`` orders the records by event
-  time, so that those no window can need are deleted in event time, once per batch.
+  in arrival order; ``<ns>:terminal:<terminal_id>``: packed ``time`` doubles likewise. A history is trimmed from
+  the front once an eighth of it is older than any window can need (30 days; the label delay more for a
+  terminal). An entry with a negative time is an expiry marker, outside every window: the event time at which the
+  key's expiry (twice the span) was last renewed, so that it is renewed once a span, not at every payment.
+- ``<ns>:frauds:<terminal_id>``: sorted set of the transaction ids known to be fraud, scored by event time.
+- ``<ns>:rec:<transaction_id>``: the transaction's record (`state_layout.RECORD`: event time, when it was
+  counted, label and its arrival, terminal), then the features it was scored with (room for them is written
+  with the claim). It makes a repeated
+  transaction idempotent and tells a label where it belongs; ``<ns>:tx-index`` orders the records by event time,
+  so that those no window can need are deleted in event time (a replay of months in minutes).
 - ``<ns>:labels:unmatched``: hash transaction_id -> ``<fraud>:<arrival ns>``, labels that came before (or
   without) their transaction. They are reported, kept, and applied if the transaction arrives.
 
-One Lua script call per batch returns, for each transaction, the card's and terminal's history and the
-terminal's known frauds, then appends the payment, atomically: two replicas scoring payments of one card at
-once count each other in arrival order (**one round trip for every read of a request**). The features are
-computed for the whole batch at once (:func:`fraud_detection.online.batch_window_totals`), and one more
-round trip stores them for repeats. Every key also expires (wall clock) when no window can need
-it any more.
+A batch is three pipelined round trips of plain commands, packed and parsed in C (`fraud_detection.resp`):
+
+1. read the batch's records (and Redis' clock): repeats are answered from them, nothing else is done;
+2. one MULTI/EXEC, atomic: claim each new transaction (``SET NX``), append it to its card's and terminal's
+   history, and read those histories and the terminals' frauds. The length each APPEND returns is where the
+   payment sits, so its history is what arrived before it, in arrival order across every replica;
+3. store the features for repeats, renew expiries, trim histories, index and prune records.
+
+The features are computed for the whole batch at once (:func:`fraud_detection.online.batch_window_totals`).
+Redis does no per-payment Lua: only the rare paths (a stale claim taken over, two requests racing with one
+transaction id, trimming) run small scripts.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import logging
 import struct
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,134 +45,40 @@ import numpy as np
 from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from fraud_detection.features import FEATURES, NS_PER_DAY, FeatureDefinition
 from fraud_detection.online import BatchHistory, batch_window_totals, event_time_ns, feature_matrix
+from fraud_detection.resp import Pipe, raise_errors
+from fraud_detection.state_layout import (
+    CARD_ENTRY,
+    FEATURES_STORED,
+    INDEX,
+    LABEL,
+    LABEL_AT,
+    NO_LABEL,
+    PRUNE_RECORDS,
+    RECORD,
+    REMOVE,
+    SCRIPTS,
+    STALE_CLAIM_S,
+    TAKE_OVER,
+    TERMINAL_ENTRY,
+    TRIM,
+    TRIM_FRACTION,
+    Keys,
+)
+
+__all__ = ["STALE_CLAIM_S", "FeatureState", "LabelReport", "Observed", "OnlineFeatures", "RawTransaction",
+           "RequestInFlight", "StateStoreUnavailable"]
 
 _NS_PER_US = 1_000
-_FRESH, _KNOWN, _IN_FLIGHT, _ORPHANED = 0, 1, 2, 3  # what the observe script answers per transaction
-_SEPARATORS = frozenset("\x1e\x1f")  # of the batch argument of the script
-PRUNE_RECORDS = 8  # records deleted per write at most: more than the one each write adds
-# A transaction counted without its features stored for this long lost its scorer (killed, or Redis went away
-# between the two script calls): a repeat then recomputes them instead of answering "in flight" forever. Far
-# above any request's timeout (serving.limits.timeout_s is at most 30 s).
-STALE_CLAIM_S = 60
-
-# One call scores a whole batch: ARGV[1] holds its transactions, fields separated by \31 and transactions by
-# \30 (id, card, terminal, t in us, amount), so a batch of 256 is one command to pack and one reply to parse.
-# Keys are built in the script from the namespace, a constant of it (`_observe_script`) like the windows, the
-# delay and the expiries: a single Redis allows that; a Redis Cluster would need the namespace as a hash tag.
-_OBSERVE = """
-local function history(key, size, oldest)
-  local blob = redis.call('GET', key) or ''
-  local cut = 0
-  while cut + size <= #blob and struct.unpack('<d', blob, cut + 1) <= oldest do cut = cut + size end
-  if cut == 0 then return blob end
-  local kept = string.sub(blob, cut + 1)
-  -- Rewriting the key costs a copy in memory and a record in the append-only file as long as the history: it
-  -- is done once an eighth of the history has aged out, not at every payment (the rest is filtered in Python).
-  if cut * 8 >= #blob then redis.call('SET', key, kept) end
-  return kept
-end
-
-local function observe(txid, card_id, terminal_id, at, amount, early_labels, indexed, now)
-  local record = PREFIX .. 'tx:' .. txid
-  local known = redis.call('HMGET', record, 'f', 'e', 'c')
-  if known[1] then return {1, known[1]} end
-  local t = tonumber(at)
-  local card_key, terminal_key = PREFIX .. 'card:' .. card_id, PREFIX .. 'terminal:' .. terminal_id
-  local frauds_key = PREFIX .. 'frauds:' .. terminal_id
-  local terminal_oldest = t - DELAY_US - LONGEST_US
-  local card = history(card_key, 16, t - LONGEST_US)
-  local terminal = history(terminal_key, 8, terminal_oldest)
-  -- Only the frauds a window can hold; older ones are removed when labels are written (record_labels).
-  local frauds = redis.call('ZRANGEBYSCORE', frauds_key, string.format('(%.17g', terminal_oldest), '+inf',
-                            'WITHSCORES')
-  if known[2] then
-    -- Counted, but its features never stored: being scored now (retry), or its scorer died between this
-    -- script and the next. Past STALE_CLAIM_S the history, which holds the payment itself, is returned.
-    if now - tonumber(known[3] or '0') < STALE_CLAIM_S then return {2} end
-    return {3, card, terminal, frauds}
-  end
-  redis.call('APPEND', card_key, struct.pack('<dd', t, tonumber(amount)))
-  redis.call('APPEND', terminal_key, struct.pack('<d', t))
-  redis.call('HSET', record, 't', terminal_id, 'e', at, 'c', now)
-  if early_labels then
-    local early = redis.call('HGET', UNMATCHED, txid)
-    if early then
-      local fraud, arrived = string.match(early, '^([^:]*):(.*)$')
-      if fraud == '1' then
-        redis.call('ZADD', frauds_key, at, txid)
-        redis.call('EXPIRE', frauds_key, TERMINAL_TTL_S)
-      end
-      redis.call('HSET', record, 'l', fraud, 'a', arrived)
-      redis.call('HDEL', UNMATCHED, txid)
-    end
-  end
-  redis.call('EXPIRE', card_key, CARD_TTL_S)
-  redis.call('EXPIRE', terminal_key, TERMINAL_TTL_S)
-  redis.call('EXPIRE', record, TERMINAL_TTL_S)
-  indexed[#indexed + 1] = at
-  indexed[#indexed + 1] = txid
-  return {0, card, terminal, frauds}
-end
-
--- The records of the batch go into the index in one ZADD per 256; then the records no window can need any
--- more (older than the batch's newest payment less the delay and the longest window) are deleted, a few per
--- payment at most.
-local function index_and_prune(indexed, newest)
-  local index = PREFIX .. 'tx-index'
-  for first = 1, #indexed, 512 do
-    redis.call('ZADD', index, unpack(indexed, first, math.min(first + 511, #indexed)))
-  end
-  redis.call('EXPIRE', index, TERMINAL_TTL_S)
-  local stale = redis.call('ZRANGEBYSCORE', index, '-inf', string.format('%.17g', newest - DELAY_US - LONGEST_US),
-                           'LIMIT', 0, PRUNE_RECORDS * #indexed / 2)
-  for first = 1, #stale, 256 do
-    local last, records = math.min(first + 255, #stale), {}
-    for i = first, last do records[#records + 1] = PREFIX .. 'tx:' .. stale[i] end
-    redis.call('DEL', unpack(records))
-    redis.call('ZREM', index, unpack(stale, first, last))
-  end
-end
-
-local replies, indexed, newest = {}, {}, -math.huge
-local early_labels = redis.call('EXISTS', UNMATCHED) == 1
-local now = tonumber(redis.call('TIME')[1])
-local field = '([^\\31]*)\\31'
-local fields = '^' .. string.rep(field, 4) .. '(.*)$'
-for tx in string.gmatch(ARGV[1], '[^\\30]+') do
-  local txid, card_id, terminal_id, at, amount = string.match(tx, fields)
-  replies[#replies + 1] = observe(txid, card_id, terminal_id, at, amount, early_labels, indexed, now)
-  newest = math.max(newest, tonumber(at))
-end
-if #indexed > 0 then index_and_prune(indexed, newest) end
-return replies
-"""
+logger = logging.getLogger("fraud_detection.state")
 
 
-# After the features are computed: ARGV[1] the ids joined by \30, ARGV[2] their float32 rows end to end.
-_REMEMBER = """
-local width, i = tonumber(ARGV[3]), 0
-for txid in string.gmatch(ARGV[1], '[^\\30]+') do
-  redis.call('HSET', PREFIX .. 'tx:' .. txid, 'f', string.sub(ARGV[2], i * width + 1, (i + 1) * width))
-  i = i + 1
-end
-return i
-"""
+def _sha(script: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 
 
-def _lua_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _observe_script(longest_us: int, delay_us: int, namespace: str) -> str:
-    constants = {"LONGEST_US": str(longest_us), "DELAY_US": str(delay_us), "PRUNE_RECORDS": str(PRUNE_RECORDS),
-                 "STALE_CLAIM_S": str(STALE_CLAIM_S),
-                 "CARD_TTL_S": str(longest_us // 10**6), "TERMINAL_TTL_S": str((delay_us + longest_us) // 10**6),
-                 "UNMATCHED": _lua_string(f"{namespace}:labels:unmatched"), "PREFIX": _lua_string(f"{namespace}:")}
-    return _with_constants(_OBSERVE, constants)
-
-
-def _with_constants(script: str, constants: dict[str, str]) -> str:
-    return re.sub(r"\b(" + "|".join(constants) + r")\b", lambda match: constants[match[1]], script)
+_SHAS = {script: _sha(script) for script in SCRIPTS}
 
 
 @dataclass(frozen=True)
@@ -197,21 +109,46 @@ class LabelReport:
     unmatched: tuple[str, ...]  # no such transaction (yet): kept and applied if it arrives
 
 
+@dataclass
+class _Batch:
+    """One batch's unique transactions on their way through the round trips."""
+
+    txs: list[RawTransaction]
+    features: np.ndarray
+    repeated: np.ndarray
+    computed: list[int] = field(default_factory=list)  # rows whose features are computed here (and stored)
+    histories: list[tuple[bytes, bytes, list[Any]]] = field(default_factory=list)  # of `computed`, in order
+    busy: list[str] = field(default_factory=list)  # ids being scored by another request right now
+    raced: list[int] = field(default_factory=list)  # rows appended twice: a racing request claimed them first
+    early: list[tuple[int, bytes]] = field(default_factory=list)  # rows with a label that came first
+    blobs: dict[str, bytes] = field(default_factory=dict)  # each history read, by key
+    card_keys: list[str] = field(default_factory=list)  # of each row
+    terminal_keys: list[str] = field(default_factory=list)
+    at_us: list[int] = field(default_factory=list)  # each row's event time in us
+
+    def __post_init__(self) -> None:
+        self.at_us = [tx.event_ns // _NS_PER_US for tx in self.txs]
+
+
 class FeatureState:
     """The fraud workload's online state in one Redis database (see the module doc for the key layout)."""
 
     def __init__(self, client: Any, namespace: str, delay_days: int, definition: FeatureDefinition = FEATURES):
         self._redis = client
+        self._pipe = Pipe.like(client, SCRIPTS)
         self._ns = namespace
+        self._keys = Keys(namespace)
         self._delay_days = delay_days
         self._definition = definition
-        longest_us = max(definition.windows_days) * NS_PER_DAY // _NS_PER_US
-        self._terminal_span_us = longest_us + delay_days * NS_PER_DAY // _NS_PER_US
-        self._observe = _observe_script(longest_us, delay_days * NS_PER_DAY // _NS_PER_US, namespace)
-        self._remember = _with_constants(_REMEMBER, {"PREFIX": _lua_string(f"{namespace}:")})
-        # Redis names scripts by SHA-1: computed once here, not on every call of the request path.
-        self._shas = {script: hashlib.sha1(script.encode()).hexdigest()  # noqa: S324
-                      for script in (self._observe, self._remember)}
+        self._card_span_us = max(definition.windows_days) * NS_PER_DAY // _NS_PER_US
+        self._terminal_span_us = self._card_span_us + delay_days * NS_PER_DAY // _NS_PER_US
+        self._record_ttl_s = self._terminal_span_us // 10**6
+        # The last round trip (features stored, histories kept) runs off the request path, one at a time; the
+        # next batch waits for those before it, so that this replica's own repeats always find their features.
+        self._upkeep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-state")
+        self._pending: list[Future[None]] = []
+        self._pending_lock = threading.Lock()
+        self.failed_finishes = 0  # last round trips that failed: their rows recover as stale claims
 
     def observe(self, transactions: Sequence[RawTransaction]) -> Observed:
         """Features of each transaction, counting each transaction id once in its card's and terminal's
@@ -219,94 +156,248 @@ class FeatureState:
         first: dict[str, RawTransaction] = {}
         for tx in transactions:
             first.setdefault(tx.transaction_id, tx)
-        unique = list(first.values())
-        replies = self._observe_all(unique)
-        features = self._features(unique, replies)
-        fresh = [(tx, row) for tx, reply, row in zip(unique, replies, features, strict=True)
-                 if int(reply[0]) in (_FRESH, _ORPHANED)]
-        if fresh:
-            ids = "\x1e".join(tx.transaction_id for tx, _ in fresh)
-            rows_bytes = b"".join(row.tobytes() for _, row in fresh)
-            self._call(self._remember, ids, rows_bytes, features.shape[1] * features.itemsize)
-        index = {tx.transaction_id: i for i, tx in enumerate(unique)}
+        batch = self._observe_unique(list(first.values()))
+        index = {tx.transaction_id: i for i, tx in enumerate(batch.txs)}
         rows = [index[tx.transaction_id] for tx in transactions]
-        repeated = [int(replies[i][0]) in (_KNOWN, _ORPHANED) or first[tx.transaction_id] is not tx for i, tx in zip(
-            rows, transactions, strict=True)]
-        return Observed(features[rows], np.array(repeated, dtype=bool))
+        repeated = [bool(batch.repeated[i]) or first[tx.transaction_id] is not tx
+                    for i, tx in zip(rows, transactions, strict=True)]
+        return Observed(batch.features[rows], np.array(repeated, dtype=bool))
+
+    def _observe_unique(self, txs: list[RawTransaction]) -> _Batch:
+        width = len(self._definition.names)
+        batch = _Batch(txs, np.zeros((len(txs), width), dtype=np.float32), np.zeros(len(txs), dtype=bool))
+        if not txs:
+            return batch
+        self._settle()
+        batch.card_keys = [f"{self._ns}:card:{tx.customer_id}" for tx in txs]
+        batch.terminal_keys = [f"{self._ns}:terminal:{tx.terminal_id}" for tx in txs]
+        now, early_labels, records = self._read_records(txs)
+        fresh, stale = self._sort_out(batch, records, now)
+        if batch.busy:
+            raise _in_flight(batch.busy)
+        taken = self._take_over(batch, stale, now)
+        if fresh or taken:
+            self._count_and_read(batch, fresh, taken, now, early_labels)
+            self._compute(batch)
+            with self._pending_lock:
+                self._pending.append(self._upkeep_pool.submit(self._finish, batch))
+        if batch.busy:
+            raise _in_flight(batch.busy)
+        return batch
+
+    def _settle(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for future in pending:
+            try:
+                future.result()
+            except StateStoreUnavailable as exc:
+                self.failed_finishes += 1
+                logger.warning("storing a batch's features failed (its transactions recover as stale claims in "
+                               "%d s): %s", STALE_CLAIM_S, exc)
+
+    def flush(self) -> None:
+        """Wait until every batch's last round trip is done (tests, benchmarks, shutdown)."""
+        self._settle()
+
+    def _read_records(self, txs: list[RawTransaction]) -> tuple[int, bool, list[bytes | None]]:
+        """Round trip 1: Redis' clock, whether any label waits for its transaction, every record."""
+        replies = self._pipe.execute([("TIME",), ("EXISTS", self._keys.unmatched),
+                                      ("MGET", *(self._keys.record(tx.transaction_id) for tx in txs))],
+                                     repeatable=True)
+        raise_errors(replies)
+        return int(replies[0][0]), replies[1] == 1, replies[2]
+
+    def _sort_out(self, batch: _Batch, records: list[bytes | None],
+                  now: int) -> tuple[list[int], list[tuple[int, bytes]]]:
+        """New rows (to count), known ones (answered from their record), and claims whose scorer died."""
+        fresh: list[int] = []
+        stale: list[tuple[int, bytes]] = []
+        for i, record in enumerate(records):
+            if record is None:
+                fresh.append(i)
+            elif not self._answer_known(batch, i, record):
+                if now - RECORD.unpack_from(record)[1] < STALE_CLAIM_S:
+                    batch.busy.append(batch.txs[i].transaction_id)
+                else:
+                    stale.append((i, record))
+        return fresh, stale
+
+    def _answer_known(self, batch: _Batch, row: int, record: bytes) -> bool:
+        if record[RECORD.size:RECORD.size + 1] != FEATURES_STORED:
+            return False
+        batch.features[row] = np.frombuffer(record, dtype=np.float32, offset=RECORD.size + 1)
+        batch.repeated[row] = True
+        return True
+
+    def _take_over(self, batch: _Batch, stale: list[tuple[int, bytes]], now: int) -> list[int]:
+        """Claims whose scorer died (counted, features never stored): taken over one by one (rare)."""
+        if not stale:
+            return []
+        replies = self._pipe.execute([("EVALSHA", _SHAS[TAKE_OVER], 1, self._keys.record(batch.txs[i].transaction_id),
+                                       record, struct.pack("<d", now)) for i, record in stale])
+        raise_errors(replies)
+        taken = [i for (i, _), won in zip(stale, replies, strict=True) if won == 1]
+        batch.busy += [batch.txs[i].transaction_id for (i, _), won in zip(stale, replies, strict=True) if won != 1]
+        return taken
+
+    def _count_and_read(self, batch: _Batch, fresh: list[int], taken: list[int], now: int, early: bool) -> None:
+        """Round trip 2, one MULTI/EXEC: claim and append the new payments, read what their features need."""
+        keys, txs, at_us = self._keys, batch.txs, batch.at_us
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        prefix, ttl = keys.record(""), self._record_ttl_s
+        room = bytes(1 + 4 * len(self._definition.names))  # FEATURES_STORED and the features, written later
+        for i in fresh:
+            tx, at = txs[i], at_us[i]
+            commands += [("SET", prefix + tx.transaction_id, RECORD.pack(at, now, NO_LABEL, 0, tx.terminal_id) + room,
+                          "NX",
+                          "GET", "EX", ttl),
+                         ("APPEND", batch.card_keys[i], CARD_ENTRY.pack(at, tx.amount)),
+                         ("APPEND", batch.terminal_keys[i], TERMINAL_ENTRY.pack(at))]
+        rows = fresh + taken
+        cards = list(dict.fromkeys([batch.card_keys[i] for i in rows]))
+        terminals = list(dict.fromkeys([txs[i].terminal_id for i in rows]))
+        oldest = min(at_us[i] for i in rows) - self._terminal_span_us
+        commands.append(("MGET", *cards, *(keys.terminal(m) for m in terminals)))
+        commands += [("ZRANGEBYSCORE", keys.frauds(m), f"({oldest}", "+inf", "WITHSCORES") for m in terminals]
+        if early and fresh:
+            commands.append(("HMGET", keys.unmatched, *(txs[i].transaction_id for i in fresh)))
+        commands.append(("EXEC",))
+        replies = self._pipe.execute(commands)
+        raise_errors(replies)
+        if replies[-1] is None:
+            raise StateStoreUnavailable("the feature state store (Redis) is unavailable: it aborted the transaction")
+        self._take_reads(batch, fresh, taken, replies[-1], cards, terminals, early)
+
+    def _take_reads(self, batch: _Batch, fresh: list[int], taken: list[int], result: list[Any], cards: list[str],
+                    terminals: list[int], early: bool) -> None:
+        keys, txs = self._keys, batch.txs
+        claims, blobs = result[:3 * len(fresh)], result[3 * len(fresh)]
+        batch.blobs = dict(zip(cards + [keys.terminal(m) for m in terminals], (b or b"" for b in blobs), strict=True))
+        frauds = dict(zip(terminals, result[3 * len(fresh) + 1:3 * len(fresh) + 1 + len(terminals)], strict=True))
+        if early and fresh:
+            batch.early = [(i, value) for i, value in zip(fresh, result[-1], strict=True) if value is not None]
+        for j, i in enumerate(fresh):
+            if claims[3 * j] is not None:  # a racing request claimed it first: this append is a duplicate
+                batch.raced.append(i)
+                if not self._answer_known(batch, i, claims[3 * j]):
+                    batch.busy.append(txs[i].transaction_id)
+        holes = self._holes(batch, {i: (claims[3 * j + 1], claims[3 * j + 2]) for j, i in enumerate(fresh)
+                                    if i in batch.raced}) if batch.raced else {}
+        raced = set(batch.raced)
+        blobs = batch.blobs
+        for j, i in enumerate(fresh):
+            if i in raced:
+                continue
+            card_key, terminal_key = batch.card_keys[i], batch.terminal_keys[i]
+            batch.computed.append(i)
+            if holes:
+                batch.histories.append((_before(blobs[card_key], claims[3 * j + 1] - CARD_ENTRY.size,
+                                                holes.get(card_key)),
+                                        _before(blobs[terminal_key], claims[3 * j + 2] - TERMINAL_ENTRY.size,
+                                                holes.get(terminal_key)), frauds[txs[i].terminal_id]))
+            else:
+                batch.histories.append((blobs[card_key][:claims[3 * j + 1] - CARD_ENTRY.size],
+                                        blobs[terminal_key][:claims[3 * j + 2] - TERMINAL_ENTRY.size],
+                                        frauds[txs[i].terminal_id]))
+        for i in taken:  # its own entry is in the history already: leave it out, as when it came
+            tx, at = txs[i], float(txs[i].event_ns // _NS_PER_US)
+            batch.computed.append(i)
+            batch.repeated[i] = True
+            batch.histories.append((_drop_last(batch.blobs[keys.card(tx.customer_id)], CARD_ENTRY.pack(at, tx.amount)),
+                                    _drop_last(batch.blobs[keys.terminal(tx.terminal_id)], TERMINAL_ENTRY.pack(at)),
+                                    frauds[tx.terminal_id]))
+
+    def _holes(self, batch: _Batch, ends: dict[int, tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
+        """Where this batch's duplicate appends sit in each history, to leave out of later rows' histories."""
+        holes: dict[str, list[tuple[int, int]]] = {}
+        for i in batch.raced:
+            tx = batch.txs[i]
+            holes.setdefault(self._keys.card(tx.customer_id), []).append(
+                (ends[i][0] - CARD_ENTRY.size, ends[i][0]))
+            holes.setdefault(self._keys.terminal(tx.terminal_id), []).append(
+                (ends[i][1] - TERMINAL_ENTRY.size, ends[i][1]))
+        return holes
+
+    def _compute(self, batch: _Batch) -> None:
+        if not batch.computed:
+            return
+        rows = batch.computed
+        event_ns = np.array([batch.txs[i].event_ns for i in rows], dtype=np.int64)
+        amounts = np.array([batch.txs[i].amount for i in rows], dtype=np.float64)
+        totals = batch_window_totals(event_ns, _batch_history(batch.histories), self._delay_days, self._definition)
+        batch.features[rows] = feature_matrix(event_ns, amounts, totals, self._definition)
+
+    def _finish(self, batch: _Batch) -> None:
+        """Round trip 3: features stored for repeats, early labels applied, histories kept, records indexed."""
+        keys, txs = self._keys, batch.txs
+        commands: list[tuple[Any, ...]] = [("SETRANGE", keys.record(txs[i].transaction_id), RECORD.size,
+                                            FEATURES_STORED + batch.features[i].tobytes()) for i in batch.computed]
+        for i, value in batch.early:
+            commands += self._early_label(txs[i], value)
+        commands += self._upkeep(batch)
+        counted = [i for i in batch.computed if not batch.repeated[i]]
+        if counted:
+            newest = max(txs[i].event_ns for i in counted) // _NS_PER_US
+            pairs = [arg for i in counted for arg in (txs[i].event_ns // _NS_PER_US, txs[i].transaction_id)]
+            commands.append(("EVALSHA", _SHAS[INDEX], 1, keys.index, keys.record(""), newest - self._terminal_span_us,
+                             self._record_ttl_s, PRUNE_RECORDS * len(counted), *pairs))
+        for i in batch.raced:
+            tx, at = txs[i], txs[i].event_ns // _NS_PER_US
+            commands.append(("EVALSHA", _SHAS[REMOVE], 2, keys.card(tx.customer_id), keys.terminal(tx.terminal_id),
+                             CARD_ENTRY.pack(at, tx.amount), TERMINAL_ENTRY.pack(at)))
+        raise_errors(self._pipe.execute(commands))
+
+    def _early_label(self, tx: RawTransaction, value: bytes) -> list[tuple[Any, ...]]:
+        fraud, arrived = value.split(b":", 1)
+        commands: list[tuple[Any, ...]] = []
+        if fraud == b"1":
+            frauds = self._keys.frauds(tx.terminal_id)
+            commands += [("ZADD", frauds, tx.event_ns // _NS_PER_US, tx.transaction_id),
+                         ("EXPIRE", frauds, self._record_ttl_s)]
+        label = LABEL.pack(fraud, int(arrived))
+        return [*commands, ("SETRANGE", self._keys.record(tx.transaction_id), LABEL_AT, label),
+                ("HDEL", self._keys.unmatched, tx.transaction_id)]
+
+    def _upkeep(self, batch: _Batch) -> list[tuple[Any, ...]]:
+        """Histories kept small and alive: see `_keep`."""
+        newest_card: dict[str, int] = {}
+        newest_terminal: dict[str, int] = {}
+        for i in batch.computed:
+            card, terminal, at = batch.card_keys[i], batch.terminal_keys[i], batch.at_us[i]
+            newest_card[card] = max(newest_card.get(card, at), at)
+            newest_terminal[terminal] = max(newest_terminal.get(terminal, at), at)
+        return (_keep(newest_card, batch.blobs, self._card_span_us, CARD_ENTRY)
+                + _keep(newest_terminal, batch.blobs, self._terminal_span_us, TERMINAL_ENTRY))
 
     def record_labels(self, labels: Sequence[tuple[str, bool]], arrival_ns: int) -> LabelReport:
         """Store delayed labels: each counts in its terminal's risk from then on; repeats count once."""
-        records = self._run(lambda pipe: [pipe.hmget(self._key("tx", txid), ["t", "e", "l"]) for txid, _ in labels])
+        records = self._run(lambda pipe: pipe.mget([self._keys.record(txid) for txid, _ in labels]))[0]
         counts = {"stored": 0, "repeated": 0, "corrected": 0}
         unmatched: list[str] = []
 
         def write(pipe: Any) -> None:
-            for (txid, fraud), (terminal, event_us, previous) in zip(labels, records, strict=True):
+            for (txid, fraud), record in zip(labels, records, strict=True):
                 value = b"1" if fraud else b"0"
-                if terminal is None:
+                if record is None:
                     unmatched.append(txid)
-                    pipe.hset(self._key("labels", "unmatched"), txid, f"{int(fraud)}:{arrival_ns}")
+                    pipe.hset(self._keys.unmatched, txid, f"{int(fraud)}:{arrival_ns}")
                     continue
-                counts["stored" if previous is None else "repeated" if previous == value else "corrected"] += 1
+                event_us, _, previous, _, terminal = RECORD.unpack_from(record)
+                counts["stored" if previous == NO_LABEL else "repeated" if previous == value else "corrected"] += 1
                 if previous == value:
                     continue
-                frauds = self._key("frauds", terminal.decode())
-                if fraud:  # and the frauds no window can hold any more go (observe reads only the others)
-                    pipe.zadd(frauds, {txid: float(event_us)})
-                    pipe.zremrangebyscore(frauds, "-inf", float(event_us) - self._terminal_span_us)
-                    pipe.expire(frauds, self._terminal_span_us // 10**6)
+                frauds = self._keys.frauds(terminal)
+                if fraud:  # and the frauds no window can hold any more go (a batch reads only the others)
+                    pipe.zadd(frauds, {txid: event_us})
+                    pipe.zremrangebyscore(frauds, "-inf", event_us - self._terminal_span_us)
+                    pipe.expire(frauds, self._record_ttl_s)
                 else:
                     pipe.zrem(frauds, txid)
-                pipe.hset(self._key("tx", txid), mapping={"l": value, "a": arrival_ns})
+                pipe.setrange(self._keys.record(txid), LABEL_AT, LABEL.pack(value, arrival_ns))
 
         self._run(write)
         return LabelReport(**counts, unmatched=tuple(unmatched))
-
-    def _features(self, transactions: Sequence[RawTransaction], replies: Sequence[Any]) -> np.ndarray:
-        out = np.zeros((len(transactions), len(self._definition.names)), dtype=np.float32)
-        fresh: list[int] = []
-        replies = list(replies)
-        for i, (tx, reply) in enumerate(zip(transactions, replies, strict=True)):
-            code = int(reply[0])
-            if code == _FRESH:
-                fresh.append(i)
-            elif code == _ORPHANED:  # its history holds the payment itself: leave it out, as when it came
-                fresh.append(i)
-                replies[i] = _without_own_payment(reply, tx)
-            elif code == _KNOWN:
-                out[i] = np.frombuffer(reply[1], dtype=np.float32)
-            else:
-                raise RequestInFlight(f"transaction {tx.transaction_id!r} is being scored by another request; "
-                                      "retry it")
-        if fresh:
-            event_ns = np.array([transactions[i].event_ns for i in fresh], dtype=np.int64)
-            amounts = np.array([transactions[i].amount for i in fresh], dtype=np.float64)
-            history = _batch_history([replies[i] for i in fresh])
-            totals = batch_window_totals(event_ns, history, self._delay_days, self._definition)
-            out[fresh] = feature_matrix(event_ns, amounts, totals, self._definition)
-        return out
-
-    def _observe_all(self, transactions: Sequence[RawTransaction]) -> list[Any]:
-        if not transactions:
-            return []
-        if any(_SEPARATORS.intersection(tx.transaction_id) for tx in transactions):
-            raise ValueError("a transaction_id must not contain the control characters \\x1e or \\x1f")
-        batch = "\x1e".join(f"{tx.transaction_id}\x1f{tx.customer_id}\x1f{tx.terminal_id}\x1f"
-                             f"{tx.event_ns // _NS_PER_US}\x1f{tx.amount!r}" for tx in transactions)
-        return list(self._call(self._observe, batch))
-
-    def _call(self, script: str, *args: object) -> Any:
-        """Run a script by its SHA-1, loading it first when Redis does not know it (a restarted or flushed
-        Redis forgets scripts): one round trip in the usual case."""
-        import redis
-
-        sha = self._shas[script]
-        try:
-            return self._run(lambda pipe: pipe.evalsha(sha, 0, *args))[0]
-        except StateStoreUnavailable as exc:
-            if not isinstance(exc.__cause__, redis.exceptions.NoScriptError):
-                raise
-        return self._run(lambda pipe: (pipe.script_load(script), pipe.evalsha(sha, 0, *args)))[1]
 
     def _run(self, queue: Any) -> list[Any]:
         import redis
@@ -318,34 +409,67 @@ class FeatureState:
         except redis.RedisError as exc:
             raise StateStoreUnavailable(f"the feature state store (Redis) is unavailable: {exc}") from exc
 
-    def _key(self, kind: str, name: object) -> str:
-        return f"{self._ns}:{kind}:{name}"
+
+def _in_flight(ids: list[str]) -> RequestInFlight:
+    return RequestInFlight(f"transaction {ids[0]!r} is being scored by another request; retry it")
 
 
-def _without_own_payment(reply: Sequence[Any], tx: RawTransaction) -> list[Any]:
-    """An orphaned transaction's reply without its own entry (the last one equal to it) in the card's and the
-    terminal's history: the history it was first scored with, but for a payment of the same card at the very
-    same microsecond that arrived after it."""
-    at_us = float(tx.event_ns // _NS_PER_US)
-    card = _drop_last(reply[1], struct.pack("<dd", at_us, tx.amount), 16)
-    return [reply[0], card, _drop_last(reply[2], struct.pack("<d", at_us), 8), reply[3]]
+def _before(blob: bytes, end: int, holes: list[tuple[int, int]] | None) -> bytes:
+    """The history up to `end` (what arrived before a payment), without this batch's duplicate appends."""
+    if not holes:
+        return blob[:end]
+    parts, start = [], 0
+    for hole_start, hole_end in sorted(holes):
+        if hole_start >= end:
+            break
+        parts.append(blob[start:hole_start])
+        start = hole_end
+    return b"".join(parts) + blob[start:end] if start < end else b"".join(parts)
 
 
-def _drop_last(blob: bytes, entry: bytes, size: int) -> bytes:
+def _drop_last(blob: bytes, entry: bytes) -> bytes:
+    size = len(entry)
     for offset in range(len(blob) - size, -1, -size):
         if blob[offset:offset + size] == entry:
             return blob[:offset] + blob[offset + size:]
     return blob
 
 
-def _batch_history(replies: Sequence[Any]) -> BatchHistory:
-    """Every fresh payment's card and terminal history, as the script returned them, end to end: one
+def _keep(newest: dict[str, int], blobs: dict[str, bytes], span_us: int, entry: struct.Struct) -> list[tuple[Any, ...]]:
+    """Commands that trim the histories an eighth of which has aged out (older than their newest payment less the
+    span), and renew the expiry (twice the span) of those whose last marker is more than a span old, appending a
+    new marker: one vectorised pass over every history the batch read."""
+    names = list(newest)
+    if not names:
+        return []
+    chunks = [blobs[name] for name in names]
+    times = np.frombuffer(b"".join(chunks), dtype="<f8")[::entry.size // 8]
+    owner = np.repeat(np.arange(len(names)), [len(chunk) // entry.size for chunk in chunks])
+    latest = np.array([newest[name] for name in names], dtype=np.float64)
+    aged = np.bincount(owner, weights=(times <= latest[owner] - span_us).astype(np.float64), minlength=len(names))
+    total = np.bincount(owner, minlength=len(names))
+    renewed = np.zeros(len(names))  # minus the event time of each history's last renewal; 0: never
+    markers = times < 0
+    np.minimum.at(renewed, owner[markers], times[markers])
+    commands: list[tuple[Any, ...]] = []
+    trim = np.flatnonzero((aged > 0) & (aged * TRIM_FRACTION >= total))
+    if trim.size:
+        commands.append(("EVALSHA", _SHAS[TRIM], len(trim), *(names[k] for k in trim),
+                         *(arg for k in trim for arg in (entry.size, int(latest[k]) - span_us))))
+    for k in np.flatnonzero((renewed == 0) | (latest > span_us - renewed)):
+        marker = entry.pack(-latest[k], 0.0) if entry.size == 16 else entry.pack(-latest[k])
+        commands += [("APPEND", names[k], marker), ("EXPIRE", names[k], 2 * span_us // 10**6)]
+    return commands
+
+
+def _batch_history(histories: Sequence[tuple[bytes, bytes, list[Any]]]) -> BatchHistory:
+    """Every computed payment's card and terminal history and its terminal's frauds, end to end: one
     `np.frombuffer` per kind for the whole batch rather than one per payment."""
-    cards, terminals = [reply[1] for reply in replies], [reply[2] for reply in replies]
+    cards, terminals = [h[0] for h in histories], [h[1] for h in histories]
     pairs = np.frombuffer(b"".join(cards), dtype="<f8").reshape(-1, 2)
     terminal_us = np.frombuffer(b"".join(terminals), dtype="<f8")
-    fraud_us = [[float(score) for score in reply[3][1::2]] for reply in replies]
-    rows = np.arange(len(replies))
+    fraud_us = [[float(score) for score in h[2][1::2]] for h in histories]
+    rows = np.arange(len(histories))
     return BatchHistory(
         card_ns=pairs[:, 0].astype(np.int64) * _NS_PER_US, card_amount=pairs[:, 1],
         card_rows=np.repeat(rows, [len(blob) // 16 for blob in cards]),
@@ -371,4 +495,3 @@ class OnlineFeatures:
 
     def record_labels(self, rows: Sequence[Any], arrival_ns: int) -> LabelReport:
         return self.state.record_labels([(row.transaction_id, row.fraud) for row in rows], arrival_ns)
-

@@ -53,7 +53,7 @@ class Transaction(BaseModel):
     terminal_id_risk_30day_window: float = Field(ge=0, le=1)
 
 
-# A transaction id is printable: control characters separate the fields of a batch in the state store.
+# A transaction id is printable: it names keys in the state store and is a column of the prediction log.
 _TRANSACTION_ID = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$",
                         description="The card network's id of the payment: a repeat is answered the same, once.")
 
@@ -66,8 +66,9 @@ class RawPayment(BaseModel):
     transaction_id: str = _TRANSACTION_ID
     tx_datetime: datetime = Field(description="Event time: when the payment happened. Every window counts "
                                               "in event time; a time zone is dropped, not converted.")
-    customer_id: int = Field(ge=0, description="Card id; also the sticky key for canary routing.")
-    terminal_id: int = Field(ge=0)
+    # Ids are int64, as the state store's records and the prediction log keep them.
+    customer_id: int = Field(ge=0, lt=2**63, description="Card id; also the sticky key for canary routing.")
+    terminal_id: int = Field(ge=0, lt=2**63)
     tx_amount: float = Field(ge=0, le=1e7)
 
     @field_validator("tx_datetime")

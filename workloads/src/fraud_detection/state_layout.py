@@ -1,0 +1,113 @@
+"""The feature state's layout in Redis: key names, the transaction record, history entries, expiries and the
+few Lua scripts that must be atomic and are off the common path (see fraud_detection.state)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+# A transaction's record: event time (us), when it was counted (s, Redis' clock), its label (b"-" until one
+# arrives), the label's arrival (ns) and its terminal; then whether its features are stored (FEATURES_STORED)
+# and room for them. The claim writes the whole length at once: Redis grows a string it extends in place to
+# twice its size, which for a record would waste as much memory as it holds.
+RECORD = struct.Struct("<ddcqq")
+FEATURES_STORED = b"1"
+LABEL = struct.Struct("<cq")
+LABEL_AT = 16  # offset of LABEL in RECORD
+NO_LABEL = b"-"
+CARD_ENTRY, TERMINAL_ENTRY = struct.Struct("<dd"), struct.Struct("<d")  # (time us, amount), (time us)
+TRIM_FRACTION = 8  # a history is rewritten once an eighth of it has aged out, not at every payment
+PRUNE_RECORDS = 8  # records deleted per new record at most: more than the one each payment adds
+# A transaction counted without its features stored for this long lost its scorer (killed, or Redis went away
+# between the round trips): a repeat then recomputes them instead of answering "in flight" forever. Far above any
+# request's timeout (serving.limits.timeout_s is at most 30 s).
+STALE_CLAIM_S = 60
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every key of one namespace (one model's state)."""
+
+    namespace: str
+
+    def record(self, txid: str) -> str:
+        return f"{self.namespace}:rec:{txid}"
+
+    def card(self, customer_id: int) -> str:
+        return f"{self.namespace}:card:{customer_id}"
+
+    def terminal(self, terminal_id: int) -> str:
+        return f"{self.namespace}:terminal:{terminal_id}"
+
+    def frauds(self, terminal_id: object) -> str:
+        return f"{self.namespace}:frauds:{terminal_id}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.namespace}:tx-index"
+
+    @property
+    def unmatched(self) -> str:
+        return f"{self.namespace}:labels:unmatched"
+
+
+# KEYS: histories to trim; ARGV: per key its entry size and the oldest time (us) a window can still need. Only the
+# aged prefix goes (markers, negative, count as aged): a payment that arrived meanwhile is never cut.
+TRIM = """
+for i, key in ipairs(KEYS) do
+  local size, oldest = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local blob = redis.call('GET', key)
+  if blob then
+    local cut = 0
+    while cut + size <= #blob and struct.unpack('<d', blob, cut + 1) <= oldest do cut = cut + size end
+    if cut > 0 then redis.call('SET', key, string.sub(blob, cut + 1), 'KEEPTTL') end
+  end
+end
+return #KEYS
+"""
+
+# KEYS[1]: the index; ARGV: the record key prefix, the horizon (us: older records no window can need), the index's
+# expiry, how many to delete at most, then (event time, id) pairs of the new records.
+INDEX = """
+local index, prefix = KEYS[1], ARGV[1]
+for first = 5, #ARGV, 512 do
+  redis.call('ZADD', index, unpack(ARGV, first, math.min(first + 511, #ARGV)))
+end
+redis.call('EXPIRE', index, ARGV[3])
+local stale = redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))
+for first = 1, #stale, 256 do
+  local last, records = math.min(first + 255, #stale), {}
+  for i = first, last do records[#records + 1] = prefix .. stale[i] end
+  redis.call('DEL', unpack(records))
+  redis.call('ZREM', index, unpack(stale, first, last))
+end
+return #stale
+"""
+
+# A payment appended twice (two requests with one transaction id raced): KEYS card and terminal history, ARGV the
+# entries to take out once each (the last equal one; equal entries are interchangeable).
+REMOVE = """
+local function drop_last(key, entry)
+  local blob, size = redis.call('GET', key), #entry
+  if not blob then return end
+  for offset = #blob - size, 0, -size do
+    if string.sub(blob, offset + 1, offset + size) == entry then
+      redis.call('SET', key, string.sub(blob, 1, offset) .. string.sub(blob, offset + size + 1), 'KEEPTTL')
+      return
+    end
+  end
+end
+drop_last(KEYS[1], ARGV[1])
+drop_last(KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS[1]: a stale claim's record; ARGV: the record as read, the new claim time (8 bytes). Compare and set: of two
+# requests that found the claim stale, one takes it over.
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SETRANGE', KEYS[1], 8, ARGV[2])
+return 1
+"""
+
+SCRIPTS = (TRIM, INDEX, REMOVE, TAKE_OVER)
