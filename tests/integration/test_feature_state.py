@@ -228,3 +228,15 @@ def test_two_requests_racing_with_one_transaction_count_it_once(state: FeatureSt
     assert (racing.features[1, count_1d], racing.features[1, mean_1d]) == (2.0, 20.0), "a counted once for b"
     after = state.observe([RawTransaction("c", t + 2 * 10**9, 8, 80, 20.0)])
     assert (after.features[0, count_1d], after.features[0, mean_1d]) == (3.0, 20.0), "and once in the state"
+
+
+def test_a_fraud_label_corrected_to_genuine_leaves_the_terminals_risk(state: FeatureState) -> None:
+    t = event_time_ns(datetime(2018, 5, 4, 9))
+    state.observe([RawTransaction("x1", t, 31, 13, 10.0), RawTransaction("x2", t + 1, 32, 13, 10.0)])
+    state.record_labels([("x1", True), ("x2", True)], arrival_ns=t + 10)
+    corrected = state.record_labels([("x1", False)], arrival_ns=t + 20)
+    assert (corrected.stored, corrected.repeated, corrected.corrected) == (0, 0, 1)
+    scored = state.observe([RawTransaction("probe2", t + DELAY_DAYS * NS_PER_DAY + 10**9, 33, 13, 5.0)])
+    features = dict(zip(FEATURE_NAMES, scored.features[0], strict=True))
+    assert features[FEATURES.terminal_count(1)] == 2.0
+    assert features[FEATURES.terminal_risk(1)] == pytest.approx(1 / 2), "only x2 is still a fraud"
