@@ -100,7 +100,7 @@ def test_a_transaction_whose_scorer_died_is_not_in_flight_forever(state: Feature
     monkeypatch.undo()
     with pytest.raises(RequestInFlight):
         state.observe([orphan])
-    state._redis.setrange(f"{state._ns}:rec:orphan", 8, struct.pack("<d", 0))  # claimed long ago
+    state._redis.setrange(state._keys.record("orphan"), 8, struct.pack("<d", 0))  # claimed long ago
     recovered = state.observe([orphan, orphan])
     assert recovered.repeated.tolist() == [True, True]
     count_1d, mean_1d = FEATURE_NAMES.index(FEATURES.customer_count(1)), FEATURE_NAMES.index(
@@ -131,7 +131,7 @@ def test_state_survives_a_restart_of_the_store(server: RedisServer, state: Featu
     state.observe([RawTransaction("before", t, 11, 5, 40.0)])
     server.stop()
     server.start()
-    revived = FeatureState(server.client(), state._ns, DELAY_DAYS)
+    revived = FeatureState(server.client(), state._keys.namespace, DELAY_DAYS)
     after = revived.observe([RawTransaction("after", t + 10**9, 11, 5, 60.0)])
     features = dict(zip(FEATURE_NAMES, after.features[0], strict=True))
     assert features[FEATURES.customer_count(1)] == 2.0
@@ -157,7 +157,7 @@ def test_state_expires_when_no_window_can_need_it(server: RedisServer, state: Fe
     state.observe([RawTransaction("old", t, 21, 31, 5.0)])
     state.observe([RawTransaction("new", t + 40 * NS_PER_DAY, 21, 31, 5.0)])
     client = server.client()
-    prefix = state._ns
+    prefix = state._keys.namespace
     assert payments(client, f"{prefix}:card:21", 2) == [t // 1000 + 40 * 86_400 * 10**6], \
         "the 40-day-old payment left the card's 30-day state"
     assert payments(client, f"{prefix}:terminal:31", 1) == [t // 1000 + 40 * 86_400 * 10**6], \
@@ -194,7 +194,7 @@ def test_transaction_records_are_pruned_in_event_time(server: RedisServer, state
     t = event_time_ns(datetime(2018, 6, 1))
     state.observe([RawTransaction(f"old{i}", t + i * 1000, 100 + i, 200, 1.0) for i in range(5)])
     state.observe([RawTransaction("late", t + (DELAY_DAYS + 31) * NS_PER_DAY, 100, 200, 1.0)])
-    client, prefix = server.client(), state._ns
+    client, prefix = server.client(), state._keys.namespace
     late_us = (t + (DELAY_DAYS + 31) * NS_PER_DAY) // 1000
     assert [client.exists(f"{prefix}:rec:old{i}") for i in range(5)] == [0] * 5
     assert client.exists(f"{prefix}:rec:late") == 1

@@ -126,23 +126,56 @@ def run_load(url: str, payload: Callable[[int], Any], *, rate: float, duration_s
     return asyncio.run(_run(url, payload, rate, duration_s, max_requests, max_in_flight, timeout_s, stop))
 
 
+def _second(sample: Sample, fault_s: float) -> int:
+    return int((sample.answered_s - fault_s) // 1.0)
+
+
+def _disturbed(hit: list[Sample], bad: list[Sample], fault_s: float) -> list[Sample]:
+    """The bad answers that fell in a disturbed second (see `outage`)."""
+    answers = Counter(_second(s, fault_s) for s in hit)
+    slow = Counter(_second(s, fault_s) for s in bad if s.status == 200)
+    failing = {_second(s, fault_s) for s in bad if s.status != 200}
+    disturbed = failing | {second for second, n in slow.items() if 10 * n > answers[second]}
+    return [s for s in bad if _second(s, fault_s) in disturbed]
+
+
+def by_second(result: LoadResult, fault_s: float) -> str:
+    """Answers per second after the fault as `second:answered/failed/slow`, to read when a bound is missed."""
+    hit = [s for s in result.samples if s.answered_s >= fault_s]
+    normal_ms = _normal_ms(result, fault_s)
+    seconds = sorted({_second(s, fault_s) for s in hit})
+    counts = {second: [0, 0, 0] for second in seconds}
+    for sample in hit:
+        count = counts[_second(sample, fault_s)]
+        count[0] += 1
+        count[1] += sample.status != 200
+        count[2] += sample.status == 200 and sample.latency_ms > normal_ms
+    return " ".join(f"{second}:{a}/{f}/{w}" for second, (a, f, w) in counts.items())
+
+
+def _normal_ms(result: LoadResult, fault_s: float) -> float:
+    before = sorted(s.latency_ms for s in result.samples if s.answered_s < fault_s and s.status == 200)
+    return max(100.0, 5 * before[len(before) // 2], 2 * before[int(0.99 * len(before))]) if before else 100.0
+
+
 def outage(result: LoadResult, fault_s: float) -> dict[str, Any]:
     """What a fault at `fault_s` (on the run's clock: `LoadResult.clock`) cost.
 
     A request is hit by the fault when it was sent after it or was still unanswered at it (in flight in a
     process that was killed). Counted: hit requests that failed, those of them the client gave up on (no
     answer: the server let them hang), when the first request sent after the fault was answered 200, and
-    the recovery time: from the fault to the answer of the last hit request that failed or was slow. Slow
-    is over 5x the pre-fault p50 and 2x its p99, at least 100 ms: a machine that was noisy before the fault
-    is not held to a quieter standard after it. A server that queues requests through an outage loses
-    none but stalls: the stall is the cost.
+    the recovery time: from the fault to the last bad answer of the last disturbed second. Slow is over 5x
+    the pre-fault p50 and 2x its p99, at least 100 ms: a machine that was noisy before the fault is not held
+    to a quieter standard after it. A second (of answers, counted from the fault) is disturbed when any
+    answer in it failed or more than a tenth of them were slow: one request held up by a GC pause or a scrape
+    long after the service is back is not the outage going on, a stalled queue is. A server that queues
+    requests through an outage loses none but stalls: the stall is the cost.
     """
-    before = sorted(s.latency_ms for s in result.samples if s.answered_s < fault_s and s.status == 200)
-    normal_ms = max(100.0, 5 * before[len(before) // 2], 2 * before[int(0.99 * len(before))]) if before else 100.0
+    normal_ms = _normal_ms(result, fault_s)
     hit = [s for s in result.samples if s.answered_s >= fault_s]
     failed = [s for s in hit if s.status != 200]
     bad = [s for s in hit if s.status != 200 or s.latency_ms > normal_ms]
-    recovered_s = max((s.answered_s - fault_s for s in bad), default=0.0)
+    recovered_s = max((s.answered_s - fault_s for s in _disturbed(hit, bad, fault_s)), default=0.0)
     slowest = max((s.latency_ms for s in hit if s.status == 200), default=float("nan"))
     first_ok = min((s.answered_s - fault_s for s in hit if s.status == 200 and s.sent_s >= fault_s),
                    default=float("nan"))

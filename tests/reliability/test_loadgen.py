@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.reliability.loadgen import LoadResult, Sample, outage, run_load
+from tests.reliability.loadgen import LoadResult, Sample, by_second, outage, run_load
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1/predict", "http://example.com/", "http://0.0.0.0:8000/"])
@@ -56,3 +56,26 @@ def test_a_request_in_flight_at_the_fault_is_hit_by_it() -> None:
 def test_events_beside_a_run_go_on_its_clock() -> None:
     result = run_load("http://127.0.0.1:1/predict", lambda i: {}, rate=10, duration_s=0.3, timeout_s=1)
     assert result.started_at > 0 and result.clock(result.started_at + 1.5) == pytest.approx(1.5)
+
+
+def test_one_slow_answer_among_normal_ones_is_not_the_outage_going_on() -> None:
+    """A GC pause 20 s after the service is back slows one request; the outage ended long before it."""
+    steady = [(t / 25, 200, 10.0) for t in range(50)]  # 2 s before the fault: p50 10 ms -> slow is > 100 ms
+    after = [(2.0 + t / 25, 200, 10.0) for t in range(25 * 30)]
+    after[25 * 3] = (after[25 * 3][0], 503, 5.0)  # a failure 3 s after the fault
+    after[25 * 20] = (after[25 * 20][0], 200, 180.0)  # one slow answer among 25 that second, 20 s after
+    lost = outage(samples(steady + after), fault_s=2.0)
+    assert lost["failed_after_fault"] == 1 and lost["slow_after_fault"] == 1
+    assert lost["recovery_s"] == pytest.approx(3.0, abs=0.01)  # the failure 3 s after the fault
+
+
+def test_a_second_of_mostly_slow_answers_is_still_the_outage() -> None:
+    steady = [(t / 25, 200, 10.0) for t in range(50)]
+    after = [(2.0 + t / 25, 200, 150.0 if 25 * 6 <= t < 25 * 7 else 10.0) for t in range(25 * 10)]
+    lost = outage(samples(steady + after), fault_s=2.0)
+    assert lost["recovery_s"] == pytest.approx(7.11, abs=0.05)  # the last slow answer of the 6th second
+
+
+def test_answers_by_second_after_the_fault() -> None:
+    result = samples([(0.0, 200, 10), (1.0, 200, 10), (2.1, 408, 5000), (2.5, 200, 300), (3.0, 200, 10)])
+    assert by_second(result, fault_s=2.0) == "0:1/0/1 1:1/0/0 5:1/1/0"

@@ -35,7 +35,7 @@ from ferry.settings import Settings
 from tests.integration.test_canary import Lab, canary_spec, describe, lab_settings, start_lab
 from tests.integration.test_serving import POLL_S
 from tests.reliability.conftest import FULL, Record, scaled
-from tests.reliability.loadgen import LoadResult, outage, run_load
+from tests.reliability.loadgen import LoadResult, by_second, outage, run_load
 from tests.support.local_stack import restored_environ, stopping, wait_for_value
 from tests.support.serving_fakes import transaction, transactions
 
@@ -52,7 +52,10 @@ CLIENT_TIMEOUT_S = 10.0
 # 9.9 s, normal latency at 10.2 s; shared with other work (load 4-7), 3.6-4.5 s and 14.6-24.9 s. The
 # bounds are about twice the idle figures plus room for a busy machine; the CI run is long enough to hold
 # them (40 s of load, the kill at 5 s, the last 5 s all 200). With Serve's 10 s health check, noticing
-# the dead replica alone could take 11 s (the 18.9 s outage issue #12 saw).
+# the dead replica alone could take 11 s (the 18.9 s outage issue #12 saw). Recovery ends with the last
+# disturbed second (loadgen.outage), so one slow answer long after is not the outage. A CI run measured
+# 31.4 s under the older rule (the last slow answer); its record cannot tell a long stall from one late
+# slow answer, so on a failure the assertion now prints the answers second by second.
 REPLACED_BOUND_S = 8.0
 RETRIABLE = {"408", "500", "502", "503", "504"}  # what Serve answers for a dead replica; clients retry these
 RECOVERY_BOUND_S = 30.0
@@ -317,8 +320,8 @@ def test_replica_killed_under_load(bench: Bench, record: Record) -> None:
     assert replaced_s < REPLACED_BOUND_S, lost
     assert all(s.answered_s >= kill_s for s in result.failed), lost  # nothing failed before the kill
     assert set(lost["failure_statuses"]) <= RETRIABLE, lost  # the server answered each: none hung to 10 s
-    assert lost["recovery_s"] < RECOVERY_BOUND_S, lost
-    assert tail and all(s.status == 200 for s in tail), lost
+    assert lost["recovery_s"] < RECOVERY_BOUND_S, (lost, by_second(result, kill_s))
+    assert tail and all(s.status == 200 for s in tail), (lost, by_second(result, kill_s))
 
 
 # --- canary scenarios (full mode: they need Prometheus and take minutes) -------------------------------

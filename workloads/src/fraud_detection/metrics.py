@@ -15,7 +15,6 @@ from datetime import date
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 DateLike = str | date  # pd.Timestamp and datetime are dates too
 _NS_PER_DAY = 86_400 * 10**9
@@ -141,6 +140,10 @@ def evaluate_scores(df: pd.DataFrame, scores: ArrayLike, k: int = 100) -> dict[s
     if len(np.unique(labels)) < 2:
         auc, ap = math.nan, math.nan
     else:
+        # Imported here: a serving replica imports this module with the workload but never evaluates, and
+        # sklearn (with scipy) is ~1.5 s of a new replica's start, the time a killed one is away.
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
         auc = float(roc_auc_score(labels, values))
         ap = float(average_precision_score(labels, values))
     return {

@@ -136,7 +136,6 @@ class FeatureState:
     def __init__(self, client: Any, namespace: str, delay_days: int, definition: FeatureDefinition = FEATURES):
         self._redis = client
         self._pipe = Pipe.like(client, SCRIPTS)
-        self._ns = namespace
         self._keys = Keys(namespace)
         self._delay_days = delay_days
         self._definition = definition
@@ -169,8 +168,9 @@ class FeatureState:
         if not txs:
             return batch
         self._settle()
-        batch.card_keys = [f"{self._ns}:card:{tx.customer_id}" for tx in txs]
-        batch.terminal_keys = [f"{self._ns}:terminal:{tx.terminal_id}" for tx in txs]
+        card, terminal = self._keys.card, self._keys.terminal
+        batch.card_keys = [card(tx.customer_id) for tx in txs]
+        batch.terminal_keys = [terminal(tx.terminal_id) for tx in txs]
         now, early_labels, records = self._read_records(txs)
         fresh, stale = self._sort_out(batch, records, now)
         if batch.busy:
@@ -301,22 +301,19 @@ class FeatureState:
                                         blobs[terminal_key][:claims[3 * j + 2] - TERMINAL_ENTRY.size],
                                         frauds[txs[i].terminal_id]))
         for i in taken:  # its own entry is in the history already: leave it out, as when it came
-            tx, at = txs[i], float(txs[i].event_ns // _NS_PER_US)
+            tx, at = txs[i], float(batch.at_us[i])
             batch.computed.append(i)
             batch.repeated[i] = True
-            batch.histories.append((_drop_last(batch.blobs[keys.card(tx.customer_id)], CARD_ENTRY.pack(at, tx.amount)),
-                                    _drop_last(batch.blobs[keys.terminal(tx.terminal_id)], TERMINAL_ENTRY.pack(at)),
+            batch.histories.append((_drop_last(batch.blobs[batch.card_keys[i]], CARD_ENTRY.pack(at, tx.amount)),
+                                    _drop_last(batch.blobs[batch.terminal_keys[i]], TERMINAL_ENTRY.pack(at)),
                                     frauds[tx.terminal_id]))
 
     def _holes(self, batch: _Batch, ends: dict[int, tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
         """Where this batch's duplicate appends sit in each history, to leave out of later rows' histories."""
         holes: dict[str, list[tuple[int, int]]] = {}
         for i in batch.raced:
-            tx = batch.txs[i]
-            holes.setdefault(self._keys.card(tx.customer_id), []).append(
-                (ends[i][0] - CARD_ENTRY.size, ends[i][0]))
-            holes.setdefault(self._keys.terminal(tx.terminal_id), []).append(
-                (ends[i][1] - TERMINAL_ENTRY.size, ends[i][1]))
+            holes.setdefault(batch.card_keys[i], []).append((ends[i][0] - CARD_ENTRY.size, ends[i][0]))
+            holes.setdefault(batch.terminal_keys[i], []).append((ends[i][1] - TERMINAL_ENTRY.size, ends[i][1]))
         return holes
 
     def _compute(self, batch: _Batch) -> None:
@@ -334,26 +331,26 @@ class FeatureState:
         commands: list[tuple[Any, ...]] = [("SETRANGE", keys.record(txs[i].transaction_id), RECORD.size,
                                             FEATURES_STORED + batch.features[i].tobytes()) for i in batch.computed]
         for i, value in batch.early:
-            commands += self._early_label(txs[i], value)
+            commands += self._early_label(txs[i], batch.at_us[i], value)
         commands += self._upkeep(batch)
         counted = [i for i in batch.computed if not batch.repeated[i]]
         if counted:
-            newest = max(txs[i].event_ns for i in counted) // _NS_PER_US
-            pairs = [arg for i in counted for arg in (txs[i].event_ns // _NS_PER_US, txs[i].transaction_id)]
+            newest = max(batch.at_us[i] for i in counted)
+            pairs = [arg for i in counted for arg in (batch.at_us[i], txs[i].transaction_id)]
             commands.append(("EVALSHA", _SHAS[INDEX], 1, keys.index, keys.record(""), newest - self._terminal_span_us,
                              self._record_ttl_s, PRUNE_RECORDS * len(counted), *pairs))
         for i in batch.raced:
-            tx, at = txs[i], txs[i].event_ns // _NS_PER_US
-            commands.append(("EVALSHA", _SHAS[REMOVE], 2, keys.card(tx.customer_id), keys.terminal(tx.terminal_id),
-                             CARD_ENTRY.pack(at, tx.amount), TERMINAL_ENTRY.pack(at)))
+            at = batch.at_us[i]
+            commands.append(("EVALSHA", _SHAS[REMOVE], 2, batch.card_keys[i], batch.terminal_keys[i],
+                             CARD_ENTRY.pack(at, txs[i].amount), TERMINAL_ENTRY.pack(at)))
         raise_errors(self._pipe.execute(commands))
 
-    def _early_label(self, tx: RawTransaction, value: bytes) -> list[tuple[Any, ...]]:
+    def _early_label(self, tx: RawTransaction, at_us: int, value: bytes) -> list[tuple[Any, ...]]:
         fraud, arrived = value.split(b":", 1)
         commands: list[tuple[Any, ...]] = []
         if fraud == b"1":
             frauds = self._keys.frauds(tx.terminal_id)
-            commands += [("ZADD", frauds, tx.event_ns // _NS_PER_US, tx.transaction_id),
+            commands += [("ZADD", frauds, at_us, tx.transaction_id),
                          ("EXPIRE", frauds, self._record_ttl_s)]
         label = LABEL.pack(fraud, int(arrived))
         return [*commands, ("SETRANGE", self._keys.record(tx.transaction_id), LABEL_AT, label),
