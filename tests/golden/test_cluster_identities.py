@@ -353,3 +353,16 @@ def _prometheus_may_reach(labels: dict[str, str], port_name: str, port: int) -> 
             if peers and any(p["port"] in (port_name, port) for p in rule.get("ports", [])):
                 return True
     return False
+
+
+def test_each_step_pod_knows_the_image_it_runs_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The register step records it on the version (`ferry lineage`), read through the step's own settings.
+    (Tune and train run as RayJobs: their pods are not the Workflow's step containers.)"""
+    seen = set()
+    for template in (obj for obj in _rendered() if obj["kind"] == "WorkflowTemplate"):
+        for step in (t for t in template["spec"]["templates"] if t["name"] in names.STEPS and "container" in t):
+            for key, value in _env(step["container"], "10.1.2.3").items():
+                monkeypatch.setenv(key, value)
+            assert Settings().image == step["container"]["image"], step["name"]
+            seen.add(step["name"])
+    assert names.STEP_REGISTER in seen, seen

@@ -27,6 +27,7 @@ from ferry.local.engine.state import status_path
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.service_defs import ray_temp_dir
 from ferry.local.supervisor.services import ferry_env, service_processes, start_services, stop_services
+from ferry.rollout.lineage import lineage
 from ferry.settings import Settings
 from ferry.spec import load_spec_file, spec_hash
 
@@ -94,6 +95,12 @@ def test_up_runs_pipeline_and_registers_one_version(settings: Settings) -> None:
     assert version.tags[names.TAG_SPEC_HASH] == spec_hash(spec.model)
     assert version.tags[names.TAG_WORKFLOW] == outcome.workflow
     assert version.tags[names.TAG_DATASET_DIGEST] and "metric.average_precision" in version.tags
+    data = registry(settings).step_run("tiny", outcome.workflow, names.STEP_DATA)
+    assert version.tags[names.TAG_LINEAGE_DATA_RUN] == data.info.run_id
+    assert version.tags[names.TAG_LINEAGE_DATA_SOURCE] == spec.model.spec.data.source
+    assert version.tags[names.TAG_LINEAGE_DATA_ROWS] == data.data.params["rows"]
+    # The first version has no parent; a local run is in no container, so no image.
+    assert version.tags.get(names.TAG_LINEAGE_PARENT, "") == version.tags.get(names.TAG_LINEAGE_IMAGE, "") == ""
     assert registry(settings).alias("tiny", names.ALIAS_CHAMPION).version == version.version
     assert outcome.outputs["evaluate.passed"] == "true" and outcome.outputs["rollout.decision"] == "promoted"
     state = json.loads(status_path(settings, outcome.workflow).read_text())
@@ -228,6 +235,8 @@ def test_retrain_is_compared_with_the_champion_and_never_promoted_without_eviden
     assert by_version["2"].tags[names.TAG_ROLLOUT_WEIGHT] == "0"
     evaluate = registry(settings).step_run("tiny", outcome.workflow, "evaluate")
     assert evaluate.data.tags[names.TAG_EVALUATE_CHAMPION_VERSION] == "1"
+    found = lineage(registry(settings), "tiny", "2")
+    assert found.ancestors == ("1",) and dict(found.facts)["pipeline run"] == outcome.workflow
 
 
 def wait_for_node(settings: Settings, workflow: str, step: str, timeout_s: float = 240) -> None:

@@ -17,9 +17,10 @@ import pytest
 import yaml
 from rich.console import Console
 
+from ferry.contract import names
 from ferry.local.engine import expr
 from ferry.local.engine.argo import RetryStrategy, Task, load_workflow, parse_duration, topological
-from ferry.local.engine.executors import local_command
+from ferry.local.engine.executors import local_command, step_env
 from ferry.local.engine.rayjobs import local_entrypoint, submission_id
 from ferry.local.engine.runner import list_runs, load_run, node_log_path, render_progress, run_workflow
 from ferry.local.engine.state import node_id
@@ -354,3 +355,14 @@ def _render(table: Any) -> str:
     console = Console(record=True, width=160)
     console.print(table)
     return console.export_text()
+
+
+def test_a_local_step_keeps_the_users_home_and_has_no_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The template's HOME=/tmp and FERRY_IMAGE are for a pod; a local step is a process in no container."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(names.IMAGE_ENV, raising=False)
+    template_env = [{"name": "HOME", "value": "/tmp"}, {"name": names.IMAGE_ENV, "value": "ferry:0.1.0"},
+                    {"name": "MLFLOW_TRACKING_URI", "value": "http://127.0.0.1:1"}]
+    env = step_env(Settings(home=tmp_path), template_env, tmp_path / "outputs")
+    assert names.IMAGE_ENV not in env and env["HOME"] == str(tmp_path / "home")
+    assert env["FERRY_OUTPUTS_DIR"] == str(tmp_path / "outputs")

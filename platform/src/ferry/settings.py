@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     outputs_dir: Path | None = None
     data_root: Path | None = None
     ready_timeout_s: float = 120.0
+    image: str | None = Field(None, description="The container image this process runs in (FERRY_IMAGE, set by "
+                              "the rendered Workflow's steps); none when it runs outside a container.")
 
     @property
     def state_dir(self) -> Path:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from ferry.cli import alerts, cluster, generated, gitops, local, step
+from ferry.cli import alerts, cluster, generated, gitops, lineage, local, step
 from ferry.cli.image import image_app
 from ferry.cli.output import err_console, print_spec_errors
 from ferry.cli.rollout import rollout_app
@@ -81,6 +81,7 @@ for verb in (local.up, local.down, local.status, local.runs, local.logs, local.r
     app.command()(verb)
 app.command()(cluster.submit)
 app.command()(alerts.alerts)
+app.command()(lineage.lineage)
 
 
 def main() -> None:

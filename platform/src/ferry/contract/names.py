@@ -41,6 +41,15 @@ TAG_EVALUATE_PASSED = "ferry.evaluate.passed"
 TAG_EVALUATE_REASON = "ferry.evaluate.reason"
 TAG_EVALUATE_CHAMPION_VERSION = "ferry.evaluate.champion_version"
 TAG_TRAIN_DEVICE = "ferry.train.device"  # on the train step's run: the device the workload trained on
+# Set at register, what `ferry lineage` prints besides the tags above: the champion the version was evaluated
+# against (its parent), the image the step ran in, and the data step's run, source and rows.
+TAG_LINEAGE_PARENT = "ferry.lineage.parent"
+TAG_LINEAGE_IMAGE = "ferry.lineage.image"
+TAG_LINEAGE_DATA_RUN = "ferry.lineage.data_run"
+TAG_LINEAGE_DATA_SOURCE = "ferry.lineage.data_source"
+TAG_LINEAGE_DATA_ROWS = "ferry.lineage.data_rows"
+# The container image a Workflow step runs in, set by the rendered template (ferry.settings reads it).
+IMAGE_ENV = "FERRY_IMAGE"
 # One JSON record per canary check on the challenger version: ferry.rollout.check.001, .002, ...
 TAG_ROLLOUT_CHECK_PREFIX = "ferry.rollout.check."
 # Faults a version's router injects (tests, benchmarks and drills only): share of failed rows, added latency.

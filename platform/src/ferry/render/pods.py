@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ferry.contract import metrics
+from ferry.contract import metrics, names
 from ferry.render.profiles import IMAGE_PULL_POLICY, SCRAPE_INTERVAL_S, EnvProfile
 
 NON_ROOT_UID = 1000
@@ -54,6 +54,11 @@ def env_vars(profile: EnvProfile) -> list[dict[str, str]]:
         {"name": "FERRY_OUTPUTS_DIR", "value": profile.outputs_dir},
         {"name": "HOME", "value": "/tmp"},  # noqa: S108 - writable emptyDir under a read-only root
     ]
+
+
+def image_env(profile: EnvProfile) -> dict[str, str]:
+    """A step's own image, recorded on the version it registers (`ferry lineage`)."""
+    return {"name": names.IMAGE_ENV, "value": profile.image}
 
 
 def rollout_env(profile: EnvProfile) -> list[dict[str, Any]]:

@@ -40,7 +40,8 @@ def _retry_resource() -> m.RetryStrategy:
 
 def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Container:
     name = model.metadata.name
-    env = pods.env_vars(profile) + (pods.rollout_env(profile) if step == names.STEP_ROLLOUT else [])
+    env = [*pods.env_vars(profile), pods.image_env(profile),
+           *(pods.rollout_env(profile) if step == names.STEP_ROLLOUT else [])]
     ports = pods.rollout_ports(profile) if step == names.STEP_ROLLOUT else []
     return Container(
         name=step,

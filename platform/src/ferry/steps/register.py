@@ -28,12 +28,26 @@ def _requirements() -> list[str]:
 
 
 def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: str,
-                 monitoring: dict[str, str] | None = None) -> dict[str, str]:
+                 recorded: dict[str, str] | None = None) -> dict[str, str]:
     tags = {names.TAG_WORKFLOW: ctx.workflow, names.TAG_SPEC_HASH: ctx.spec_hash, names.TAG_MODEL: ctx.model,
             names.TAG_GIT_COMMIT: git_commit(ctx.settings), names.TAG_DATASET_DIGEST: digest,
-            names.TAG_ROLLOUT_STATE: names.STATE_REGISTERED, names.TAG_ROLLOUT_WEIGHT: "0", **(monitoring or {})}
+            names.TAG_ROLLOUT_STATE: names.STATE_REGISTERED, names.TAG_ROLLOUT_WEIGHT: "0", **(recorded or {})}
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluate_metrics.items()})
     return tags
+
+
+def lineage_tags(ctx: StepContext, evaluation: Any) -> dict[str, str]:
+    """Where the version comes from, beyond the spec hash, commit and data digest: the champion it was
+    evaluated against (empty for a first version), the image this step runs in (empty outside a container)
+    and the data step's run, source and row count."""
+    data = ctx.require_run(names.STEP_DATA)
+    source = ctx.spec.spec.data.source
+    path = ctx.spec.spec.data.path
+    return {names.TAG_LINEAGE_PARENT: evaluation.data.tags.get(names.TAG_EVALUATE_CHAMPION_VERSION, ""),
+            names.TAG_LINEAGE_IMAGE: ctx.settings.image or "",
+            names.TAG_LINEAGE_DATA_RUN: data.info.run_id,
+            names.TAG_LINEAGE_DATA_SOURCE: f"{source}:{path}" if path else source,
+            names.TAG_LINEAGE_DATA_ROWS: data.data.params.get("rows", "")}
 
 
 def run(ctx: StepContext) -> None:
@@ -50,16 +64,17 @@ def run(ctx: StepContext) -> None:
     example = ctx.workload.input_example(prepared)
     reference = training_reference(ctx.workload, prepared, scorer)
     trained_at = trained_at_tag(ctx.require_run(names.STEP_TRAIN).info.end_time)
+    lineage = lineage_tags(ctx, evaluation)
     ctx.registry.ensure_registered_model(ctx.model, ctx.spec.metadata.owner)
     with ctx.mlflow_run() as run:
         info = mlflow.pytorch.log_model(scorer, name="model", input_example=example,
                                         signature=infer_signature(example, _outputs(scorer, example)),
                                         pip_requirements=_requirements(), serialization_format="pt2")
-        monitoring = {names.TAG_REFERENCE: ctx.registry.log_reference(run.info.run_id, reference),
-                      names.TAG_TRAINED_AT: trained_at}
+        recorded = {names.TAG_REFERENCE: ctx.registry.log_reference(run.info.run_id, reference),
+                    names.TAG_TRAINED_AT: trained_at, **lineage}
         version = mlflow.register_model(info.model_uri, names.registered_model_name(ctx.model),
                                         tags=version_tags(ctx, evaluation.data.metrics, prepared["dataset_digest"],
-                                                          monitoring))
+                                                          recorded))
     ctx.emit({names.OUTPUT_MODEL_VERSION: version.version, names.OUTPUT_MODEL_URI: _uri(ctx, version.version)})
 
 

@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferry.contract import names
 from ferry.local.errors import LocalError
 from ferry.local.supervisor.services import ferry_env
 from ferry.settings import Settings
 
 FERRY_MODULE = ("-m", "ferry.cli.app")
-POD_ONLY_ENV = {"HOME"}  # HOME=/tmp exists for a read-only root filesystem; locally keep the user's
+# HOME=/tmp exists for a read-only root filesystem: locally keep the user's. A local step runs in no container,
+# so it has no image to record (`ferry lineage`).
+POD_ONLY_ENV = {"HOME", names.IMAGE_ENV}
 INTERRUPTED = "interrupted: the runner stopped while this ran"
 TERM_GRACE_S = 10.0
 
