@@ -43,6 +43,7 @@ TAG_EVALUATE_CHAMPION_VERSION = "ferry.evaluate.champion_version"
 TAG_TRAIN_DEVICE = "ferry.train.device"  # on the train step's run: the device the workload trained on
 # Set at register, what `ferry lineage` prints besides the tags above: the champion the version was evaluated
 # against (its parent), the image the step ran in, and the data step's run, source and rows.
+TAG_METRIC_PREFIX = "metric."  # the evaluation's metrics on a version: metric.average_precision, ...
 TAG_LINEAGE_PARENT = "ferry.lineage.parent"
 TAG_LINEAGE_IMAGE = "ferry.lineage.image"
 TAG_LINEAGE_DATA_RUN = "ferry.lineage.data_run"

@@ -40,7 +40,6 @@ FACTS = (
     ("data run (MLflow)", names.TAG_LINEAGE_DATA_RUN),
     ("parent (champion it was evaluated against)", names.TAG_LINEAGE_PARENT),
 )
-METRIC_PREFIX = "metric."  # ferry.steps.register writes the evaluation's metrics under it
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
@@ -54,8 +53,8 @@ def lineage(registry: RegistryPort, model: str, version: str | None = None) -> L
     found = _resolve(registry, model, version or names.ALIAS_CHAMPION)
     tags = found.tags
     facts = tuple((what, tags.get(tag, "")) for what, tag in FACTS)
-    metrics = tuple(sorted((key.removeprefix(METRIC_PREFIX), value) for key, value in tags.items()
-                           if key.startswith(METRIC_PREFIX)))
+    metrics = tuple(sorted((key.removeprefix(names.TAG_METRIC_PREFIX), value) for key, value in tags.items()
+                           if key.startswith(names.TAG_METRIC_PREFIX)))
     return Lineage(model, found.version, found.aliases, facts, metrics, _ancestors(registry, model, found))
 
 

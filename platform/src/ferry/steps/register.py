@@ -32,7 +32,7 @@ def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: s
     tags = {names.TAG_WORKFLOW: ctx.workflow, names.TAG_SPEC_HASH: ctx.spec_hash, names.TAG_MODEL: ctx.model,
             names.TAG_GIT_COMMIT: git_commit(ctx.settings), names.TAG_DATASET_DIGEST: digest,
             names.TAG_ROLLOUT_STATE: names.STATE_REGISTERED, names.TAG_ROLLOUT_WEIGHT: "0", **(recorded or {})}
-    tags.update({f"metric.{k}": f"{v:.6g}" for k, v in evaluate_metrics.items()})
+    tags.update({f"{names.TAG_METRIC_PREFIX}{k}": f"{v:.6g}" for k, v in evaluate_metrics.items()})
     return tags
 
 
