@@ -366,3 +366,34 @@ def test_each_step_pod_knows_the_image_it_runs_in(monkeypatch: pytest.MonkeyPatc
             assert Settings().image == step["container"]["image"], step["name"]
             seen.add(step["name"])
     assert names.STEP_REGISTER in seen, seen
+
+
+def test_a_data_step_that_trains_on_served_traffic_reads_the_log_the_routers_write(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`source: log` on a cluster: the data step (only it) gets the prediction log's URI and the object store's
+    credentials, the same keys as the routers' from a Secret of its own (read-only keys); the objects stay valid."""
+    from tests.support.kube_schemas import validate_object
+
+    spec = load_specs(MODELS)[0][0].model
+    data = spec.spec.data.model_dump() | {"source": "log", "window": {"days": 28}, "params": {}}
+    data["split"]["train_start"] = None
+    logged = spec.model_validate(spec.model_dump() | {"spec": spec.spec.model_dump() | {"data": data}})
+    objects = [obj for docs in render_objects([logged], "prod", "v1").values() for doc in docs
+               for obj in _objects(doc)]
+    assert [problem for obj in objects for problem in validate_object(obj)] == []
+    [template] = [obj for obj in objects if obj["kind"] == "WorkflowTemplate"]
+    [service] = [obj for obj in objects if obj["kind"] == "RayService"]
+    router_env = {e["name"]: e for group in service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+                  for c in group["template"]["spec"]["containers"] for e in c.get("env", [])}
+    for step in (t for t in template["spec"]["templates"] if t["name"] in names.STEPS and "container" in t):
+        env = {e["name"]: e for e in step["container"]["env"]}
+        secrets = {k: e for k, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
+        if step["name"] != names.STEP_DATA:
+            assert not secrets and "FERRY_PREDICTION_LOG_URI_OVERRIDE" not in env, step["name"]
+            continue
+        assert secrets.keys() == {k for k, e in router_env.items() if "secretKeyRef" in e.get("valueFrom", {})
+                                  and e["valueFrom"]["secretKeyRef"]["name"] == names.LOG_SECRET}
+        assert {e["valueFrom"]["secretKeyRef"]["name"] for e in secrets.values()} == {names.LOG_READER_SECRET}
+        monkeypatch.setenv("FERRY_PREDICTION_LOG_URI_OVERRIDE", env["FERRY_PREDICTION_LOG_URI_OVERRIDE"]["value"])
+        assert Settings().prediction_log_uri == yaml.safe_load(
+            service["spec"]["serveConfigV2"])["applications"][0]["args"]["prediction_log"]["uri"]

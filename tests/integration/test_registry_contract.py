@@ -1,34 +1,17 @@
 """The registry contract (tests/support/registry_contract.py) against MLflow's implementation and a real
-MLflow server (sqlite) on a free loopback port: the in-memory registry the unit tests use must behave like
-this. Only MLflow is started; a second client points at a closed port for the outage cases."""
+MLflow server (sqlite) on a free loopback port (the session's, tests/integration/conftest.py): the in-memory
+registry the unit tests use must behave like this. A second client points at a closed port for the outage cases."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from tests.support.local_stack import restored_environ
 from tests.support.registry_contract import RegistryContract, registered
 
 from ferry.adapters.registry import Registry
 from ferry.adapters.registry_port import NotFound
 from ferry.local.supervisor import procs
-from ferry.local.supervisor.services import start_services, stop_services
-from ferry.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = Settings(home=tmp_path_factory.mktemp("registry-home"), mlflow_port=procs.free_port(),
-                        ready_timeout_s=90)
-    with restored_environ():
-        try:
-            start_services(settings, include=["mlflow"])
-            yield settings.mlflow_uri
-        finally:
-            stop_services(settings)
 
 
 class TestMlflowRegistry(RegistryContract):

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     outputs_dir: Path | None = None
     data_root: Path | None = None
     ready_timeout_s: float = 120.0
+    prediction_log_uri_override: str | None = Field(
+        None, description="The prediction log a `source: log` data step reads; default: the local one.")
     image: str | None = Field(None, description="The container image this process runs in (FERRY_IMAGE, set by "
                               "the rendered Workflow's steps); none when it runs outside a container.")
 
@@ -65,8 +67,9 @@ class Settings(BaseSettings):
 
     @property
     def prediction_log_uri(self) -> str:
-        """Where local serving logs scored raw requests and labels (ferry.serving.prediction_log)."""
-        return (self.state_dir / LOG_LOCAL_DIR).resolve().as_uri()
+        """Where serving logs scored raw requests and labels (ferry.serving.prediction_log): under the local state
+        folder, or what FERRY_PREDICTION_LOG_URI_OVERRIDE says (a cluster's data step: the object store)."""
+        return self.prediction_log_uri_override or (self.state_dir / LOG_LOCAL_DIR).resolve().as_uri()
 
     @property
     def runs_dir(self) -> Path:

@@ -108,3 +108,42 @@ def test_workload_params_are_typed_by_the_workload_models(example_text: str) -> 
 def test_tunable_names_must_be_training_params() -> None:
     with pytest.raises(ValueError, match="hiden"):
         WorkloadFacts(metrics=(), data_params=DataKnobs, training_params=Hyper, tunable=("hiden",))
+
+
+SIMULATED = '''    source: simulator
+    params: {customers: 1000, terminals: 2000, days: 60, seed: 0}
+    split: {train_start: "2018-05-02", train_days: 7, delay_days: 7, test_days: 7}'''
+
+
+def log_data(window: str, split: str = "{train_days: 7, delay_days: 7, test_days: 7}") -> str:
+    return f"    source: log\n    window: {window}\n    split: {split}"
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ("    source: log\n    split: {train_days: 7, delay_days: 7, test_days: 7}", "needs a 'window'"),
+    (SIMULATED + "\n    window: {days: 28}", "takes no 'window'"),
+    (log_data("{days: 28}", '{train_start: "2018-05-02", train_days: 7, delay_days: 7, test_days: 7}'),
+     "remove split.train_start"),
+    (SIMULATED.replace('train_start: "2018-05-02", ', ""), "needs split.train_start"),
+])
+def test_a_log_source_and_its_window_go_together(example_text: str, data: str, needle: str) -> None:
+    assert SIMULATED in example_text
+    spec, errors = load_spec_text(example_text.replace(SIMULATED, data), "m.yaml")
+    assert spec is None and len(errors) == 1 and needle in errors[0].message, errors
+    assert errors[0].path == "spec.data" and errors[0].line > 1
+
+
+def test_a_log_window_must_hold_the_split(example_text: str) -> None:
+    spec = loaded(example_text.replace(SIMULATED, log_data("{days: 20, label_delay_days: 7}")))
+    [error] = run_checks([spec])
+    assert error.path == "spec.data.window.days" and "needs 21" in error.message and "at least 21" in error.hint
+    assert error.line > 1
+    assert run_checks([loaded(example_text.replace(SIMULATED, log_data("{days: 21}")))]) == []
+
+
+def test_only_a_workload_that_reads_its_log_may_train_on_it(example_text: str) -> None:
+    spec = loaded(example_text.replace(SIMULATED, log_data("{days: 28}")))
+    facts = dict(metrics=("auc_roc", "average_precision"), data_params=DataKnobs, training_params=Hyper)
+    [error] = run_checks([spec], {"fraud_detection": WorkloadFacts(**facts)})
+    assert error.path == "spec.data.source" and "cannot train on served traffic" in error.message
+    assert run_checks([spec], {"fraud_detection": WorkloadFacts(**facts, reads_log=True)}) == []

@@ -39,3 +39,14 @@ def test_data_path_traversal_and_schemes_rejected(example_text: str) -> None:
 def test_name_must_be_dns_label(example_text: str) -> None:
     _, errors = load_spec_text(example_text.replace("name: fraud-detector", "name: Fraud_Detector"), "m.yaml")
     assert [e.path for e in errors] == ["metadata.name"]
+
+
+def test_a_data_field_added_later_changes_no_hash_until_it_is_used(example_text: str) -> None:
+    """`data.window` came after specs were hashed: a spec without it keeps the hash it had (a new one retrains)."""
+    from ferry.spec.models import training_view
+
+    assert "window" not in training_view(model_of(example_text))["data"]
+    simulated = 'source: simulator\n    params: {customers: 1000, terminals: 2000, days: 60, seed: 0}\n' \
+                '    split: {train_start: "2018-05-02", '
+    logged = example_text.replace(simulated, "source: log\n    window: {days: 28}\n    split: {")
+    assert spec_hash(model_of(logged)) != spec_hash(model_of(logged.replace("days: 28}", "days: 29}")))

@@ -110,3 +110,26 @@ def test_steps_refuse_params_the_workload_does_not_accept() -> None:
         update={"params": {"customers": -5}})})})
     with pytest.raises(StepFailed, match=r"spec\.data\.params\.customers"):
         data_params(SimpleNamespace(spec=bad, workload=ctx.workload))
+
+
+def test_a_log_window_ends_at_midnight_a_label_delay_before_the_newest_event() -> None:
+    from datetime import date, datetime
+
+    from ferry.spec.models import LogWindow
+    from ferry.steps.data import resolved_data
+    from ferry.steps.log_window import window_bounds
+
+    window = LogWindow(days=21, label_delay_days=7)
+    assert window_bounds(datetime(2018, 9, 10, 14, 5), window) == (date(2018, 8, 13), date(2018, 9, 3))
+    # Every trigger on one day reads the same window; the next day's moves it by one.
+    assert window_bounds(datetime(2018, 9, 10, 0, 0), window) == window_bounds(datetime(2018, 9, 10, 23, 59), window)
+    assert window_bounds(datetime(2018, 9, 11, 0, 0), window)[0] == date(2018, 8, 14)
+    assert window_bounds(datetime(2018, 9, 10), LogWindow(days=1, label_delay_days=0)) == (
+        date(2018, 9, 9), date(2018, 9, 10))
+
+    specs, _ = load_specs([ROOT / "gitops/models/fraud-detector.yaml"])
+    data = specs[0].model.spec.data.model_copy(update={"source": "log", "window": window, "split": (
+        specs[0].model.spec.data.split.model_copy(update={"train_start": None}))})
+    assert resolved_data(data, "2018-08-13/2018-09-03").split.train_start == date(2018, 8, 13)
+    simulated = specs[0].model.spec.data
+    assert resolved_data(simulated, None) is simulated

@@ -191,3 +191,21 @@ def test_split_matches_handbook_on_simulated_data() -> None:
 def test_split_rejects_bad_lengths(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         train_test_split(split_case(), "2018-04-05", **kwargs)  # type: ignore[arg-type]
+
+
+def test_training_rows_from_the_log_split_like_the_simulated_ones() -> None:
+    """Logged ids are strings ("10" sorts before "9"): rows read back from the log split into the same sets in
+    the same (time) order as the frame they were served from."""
+    from fraud_detection.workload import FraudDetectionWorkload
+
+    workload = FraudDetectionWorkload()
+    frame = simulate(SimulatorParams(customers=60, terminals=120, days=20, seed=4))
+    requests, labels = workload.raw_history(frame)
+    logged = requests.merge(labels, on="transaction_id").sample(frac=1.0, random_state=0)  # log order is not time
+    rows = workload.history_from_log(logged)
+    assert rows["tx_fraud"].sum() == frame["tx_fraud"].sum()
+    assert not pd.api.types.is_integer_dtype(rows["transaction_id"])
+    for simulated, read_back in zip(train_test_split(frame, "2018-04-03", 5, 3, 4),
+                                    train_test_split(rows, "2018-04-03", 5, 3, 4), strict=True):
+        assert read_back["transaction_id"].tolist() == simulated["transaction_id"].astype(str).tolist()
+        assert read_back["tx_fraud"].tolist() == simulated["tx_fraud"].tolist()

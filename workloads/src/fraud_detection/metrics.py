@@ -39,7 +39,9 @@ def train_test_split(
       by one day per test day.  Frauds before ``train_start`` are ignored.
 
     The delay period itself is in neither set.  Both frames are copies in
-    ``transaction_id`` order (frame order when that column is absent).
+    ``transaction_id`` order when ids are integers (the simulator's count in
+    time order), in ``tx_datetime`` order otherwise (frame order when there
+    are no ids).
     """
     _check_int("train_days", train_days, 1)
     _check_int("delay_days", delay_days, 0)
@@ -74,9 +76,12 @@ def _first_fraud_day(df: pd.DataFrame, day: np.ndarray) -> np.ndarray:
 
 
 def _ordered(df: pd.DataFrame) -> pd.DataFrame:
-    if "transaction_id" in df.columns:
+    if "transaction_id" not in df.columns:
+        return df.copy()
+    if pd.api.types.is_integer_dtype(df["transaction_id"]):  # the simulator's ids count in time order
         return df.sort_values("transaction_id", kind="stable").copy()
-    return df.copy()
+    # Ids from a log are strings ("10" sorts before "9"): time order, the id breaking ties.
+    return df.sort_values(["tx_datetime", "transaction_id"], kind="stable").copy()
 
 
 def card_precision_top_k(df: pd.DataFrame, scores: ArrayLike, k: int = 100) -> float:

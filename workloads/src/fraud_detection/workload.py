@@ -96,7 +96,8 @@ class Score(BaseModel):
 class FraudDetectionWorkload:
     name = "fraud_detection"
     # Every training param is tunable; data.params are the simulator's (a parquet source ignores them).
-    facts = WorkloadFacts(metrics=METRICS, data_params=SimulatorParams, training_params=TrainingParams)
+    facts = WorkloadFacts(metrics=METRICS, data_params=SimulatorParams, training_params=TrainingParams,
+                          reads_log=True)
     request_model = Transaction  # the 15 features: `/predict/features`
     raw_request_model = RawPayment  # what the card network sends: `/predict`
     event_time_field = "tx_datetime"
@@ -124,7 +125,7 @@ class FraudDetectionWorkload:
         return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
     def prepare(self, frame: pd.DataFrame, data: DataSpec) -> dict[str, Any]:
-        if data.split is None:
+        if data.split is None or data.split.train_start is None:
             raise ValueError("fraud_detection needs spec.data.split (train_start, train_days, delay_days, test_days)")
         split = data.split
         train, test = train_test_split(frame, str(split.train_start), split.train_days, split.delay_days,
@@ -178,6 +179,14 @@ class FraudDetectionWorkload:
         requests = pd.DataFrame({"transaction_id": ids, **{name: frame[name] for name in (
             "tx_datetime", "customer_id", "terminal_id", "tx_amount")}})
         return requests, pd.DataFrame({"transaction_id": ids, "fraud": frame["tx_fraud"].astype(bool)})
+
+    def history_from_log(self, logged: pd.DataFrame) -> pd.DataFrame:
+        """`raw_history` the other way: logged payments with their label (`fraud`) as training rows, in event
+        time order (a log's ids are strings, which do not sort in time as the simulator's do)."""
+        frame = pd.DataFrame({name: logged[name] for name in (
+            "transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount")})
+        frame["tx_fraud"] = logged["fraud"].astype(np.int8)
+        return frame.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
 
     def example_raw_request(self) -> dict[str, Any]:
         """A raw payment for smoke tests and `ferry up`'s served prediction (a fixed id: asking twice is one

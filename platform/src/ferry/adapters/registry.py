@@ -104,6 +104,16 @@ class Registry(RegistryPort):
             runs = self.client.search_runs([experiment], query, max_results=1, order_by=["attributes.start_time DESC"])
         return runs[0] if runs else None
 
+    def snapshot_run(self, model: str, digest: str) -> str | None:
+        """The run whose artifact holds the dataset snapshot with `digest` (the first finished data run that
+        wrote or reused it), or None: how an unchanged dataset is stored once."""
+        query = (f"tags.`{names.TAG_DATASET_DIGEST}` = '{_quoted(digest)}' and "
+                 f"tags.`{names.TAG_DATASET_SNAPSHOT_RUN}` != '' and attributes.status = 'FINISHED'")
+        experiment = self.experiment_id(model)
+        with self._translated(f"searching the dataset snapshot {digest}"):
+            runs = self.client.search_runs([experiment], query, max_results=1, order_by=["attributes.start_time ASC"])
+        return runs[0].data.tags[names.TAG_DATASET_SNAPSHOT_RUN] if runs else None
+
     # --- the registry (RegistryPort) -----------------------------------------------------------------
 
     def ensure_registered_model(self, model: str, owner: str) -> None:

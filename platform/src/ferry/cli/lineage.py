@@ -21,7 +21,7 @@ def _registry() -> RegistryPort:
 
 def lineage(ref: Annotated[str, typer.Argument(
         help="MODEL (its champion) or MODEL@VERSION, where VERSION is a number or an alias.")]) -> None:
-    """What made a version: pipeline run, spec hash, commit, image, data (source, rows, digest), metrics, and
+    """What made a version: pipeline run, spec hash, commit, image, data (source, window, rows, digest), metrics, and
     its parents: the champion it was evaluated against, that one's, and so on."""
     from ferry.rollout.lineage import lineage as read_lineage
     from ferry.rollout.lineage import parse_ref

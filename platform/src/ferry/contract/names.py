@@ -30,6 +30,12 @@ TAG_SPEC_HASH = "ferry.spec_hash"
 TAG_MODEL = "ferry.model"
 TAG_GIT_COMMIT = "ferry.git_commit"
 TAG_DATASET_DIGEST = "ferry.dataset_digest"
+# On a data step's run: the run whose artifact holds the Parquet snapshot of that digest (its own, or the first
+# run that wrote it: an unchanged dataset is stored once), and for `source: log` the event-time window and counts.
+TAG_DATASET_SNAPSHOT_RUN = "ferry.dataset.snapshot_run"
+TAG_DATASET_WINDOW = "ferry.dataset.window"  # ISO 8601 interval of days, end exclusive: 2018-08-01/2018-08-29
+TAG_DATASET_LOGGED_ROWS = "ferry.dataset.logged_rows"
+TAG_DATASET_LABELLED_ROWS = "ferry.dataset.labelled_rows"
 TAG_ROLLOUT_WEIGHT = "ferry.rollout.weight"
 TAG_ROLLOUT_STATE = "ferry.rollout.state"
 TAG_ROLLOUT_REASON = "ferry.rollout.reason"
@@ -49,6 +55,7 @@ TAG_LINEAGE_IMAGE = "ferry.lineage.image"
 TAG_LINEAGE_DATA_RUN = "ferry.lineage.data_run"
 TAG_LINEAGE_DATA_SOURCE = "ferry.lineage.data_source"
 TAG_LINEAGE_DATA_ROWS = "ferry.lineage.data_rows"
+TAG_LINEAGE_DATA_WINDOW = "ferry.lineage.data_window"
 # The container image a Workflow step runs in, set by the rendered template (ferry.settings reads it).
 IMAGE_ENV = "FERRY_IMAGE"
 # One JSON record per canary check on the challenger version: ferry.rollout.check.001, .002, ...
@@ -286,6 +293,8 @@ LOG_LOCAL_DIR = "prediction-log"  # under the local state folder (.ferry/predict
 # with the credentials of the Secret LOG_SECRET (optional: without it, the pod's own identity, e.g. IRSA).
 LOG_CLUSTER_URI = "s3://ferry-mlflow/prediction-log"
 LOG_SECRET = "ferry-prediction-log"  # noqa: S105  # pragma: allowlist secret (a Secret's name)
+# A `source: log` data step only reads the log: its own (optional) Secret, for keys that may only read.
+LOG_READER_SECRET = "ferry-prediction-log-reader"  # noqa: S105  # pragma: allowlist secret (a Secret's name)
 LOG_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # pragma: allowlist secret (key names)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ferry.contract import metrics, names
 from ferry.render.profiles import IMAGE_PULL_POLICY, SCRAPE_INTERVAL_S, EnvProfile
+from ferry.spec.models import ModelSpec
 
 NON_ROOT_UID = 1000
 SPEC_VOLUME = "ferry-spec"
@@ -59,6 +60,22 @@ def env_vars(profile: EnvProfile) -> list[dict[str, str]]:
 def image_env(profile: EnvProfile) -> dict[str, str]:
     """A step's own image, recorded on the version it registers (`ferry lineage`)."""
     return {"name": names.IMAGE_ENV, "value": profile.image}
+
+
+def data_env(model: ModelSpec, profile: EnvProfile) -> list[dict[str, Any]]:
+    """A data step that trains on served traffic (`source: log`) reads the prediction log: its URI, and
+    read-only credentials from a Secret of their own (optional, as the routers'). No other step gets them."""
+    if model.spec.data.source != "log" or profile.prediction_log_uri is None:
+        return []
+    return [{"name": "FERRY_PREDICTION_LOG_URI_OVERRIDE", "value": profile.prediction_log_uri},
+            *log_credentials_env(names.LOG_READER_SECRET)]
+
+
+def log_credentials_env(secret: str) -> list[dict[str, Any]]:
+    """Object-store credentials for the prediction log, from a Secret named in docs/install-cluster.md.
+    Optional: without the Secret, pyarrow uses the pod's own identity (e.g. IRSA on EKS)."""
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+            for key in names.LOG_SECRET_KEYS]
 
 
 def rollout_env(profile: EnvProfile) -> list[dict[str, Any]]:

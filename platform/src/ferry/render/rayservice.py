@@ -133,12 +133,8 @@ def state_store_env(profile: EnvProfile) -> list[dict[str, Any]]:
 
 
 def prediction_log_env(profile: EnvProfile) -> list[dict[str, Any]]:
-    """Object-store credentials for the prediction log, from the Secret named in docs/install-cluster.md.
-    Optional: without the Secret, pyarrow uses the pod's own identity (e.g. IRSA on EKS)."""
-    if profile.prediction_log_uri is None:
-        return []
-    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": names.LOG_SECRET, "key": key, "optional": True}}}
-            for key in names.LOG_SECRET_KEYS]
+    """The routers write the prediction log: its object store's credentials (pods.log_credentials_env)."""
+    return [] if profile.prediction_log_uri is None else pods.log_credentials_env(names.LOG_SECRET)
 
 
 def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:

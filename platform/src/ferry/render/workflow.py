@@ -41,7 +41,8 @@ def _retry_resource() -> m.RetryStrategy:
 def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Container:
     name = model.metadata.name
     env = [*pods.env_vars(profile), pods.image_env(profile),
-           *(pods.rollout_env(profile) if step == names.STEP_ROLLOUT else [])]
+           *(pods.rollout_env(profile) if step == names.STEP_ROLLOUT else []),
+           *(pods.data_env(model, profile) if step == names.STEP_DATA else [])]
     ports = pods.rollout_ports(profile) if step == names.STEP_ROLLOUT else []
     return Container(
         name=step,
@@ -63,10 +64,14 @@ def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Contain
 
 
 def _env_var(env: dict[str, Any]) -> m.EnvVar:
-    if "valueFrom" in env:
-        field = env["valueFrom"]["fieldRef"]["fieldPath"]
-        return m.EnvVar(name=env["name"], value_from=m.EnvVarSource(field_ref=m.ObjectFieldSelector(field_path=field)))
-    return m.EnvVar(name=env["name"], value=env["value"])
+    source = env.get("valueFrom")
+    if source is None:
+        return m.EnvVar(name=env["name"], value=env["value"])
+    if "secretKeyRef" in source:
+        return m.EnvVar(name=env["name"], value_from=m.EnvVarSource(
+            secret_key_ref=m.SecretKeySelector(**source["secretKeyRef"])))
+    field = source["fieldRef"]["fieldPath"]
+    return m.EnvVar(name=env["name"], value_from=m.EnvVarSource(field_ref=m.ObjectFieldSelector(field_path=field)))
 
 
 def _output(step: str, name: str, profile: EnvProfile) -> Parameter:

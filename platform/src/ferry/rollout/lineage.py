@@ -35,6 +35,7 @@ FACTS = (
     ("image", names.TAG_LINEAGE_IMAGE),
     ("trained at", names.TAG_TRAINED_AT),
     ("data source", names.TAG_LINEAGE_DATA_SOURCE),
+    ("data window (event time)", names.TAG_LINEAGE_DATA_WINDOW),
     ("data rows", names.TAG_LINEAGE_DATA_ROWS),
     ("dataset digest", names.TAG_DATASET_DIGEST),
     ("data run (MLflow)", names.TAG_LINEAGE_DATA_RUN),

@@ -133,8 +133,11 @@ class PredictionLog:
         self.written_rows += table.num_rows
 
 
-def read_log(uri: str, kind: str, model: str | None = None) -> Any:
-    """Everything logged of one kind (optionally one model) as one pyarrow Table, partition columns included."""
+def read_log(uri: str, kind: str, model: str | None = None, columns: Sequence[str] | None = None,
+             where: Any = None) -> Any:
+    """Everything logged of one kind (optionally one model) as one pyarrow Table, partition columns included;
+    only `columns` and the rows `where` (a `pyarrow.compute` expression) holds, when given: a window of a long
+    log reads only that window's row groups."""
     import pyarrow.dataset as ds
     import pyarrow.fs
 
@@ -150,7 +153,7 @@ def read_log(uri: str, kind: str, model: str | None = None) -> Any:
         raise FileNotFoundError(f"nothing logged under {uri}/{kind}" + (f" for {model}" if model else ""))
     dataset = ds.dataset(base, filesystem=filesystem, format="parquet", partitioning="hive",
                          exclude_invalid_files=False, ignore_prefixes=["."])
-    return dataset.to_table()
+    return dataset.to_table(columns=list(columns) if columns is not None else None, filter=where)
 
 
 def prediction_schema(raw_fields: Sequence[tuple[str, Any]], feature_names: Sequence[str]) -> Any:

@@ -29,12 +29,15 @@ class WorkloadFacts:
     `data_params` and `training_params` are pydantic models (extra="forbid") of `spec.data.params` and
     `spec.training.params`; `tunable` names the training params that `spec.training.tune.space` may
     search (every one when None), and each domain's values must be valid for its param's field.
+    `reads_log`: the workload turns its logged raw requests and labels back into training rows
+    (`history_from_log`), so its specs may use `data.source: log`.
     """
 
     metrics: tuple[str, ...]
     data_params: type[BaseModel]
     training_params: type[BaseModel]
     tunable: tuple[str, ...] | None = None
+    reads_log: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.tunable_params) - set(self.training_params.model_fields)
@@ -152,9 +155,23 @@ def check_batching(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
                             f"set it to at least {serving.batching.max_batch_size}")
 
 
+def check_log_window(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    for spec in specs:
+        data = spec.model.spec.data
+        if data.window is None or data.split is None:
+            continue
+        split = data.split
+        needed = split.train_days + split.delay_days + split.test_days
+        if needed > data.window.days:
+            yield SpecError(spec.file, spec.line_of("spec", "data", "window", "days"), "spec.data.window.days",
+                            f"the window has {data.window.days} days but the split needs {needed} "
+                            f"(train {split.train_days} + delay {split.delay_days} + test {split.test_days})",
+                            f"set window.days to at least {needed}, or shorten the split")
+
+
 CHECKS: tuple[Check, ...] = (
     check_unique_names, check_route_collisions, check_rollout_steps, check_gpu_requests,
-    check_schedule, check_search_space, check_batching,
+    check_schedule, check_search_space, check_batching, check_log_window,
 )
 
 
@@ -178,6 +195,10 @@ def check_workloads(specs: Sequence[LoadedSpec], workloads: Mapping[str, Workloa
         if body.training.tune:
             yield from space_errors(spec, body.training.tune.space, facts.training_params, facts.tunable_params)
         yield from _unknown_metrics(spec, facts.metrics)
+        if body.data.source == "log" and not facts.reads_log:
+            yield SpecError(spec.file, spec.line_of("spec", "data", "source"), "spec.data.source",
+                            f"workload {body.workload!r} does not log raw requests and labels, so it cannot "
+                            "train on served traffic", "use source: simulator or parquet")
 
 
 def _unknown_metrics(spec: LoadedSpec, metrics: Sequence[str]) -> Iterator[SpecError]:

@@ -47,7 +47,9 @@ class Metadata(Strict):
 class TimeSplit(Strict):
     """Train/delay/test split in days, as fraud labels arrive late (DESIGN: the handbook's protocol)."""
 
-    train_start: date
+    train_start: date | None = Field(None, description=(
+        "First training day. Required, except with `source: log`: a log window moves, so its split starts on "
+        "the window's first day."))
     train_days: int = Field(7, ge=1, le=366)
     delay_days: int = Field(7, ge=0, le=90)
     test_days: int = Field(7, ge=1, le=366)
@@ -75,14 +77,28 @@ def _unsafe_path(value: str) -> str:
     return next((reason for failed, reason in checks if failed), "")
 
 
+class LogWindow(Strict):
+    """Which served traffic `source: log` trains on: the newest `days` of event time whose labels are in.
+
+    The window ends `label_delay_days` before the newest logged event time (a payment's label can take that long
+    to arrive), at midnight, so every trigger on one day reads the same window (and the same snapshot)."""
+
+    days: int = Field(28, ge=1, le=366, description="Days of event time in the window.")
+    label_delay_days: int = Field(7, ge=0, le=90, description=(
+        "The newest days left out: labels of payments younger than this may still arrive."))
+    min_labelled_rows: int = Field(1000, ge=1, description=(
+        "Fewer labelled rows in the window fail the data step (nothing is trained on too little data)."))
+
+
 class DataSpec(Strict):
-    source: Literal["simulator", "parquet"] = Field(
-        description="`simulator` generates data from `params`; `parquet` reads `path`."
-    )
+    source: Literal["simulator", "parquet", "log"] = Field(description=(
+        "`simulator` generates data from `params`; `parquet` reads `path`; `log` reads what serving logged "
+        "for this model, joined with the labels that came back, over `window`."))
     path: str | None = Field(None, description="Relative path of a parquet file inside the data root.")
     params: dict[str, ScalarParam] = Field(default_factory=dict, description=(
         "Workload-specific knobs, typed by the workload's data params model (`ferry validate` checks them; "
         "model.schema.json has each installed workload's fields)."))
+    window: LogWindow | None = Field(None, description="Only with `source: log` (required there).")
     split: TimeSplit | None = None
 
     @field_validator("path")
@@ -100,8 +116,22 @@ class DataSpec(Strict):
     def _path_matches_source(self) -> DataSpec:
         if self.source == "parquet" and not self.path:
             raise ValueError("source 'parquet' needs a 'path'")
-        if self.source == "simulator" and self.path:
-            raise ValueError("source 'simulator' takes no 'path'; remove it or use source: parquet")
+        if self.source != "parquet" and self.path:
+            raise ValueError(f"source {self.source!r} takes no 'path'; remove it or use source: parquet")
+        if (self.source == "log") != (self.window is not None):
+            raise ValueError("source 'log' needs a 'window' (e.g. window: {days: 28, label_delay_days: 7})"
+                             if self.source == "log" else f"source {self.source!r} takes no 'window'; remove it")
+        return self._split_start_matches_source()
+
+    def _split_start_matches_source(self) -> DataSpec:
+        if self.split is None:
+            return self
+        if self.source == "log" and self.split.train_start is not None:
+            raise ValueError("a log window moves: its split starts on the window's first day; remove "
+                             "split.train_start")
+        if self.source != "log" and self.split.train_start is None:
+            raise ValueError(f"source {self.source!r} needs split.train_start (the first training day), "
+                             "e.g. train_start: 2018-07-25")
         return self
 
 
@@ -305,8 +335,11 @@ class ModelSpec(Strict):
 def training_view(model: ModelSpec) -> dict[str, Any]:
     """The fields that change what is trained; the spec hash is computed over exactly these."""
     body = model.spec
+    # A field added to the data section later enters only when set: a platform upgrade must not change the hash
+    # of a spec that does not use it (a new hash retrains the model).
+    added_later = {"window"} if body.data.window is None else set()
     return {
         "workload": body.workload,
-        "data": body.data.model_dump(mode="json"),
+        "data": body.data.model_dump(mode="json", exclude=added_later),
         "training": body.training.model_dump(mode="json"),
     }

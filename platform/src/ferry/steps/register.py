@@ -39,7 +39,7 @@ def version_tags(ctx: StepContext, evaluate_metrics: dict[str, float], digest: s
 def lineage_tags(ctx: StepContext, evaluation: Any) -> dict[str, str]:
     """Where the version comes from, beyond the spec hash, commit and data digest: the champion it was
     evaluated against (empty for a first version), the image this step runs in (empty outside a container)
-    and the data step's run, source and row count."""
+    and the data step's run, source, row count and (for `source: log`) event-time window."""
     data = ctx.require_run(names.STEP_DATA)
     source = ctx.spec.spec.data.source
     path = ctx.spec.spec.data.path
@@ -47,7 +47,8 @@ def lineage_tags(ctx: StepContext, evaluation: Any) -> dict[str, str]:
             names.TAG_LINEAGE_IMAGE: ctx.settings.image or "",
             names.TAG_LINEAGE_DATA_RUN: data.info.run_id,
             names.TAG_LINEAGE_DATA_SOURCE: f"{source}:{path}" if path else source,
-            names.TAG_LINEAGE_DATA_ROWS: data.data.params.get("rows", "")}
+            names.TAG_LINEAGE_DATA_ROWS: data.data.params.get("rows", ""),
+            names.TAG_LINEAGE_DATA_WINDOW: data.data.tags.get(names.TAG_DATASET_WINDOW, "")}
 
 
 def run(ctx: StepContext) -> None:

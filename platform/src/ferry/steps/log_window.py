@@ -1,0 +1,100 @@
+"""`data.source: log`: the training rows of a window of served traffic, joined with the labels that came back.
+
+The window is counted in event time (what the payments say), not in serving time: a replayed or late stream trains
+on the days it describes. It ends `label_delay_days` before the newest logged event, at midnight, so the labels of
+everything in it have had time to arrive and every trigger on one day reads the same window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from ferry.contract.errors import FerryError
+from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
+from ferry.serving.prediction_log import arrow_fields, join_key, join_labels, label_schema, read_log
+from ferry.spec.models import LogWindow
+
+EVENT_TIME = "event_time"  # the prediction log's event-time column (ferry.serving.prediction_log)
+
+
+class WindowUnavailable(FerryError):
+    """The log cannot give the window's rows; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class WindowRows:
+    """A window's training rows (the workload's own frame) and what was counted on the way."""
+
+    frame: Any
+    start: date
+    end: date  # exclusive
+    logged_rows: int  # distinct payments scored in the window
+    labelled_rows: int
+
+    @property
+    def interval(self) -> str:
+        """ISO 8601, end exclusive: `2018-08-01/2018-08-29`."""
+        return f"{self.start.isoformat()}/{self.end.isoformat()}"
+
+
+def window_bounds(newest_event: datetime, window: LogWindow) -> tuple[date, date]:
+    """[start, end) in whole days: `end` is midnight `label_delay_days` before the newest event."""
+    end = (newest_event - timedelta(days=window.label_delay_days)).date()
+    return end - timedelta(days=window.days), end
+
+
+def read_window(uri: str, model: str, workload: Any, window: LogWindow) -> WindowRows:
+    """The labelled payments of `model`'s window, as `workload.history_from_log` turns them into training rows."""
+    import pyarrow.compute as pc
+
+    newest = _newest_event(uri, model)
+    start, end = window_bounds(newest, window)
+    raw = [name for name in workload.raw_request_model.model_fields]
+    within = (pc.field(EVENT_TIME) >= _midnight(start)) & (pc.field(EVENT_TIME) < _midnight(end))
+    key = join_key(workload.raw_request_model, workload.label_model)
+    scored = read_log(uri, LOG_PREDICTIONS, model, columns=raw, where=within)
+    # A payment scored twice (a retried request) is one row: its first scoring is the one the state counted.
+    scored = scored.take(_first_of_each(scored.column(key)))
+    joined = join_labels(scored, _labels(uri, model, workload), key)
+    labelled = joined[joined["arrival_time"].notna()]
+    if len(labelled) < window.min_labelled_rows:
+        raise WindowUnavailable(
+            f"the window {start}..{end} (exclusive) has {len(labelled)} labelled payments of {len(joined)} "
+            f"logged, fewer than window.min_labelled_rows ({window.min_labelled_rows}): post the labels that came "
+            "back to /labels, widen window.days, or lower min_labelled_rows")
+    frame = workload.history_from_log(labelled[[*raw, *(c for c in workload.label_model.model_fields if c != key)]])
+    return WindowRows(frame, start, end, len(joined), len(labelled))
+
+
+def _newest_event(uri: str, model: str) -> datetime:
+    import pyarrow.compute as pc
+
+    try:
+        times = read_log(uri, LOG_PREDICTIONS, model, columns=[EVENT_TIME]).column(EVENT_TIME)
+    except FileNotFoundError:
+        raise WindowUnavailable(f"nothing is logged for {model} under {uri}: serve the model and send it "
+                                "traffic first (ferry up, ferry replay), or train on source: simulator") from None
+    newest = pc.max(times).as_py() if len(times) else None
+    if newest is None:
+        raise WindowUnavailable(f"the prediction log of {model} under {uri} has no rows yet")
+    return newest
+
+
+def _labels(uri: str, model: str, workload: Any) -> Any:
+    try:
+        return read_log(uri, LOG_LABELS, model)
+    except FileNotFoundError:  # no label came back yet: every payment is unlabelled
+        return label_schema(arrow_fields(workload.label_model)).empty_table()
+
+
+def _first_of_each(keys: Any) -> Any:
+    import numpy as np
+
+    _, first = np.unique(keys.to_numpy(zero_copy_only=False), return_index=True)
+    return np.sort(first)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day)
