@@ -86,10 +86,15 @@ def test_a_log_window_is_trained_on_and_an_unchanged_one_is_stored_once(
     spec = log_spec("fraud-log-window")
     first_days = requests["tx_datetime"] < pd.Timestamp("2018-04-29")
     serve_history(settings, "fraud-log-window", requests[first_days], labels[first_days])
+    # `ferry up`'s smoke payment (event time 2018-08-08), never labelled: it must not move the window.
+    smoke = pd.DataFrame([load_workload("fraud_detection").example_raw_request()])
+    serve_history(settings, "fraud-log-window", smoke.assign(tx_datetime=pd.to_datetime(smoke["tx_datetime"])),
+                  pd.DataFrame({"transaction_id": smoke["transaction_id"], "fraud": [False]}))
 
     ctx, first = data_run(settings, spec, "wf-log-1")
-    newest = requests.loc[first_days, "tx_datetime"].max()
-    end = (newest - timedelta(days=7)).date()
+    shown = requests[first_days]
+    newest_labelled = shown.loc[np.arange(len(shown)) % UNLABELLED_EVERY != 0, "tx_datetime"].max()
+    end = newest_labelled.date()  # earlier than a week before the smoke payment
     start = end - timedelta(days=21)
     tags = first.data.tags
     assert tags[names.TAG_DATASET_WINDOW] == f"{start}/{end}"
@@ -116,7 +121,7 @@ def test_a_log_window_is_trained_on_and_an_unchanged_one_is_stored_once(
     assert len(data_step.load_prepared(build_context(names.STEP_DATA, spec, "wf-log-2", None, settings))["x_train"])
 
     serve_history(settings, "fraud-log-window", requests[~first_days], labels[~first_days])
-    _, fresh = data_run(settings, spec, "wf-log-3")  # two more days served: the window moves
+    _, fresh = data_run(settings, spec, "wf-log-3")  # two more days served and labelled: the window moves
     assert fresh.data.tags[names.TAG_DATASET_WINDOW] == f"{start + timedelta(days=2)}/{end + timedelta(days=2)}"
     assert fresh.data.tags[names.TAG_DATASET_DIGEST] != tags[names.TAG_DATASET_DIGEST]
     assert fresh.data.tags[names.TAG_DATASET_SNAPSHOT_RUN] == fresh.info.run_id

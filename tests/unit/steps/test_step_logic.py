@@ -120,12 +120,17 @@ def test_a_log_window_ends_at_midnight_a_label_delay_before_the_newest_event() -
     from ferry.steps.log_window import window_bounds
 
     window = LogWindow(days=21, label_delay_days=7)
-    assert window_bounds(datetime(2018, 9, 10, 14, 5), window) == (date(2018, 8, 13), date(2018, 9, 3))
+    newest = datetime(2018, 9, 10, 14, 5)
+    assert window_bounds(newest, newest, window) == (date(2018, 8, 13), date(2018, 9, 3))
     # Every trigger on one day reads the same window; the next day's moves it by one.
-    assert window_bounds(datetime(2018, 9, 10, 0, 0), window) == window_bounds(datetime(2018, 9, 10, 23, 59), window)
-    assert window_bounds(datetime(2018, 9, 11, 0, 0), window)[0] == date(2018, 8, 14)
-    assert window_bounds(datetime(2018, 9, 10), LogWindow(days=1, label_delay_days=0)) == (
+    assert window_bounds(datetime(2018, 9, 10), newest, window) == window_bounds(
+        datetime(2018, 9, 10, 23, 59), newest, window)
+    assert window_bounds(datetime(2018, 9, 11), newest, window)[0] == date(2018, 8, 14)
+    assert window_bounds(newest, newest, LogWindow(days=1, label_delay_days=0)) == (
         date(2018, 9, 9), date(2018, 9, 10))
+    # A far-off event (a smoke test's payment) or lagging labels: the window ends where the labels do.
+    assert window_bounds(datetime(2019, 1, 1), datetime(2018, 8, 20, 9), window) == (
+        date(2018, 7, 30), date(2018, 8, 20))
 
     specs, _ = load_specs([ROOT / "gitops/models/fraud-detector.yaml"])
     data = specs[0].model.spec.data.model_copy(update={"source": "log", "window": window, "split": (

@@ -81,7 +81,8 @@ class LogWindow(Strict):
     """Which served traffic `source: log` trains on: the newest `days` of event time whose labels are in.
 
     The window ends `label_delay_days` before the newest logged event time (a payment's label can take that long
-    to arrive), at midnight, so every trigger on one day reads the same window (and the same snapshot)."""
+    to arrive), or where the labels that came back end if earlier, at midnight, so every trigger on one day
+    reads the same window (and the same snapshot)."""
 
     days: int = Field(28, ge=1, le=366, description="Days of event time in the window.")
     label_delay_days: int = Field(7, ge=0, le=90, description=(

@@ -1,8 +1,9 @@
 """`data.source: log`: the training rows of a window of served traffic, joined with the labels that came back.
 
 The window is counted in event time (what the payments say), not in serving time: a replayed or late stream trains
-on the days it describes. It ends `label_delay_days` before the newest logged event, at midnight, so the labels of
-everything in it have had time to arrive and every trigger on one day reads the same window.
+on the days it describes. It ends `label_delay_days` before the newest logged event (or where the labels that came
+back end, if earlier), at midnight, so the labels of everything in it have had time to arrive and every trigger on
+one day reads the same window.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ class WindowRows:
         return f"{self.start.isoformat()}/{self.end.isoformat()}"
 
 
-def window_bounds(newest_event: datetime, window: LogWindow) -> tuple[date, date]:
-    """[start, end) in whole days: `end` is midnight `label_delay_days` before the newest event."""
-    end = (newest_event - timedelta(days=window.label_delay_days)).date()
+def window_bounds(newest_event: datetime, newest_labelled: datetime, window: LogWindow) -> tuple[date, date]:
+    """[start, end) in whole days. `end` is midnight `label_delay_days` before the newest logged event, or the
+    midnight that starts the newest labelled payment's day when that is earlier: a payment with a far-off event
+    time (a smoke test's) or labels lagging more than the delay cannot move the window past what is labelled."""
+    end = min((newest_event - timedelta(days=window.label_delay_days)).date(), newest_labelled.date())
     return end - timedelta(days=window.days), end
 
 
@@ -49,15 +52,15 @@ def read_window(uri: str, model: str, workload: Any, window: LogWindow) -> Windo
     """The labelled payments of `model`'s window, as `workload.history_from_log` turns them into training rows."""
     import pyarrow.compute as pc
 
-    newest = _newest_event(uri, model)
-    start, end = window_bounds(newest, window)
+    key = join_key(workload.raw_request_model, workload.label_model)
+    labels = _labels(uri, model, workload)
+    start, end = window_bounds(*_newest_events(uri, model, key, labels), window)
     raw = [name for name in workload.raw_request_model.model_fields]
     within = (pc.field(EVENT_TIME) >= _midnight(start)) & (pc.field(EVENT_TIME) < _midnight(end))
-    key = join_key(workload.raw_request_model, workload.label_model)
     scored = read_log(uri, LOG_PREDICTIONS, model, columns=raw, where=within)
     # A payment scored twice (a retried request) is one row: its first scoring is the one the state counted.
     scored = scored.take(_first_of_each(scored.column(key)))
-    joined = join_labels(scored, _labels(uri, model, workload), key)
+    joined = join_labels(scored, labels, key)
     labelled = joined[joined["arrival_time"].notna()]
     if len(labelled) < window.min_labelled_rows:
         raise WindowUnavailable(
@@ -68,18 +71,22 @@ def read_window(uri: str, model: str, workload: Any, window: LogWindow) -> Windo
     return WindowRows(frame, start, end, len(joined), len(labelled))
 
 
-def _newest_event(uri: str, model: str) -> datetime:
+def _newest_events(uri: str, model: str, key: str, labels: Any) -> tuple[datetime, datetime]:
+    """The newest logged event time, and the newest of a payment whose label came back."""
     import pyarrow.compute as pc
 
     try:
-        times = read_log(uri, LOG_PREDICTIONS, model, columns=[EVENT_TIME]).column(EVENT_TIME)
+        scored = read_log(uri, LOG_PREDICTIONS, model, columns=[key, EVENT_TIME])
     except FileNotFoundError:
         raise WindowUnavailable(f"nothing is logged for {model} under {uri}: serve the model and send it "
                                 "traffic first (ferry up, ferry replay), or train on source: simulator") from None
-    newest = pc.max(times).as_py() if len(times) else None
-    if newest is None:
-        raise WindowUnavailable(f"the prediction log of {model} under {uri} has no rows yet")
-    return newest
+    times = scored.column(EVENT_TIME)
+    labelled = pc.filter(times, pc.is_in(scored.column(key), value_set=labels.column(key)))
+    newest, newest_labelled = pc.max(times).as_py(), pc.max(labelled).as_py()
+    if newest is None or newest_labelled is None:
+        raise WindowUnavailable(f"no label has come back for a payment {model} scored ({len(times)} logged under "
+                                f"{uri}): post them to /labels first")
+    return newest, newest_labelled
 
 
 def _labels(uri: str, model: str, workload: Any) -> Any:
