@@ -109,6 +109,13 @@ def test_a_log_window_is_trained_on_and_an_unchanged_one_is_stored_once(
     assert {t.key: t.value for t in recorded.tags}[names.TAG_DATASET_WINDOW] == f"{start}/{end}"
 
     prepared = data_step.load_prepared(ctx)
+    # Features read the history before the window (the log starts 6 days before it): the window's first payments
+    # already count their card's earlier ones, as the online state does.
+    from fraud_detection.features import FEATURE_NAMES
+
+    counts = prepared["x_train"][:200, FEATURE_NAMES.index("customer_id_nb_tx_30day_window")]
+    assert len(prepared["x_train"]) + len(prepared["x_valid"]) < int(tags[names.TAG_DATASET_LABELLED_ROWS])
+    assert counts.mean() > 5, f"the window's first payments count {counts.mean():.1f} earlier ones: no look-back"
     tested = prepared["test_frame"]["tx_datetime"]
     assert tested.min() >= pd.Timestamp(start + timedelta(days=14)) and tested.max() < pd.Timestamp(end)
     assert len(prepared["x_train"]) and len(prepared["x_test"])

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ferry.spec.checks import WorkloadFacts
 from ferry.spec.models import DataSpec
-from fraud_detection.features import FEATURE_NAMES, add_features
+from fraud_detection.features import FEATURE_NAMES, WINDOWS_DAYS, add_features
 from fraud_detection.metrics import evaluate_scores, train_test_split
 from fraud_detection.params import TrainingParams
 from fraud_detection.simulator import SimulatorParams, simulate
@@ -116,6 +116,10 @@ class FraudDetectionWorkload:
             raise ValueError(f"data path {data.path!r} leaves the data root {data_root}")
         return pd.read_parquet(path)
 
+    def feature_lookback_days(self, data: DataSpec) -> int:
+        """How far back a row's features read: a card's longest window, a terminal's a label delay earlier."""
+        return max(WINDOWS_DAYS) + (data.split.delay_days if data.split else 7)
+
     def featurize(self, frame: pd.DataFrame, data: DataSpec) -> pd.DataFrame:
         delay = data.split.delay_days if data.split else 7
         return add_features(frame, delay_days=delay)
@@ -181,11 +185,12 @@ class FraudDetectionWorkload:
         return requests, pd.DataFrame({"transaction_id": ids, "fraud": frame["tx_fraud"].astype(bool)})
 
     def history_from_log(self, logged: pd.DataFrame) -> pd.DataFrame:
-        """`raw_history` the other way: logged payments with their label (`fraud`) as training rows, in event
-        time order (a log's ids are strings, which do not sort in time as the simulator's do)."""
+        """`raw_history` the other way: logged payments with their label (`fraud`; missing when it has not come
+        back, which counts as genuine, as in the online state) as rows, in event time order (a log's ids are
+        strings, which do not sort in time as the simulator's do)."""
         frame = pd.DataFrame({name: logged[name] for name in (
             "transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount")})
-        frame["tx_fraud"] = logged["fraud"].astype(np.int8)
+        frame["tx_fraud"] = logged["fraud"].eq(True).astype(np.int8)
         return frame.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
 
     def example_raw_request(self) -> dict[str, Any]:

@@ -29,8 +29,9 @@ class WorkloadFacts:
     `data_params` and `training_params` are pydantic models (extra="forbid") of `spec.data.params` and
     `spec.training.params`; `tunable` names the training params that `spec.training.tune.space` may
     search (every one when None), and each domain's values must be valid for its param's field.
-    `reads_log`: the workload turns its logged raw requests and labels back into training rows
-    (`history_from_log`), so its specs may use `data.source: log`.
+    `reads_log`: the workload turns its logged raw requests and labels back into rows (`history_from_log`)
+    and says how many days of history before a row its features read (`feature_lookback_days(data)`), so its
+    specs may use `data.source: log`.
     """
 
     metrics: tuple[str, ...]

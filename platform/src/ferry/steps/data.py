@@ -71,12 +71,13 @@ def build(ctx: StepContext) -> Built:
     try:
         if data.window is not None:
             uri = ctx.settings.prediction_log_uri
-            window = read_window(uri, ctx.model, ctx.workload, data.window)
-            frame, source = window.frame, f"{uri.rstrip('/')}/{names.LOG_PREDICTIONS}/model={ctx.model}"
+            lookback = ctx.workload.feature_lookback_days(data)  # type: ignore[attr-defined]
+            window = read_window(uri, ctx.model, ctx.workload, data.window, lookback)
+            source = f"{uri.rstrip('/')}/{names.LOG_PREDICTIONS}/model={ctx.model}"
+            featured = window.training_rows(ctx.workload.featurize(window.frame, data))
         else:
             window, source = None, data.path or data.source
-            frame = ctx.workload.load_data(data, ctx.settings.data_dir)
-        featured = ctx.workload.featurize(frame, data)
+            featured = ctx.workload.featurize(ctx.workload.load_data(data, ctx.settings.data_dir), data)
     except (ValueError, FileNotFoundError, WindowUnavailable) as exc:
         raise StepFailed(f"cannot build the dataset: {exc}") from None
     return Built(featured, source, window)

@@ -26,13 +26,21 @@ class WindowUnavailable(FerryError):
 
 @dataclass(frozen=True)
 class WindowRows:
-    """A window's training rows (the workload's own frame) and what was counted on the way."""
+    """The history a window's features are computed over (the workload's own frame: the window and the
+    workload's look-back before it, every scored payment), which of its rows are trained on (`train_keys`: the
+    labelled payments inside the window), and what was counted on the way."""
 
     frame: Any
+    key: str
+    train_keys: Any
     start: date
     end: date  # exclusive
     logged_rows: int  # distinct payments scored in the window
     labelled_rows: int
+
+    def training_rows(self, featured: Any) -> Any:
+        """The featured history's rows that are trained on, in its order."""
+        return featured[featured[self.key].isin(self.train_keys)].reset_index(drop=True)
 
     @property
     def interval(self) -> str:
@@ -48,27 +56,33 @@ def window_bounds(newest_event: datetime, newest_labelled: datetime, window: Log
     return end - timedelta(days=window.days), end
 
 
-def read_window(uri: str, model: str, workload: Any, window: LogWindow) -> WindowRows:
-    """The labelled payments of `model`'s window, as `workload.history_from_log` turns them into training rows."""
+def read_window(uri: str, model: str, workload: Any, window: LogWindow, lookback_days: int = 0) -> WindowRows:
+    """`model`'s window and the `lookback_days` before it, as `workload.history_from_log` turns logged payments
+    into rows (a label not back yet counts as none, as in the online state), with the window's labelled payments
+    marked as the ones to train on."""
     import pyarrow.compute as pc
 
     key = join_key(workload.raw_request_model, workload.label_model)
     labels = _labels(uri, model, workload)
     start, end = window_bounds(*_newest_events(uri, model, key, labels), window)
+    # Features look back (a card's 30 days, a terminal's risk a label delay earlier): without that history the
+    # window's first weeks would train on features the online state never computes so empty.
+    since = start - timedelta(days=lookback_days)
     raw = [name for name in workload.raw_request_model.model_fields]
-    within = (pc.field(EVENT_TIME) >= _midnight(start)) & (pc.field(EVENT_TIME) < _midnight(end))
+    within = (pc.field(EVENT_TIME) >= _midnight(since)) & (pc.field(EVENT_TIME) < _midnight(end))
     scored = read_log(uri, LOG_PREDICTIONS, model, columns=raw, where=within)
     # A payment scored twice (a retried request) is one row: its first scoring is the one the state counted.
     scored = scored.take(_first_of_each(scored.column(key)))
     joined = join_labels(scored, labels, key)
-    labelled = joined[joined["arrival_time"].notna()]
+    in_window = joined[workload.event_time_field] >= _midnight(start)
+    labelled = joined[in_window & joined["arrival_time"].notna()]
     if len(labelled) < window.min_labelled_rows:
         raise WindowUnavailable(
-            f"the window {start}..{end} (exclusive) has {len(labelled)} labelled payments of {len(joined)} "
+            f"the window {start}..{end} (exclusive) has {len(labelled)} labelled payments of {in_window.sum()} "
             f"logged, fewer than window.min_labelled_rows ({window.min_labelled_rows}): post the labels that came "
             "back to /labels, widen window.days, or lower min_labelled_rows")
-    frame = workload.history_from_log(labelled[[*raw, *(c for c in workload.label_model.model_fields if c != key)]])
-    return WindowRows(frame, start, end, len(joined), len(labelled))
+    frame = workload.history_from_log(joined[[*raw, *(c for c in workload.label_model.model_fields if c != key)]])
+    return WindowRows(frame, key, labelled[key].to_numpy(), start, end, int(in_window.sum()), len(labelled))
 
 
 def _newest_events(uri: str, model: str, key: str, labels: Any) -> tuple[datetime, datetime]:
