@@ -96,3 +96,28 @@ def test_history_is_sorted_by_event_time_and_dates_become_iso_text() -> None:
                                 {"transaction_id": "b", "tx_datetime": "2018-04-02T10:00:00.000000"}]
     assert [label["transaction_id"] for label in history.labels] == ["a", "b"]
     assert np.all(np.diff(history.event_ns) > 0)
+
+
+def test_a_model_trained_on_its_own_traffic_replays_a_simulated_history(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Any) -> None:
+    """A `source: log` spec has no history of its own to send: replay simulates one from --param values."""
+    import json as json_module
+    from pathlib import Path
+
+    from ferry.serving import replay as replay_module
+    from ferry.serving.replay import ReplayWindow, replay_model
+    from ferry.settings import Settings
+    from ferry.spec import load_specs
+
+    committed = load_specs([Path(__file__).resolve().parents[3] / "gitops/models/fraud-detector-lite.yaml"])[0][0]
+    body = json_module.loads(committed.model.model_dump_json())
+    body["spec"]["data"] = {"source": "log", "window": {"days": 21},
+                            "split": {"train_days": 7, "delay_days": 7, "test_days": 7}}
+    spec = type(committed.model).model_validate(body)
+    sent: dict[str, Any] = {}
+    monkeypatch.setattr("ferry.serving.deploy.serve_url", lambda settings, spec: "http://127.0.0.1:1/x")
+    monkeypatch.setattr(replay_module, "replay", lambda url, stream, delay, limits, progress: sent.update(
+        stream=stream, delay=delay))
+    replay_model(Settings(home=tmp_path), spec, {"customers": 20, "terminals": 40, "days": 3, "seed": 2},
+                 ReplayWindow(), ReplayLimits())
+    assert len(sent["stream"].requests) > 0 and sent["delay"] == 7

@@ -110,7 +110,9 @@ class FraudDetectionWorkload:
     def load_data(self, data: DataSpec, data_root: Path) -> pd.DataFrame:
         if data.source == "simulator":
             return simulate(SimulatorParams.model_validate(data.params))
-        assert data.path is not None
+        if data.source != "parquet" or data.path is None:
+            raise ValueError(f"fraud_detection loads source 'simulator' or 'parquet' (with a path), not "
+                             f"{data.source!r}: the platform reads a log window itself")
         path = (data_root / data.path).resolve()
         if not path.is_relative_to(data_root.resolve()):
             raise ValueError(f"data path {data.path!r} leaves the data root {data_root}")

@@ -225,7 +225,10 @@ def replay_model(settings: Settings, spec: ModelSpec, params: dict[str, Any], wi
     workload: Any = load_workload(spec.spec.workload)
     if not takes_raw_requests(workload) or not hasattr(workload, "raw_history"):
         raise ReplayError(f"workload {spec.spec.workload} takes no raw requests: there is nothing to replay")
-    data = spec.spec.data.model_copy(update={"params": {**spec.spec.data.params, **params}})
+    data = spec.spec.data
+    if data.source == "log":  # a model trained on its own traffic has no history to replay: simulate one
+        data = data.model_copy(update={"source": "simulator", "window": None})
+    data = data.model_copy(update={"params": {**data.params, **params}})
     _check_params(workload, data.params)
     requests, labels = workload.raw_history(workload.load_data(data, settings.data_dir))
     stream = _windowed(history_stream(requests, labels, workload.event_time_field), window)
