@@ -35,6 +35,7 @@ from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
 
 logger = logging.getLogger("ferry.serving.prediction_log")
 FEATURES_COLUMN = "features"
+EVENT_TIME_COLUMN = "event_time"  # what a window of the log is read by (ferry.steps.log_window)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ def prediction_schema(raw_fields: Sequence[tuple[str, Any]], feature_names: Sequ
         (FEATURES_COLUMN, pa.struct([(name, pa.float32()) for name in feature_names])),
         ("version", pa.string()), ("variant", pa.string()),
         ("score", pa.float64()), ("decision", pa.bool_()), ("repeated", pa.bool_()),
-        ("event_time", pa.timestamp("us")), ("serving_time", pa.timestamp("us", tz="UTC")),
+        (EVENT_TIME_COLUMN, pa.timestamp("us")), ("serving_time", pa.timestamp("us", tz="UTC")),
     ])
 
 
@@ -236,7 +237,7 @@ class ServingLog:
             [pa.array(features[:, i]) for i in range(features.shape[1])], names=list(self.feature_names))
         columns.update(answers)
         columns["repeated"] = repeated
-        columns["event_time"] = columns[self.event_time_field]
+        columns[EVENT_TIME_COLUMN] = columns[self.event_time_field]
         columns["serving_time"] = [datetime.fromtimestamp(serving_s, UTC)] * len(rows)
         self.predictions.append(columns)
 

@@ -14,10 +14,9 @@ from typing import Any
 
 from ferry.contract.errors import FerryError
 from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
+from ferry.serving.prediction_log import EVENT_TIME_COLUMN as EVENT_TIME
 from ferry.serving.prediction_log import arrow_fields, join_key, join_labels, label_schema, read_log
 from ferry.spec.models import LogWindow
-
-EVENT_TIME = "event_time"  # the prediction log's event-time column (ferry.serving.prediction_log)
 
 
 class WindowUnavailable(FerryError):
@@ -66,7 +65,7 @@ def read_window(uri: str, model: str, workload: Any, window: LogWindow, lookback
     labels = _labels(uri, model, workload)
     start, end = window_bounds(*_newest_events(uri, model, key, labels), window)
     # Features look back (a card's 30 days, a terminal's risk a label delay earlier): without that history the
-    # window's first weeks would train on features the online state never computes so empty.
+    # window's first weeks would train on emptier features than the online state serves.
     since = start - timedelta(days=lookback_days)
     raw = [name for name in workload.raw_request_model.model_fields]
     within = (pc.field(EVENT_TIME) >= _midnight(since)) & (pc.field(EVENT_TIME) < _midnight(end))
