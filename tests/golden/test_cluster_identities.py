@@ -397,3 +397,26 @@ def test_a_data_step_that_trains_on_served_traffic_reads_the_log_the_routers_wri
         monkeypatch.setenv("FERRY_PREDICTION_LOG_URI_OVERRIDE", env["FERRY_PREDICTION_LOG_URI_OVERRIDE"]["value"])
         assert Settings().prediction_log_uri == yaml.safe_load(
             service["spec"]["serveConfigV2"])["applications"][0]["args"]["prediction_log"]["uri"]
+
+
+def test_a_rollout_with_a_shadow_stage_reads_the_log_in_its_rollout_step_only() -> None:
+    """`rollout.shadow` on a cluster: the rollout step (it judges shadow scores and labels) gets the log's URI and
+    the reader Secret's keys; the data step of a simulator spec gets nothing; the objects stay valid."""
+    from tests.support.kube_schemas import validate_object
+
+    spec = load_specs(MODELS)[0][0].model
+    rollout = spec.spec.rollout.model_dump() | {"shadow": {"duration": "10m", "sample": 0.5},
+                                                "outcomes": {"metrics": ["average_precision"]}}
+    shadowed = spec.model_validate(spec.model_dump() | {"spec": spec.spec.model_dump() | {"rollout": rollout}})
+    objects = [obj for docs in render_objects([shadowed], "prod", "v1").values() for doc in docs
+               for obj in _objects(doc)]
+    assert [problem for obj in objects for problem in validate_object(obj)] == []
+    [template] = [obj for obj in objects if obj["kind"] == "WorkflowTemplate"]
+    reading = set()
+    for step in (t for t in template["spec"]["templates"] if t["name"] in names.STEPS and "container" in t):
+        env = {e["name"]: e for e in step["container"]["env"]}
+        if "FERRY_PREDICTION_LOG_URI_OVERRIDE" in env:
+            reading.add(step["name"])
+            assert {e["valueFrom"]["secretKeyRef"]["name"] for e in env.values()
+                    if "secretKeyRef" in e.get("valueFrom", {})} == {names.LOG_READER_SECRET}
+    assert reading == {names.STEP_ROLLOUT}

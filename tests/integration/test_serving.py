@@ -397,6 +397,46 @@ def test_a_store_stopped_under_load_gives_only_clear_503s_never_a_default(settin
     assert counts[0] == 1 and (np.diff(counts) >= 1).all() and counts[-1] <= scored + failed, counts
 
 
+def test_the_model_that_did_not_answer_scores_in_shadow_and_pairs_on_labels(settings: Settings,
+                                                                          served: dict[str, Any]) -> None:
+    """`ferry.rollout.shadow_sample` on the challenger: every answered payment is also scored by the other model
+    off the response path, into the shadow log; with labels, the rollout's paired sample has both models' scores
+    for every payment, equal to what each registered model gives the logged features."""
+    from ferry.adapters.workloads import load_workload
+    from ferry.serving.prediction_log import read_log
+    from ferry.serving.service import run_model
+    from ferry.steps.outcomes import LogOutcomes
+
+    url, name, champion, challenger = served["url"], served["spec"].name, served["champion"], served["challenger"]
+    registry = Registry(settings.mlflow_uri)
+    registry.tag_version(name, challenger, {names.TAG_ROLLOUT_WEIGHT: 30, names.TAG_ROLLOUT_SHADOW_SAMPLE: 1.0})
+    registry.set_alias(name, names.ALIAS_CHALLENGER, challenger)
+    assert procs.wait_until(lambda: _info(url)["weight"] == 30, 10 * POLL_S + 10, 0.25), _info(url)
+    since, workload = time.time(), load_workload("fraud_detection")
+    try:
+        payments = [payment(f"shadow-{i}", 3_000_000 + i, 20.0 + i, f"2018-08-09T10:{i // 60:02d}:{i % 60:02d}",
+                            3_100_000 + i % 7) for i in range(60)]
+        answers = [p for i in range(0, 60, 10)
+                   for p in post(url, payments[i:i + 10], "/predict/batch").json()["predictions"]]
+        assert {a["variant"] for a in answers} == {"champion", "challenger"}
+        stored = [post(url, [{"transaction_id": f"shadow-{i}", "fraud": i % 3 == 0} for i in range(j, j + 10)],
+                       "/labels").json().get("stored") for j in range(0, 60, 10)]  # max_batch_rows is 10 here
+        assert stored == [10] * 6
+        source = LogOutcomes(settings.prediction_log_uri, name, workload)
+        assert procs.wait_until(lambda: source.sample(champion, challenger, since).labelled == 60, 30, 0.5)
+        sample = source.sample(champion, challenger, since)
+        assert (sample.positives, sample.shadow_failures) == (20, 0)
+        assert sample.shadow_rows == sum(a["variant"] == "champion" for a in answers)
+        logged = read_log(settings.prediction_log_uri, names.LOG_PREDICTIONS, name).flatten().to_pandas()
+        logged = logged.drop_duplicates("transaction_id").set_index("transaction_id").loc[sample.rows["transaction_id"]]
+        features = logged[[f"features.{f}" for f in workload.feature_names]].to_numpy(dtype=np.float32)
+        for version, scores in ((champion, sample.champion), (challenger, sample.challenger)):
+            expected = run_model(registry.load_pytorch_version(name, version), features)
+            np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-7)
+    finally:
+        registry.tag_version(name, challenger, {names.TAG_ROLLOUT_WEIGHT: 0, names.TAG_ROLLOUT_SHADOW_SAMPLE: 0})
+
+
 def test_a_replica_killed_under_load_loses_at_most_its_last_flush_of_log_rows(settings: Settings,
                                                                               served: dict[str, Any]) -> None:
     """SIGKILL the router replica while raw payments arrive: the log misses only payments answered in the last

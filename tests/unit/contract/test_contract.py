@@ -283,8 +283,11 @@ def test_the_rollout_step_exports_exactly_its_catalogued_metrics() -> None:
     exported = rollout_metrics.RolloutMetrics()
     for metric in (exported.checks, exported.decisions):
         metric.labels(*(["x"] * len(metric._labelnames))).inc()
-    for gauge in (exported.weights, exported.deltas, exported.p_values, exported.uppers, exported.psis):
+    for gauge in (exported.weights, exported.deltas, exported.p_values, exported.uppers, exported.psis,
+                  exported.labelled):
         gauge.labels("m", "1").set(1)
+    for gauge in (exported.outcome_deltas, exported.outcome_lowers):
+        gauge.labels("m", "1", "average_precision").set(1)
     assert _exposed(exported.registry) == _catalogued(rollout_metrics.__name__)
 
 

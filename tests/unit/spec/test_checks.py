@@ -147,3 +147,42 @@ def test_only_a_workload_that_reads_its_log_may_train_on_it(example_text: str) -
     [error] = run_checks([spec], {"fraud_detection": WorkloadFacts(**facts)})
     assert error.path == "spec.data.source" and "cannot train on served traffic" in error.message
     assert run_checks([spec], {"fraud_detection": WorkloadFacts(**facts, reads_log=True)}) == []
+
+
+ROLLOUT_STEPS = "    steps: [10, 25, 50, 100]\n"
+
+
+def with_rollout(example_text: str, extra: str) -> str:
+    assert ROLLOUT_STEPS in example_text
+    return example_text.replace(ROLLOUT_STEPS, ROLLOUT_STEPS + extra)
+
+
+def test_judging_outcomes_needs_a_shadow_stage(example_text: str) -> None:
+    spec = loaded(with_rollout(example_text, "    outcomes: {metrics: [average_precision], margin: 0.02}\n"))
+    [error] = run_checks([spec])
+    assert error.path == "spec.rollout.outcomes" and "shadow" in error.hint and error.line > 1
+    both = "    shadow: {duration: 5m, sample: 0.5}\n    outcomes: {metrics: [average_precision]}\n"
+    assert run_checks([loaded(with_rollout(example_text, both))]) == []
+
+
+def test_outcome_metrics_and_shadow_need_a_workload_that_logs(example_text: str) -> None:
+    both = "    shadow: {duration: 5m}\n    outcomes: {metrics: [average_precison]}\n"
+    spec = loaded(with_rollout(example_text, both))
+    facts = dict(metrics=("auc_roc", "average_precision"), data_params=DataKnobs, training_params=Hyper)
+    errors = run_checks([spec], {"fraud_detection": WorkloadFacts(**facts)})
+    assert paths(errors) == {"spec.rollout.shadow", "spec.rollout.outcomes.metrics.0"}
+    typo = next(e for e in errors if e.path.endswith("metrics.0"))
+    assert "average_precision" in typo.hint
+    assert paths(run_checks([spec], {"fraud_detection": WorkloadFacts(**facts, reads_log=True)})) == {
+        "spec.rollout.outcomes.metrics.0"}
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ("    shadow: {sample: 0}\n", "greater than 0"),
+    ("    shadow: {duration: soon}\n", "duration"),
+    ("    outcomes: {confidence: 1.5}\n", "less than 1"),
+])
+def test_bad_shadow_and_outcome_values_name_the_field(example_text: str, extra: str, needle: str) -> None:
+    spec, errors = load_spec_text(with_rollout(example_text, extra), "m.yaml")
+    assert spec is None and len(errors) == 1 and needle in errors[0].message, errors
+    assert errors[0].path.startswith("spec.rollout.") and errors[0].line > 1

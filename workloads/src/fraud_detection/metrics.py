@@ -10,6 +10,7 @@ count twice in the card precision.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import date
 
 import numpy as np
@@ -156,3 +157,27 @@ def evaluate_scores(df: pd.DataFrame, scores: ArrayLike, k: int = 100) -> dict[s
         "average_precision": ap,
         f"card_precision_at_{k}": card_precision_top_k(df, values, k),
     }
+
+
+def evaluate_named(df: pd.DataFrame, scores: ArrayLike, names: Sequence[str], k: int = 100) -> dict[str, float]:
+    """Only the metrics ``names`` of ``evaluate_scores`` (a rollout's paired bootstrap computes them hundreds
+    of times: card precision is ~10x the cost of average precision, so it runs only when asked for)."""
+    known = ("auc_roc", "average_precision", f"card_precision_at_{k}")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {', '.join(known)}")
+    values = _scores(df, scores)
+    labels = (df["tx_fraud"].to_numpy() == 1).astype(np.int8)
+    single_class = len(np.unique(labels)) < 2
+    found: dict[str, float] = {}
+    for name in names:
+        if name == known[2]:
+            found[name] = card_precision_top_k(df, values, k)
+        elif single_class:
+            found[name] = math.nan
+        else:
+            from sklearn.metrics import average_precision_score, roc_auc_score
+
+            metric = roc_auc_score if name == "auc_roc" else average_precision_score
+            found[name] = float(metric(labels, values))
+    return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ferry.spec.checks import WorkloadFacts
 from ferry.spec.models import DataSpec
 from fraud_detection.features import FEATURE_NAMES, WINDOWS_DAYS, add_features
-from fraud_detection.metrics import evaluate_scores, train_test_split
+from fraud_detection.metrics import evaluate_named, evaluate_scores, train_test_split
 from fraud_detection.params import TrainingParams
 from fraud_detection.simulator import SimulatorParams, simulate
 
@@ -166,6 +166,10 @@ class FraudDetectionWorkload:
 
     def evaluate(self, prepared: Mapping[str, Any], scores: Any) -> dict[str, float]:
         return evaluate_scores(prepared["test_frame"], np.asarray(scores))
+
+    def evaluate_rows(self, rows: pd.DataFrame, scores: Any, names: Sequence[str]) -> dict[str, float]:
+        """Metrics `names` of scores on logged rows (`history_from_log`): a rollout's judgement on labels."""
+        return evaluate_named(rows, np.asarray(scores), names)
 
     def predict_batch(self, model: Any, features: Any) -> Any:
         from fraud_detection.model import predict_proba

@@ -79,14 +79,20 @@ class ModelVersion:
     def weight(self) -> int:
         return parse_weight(self.tags.get(names.TAG_ROLLOUT_WEIGHT))
 
+    @property
+    def shadow_sample(self) -> float:
+        return parse_share(self.tags.get(names.TAG_ROLLOUT_SHADOW_SAMPLE))
+
 
 @dataclass(frozen=True)
 class RolloutView:
-    """What the router reads from the registry: the alias versions and the challenger's weight (0-100)."""
+    """What the router reads from the registry: the alias versions, the challenger's weight (0-100) and the
+    share of requests mirrored to the model that did not answer them (0-1)."""
 
     champion: str | None = None
     challenger: str | None = None
     weight: int = 0
+    shadow_sample: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,15 @@ def parse_weight(raw: object) -> int:
     if value != value:  # NaN
         return 0
     return int(min(max(value, 0.0), 100.0))
+
+
+def parse_share(raw: object) -> float:
+    """A share tag as a float in [0, 1]; missing or malformed reads as 0 (nothing mirrored)."""
+    try:
+        value = float(str(raw))
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if value != value else min(max(value, 0.0), 1.0)
 
 
 def tag_text(tags: Mapping[str, object]) -> dict[str, str]:
@@ -185,8 +200,11 @@ class RegistryPort(Protocol):
         "no champion" (an empty view) from "registry down" (keep what it has)."""
         aliases = self.aliases(model)
         champion, challenger = aliases.get(names.ALIAS_CHAMPION), aliases.get(names.ALIAS_CHALLENGER)
-        weight = self.version(model, challenger).weight if challenger is not None else 0
-        return RolloutView(champion=champion, challenger=challenger, weight=weight)
+        if challenger is None:
+            return RolloutView(champion=champion)
+        found = self.version(model, challenger)
+        return RolloutView(champion=champion, challenger=challenger, weight=found.weight,
+                           shadow_sample=found.shadow_sample)
 
     def version_for_workflow(self, model: str, workflow: str) -> ModelVersion | None:
         """The version a workflow registered (`ferry step register` tags it), if any."""

@@ -37,7 +37,8 @@ def status(model: Annotated[str, typer.Argument(help="Model name.")],
         return
     console.print(f"v{found.version}: state {found.state}, weight {found.weight}, reason {found.reason}", markup=False)
     table = FitTable("check", "at (UTC)", "verdict", "action", "weight", "requests champ/chal", "errors champ/chal",
-                     "err Δ", "p99 ms champ/chal", "PSI (noise)", Col("reason", wrap=True))
+                     "err Δ", "p99 ms champ/chal", "PSI (noise)", "labels: Δ [bounds]",
+                     Col("reason", wrap=True))
     for number, record in found.checks:
         table.add_row(number, *_check_cells(record))
     console.print(table)
@@ -58,7 +59,20 @@ def _check_cells(record: dict[str, Any]) -> list[str]:
                  f"{record.get('error_rate_upper', 0):+.4f}]")
     psi = "-" if record.get("score_psi") is None else f"{record['score_psi']:.3f} ({record.get('psi_noise')})"
     return [when, str(record.get("verdict", "-")), str(record.get("action", "-")), str(record.get("weight", "-")),
-            pair("requests"), pair("errors"), delta, pair("p99_ms", 1), psi, str(record.get("reason", ""))]
+            pair("requests"), pair("errors"), delta, pair("p99_ms", 1), psi, _outcome_cell(record.get("outcomes")),
+            str(record.get("reason", ""))]
+
+
+def _outcome_cell(outcomes: object) -> str:
+    """`1200 (80 pos) average_precision -0.012 [-0.031, +0.008]`: paired labelled transactions, and per metric
+    challenger - champion with its bounds."""
+    if not isinstance(outcomes, dict):
+        return "-"
+    cells = [f"{outcomes.get('labelled', 0)} ({outcomes.get('positives', 0)} pos)"]
+    for name, values in outcomes.items():
+        if isinstance(values, list) and len(values) == 3:
+            cells.append(f"{name} {values[0]:+.3f} [{values[1]:+.3f}, {values[2]:+.3f}]")
+    return " ".join(cells)
 
 
 def _by_hand(model: str, promote: bool) -> None:

@@ -148,6 +148,7 @@ _LE = Label("le")
 SERVING = Section("ferry: serving", "ferry.serving.metrics", Status.PRODUCED, Exporter.RAY)
 ROLLOUT = Section("ferry: rollout", "ferry.rollout.metrics", Status.PRODUCED, Exporter.PROMETHEUS_CLIENT)
 DRIFT = Section("ferry: drift and model age", "ferry.serving.drift", Status.PRODUCED, Exporter.RAY)
+QUALITY = Section("ferry: model quality", "ferry.serving.quality", Status.PRODUCED, Exporter.RAY)
 LOCAL = Section("ferry: local runs and alerts", "ferry.local.alerts.receiver", Status.PRODUCED,
                 Exporter.PROMETHEUS_CLIENT)
 RECORDED = Section("ferry: recording rules", "ferry.render.alerts", Status.PRODUCED, Exporter.EXTERNAL,
@@ -223,6 +224,35 @@ ROLLOUT_SCORE_PSI = Metric(
     "ferry_rollout_score_psi", Kind.GAUGE, ROLLOUT, (_MODEL, _VERSION),
     "PSI between the variants' score histograms in this step.",
     doc="PSI between the two variants' score histograms over the current step, at the last check.")
+ROLLOUT_OUTCOME_DELTA = Metric(
+    "ferry_rollout_outcome_delta", Kind.GAUGE, ROLLOUT,
+    (_MODEL, _VERSION, Label("metric", note="a workload metric named in `rollout.outcomes.metrics`")),
+    "Challenger minus champion on labelled, paired transactions.",
+    doc="Challenger minus champion of a workload metric (e.g. average precision) on the labelled transactions"
+        " both scored (one in answer, one in shadow) since the rollout began, at the last check.")
+ROLLOUT_OUTCOME_LOWER_BOUND = Metric(
+    "ferry_rollout_outcome_lower_bound", Kind.GAUGE, ROLLOUT,
+    (_MODEL, _VERSION, Label("metric", note="a workload metric named in `rollout.outcomes.metrics`")),
+    "Lower bound of challenger minus champion on labels (promotion needs it at or above -margin).",
+    doc="Lower paired-bootstrap bound (one-sided, at `rollout.outcomes.confidence`) of challenger minus champion"
+        " on labelled transactions at the last check; promotion needs it at or above `-margin`, and an upper"
+        " bound below `-margin` rolls back.")
+ROLLOUT_LABELLED = Metric(
+    "ferry_rollout_labelled_transactions", Kind.GAUGE, ROLLOUT, (_MODEL, _VERSION),
+    "Labelled transactions both models scored since the rollout began.",
+    doc="Labelled transactions both models scored since the rollout began, at the last check (the judgement"
+        " on outcomes holds below `rollout.outcomes.min_labelled`).")
+
+# --- ferry: model quality ---------------------------------------------------------------------------------
+MODEL_QUALITY = Metric(
+    "ferry_model_quality", Kind.GAUGE, QUALITY,
+    (_MODEL, _VERSION, _VARIANT, Label("metric", note="a metric of the spec's `evaluation.gates`")),
+    "A workload metric of served, labelled traffic.",
+    doc="The workload's metric (each of the spec's `evaluation.gates`, e.g. average precision) of what each"
+        " version and variant answered in the last 24 h of serving time, on the transactions whose labels came"
+        " back (`/labels`), measured by the router every minute from the prediction log; published only with"
+        " enough labelled positives to mean something.",
+    used_by=names.ALERT_QUALITY_LOW)
 
 # --- ferry: drift and model age ---------------------------------------------------------------------------
 DRIFT_PSI = Metric(
@@ -331,7 +361,9 @@ KUBE_DEPLOYMENT_AVAILABLE = Metric(
 CATALOGUE: tuple[Metric, ...] = (
     SERVING_REQUESTS, SERVING_LATENCY, SERVING_SCORE_BUCKETS, SERVING_POSITIVES,
     ROLLOUT_CHECKS, ROLLOUT_DECISIONS, ROLLOUT_WEIGHT, ROLLOUT_ERROR_RATE_DELTA, ROLLOUT_ERROR_P_VALUE,
-    ROLLOUT_ERROR_RATE_UPPER_BOUND, ROLLOUT_SCORE_PSI,
+    ROLLOUT_ERROR_RATE_UPPER_BOUND, ROLLOUT_SCORE_PSI, ROLLOUT_OUTCOME_DELTA, ROLLOUT_OUTCOME_LOWER_BOUND,
+    ROLLOUT_LABELLED,
+    MODEL_QUALITY,
     DRIFT_PSI, LAST_TRAINED,
     PIPELINE_RUNS, ALERT_NOTIFICATIONS, ALERTS_RECEIVED, RETRAINING_TRIGGERS,
     ERROR_RATIO, SLOW_RATIO,

@@ -37,6 +37,8 @@ TAG_DATASET_WINDOW = "ferry.dataset.window"  # ISO 8601 interval of days, end ex
 TAG_DATASET_LOGGED_ROWS = "ferry.dataset.logged_rows"
 TAG_DATASET_LABELLED_ROWS = "ferry.dataset.labelled_rows"
 TAG_ROLLOUT_WEIGHT = "ferry.rollout.weight"
+# On the challenger: the share (0-1) of requests the model that did not answer also scores, off the response path.
+TAG_ROLLOUT_SHADOW_SAMPLE = "ferry.rollout.shadow_sample"
 TAG_ROLLOUT_STATE = "ferry.rollout.state"
 TAG_ROLLOUT_REASON = "ferry.rollout.reason"
 # Set at register: when the version's training finished (RFC 3339, UTC) and where its drift reference is.
@@ -150,11 +152,12 @@ ALERT_DRIFT_HIGH = "FerryModelDriftHigh"
 ALERT_CANARY_ROLLED_BACK = "FerryModelCanaryRolledBack"
 ALERT_PIPELINE_FAILED = "FerryModelPipelineFailed"
 ALERT_STALE = "FerryModelStale"
+ALERT_QUALITY_LOW = "FerryModelQualityLow"
 ALERT_RAY_HEAD_DOWN = "FerryRayHeadDown"
 ALERT_MLFLOW_DOWN = "FerryMLflowDown"
 ALERT_SERVE_REPLICAS_UNHEALTHY = "FerryServeReplicasUnhealthy"
 MODEL_ALERTS = (ALERT_ERROR_BUDGET_BURN, ALERT_LATENCY_BUDGET_BURN, ALERT_DRIFT_HIGH, ALERT_CANARY_ROLLED_BACK,
-                ALERT_PIPELINE_FAILED, ALERT_STALE)
+                ALERT_PIPELINE_FAILED, ALERT_STALE, ALERT_QUALITY_LOW)
 PLATFORM_ALERTS = (ALERT_RAY_HEAD_DOWN, ALERT_MLFLOW_DOWN, ALERT_SERVE_REPLICAS_UNHEALTHY)
 
 
@@ -288,6 +291,7 @@ def argocd_workflow_annotations() -> dict[str, str]:
 # The logs serving appends to (ferry.serving.prediction_log): <uri>/<kind>/model=<model>/date=<day>/...
 LOG_PREDICTIONS = "predictions"
 LOG_LABELS = "labels"
+LOG_SHADOW = "shadow"  # scores of the model that did not answer, for paired judgement on labels
 LOG_LOCAL_DIR = "prediction-log"  # under the local state folder (.ferry/prediction-log): `ferry up`'s log URI
 # On a cluster: beside MLflow's artifacts (gitops/platform/apps/mlflow.yaml's bucket). Serving pods write there
 # with the credentials of the Secret LOG_SECRET (optional: without it, the pod's own identity, e.g. IRSA).

@@ -32,6 +32,7 @@ MLFLOW_NAMESPACE = "ferry-system"  # gitops/platform/apps/mlflow.yaml
 MLFLOW_DEPLOYMENT = "mlflow"
 SLO_PERIOD_DAYS = 30  # the error budget's period: burn rate 1 spends it in exactly 30 days
 EVENT_WINDOW = "1h"  # how long a rollback or a failed run keeps its alert firing
+QUALITY_HOLD = "15m"  # the quality gauge moves every minute over a 24 h window: a low value this long is real
 STALE_GRACE_S = 6 * 3600  # one pipeline deadline (EnvProfile.workflow_deadline_seconds) of slack
 
 # Where the plain rule files live in a checkout; local Prometheus loads these globs
@@ -143,9 +144,9 @@ def slo_group(model: ModelSpec) -> Group:
 
 def lifecycle_group(model: ModelSpec) -> Group:
     rules = [_drift(model), _rolled_back(model), _pipeline_failed(model)]
-    stale = _stale(model)
-    if stale is not None:
-        rules.append(stale)
+    for optional in (_stale(model), _quality_low(model)):
+        if optional is not None:
+            rules.append(optional)
     return {"name": f"ferry-model-{model.metadata.name}-lifecycle", "rules": rules}
 
 
@@ -200,6 +201,33 @@ def _stale(model: ModelSpec) -> Rule | None:
                    f" {_duration(STALE_GRACE_S)}, so it should be younger than {_duration(limit)}.")
     return alert(names.ALERT_STALE, expr, hold="10m", labels=_model_labels(model, "ticket"),
                  summary=f"{name} is older than its retraining schedule allows", description=description)
+
+
+def _quality_low(model: ModelSpec) -> Rule | None:
+    """The champion's quality on labelled traffic breaks a gate it had to pass to be registered."""
+    gates = model.spec.evaluation.gates
+    if not gates:
+        return None
+    name = model.metadata.name
+    broken = []
+    for gate in gates:
+        quality = q.sel(m.MODEL_QUALITY.series, q.eq("model", name), q.eq("variant", names.ALIAS_CHAMPION),
+                        q.eq("metric", gate.metric))
+        if gate.min is not None:
+            broken.append(f"min by (model, version, metric) ({quality}) < {q.number(gate.min)}")
+        if gate.max is not None:
+            broken.append(f"max by (model, version, metric) ({quality}) > {q.number(gate.max)}")
+    expr = "\nor ".join(f"({condition})" for condition in broken)
+    bounds = ", ".join(f"{g.metric} {'>= ' + q.number(g.min) if g.min is not None else ''}"
+                       f"{' and ' if g.min is not None and g.max is not None else ''}"
+                       f"{'<= ' + q.number(g.max) if g.max is not None else ''}" for g in gates)
+    description = (f"On the transactions {name}'s champion (version {{{{ $labels.version }}}}) answered in the last"
+                   f" 24 h whose labels came back, {{{{ $labels.metric }}}} is {{{{ $value | printf \"%.3f\" }}}}:"
+                   f" outside the evaluation gates it passed to be registered ({bounds}). It catches less than"
+                   " it did offline: the traffic changed (see drift) or the labels say what drift cannot.")
+    return alert(names.ALERT_QUALITY_LOW, expr, hold=QUALITY_HOLD, labels=_model_labels(model, "ticket"),
+                 summary=f"{name}: champion's {{{{ $labels.metric }}}} on labelled traffic is below its gate",
+                 description=description)
 
 
 def max_schedule_gap_s(schedule: str) -> int:

@@ -65,6 +65,12 @@ SECTION_PROSE = {
              " deciles per feature and of the model's scores on the training rows). PSI is recomputed every"
              " window/12 (1 to 15 s) and only published with at least 200 rows in the window; below that the"
              " gauge keeps its last value.",
+    m.QUALITY: f"Recorded by the router (`{m.QUALITY.producer}`, through `ray.serve.metrics`, so Ray adds `ray_`"
+               " and its replica labels; the alert takes `min` over replicas). A thread of each replica of a"
+               " model that logs its traffic reads the prediction and label logs every minute and computes the"
+               " spec's gate metrics with the workload's own function, per version and variant, on the"
+               " transactions served in the last 24 h whose labels came back; a version with fewer than 10"
+               " labelled positives is not published, and an unreadable log leaves the last values.",
     m.LOCAL: f"Exported by ferry's local webhook receiver (`{m.LOCAL.producer}`, a `ferry up` service;"
              f" prometheus_client) on `127.0.0.1:<receiver_port>/metrics`, job `{m.JOB_RECEIVER}`. The"
              " pipeline-run counter is read from the local runner's run records"

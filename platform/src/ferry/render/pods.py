@@ -62,10 +62,13 @@ def image_env(profile: EnvProfile) -> dict[str, str]:
     return {"name": names.IMAGE_ENV, "value": profile.image}
 
 
-def data_env(model: ModelSpec, profile: EnvProfile) -> list[dict[str, Any]]:
-    """A data step that trains on served traffic (`source: log`) reads the prediction log: its URI, and
-    read-only credentials from a Secret of their own (optional, as the routers'). No other step gets them."""
-    if model.spec.data.source != "log" or profile.prediction_log_uri is None:
+def log_reader_env(model: ModelSpec, step: str, profile: EnvProfile) -> list[dict[str, Any]]:
+    """The steps that read the prediction log get its URI and read-only credentials from a Secret of their
+    own (optional, as the routers'): the data step of a spec that trains on served traffic (`source: log`),
+    and the rollout step of one with a shadow stage (it judges shadow scores and labels). No other step."""
+    reads = ((step == names.STEP_DATA and model.spec.data.source == "log")
+             or (step == names.STEP_ROLLOUT and model.spec.rollout.shadow is not None))
+    if not reads or profile.prediction_log_uri is None:
         return []
     return [{"name": "FERRY_PREDICTION_LOG_URI_OVERRIDE", "value": profile.prediction_log_uri},
             *log_credentials_env(names.LOG_READER_SECRET)]

@@ -55,7 +55,8 @@ def app_args(model: ModelSpec, tracking_uri: str) -> dict[str, Any]:
     """`build_app`'s args (validated there as ferry.serving.schemas.AppArgs)."""
     return {"model": names.registered_model_name(model.metadata.name), "workload": model.spec.workload,
             "tracking_uri": tracking_uri, "serving": model.spec.serving.model_dump(mode="json"),
-            "drift_window_s": duration_s(model.spec.monitoring.drift_window)}
+            "drift_window_s": duration_s(model.spec.monitoring.drift_window),
+            "quality_metrics": list(dict.fromkeys(gate.metric for gate in model.spec.evaluation.gates))}
 
 
 def state_store_args(model: ModelSpec, host: str, port: int, **password: str) -> dict[str, Any]:

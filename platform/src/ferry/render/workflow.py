@@ -42,7 +42,7 @@ def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Contain
     name = model.metadata.name
     env = [*pods.env_vars(profile), pods.image_env(profile),
            *(pods.rollout_env(profile) if step == names.STEP_ROLLOUT else []),
-           *(pods.data_env(model, profile) if step == names.STEP_DATA else [])]
+           *pods.log_reader_env(model, step, profile)]
     ports = pods.rollout_ports(profile) if step == names.STEP_ROLLOUT else []
     return Container(
         name=step,

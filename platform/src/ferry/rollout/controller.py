@@ -36,6 +36,7 @@ from ferry.contract.errors import FerryError
 from ferry.rollout import actions
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.observe import observe
+from ferry.rollout.outcomes import OutcomeEvidence, OutcomeSource, OutcomesUnavailable, PairedSample, judge
 from ferry.rollout.policy import (
     Action,
     CheckResult,
@@ -46,7 +47,9 @@ from ferry.rollout.policy import (
     check,
     decide,
     parse_duration_s,
+    shadow_check,
     staleness,
+    with_outcomes,
 )
 from ferry.spec.models import ModelSpec
 
@@ -111,8 +114,10 @@ def prometheus_observer(prom: PrometheusQuery, model: str) -> Observe:
 class Controller:
     def __init__(self, registry: RegistryPort, spec: ModelSpec, observer: Observe, clock: Clock | None = None,
                  metrics: RolloutMetrics | None = None, settle_s: float = SETTLE_S,
-                 registry_timeout_s: float | None = None) -> None:
+                 registry_timeout_s: float | None = None, outcomes: OutcomeSource | None = None) -> None:
         self.registry, self.spec, self.observer = registry, spec, observer
+        self.outcomes = outcomes  # the labelled, paired transactions (shadow stage and rollout.outcomes)
+        self._judged: tuple[tuple[int, int], OutcomeEvidence] | None = None
         self.clock = clock or RealClock()
         self.settle_s = settle_s
         self.metrics = metrics or RolloutMetrics()
@@ -132,15 +137,21 @@ class Controller:
 
     def _walk(self, version: str, champion: str) -> RolloutOutcome:
         rollout = self.spec.spec.rollout
+        if rollout.shadow is not None:  # the shadow stage is a first step at weight 0
+            rollout = rollout.model_copy(update={"steps": [0, *rollout.steps]})
         state = RolloutState()
         self._start(version, champion, rollout.steps[0])
-        since = self.clock.time()  # the first step counts from the moment the challenger can be reached
+        since = started = self.clock.time()  # the first step counts from the moment the challenger can be reached
+        shadow_until = self.clock.now() + (parse_duration_s(rollout.shadow.duration) if rollout.shadow else 0.0)
         interval = parse_duration_s(rollout.interval)
         checks = 0
         while True:
             self.clock.sleep(interval)
-            result = staleness(self._check(champion, version, since), state)
+            result = staleness(self._check(champion, version, since, started, rollout.steps[state.step_index]),
+                               state)
             decision = decide(rollout, state, result, self.clock.now())
+            if state.step_index == 0 and self.clock.now() < shadow_until and decision.action is not Action.ROLLBACK:
+                decision = _shadowing(state, result, decision, shadow_until - self.clock.now())
             if decision.action is Action.ADVANCE:
                 decision = self._advance(version, state, decision)
             if result.verdict is not Verdict.STALE or decision.action is not Action.HOLD:
@@ -156,13 +167,48 @@ class Controller:
                 return RolloutOutcome(decision.action, version, decision.reason, checks)
             self._flush(version)
 
-    def _check(self, champion: str, version: str, since: float) -> CheckResult:
+    def _check(self, champion: str, version: str, since: float, started: float, weight: int) -> CheckResult:
+        """The step's check: on traffic since `since` (in shadow: the shadow scores), and on the labels of
+        everything both models scored since the rollout `started`, when the spec judges outcomes."""
+        rollout = self.spec.spec.rollout
+        sample, unread = self._sample(champion, version, started)
+        if weight == 0:
+            result = (shadow_check(rollout.analysis, sample.shadow_rows - sample.shadow_failures,
+                                   sample.shadow_failures) if sample is not None
+                      else CheckResult(Verdict.INCONCLUSIVE, (unread,)))
+        else:
+            result = self._traffic(champion, version, since)
+        if rollout.outcomes is None or self.outcomes is None:
+            return result
+        if sample is None:  # no judgement without the log: hold (an outage past hold_timeout rolls back)
+            return CheckResult(Verdict.INCONCLUSIVE, (*result.reasons, unread) if weight else (unread,),
+                               observation=result.observation)
+        return with_outcomes(result, self._judge(sample))
+
+    def _judge(self, sample: PairedSample) -> OutcomeEvidence:
+        """The judgement on labels, computed again only when labels came in since the last one (its bootstrap
+        costs seconds, and a check every interval finds the same labels most of the time)."""
+        assert self.spec.spec.rollout.outcomes is not None and self.outcomes is not None
+        seen = (sample.labelled, sample.positives)
+        if self._judged is None or self._judged[0] != seen:
+            self._judged = (seen, judge(self.spec.spec.rollout.outcomes, sample, self.outcomes.evaluate))
+        return self._judged[1]
+
+    def _traffic(self, champion: str, version: str, since: float) -> CheckResult:
         if self.clock.time() < since:
             return CheckResult(Verdict.INCONCLUSIVE, ("the new weight's metrics are not in yet",))
         try:
             return check(self.spec.spec.rollout.analysis, self.observer(champion, version, since))
         except PrometheusUnavailable as exc:
             return CheckResult(Verdict.INCONCLUSIVE, (f"no metrics: {exc}",))
+
+    def _sample(self, champion: str, version: str, started: float) -> tuple[PairedSample | None, str]:
+        if self.outcomes is None:
+            return None, "no prediction log to read shadow scores and labels from"
+        try:
+            return self.outcomes.sample(champion, version, started), ""
+        except OutcomesUnavailable as exc:
+            return None, f"cannot read the prediction log: {exc}"
 
     def _read_view(self) -> RolloutView:
         deadline = self.clock.now() + self.registry_timeout_s
@@ -178,8 +224,11 @@ class Controller:
     def _start(self, version: str, champion: str, weight: int) -> None:
         deadline = self.clock.now() + self.registry_timeout_s
         try:
-            self._persist(deadline, "starting the canary", self.registry.tag_version, self.model, version,
-                          {names.TAG_ROLLOUT_STATE: names.STATE_CANARY, names.TAG_ROLLOUT_WEIGHT: weight})
+            shadow = self.spec.spec.rollout.shadow
+            tags: dict[str, object] = {names.TAG_ROLLOUT_STATE: names.STATE_CANARY, names.TAG_ROLLOUT_WEIGHT: weight}
+            if shadow is not None:  # before the alias: the router must never load the challenger unmirrored
+                tags[names.TAG_ROLLOUT_SHADOW_SAMPLE] = shadow.sample
+            self._persist(deadline, "starting the canary", self.registry.tag_version, self.model, version, tags)
             self._persist(deadline, "naming the challenger", self.registry.set_alias, self.model,
                           names.ALIAS_CHALLENGER, version)
         except _GaveUp as exc:
@@ -259,6 +308,15 @@ class Controller:
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
 
+def _shadowing(state: RolloutState, result: CheckResult, decision: Decision, left_s: float) -> Decision:
+    """Within the shadow stage's duration nothing advances and no hold timer runs: a pass or a hold is a hold
+    (failures still count: `decide` kept them in its state)."""
+    if decision.action is Action.HOLD and result.verdict is Verdict.FAIL:
+        return decision
+    seen = evolve(state, last_fingerprint=result.fingerprint or state.last_fingerprint)
+    return Decision(Action.HOLD, seen, 0, f"in shadow for {left_s:.0f} s more: " + "; ".join(result.reasons))
+
+
 def check_record(result: CheckResult, decision: Decision, since: float, at: float) -> dict[str, Any]:
     """What one check saw and decided, as tagged on the model version (`ferry rollout status` shows it).
     `at` and `since` (the start of the step's data) are unix seconds; requests, errors and p99_ms are
@@ -275,6 +333,10 @@ def check_record(result: CheckResult, decision: Decision, since: float, at: floa
                    "p99_ms": [_round(champion.p99_latency_ms), _round(challenger.p99_latency_ms)]}
     if result.score_psi is not None:
         record |= {"score_psi": round(result.score_psi, 4), "psi_noise": _round(result.psi_noise, 4)}
+    if result.shadow_rows is not None:
+        record["shadow_rows"] = [result.shadow_rows[0], result.shadow_rows[1]]
+    if result.outcomes is not None:
+        record["outcomes"] = result.outcomes.record()
     return record
 
 

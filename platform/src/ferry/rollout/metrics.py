@@ -24,6 +24,9 @@ class RolloutMetrics:
         self.p_values = self._gauge(m.ROLLOUT_ERROR_P_VALUE)
         self.uppers = self._gauge(m.ROLLOUT_ERROR_RATE_UPPER_BOUND)
         self.psis = self._gauge(m.ROLLOUT_SCORE_PSI)
+        self.outcome_deltas = self._gauge(m.ROLLOUT_OUTCOME_DELTA)
+        self.outcome_lowers = self._gauge(m.ROLLOUT_OUTCOME_LOWER_BOUND)
+        self.labelled = self._gauge(m.ROLLOUT_LABELLED)
 
     def _counter(self, metric: m.Metric) -> Counter:
         return Counter(metric.name, metric.help, metric.label_names, registry=self.registry)
@@ -44,6 +47,11 @@ class RolloutMetrics:
             self.uppers.labels(model, version).set(result.error.upper)
         if result.score_psi is not None:
             self.psis.labels(model, version).set(result.score_psi)
+        if result.outcomes is not None:
+            self.labelled.labels(model, version).set(result.outcomes.labelled)
+            for metric, (delta, lower, _) in result.outcomes.bounds().items():
+                self.outcome_deltas.labels(model, version, metric).set(delta)
+                self.outcome_lowers.labels(model, version, metric).set(lower)
 
     def decision(self, model: str, version: str, action: str) -> None:
         self.decisions.labels(model, version, action).inc()

@@ -17,6 +17,10 @@ check (the metrics path refreshes every 10-20 s, the controller may look more of
 and never counts as a pass or a failure a second time. A hold that outlasts hold_timeout rolls back:
 the policy never promotes without evidence (Flagger and Argo Rollouts are criticised for judging on
 empty data).
+
+With `rollout.shadow` the first step is a shadow stage at weight 0, judged by `shadow_check` (the challenger's
+failures in shadow); with `rollout.outcomes` every check also carries the judgement on labels
+(ferry.rollout.outcomes) and `with_outcomes` keeps the worse verdict of the two.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from statistics import NormalDist
+from typing import Any, Protocol
 
 from ferry.contract import metrics
 from ferry.contract.durations import parse_duration_s
@@ -88,6 +93,19 @@ class ErrorRateEvidence:
     p_value: float  # of H0: difference <= margin (small: evidence of harm)
 
 
+class OutcomeEvidence(Protocol):
+    """What the policy reads of a judgement on labels (ferry.rollout.outcomes.OutcomeEvidence)."""
+
+    @property
+    def verdict(self) -> Verdict: ...
+    @property
+    def reasons(self) -> tuple[str, ...]: ...
+    @property
+    def labelled(self) -> int: ...
+    def record(self) -> dict[str, Any]: ...
+    def bounds(self) -> dict[str, tuple[float, float, float]]: ...
+
+
 @dataclass(frozen=True)
 class CheckResult:
     verdict: Verdict
@@ -96,10 +114,15 @@ class CheckResult:
     score_psi: float | None = None
     psi_noise: float | None = None  # PSI that two samples of one distribution this size reach by chance
     observation: Observation | None = None
+    outcomes: OutcomeEvidence | None = None  # the judgement on labels (ferry.rollout.outcomes), when asked for
+    shadow_rows: tuple[float, float] | None = None  # (scored, failed) in shadow, at a shadow stage
 
     @property
     def fingerprint(self) -> tuple[float, ...]:
-        return self.observation.fingerprint() if self.observation else ()
+        found = self.observation.fingerprint() if self.observation else ()
+        if self.shadow_rows is not None:
+            found += self.shadow_rows
+        return found + ((float(self.outcomes.labelled),) if self.outcomes is not None else ())
 
     @property
     def error_rate_delta(self) -> float:
@@ -200,6 +223,34 @@ def _unknowns(analysis: Analysis, obs: Observation, error: ErrorRateEvidence, no
         unknown.append(f"too few scored rows to judge PSI ({obs.challenger.scored:.0f} challenger, "
                        f"{obs.champion.scored:.0f} champion: chance alone reaches {noise:.2f})")
     return unknown
+
+
+def shadow_check(analysis: Analysis, scored: float, failed: float) -> CheckResult:
+    """A shadow stage's traffic check: the challenger answers nobody, so what it can show is that it scores the
+    mirrored rows without failing (its failures are judged like a served error rate against zero)."""
+    rows = (scored, failed)
+    if scored + failed < analysis.min_requests:
+        return CheckResult(Verdict.INCONCLUSIVE, (f"too little data: {scored + failed:.0f} rows scored in shadow "
+                                                  f"(< {analysis.min_requests})",), shadow_rows=rows)
+    clean = VariantStats(scored + failed, 0.0)
+    error = error_rate_evidence(clean, VariantStats(scored + failed, failed), analysis.max_error_rate_delta,
+                                analysis.significance)
+    if error.lower > analysis.max_error_rate_delta:
+        return CheckResult(Verdict.FAIL, (f"the challenger failed {failed:.0f} of {scored + failed:.0f} shadow "
+                                          f"scores (lower bound {error.lower:+.4f})",), error, shadow_rows=rows)
+    if error.upper >= analysis.max_error_rate_delta:
+        return CheckResult(Verdict.INCONCLUSIVE, (f"no evidence of no harm yet: {failed:.0f} of {scored + failed:.0f}"
+                                                  " shadow scores failed",), error, shadow_rows=rows)
+    return CheckResult(Verdict.PASS, (f"{scored:.0f} shadow scores, {failed:.0f} failed",), error, shadow_rows=rows)
+
+
+def with_outcomes(result: CheckResult, evidence: OutcomeEvidence) -> CheckResult:
+    """The check on traffic and on labels together: the worse verdict, with the reasons that made it."""
+    order = (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS)
+    verdict = min(result.verdict, evidence.verdict, key=order.index)
+    reasons = [*(result.reasons if result.verdict is verdict else ()),
+               *(evidence.reasons if evidence.verdict is verdict else ())]
+    return replace(result, verdict=verdict, reasons=tuple(reasons), outcomes=evidence)
 
 
 def decide(spec: RolloutSpec, state: RolloutState, result: CheckResult, now_s: float) -> Decision:

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -149,6 +150,8 @@ class Scoring:
             scored = self.service.score_batch(online.keys(rows), observed.features)
             if self.service.log is not None:
                 _log_scored(self.service.log, rows, observed, scored)
+            if self.service.shadow is not None:
+                _offer_shadow(self.service, rows, observed, scored)
             if self.service.faults is not None:
                 await settle_batch(self.service.faults, set(scored.versions), scored.first_fault())
             if single:
@@ -180,6 +183,17 @@ def _log_scored(log: ServingLog, rows: list[BaseModel], observed: Any, scored: S
     if not answered.all():  # a row that drew an injected fault was not answered: nothing to log
         rows = [row for row, keep in zip(rows, answered.tolist(), strict=True) if keep]
     log.scored(rows, observed.features[answered], scored.answers(answered), observed.repeated[answered], time.time())
+
+
+def _offer_shadow(service: ScoringService, rows: list[BaseModel], observed: Any, scored: Scored) -> None:
+    """Mirror the answered first-time rows to the model that did not answer them (ferry.serving.shadow)."""
+    state, log, shadow = service.watcher.state, service.log, service.shadow
+    if state.challenger is None or state.shadow_sample <= 0 or log is None or shadow is None:
+        return
+    fresh = scored.unfailed() & ~np.asarray(observed.repeated, dtype=bool)
+    index = np.flatnonzero(fresh).tolist()
+    shadow.offer(state, scored.versions[fresh], [getattr(rows[i], log.key) for i in index],
+                         [getattr(rows[i], log.event_time_field) for i in index], observed.features[fresh])
 
 
 class NoStateStore(StateStoreUnavailable):

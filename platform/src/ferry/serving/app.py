@@ -49,8 +49,10 @@ from ferry.serving.drift import DriftMonitor, RayDriftGauges
 from ferry.serving.faults import FaultBook, InjectedFault, settle
 from ferry.serving.intake import InFlight
 from ferry.serving.online import online_features, serving_log
+from ferry.serving.quality import QualityMonitor, RayQualityGauges
 from ferry.serving.schemas import AppArgs, Prediction
 from ferry.serving.service import ScoringService, WorkloadView
+from ferry.serving.shadow import ShadowScorer
 from ferry.serving.watcher import RegistryWatcher
 
 
@@ -76,9 +78,14 @@ def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPo
                          lambda: watcher.state.champion.version if watcher.state.champion else None,
                          lambda version: registry.version_facts(args.model, version))
     drift.start()
-    return ScoringService(args.model, workload, watcher, recorder, args.fingerprint(), faults, drift,
-                          online_features(loaded, args.state_store),
-                          serving_log(args.model, loaded, args.prediction_log))
+    log = serving_log(args.model, loaded, args.prediction_log)
+    service = ScoringService(args.model, workload, watcher, recorder, args.fingerprint(), faults, drift,
+                             online_features(loaded, args.state_store), log, None if log is None else ShadowScorer(log))
+    if log is not None and args.prediction_log is not None and args.quality_metrics:
+        service.quality = QualityMonitor(args.model, args.prediction_log.uri, loaded, args.quality_metrics,
+                                         args.quality_window_s, RayQualityGauges(args.model))
+        service.quality.start()
+    return service
 
 
 def _prepare_process(args: AppArgs) -> None:
@@ -132,6 +139,10 @@ class Router:
         self.service.watcher.stop(timeout_s=1.0)
         if self.service.drift is not None:
             self.service.drift.stop(timeout_s=1.0)
+        if self.service.quality is not None:
+            self.service.quality.stop(timeout_s=1.0)
+        if self.service.shadow is not None:  # scores what is queued before its log closes
+            self.service.shadow.close()
         if self.service.log is not None:  # writes what is queued: a clean shutdown loses no logged row
             self.service.log.close(timeout_s=10.0)
 

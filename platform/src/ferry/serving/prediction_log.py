@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
+from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS, LOG_SHADOW
 
 logger = logging.getLogger("ferry.serving.prediction_log")
 FEATURES_COLUMN = "features"
@@ -195,6 +195,16 @@ def label_schema(label_fields: Sequence[tuple[str, Any]]) -> Any:
     return pa.schema([*label_fields, ("arrival_time", pa.timestamp("us", tz="UTC"))])
 
 
+def shadow_schema(key_field: tuple[str, Any]) -> Any:
+    """The shadow log's columns (ferry.serving.shadow): the join key, event time, the model that scored in shadow
+    (version and role), its score (null when it failed), the time the shadow batch took, and when."""
+    import pyarrow as pa
+
+    return pa.schema([key_field, (EVENT_TIME_COLUMN, pa.timestamp("us")), ("version", pa.string()),
+                      ("variant", pa.string()), ("score", pa.float64()), ("shadow_ms", pa.float64()),
+                      ("serving_time", pa.timestamp("us", tz="UTC"))])
+
+
 def join_key(raw_model: type[BaseModel], label_model: type[BaseModel]) -> str:
     """The field a label and its request share (fraud_detection: `transaction_id`): how the logs join."""
     shared = [name for name in label_model.model_fields if name in raw_model.model_fields]
@@ -225,6 +235,8 @@ class ServingLog:
         schema = prediction_schema(arrow_fields(raw_model), self.feature_names)
         self.predictions = PredictionLog(uri, LOG_PREDICTIONS, model, schema, limits)
         self.labels = PredictionLog(uri, LOG_LABELS, model, label_schema(arrow_fields(label_model)), limits)
+        key_field = next(field for field in arrow_fields(raw_model) if field[0] == self.key)
+        self.shadow = PredictionLog(uri, LOG_SHADOW, model, shadow_schema(key_field), limits)
 
     def scored(self, rows: Sequence[BaseModel], features: np.ndarray, answers: Mapping[str, np.ndarray],
                repeated: np.ndarray, serving_s: float) -> None:
@@ -247,13 +259,23 @@ class ServingLog:
         columns["arrival_time"] = [datetime.fromtimestamp(arrival_s, UTC)] * len(rows)
         self.labels.append(columns)
 
+    def shadowed(self, keys: Sequence[Any], event_times: Sequence[Any], version: str, variant: str,
+                 scores: Sequence[float | None], shadow_ms: float) -> None:
+        """Queue one shadow batch: the scores (None where the model failed) of the model that did not answer."""
+        rows = len(keys)
+        self.shadow.append({self.key: list(keys), EVENT_TIME_COLUMN: [_plain(t) for t in event_times],
+                            "version": [version] * rows, "variant": [variant] * rows, "score": list(scores),
+                            "shadow_ms": [shadow_ms] * rows,
+                            "serving_time": [datetime.now(UTC)] * rows})
+
     @property
     def dropped_rows(self) -> int:
-        return self.predictions.dropped_rows + self.labels.dropped_rows
+        return self.predictions.dropped_rows + self.labels.dropped_rows + self.shadow.dropped_rows
 
     def close(self, timeout_s: float = 30.0) -> None:
         self.predictions.close(timeout_s)
         self.labels.close(timeout_s)
+        self.shadow.close(timeout_s)
 
 
 def _plain(value: Any) -> Any:

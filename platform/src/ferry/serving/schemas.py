@@ -56,6 +56,10 @@ class AppArgs(BaseModel):
                                       description="HTTP timeout of one registry call from the router.")
     drift_window_s: float = Field(3600.0, gt=0, le=30 * 86400, description=(
         "Sliding window of live traffic the drift PSI is computed over (monitoring.drift_window)."))
+    quality_metrics: list[str] = Field(default_factory=list, description=(
+        "Workload metrics measured on labelled traffic from the prediction log (the spec's evaluation gates)."))
+    quality_window_s: float = Field(86_400.0, gt=0, le=30 * 86400, description=(
+        "Serving-time window the quality metrics are measured over."))
     state_store: StateStoreArgs | None = Field(None, description=(
         "The online feature state of a workload that takes raw requests; None: its raw routes answer 503."))
     prediction_log: PredictionLogArgs | None = Field(None, description=(

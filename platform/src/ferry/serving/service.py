@@ -145,9 +145,11 @@ class ScoringService:
     def __init__(self, model: str, workload: WorkloadView, watcher: RegistryWatcher,
                  recorder: metrics.Recorder, fingerprint: str = "", faults: FaultBook | None = None,
                  drift: DriftMonitor | None = None, online: Any | None = None,
-                 log: ServingLog | None = None) -> None:
+                 log: ServingLog | None = None, shadow: Any | None = None) -> None:
         self.model = model
         self.log = log  # the prediction and label log (ferry.serving.prediction_log), when configured
+        self.shadow = shadow  # the shadow scorer (ferry.serving.shadow), with the log
+        self.quality: Any | None = None  # the quality monitor (ferry.serving.quality), with the log and gates
         self.online = online  # the workload's online features (ferry.serving.online), when it takes raw requests
         self.drift = drift  # live drift against the champion's training reference (ferry.serving.drift)
         self.workload = workload

@@ -41,6 +41,7 @@ class RolloutState:
     champion: Loaded | None = None
     challenger: Loaded | None = None
     weight: int = 0  # share of keys (0-100) the challenger serves; 0 whenever there is no challenger
+    shadow_sample: float = 0.0  # share of rows the model that did not answer also scores (ferry.serving.shadow)
 
 
 class BackgroundLoop:
@@ -112,10 +113,13 @@ class RegistryWatcher(BackgroundLoop):
         wanted = view.challenger if view.challenger != view.champion else None
         challenger = self._resolve(wanted, current, "challenger")
         weight = view.weight if challenger is not None else 0
-        if (champion, challenger, weight) != (current.champion, current.challenger, current.weight):
-            logger.info("%s now serves champion %s, challenger %s at weight %d", self.model,
-                        champion.version if champion else None, challenger.version if challenger else None, weight)
-        return RolloutState(champion=champion, challenger=challenger, weight=weight)
+        shadow = view.shadow_sample if challenger is not None else 0.0
+        if (champion, challenger, weight, shadow) != (current.champion, current.challenger, current.weight,
+                                                      current.shadow_sample):
+            logger.info("%s now serves champion %s, challenger %s at weight %d (shadow sample %.2f)", self.model,
+                        champion.version if champion else None, challenger.version if challenger else None, weight,
+                        shadow)
+        return RolloutState(champion=champion, challenger=challenger, weight=weight, shadow_sample=shadow)
 
     def _resolve(self, version: str | None, current: RolloutState, role: str) -> Loaded | None:
         """The loaded model for `version`, reusing any model already in memory (a promotion loads nothing)."""

@@ -170,9 +170,19 @@ def check_log_window(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
                             f"set window.days to at least {needed}, or shorten the split")
 
 
+def check_outcomes_need_shadow(specs: Sequence[LoadedSpec]) -> Iterator[SpecError]:
+    for spec in specs:
+        rollout = spec.model.spec.rollout
+        if rollout.outcomes is not None and rollout.shadow is None:
+            # Paired evidence needs both models' scores on the same transactions: only mirroring gives that.
+            yield SpecError(spec.file, spec.line_of("spec", "rollout", "outcomes"), "spec.rollout.outcomes",
+                            "judging on outcomes compares both models on the same transactions, which only a "
+                            "shadow stage provides", "add `shadow: {duration: 10m, sample: 1.0}` under rollout")
+
+
 CHECKS: tuple[Check, ...] = (
     check_unique_names, check_route_collisions, check_rollout_steps, check_gpu_requests,
-    check_schedule, check_search_space, check_batching, check_log_window,
+    check_schedule, check_search_space, check_batching, check_log_window, check_outcomes_need_shadow,
 )
 
 
@@ -196,10 +206,26 @@ def check_workloads(specs: Sequence[LoadedSpec], workloads: Mapping[str, Workloa
         if body.training.tune:
             yield from space_errors(spec, body.training.tune.space, facts.training_params, facts.tunable_params)
         yield from _unknown_metrics(spec, facts.metrics)
+        yield from _outcome_errors(spec, facts)
         if body.data.source == "log" and not facts.reads_log:
             yield SpecError(spec.file, spec.line_of("spec", "data", "source"), "spec.data.source",
                             f"workload {body.workload!r} does not log raw requests and labels, so it cannot "
                             "train on served traffic", "use source: simulator or parquet")
+
+
+def _outcome_errors(spec: LoadedSpec, facts: WorkloadFacts) -> Iterator[SpecError]:
+    body = spec.model.spec
+    rollout = body.rollout
+    if (rollout.shadow is not None or rollout.outcomes is not None) and not facts.reads_log:
+        field = "shadow" if rollout.shadow is not None else "outcomes"
+        yield SpecError(spec.file, spec.line_of("spec", "rollout", field), f"spec.rollout.{field}",
+                        f"workload {body.workload!r} does not log raw requests and labels, so shadow scores "
+                        "cannot be logged and judged", f"remove rollout.{field}")
+    for i, metric in enumerate(rollout.outcomes.metrics if rollout.outcomes else ()):
+        if metric not in facts.metrics:
+            yield SpecError(spec.file, spec.line_of("spec", "rollout", "outcomes", "metrics", i),
+                            f"spec.rollout.outcomes.metrics.{i}", f"workload {body.workload!r} reports no "
+                            f"metric {metric!r}", did_you_mean(metric, facts.metrics))
 
 
 def _unknown_metrics(spec: LoadedSpec, metrics: Sequence[str]) -> Iterator[SpecError]:

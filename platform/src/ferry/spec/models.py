@@ -284,11 +284,36 @@ def duration_s(value: str) -> float:
     return parse_duration_s(_duration(value))
 
 
+class ShadowSpec(Strict):
+    """A first stage at weight 0: the challenger scores mirrored requests off the response path."""
+
+    duration: Duration = Field("10m", description="Least time in shadow before the first weight step.")
+    sample: float = Field(1.0, gt=0, le=1, description=(
+        "Share of requests the model that did not answer also scores (in shadow and at every later step), "
+        "so labelled transactions carry both models' scores."))
+
+
+class OutcomeAnalysis(Strict):
+    """Judge the challenger on delayed labels: paired on the transactions both models scored."""
+
+    metrics: list[str] = Field(default_factory=lambda: ["average_precision"], min_length=1, description=(
+        "Workload metrics compared (challenger - champion), each with a paired bootstrap interval."))
+    margin: float = Field(0.05, ge=0, le=1, description=(
+        "How much worse than the champion (absolute, e.g. 0.05 average precision) still passes."))
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="One-sided confidence of each interval bound.")
+    min_labelled: int = Field(500, ge=10, description="Hold until this many paired, labelled transactions.")
+    min_positives: int = Field(20, ge=1, description="... of which at least this many are positive.")
+    resamples: int = Field(300, ge=50, le=5000, description="Bootstrap resamples per check.")
+
+
 class RolloutSpec(Strict):
     steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1)
     interval: Duration = "30s"
     hold_timeout: Duration = Field("10m", description="Roll back when evidence is missing this long.")
     analysis: Analysis = Analysis()
+    shadow: ShadowSpec | None = Field(None, description="Start with a shadow stage (needs the prediction log).")
+    outcomes: OutcomeAnalysis | None = Field(None, description=(
+        "Also judge on labelled outcomes: promote only when not worse beyond the margin (needs shadow)."))
 
 
 class Oncall(Strict):

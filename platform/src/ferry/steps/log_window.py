@@ -13,9 +13,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from ferry.contract.errors import FerryError
-from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
+from ferry.contract.names import LOG_PREDICTIONS
 from ferry.serving.prediction_log import EVENT_TIME_COLUMN as EVENT_TIME
-from ferry.serving.prediction_log import arrow_fields, join_key, join_labels, label_schema, read_log
+from ferry.serving.prediction_log import join_key, join_labels, read_log
+from ferry.serving.quality import read_labels
 from ferry.spec.models import LogWindow
 
 
@@ -62,7 +63,7 @@ def read_window(uri: str, model: str, workload: Any, window: LogWindow, lookback
     import pyarrow.compute as pc
 
     key = join_key(workload.raw_request_model, workload.label_model)
-    labels = _labels(uri, model, workload)
+    labels = read_labels(uri, model, workload.label_model)
     start, end = window_bounds(*_newest_events(uri, model, key, labels), window)
     # Features look back (a card's 30 days, a terminal's risk a label delay earlier): without that history the
     # window's first weeks would train on emptier features than the online state serves.
@@ -100,13 +101,6 @@ def _newest_events(uri: str, model: str, key: str, labels: Any) -> tuple[datetim
         raise WindowUnavailable(f"no label has come back for a payment {model} scored ({len(times)} logged under "
                                 f"{uri}): post them to /labels first")
     return newest, newest_labelled
-
-
-def _labels(uri: str, model: str, workload: Any) -> Any:
-    try:
-        return read_log(uri, LOG_LABELS, model)
-    except FileNotFoundError:  # no label came back yet: every payment is unlabelled
-        return label_schema(arrow_fields(workload.label_model)).empty_table()
 
 
 def _first_of_each(keys: Any) -> Any:

@@ -20,6 +20,7 @@ from ferry.rollout.controller import Controller, RolloutStuck, prometheus_observ
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action
 from ferry.steps.context import StepContext, StepFailed, TransientStepError
+from ferry.steps.outcomes import LogOutcomes
 
 
 def run(ctx: StepContext) -> None:
@@ -37,7 +38,11 @@ def run(ctx: StepContext) -> None:
     with contextlib.suppress(OSError):  # another rollout exports on this port; decisions are still tagged
         metrics.serve(ctx.settings.rollout_metrics_host, ctx.settings.rollout_metrics_port)
         serving = True
-    controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model), metrics=metrics)
+    # The shadow stage and the judgement on labels read the prediction log serving writes.
+    outcomes = (LogOutcomes(ctx.settings.prediction_log_uri, ctx.model, ctx.workload)
+                if ctx.spec.spec.rollout.shadow is not None else None)
+    controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model), metrics=metrics,
+                            outcomes=outcomes)
     try:
         outcome = controller.run(str(version.version))
     except RegistryUnavailable as exc:
