@@ -21,6 +21,11 @@ Cells: single at 1 connection, batch at 1 and 4 connections; wrk (one thread), e
 the two paths in alternating order, histograms merged. Targets (#14): single raw p50 ≤ 1.3× features p50;
 batch raw throughput (rows/s) ≥ 0.7× features'.
 
+Shadow (#15): then raw single and batch at 1 connection again, with the challenger's shadow sample set to 1.0
+(every payment also scored by the model that did not answer, off the response path) and to 0, alternating per
+round; each switch waits two registry polls so every replica serves it. What the shadow adds to the response is
+the difference of the two; the shadow log's rows are counted to show the mirroring ran.
+
     .venv/bin/python benchmarks/bench_raw_serving.py            # about 5 minutes
     .venv/bin/python benchmarks/bench_raw_serving.py --quick    # smoke run, about 2 minutes
 """
@@ -51,6 +56,8 @@ PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "r
 PATHS = {("raw", "single"): "/predict", ("raw", "batch"): "/predict/batch",
          ("features", "single"): "/predict/features", ("features", "batch"): "/predict/features/batch"}
 CELLS = (("single", 1), ("batch", 1), ("batch", 4))
+SHADOW_CELLS = (("single", 1), ("batch", 1))
+SHADOW_BOUND = 1.1  # the stated bound (docs/how-to/read-a-canary-decision.md): p50 with shadow ≤ 1.1× without
 ID = "@ID@"
 TIME = "@T(%d+)@"  # Lua pattern of a payment's event time (epoch seconds), shifted by whole days in the wrk script
 
@@ -146,10 +153,11 @@ def script(work: Path, name: str, pool: list[str], run: str, first_day: int) -> 
     return path
 
 
-def measure(url: str, frame: Any, args: argparse.Namespace, work: Path, log: Any) -> dict[tuple[str, str, int], Sample]:
-    pools = {(path, mode): bodies(frame, path, mode, args.batch_rows) for path, mode in PATHS}
+def measure(url: str, pools: dict[tuple[str, str], list[str]], args: argparse.Namespace, work: Path,
+            log: Any) -> tuple[dict[tuple[str, str, int], Sample], int]:
+    """The cells, and the days the raw load moved on (every wrk run goes on from the last one's day)."""
     results = {(path, mode, c): Sample() for path in ("raw", "features") for mode, c in CELLS}
-    day = 0  # days the raw load has moved on: every wrk run goes on from the last one's day
+    day = 0
     for round_no in range(args.rounds + 1):  # round 0 warms up and is not counted
         for index, (mode, c) in enumerate(CELLS):
             order = ("raw", "features") if (round_no + index) % 2 == 0 else ("features", "raw")
@@ -162,7 +170,29 @@ def measure(url: str, frame: Any, args: argparse.Namespace, work: Path, log: Any
                 if round_no:
                     results[(path, mode, c)].add(sample)
             log(f"round {round_no}/{args.rounds}: {mode} × {c} done" + (" (warm-up)" if round_no == 0 else ""))
-    return results
+    return results, day
+
+
+def measure_shadow(url: str, pools: dict[tuple[str, str], list[str]], args: argparse.Namespace, work: Path,
+                   shadow: Any, day: int, log: Any) -> tuple[dict[tuple[str, str], Sample], int]:
+    """Raw single and batch with shadow scoring on and off; `shadow(sample)` sets the challenger's tag and waits
+    until the router serves it. Returns the samples and the rows sent while shadow was on."""
+    results = {(state, mode): Sample() for state in ("off", "on") for mode, _ in SHADOW_CELLS}
+    rows_on = 0
+    for round_no in range(args.rounds + 1):
+        for state in (("on", "off") if round_no % 2 == 0 else ("off", "on")):
+            shadow(1.0 if state == "on" else 0.0)
+            for mode, c in SHADOW_CELLS:
+                pool = pools[("raw", mode)]
+                lua = script(work, f"shadow-{state}-{mode}-{round_no}", pool, f"s{round_no}{state}{mode}", day)
+                sample = run_wrk(f"{url}{PATHS[('raw', mode)]}", lua, c, 2 if round_no == 0 else args.seconds)
+                day += -(-sample.requests // len(pool))
+                rows_on += sample.requests * (args.batch_rows if mode == "batch" else 1) if state == "on" else 0
+                if round_no:
+                    results[(state, mode)].add(sample)
+        log(f"shadow round {round_no}/{args.rounds} done" + (" (warm-up)" if round_no == 0 else ""))
+    shadow(0.0)
+    return results, rows_on
 
 
 def report(results: dict[tuple[str, str, int], Sample], args: argparse.Namespace, meta: dict[str, Any]) -> str:
@@ -191,7 +221,29 @@ def report(results: dict[tuple[str, str, int], Sample], args: argparse.Namespace
         batch = results[("raw", "batch", c)].rate / results[("features", "batch", c)].rate
         lines.append(f"| batch raw rows/s ≥ 0.7× features ({c} connection{'s' if c > 1 else ''}) | {batch:.2f}× | "
                      f"{'yes' if batch >= 0.7 else 'no'} |")
+    lines += shadow_report(meta["shadow"], meta["shadow_rows_sent"], meta["shadow_rows_logged"], args)
     return "\n".join(lines) + "\n"
+
+
+def shadow_report(results: dict[tuple[str, str], Sample], sent: int, logged: int,
+                  args: argparse.Namespace) -> list[str]:
+    lines = ["", "Shadow scoring (#15): the same raw load with the challenger's shadow sample at 0 and at 1.0 (every "
+             "payment then also scored by the model that did not answer it), 1 connection, rounds alternating.", "",
+             "| mode | shadow | requests/s | rows/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
+    for mode, _ in SHADOW_CELLS:
+        for state in ("off", "on"):
+            s = results[(state, mode)]
+            rows = s.rate * (args.batch_rows if mode == "batch" else 1)
+            lines.append(f"| {mode} | {state} | {s.rate:,.1f} | {rows:,.0f} | {s.pct_ms(50):.2f} | "
+                         f"{s.pct_ms(99):.2f} | {s.errors} |")
+    lines += ["", f"Rows sent while shadow was on (warm-up included): {sent:,}; rows in the shadow log: {logged:,} "
+              f"({logged / max(sent, 1):.0%}; the rest were dropped by the bounded queue or not yet written).", "",
+              "| bound (#15) | measured | met |", "|---|---:|:---:|"]
+    for mode, _ in SHADOW_CELLS:
+        ratio = results[("on", mode)].pct_ms(50) / results[("off", mode)].pct_ms(50)
+        lines.append(f"| {mode} p50 with shadow ≤ {SHADOW_BOUND}× without | {ratio:.2f}× | "
+                     f"{'yes' if ratio <= SHADOW_BOUND else 'no'} |")
+    return lines
 
 
 def main() -> None:
@@ -225,12 +277,13 @@ def run(args: argparse.Namespace, settings: Any, work: Path, log: Any, meta: dic
     from ferry.contract import names
     from ferry.local.supervisor.services import start_services, use_ray_client_env
     from ferry.serving.deploy import deploy_local
+    from ferry.serving.prediction_log import read_log
     from ferry.spec import load_specs
 
     start_services(settings, include=["ray", "mlflow", "redis"])
     log("Ray head, MLflow and Redis started")
     spec = load_specs([SPEC_FILE])[0][0].model
-    register(settings, spec)
+    _, challenger = register(settings, spec)
     frame = simulated(args.history_days)
     last_day = frame["tx_datetime"].dt.normalize() == frame["tx_datetime"].max().normalize()
     history, load = frame[~last_day], frame[last_day]
@@ -238,16 +291,35 @@ def run(args: argparse.Namespace, settings: Any, work: Path, log: Any, meta: dic
     use_ray_client_env(settings)
     url = deploy_local(settings, spec, timeout_s=240)
     log(f"ferry router ready at {url}")
-    results = measure(url, load.reset_index(drop=True), args, work, log)
+    pools = {(path, mode): bodies(load.reset_index(drop=True), path, mode, args.batch_rows) for path, mode in PATHS}
+    results, day = measure(url, pools, args, work, log)
+    shadowed, sent = measure_shadow(url, pools, args, work, shadow_switch(settings, spec.name, challenger), day, log)
     client = redis.Redis(host=settings.host, port=settings.redis_port,
                          password=settings.redis_password_file.read_text().strip())
     meta = {**meta, "history_rows": len(history), "redis_mib": client.info("memory")["used_memory"] / 2**20,
+            "shadow": shadowed, "shadow_rows_sent": sent,
+            "shadow_rows_logged": read_log(settings.prediction_log_uri, names.LOG_SHADOW, spec.name).num_rows,
             "load_after": ", ".join(f"{v:.2f}" for v in os.getloadavg()), "wall_s": time.monotonic() - meta["started"]}
     text = report(results, args, meta)
     print(text)
     from tests.support.generated_docs import entry_for, write_section
 
     write_section(entry_for("docs/benchmarks/raw-serving.md"), text)
+
+
+def shadow_switch(settings: Any, model: str, challenger: str) -> Any:
+    """Set the challenger's shadow sample as the rollout controller does, then wait two registry polls."""
+    from ferry.adapters.registry import Registry
+    from ferry.contract import names
+    from ferry.serving.schemas import DEFAULT_POLL_INTERVAL_S
+
+    registry = Registry(settings.mlflow_uri)
+
+    def switch(sample: float) -> None:
+        registry.tag_version(model, challenger, {names.TAG_ROLLOUT_SHADOW_SAMPLE: sample})
+        time.sleep(2 * DEFAULT_POLL_INTERVAL_S + 1)
+
+    return switch
 
 
 if __name__ == "__main__":

@@ -38,6 +38,14 @@ def test_template_dag_mutex_retry_podgc() -> None:
     dag = next(t for t in spec["templates"] if t["name"] == "pipeline")["dag"]["tasks"]
     assert [t["name"] for t in dag] == list(names.STEPS)
     assert [t.get("dependencies") for t in dag][1:] == [[s] for s in names.STEPS[:-1]]
+    # Tune and train read the data step's `fresh`; evaluate always runs, so the gated steps' `when` never reads a
+    # skipped task's outputs (which Argo versions resolve differently).
+    whens = {t["name"]: t.get("when") for t in dag}
+    assert whens == {"data": None, "tune": "{{tasks.data.outputs.parameters.fresh}} == true",
+                     "train": "{{tasks.data.outputs.parameters.fresh}} == true", "evaluate": None,
+                     "register": "{{tasks.evaluate.outputs.parameters.passed}} == true",
+                     "rollout": "{{tasks.evaluate.outputs.parameters.passed}} == true"}
+    assert "fresh" in {p["name"] for p in templates_outputs(spec, "data")}
     templates = {t["name"]: t for t in spec["templates"]}
     for step in names.STEPS:
         assert templates[step]["retryStrategy"]["backoff"]["duration"]
@@ -91,3 +99,7 @@ def test_cron_only_with_schedule() -> None:
     assert cron["spec"]["schedules"] == ["0 3 * * 1"] and cron["spec"]["concurrencyPolicy"] == "Forbid"
     specs, _ = load_specs([ROOT / "gitops/models/fraud-detector-lite.yaml"])
     assert "fraud-detector-lite/cronworkflow.yaml" not in render_objects([specs[0].model], "prod")
+
+
+def templates_outputs(spec: dict, template: str) -> list[dict]:
+    return next(t for t in spec["templates"] if t["name"] == template)["outputs"]["parameters"]

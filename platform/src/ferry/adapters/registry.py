@@ -114,6 +114,24 @@ class Registry(RegistryPort):
             runs = self.client.search_runs([experiment], query, max_results=1, order_by=["attributes.start_time ASC"])
         return runs[0].data.tags[names.TAG_DATASET_SNAPSHOT_RUN] if runs else None
 
+    def trained_on(self, model: str, spec_hash: str, digest: str, workflow: str) -> Run | None:
+        """The finished evaluate run of a workflow other than `workflow` that trained `spec_hash` on the dataset
+        `digest`, or None: the run identity (spec hash + data digest) that makes two triggers of the same window
+        train once. A workflow that never got through evaluate (stopped, failed) does not count."""
+        query = (f"tags.`{names.TAG_STEP}` = '{names.STEP_DATA}' and tags.`{names.TAG_SPEC_HASH}` = "
+                 f"'{_quoted(spec_hash)}' and tags.`{names.TAG_DATASET_DIGEST}` = '{_quoted(digest)}' and "
+                 "attributes.status = 'FINISHED'")
+        experiment = self.experiment_id(model)
+        with self._translated(f"searching the runs that trained on dataset {digest}"):
+            runs = self.client.search_runs([experiment], query, max_results=50, order_by=["attributes.start_time ASC"])
+        tags = [r.data.tags for r in runs]
+        trainers = dict.fromkeys(t.get(names.TAG_DATASET_TRAINED_BY) or t.get(names.TAG_WORKFLOW, "") for t in tags)
+        for trainer in trainers:
+            evaluation = self.step_run(model, trainer, names.STEP_EVALUATE) if trainer != workflow else None
+            if evaluation is not None:
+                return evaluation
+        return None
+
     # --- the registry (RegistryPort) -----------------------------------------------------------------
 
     def ensure_registered_model(self, model: str, owner: str) -> None:

@@ -36,6 +36,9 @@ TAG_DATASET_SNAPSHOT_RUN = "ferry.dataset.snapshot_run"
 TAG_DATASET_WINDOW = "ferry.dataset.window"  # ISO 8601 interval of days, end exclusive: 2018-08-01/2018-08-29
 TAG_DATASET_LOGGED_ROWS = "ferry.dataset.logged_rows"
 TAG_DATASET_LABELLED_ROWS = "ferry.dataset.labelled_rows"
+# On a data step's run: the workflow that trains this spec hash on this digest (the run's identity). Its own
+# workflow, or an earlier one that already did: then tune and train are skipped and evaluate passes nothing on.
+TAG_DATASET_TRAINED_BY = "ferry.dataset.trained_by"
 TAG_ROLLOUT_WEIGHT = "ferry.rollout.weight"
 # On the challenger: the share (0-1) of requests the model that did not answer also scores, off the response path.
 TAG_ROLLOUT_SHADOW_SAMPLE = "ferry.rollout.shadow_sample"
@@ -108,11 +111,13 @@ STEPS = (STEP_DATA, STEP_TUNE, STEP_TRAIN, STEP_EVALUATE, STEP_REGISTER, STEP_RO
 RAY_STEPS = (STEP_TUNE, STEP_TRAIN)  # KubeRay RayJobs; the rest are container steps
 CONTAINER_STEPS = tuple(step for step in STEPS if step not in RAY_STEPS)
 GATED_STEPS = (STEP_REGISTER, STEP_ROLLOUT)  # run only when evaluate passed
+TRAINING_STEPS = RAY_STEPS  # run only when the data step found the dataset fresh for this spec hash
 
 # What a step writes to $FERRY_OUTPUTS_DIR/<name>: the Workflow's output parameters, shown in the Argo UI.
 OUTPUT_MLFLOW_RUN = "mlflow-run"
 OUTPUT_DATASET_DIGEST = "dataset-digest"
 OUTPUT_ROWS = "rows"
+OUTPUT_FRESH = "fresh"  # "true" | "false": no earlier run trained this spec hash on this dataset (tune/train `when`)
 OUTPUT_PASSED = "passed"  # "true" | "false": the gated steps' `when`
 OUTPUT_REASON = "reason"
 OUTPUT_MODEL_VERSION = "model-version"
@@ -123,7 +128,7 @@ DECISION_NOTHING_REGISTERED = "nothing-registered"
 EVALUATE_METRIC_OUTPUTS = {"auc_roc": "auc-roc", "average_precision": "average-precision",
                            "card_precision_at_100": "card-precision-at-100"}
 STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
-    STEP_DATA: (OUTPUT_MLFLOW_RUN, OUTPUT_DATASET_DIGEST, OUTPUT_ROWS),
+    STEP_DATA: (OUTPUT_MLFLOW_RUN, OUTPUT_DATASET_DIGEST, OUTPUT_ROWS, OUTPUT_FRESH),
     STEP_EVALUATE: (OUTPUT_MLFLOW_RUN, OUTPUT_PASSED, OUTPUT_REASON, *EVALUATE_METRIC_OUTPUTS.values()),
     STEP_REGISTER: (OUTPUT_MODEL_VERSION, OUTPUT_MODEL_URI),
     STEP_ROLLOUT: (OUTPUT_DECISION, OUTPUT_REASON),

@@ -21,6 +21,9 @@ from ferry.spec.models import ModelSpec
 STEP_CPU, STEP_MEMORY = 0.5, "1Gi"
 # Argo runs dependents of a skipped task, so every gated step carries the evaluation's verdict as its `when`.
 PASSED_WHEN = "{{tasks." + names.STEP_EVALUATE + ".outputs.parameters." + names.OUTPUT_PASSED + "}} == true"
+# Tune and train run only on a dataset no earlier run trained this spec on; evaluate always runs (it records why
+# nothing is registered), so no `when` ever reads the outputs of a skipped task.
+FRESH_WHEN = "{{tasks." + names.STEP_DATA + ".outputs.parameters." + names.OUTPUT_FRESH + "}} == true"
 
 
 def _retry_container() -> m.RetryStrategy:
@@ -109,7 +112,7 @@ def _dag(templates: dict[str, Any], has_tune: bool) -> DAG:
     order = [step for step in names.STEPS if has_tune or step != names.STEP_TUNE]
     tasks: list[Task | m.DAGTask] = []
     for previous, step in zip([None, *order], order, strict=False):
-        when = PASSED_WHEN if step in names.GATED_STEPS else None
+        when = PASSED_WHEN if step in names.GATED_STEPS else FRESH_WHEN if step in names.TRAINING_STEPS else None
         tasks.append(Task(name=step, template=templates[step], when=when,
                           dependencies=[previous] if previous else None))
     return DAG(name="pipeline", tasks=tasks)

@@ -5,6 +5,11 @@ The snapshot's address is the featured dataset's digest: a data run whose digest
 points at that run's artifact instead of writing it again (`TAG_DATASET_SNAPSHOT_RUN`), so an unchanged log window
 or spec is stored once however often it is retrained on. Each run records the dataset as its MLflow dataset input
 (digest, source, and for a log window its dates and row and label counts), which `ferry lineage` prints.
+
+A run's identity is its spec hash plus its dataset digest: when an earlier workflow already trained and evaluated
+this spec on this dataset (a second drift alert on the same window, a schedule that fires before new labels came
+back), the data step says so (`fresh` false, TAG_DATASET_TRAINED_BY names that workflow), the Workflow skips tune
+and train, and evaluate passes nothing on to register.
 """
 
 from __future__ import annotations
@@ -42,12 +47,15 @@ def run(ctx: StepContext) -> None:
     if done is not None:
         ctx.emit({names.OUTPUT_MLFLOW_RUN: done.info.run_id,
                   names.OUTPUT_DATASET_DIGEST: done.data.tags.get(names.TAG_DATASET_DIGEST, ""),
-                  names.OUTPUT_ROWS: done.data.params.get("rows", "")})
+                  names.OUTPUT_ROWS: done.data.params.get("rows", ""),
+                  names.OUTPUT_FRESH: done.data.tags.get(names.TAG_DATASET_TRAINED_BY, ctx.workflow) == ctx.workflow})
         return
     params = data_params(ctx)
     built = build(ctx)
     digest = ctx.workload.dataset_digest(built.featured)
     stored = ctx.registry.snapshot_run(ctx.model, digest)
+    earlier = ctx.registry.trained_on(ctx.model, ctx.spec_hash, digest, ctx.workflow)
+    trainer = earlier.data.tags[names.TAG_WORKFLOW] if earlier is not None else ctx.workflow
     with ctx.mlflow_run() as run:
         if stored is None:
             _write_snapshot(built.featured)
@@ -56,13 +64,13 @@ def run(ctx: StepContext) -> None:
             dataset = mlflow.data.from_pandas(  # type: ignore[attr-defined]
                 built.featured, source=built.source, name=ctx.model, digest=digest)
         tags = {names.TAG_DATASET_DIGEST: digest, names.TAG_DATASET_SNAPSHOT_RUN: stored or run.info.run_id,
-                **_window_tags(built.window)}
+                names.TAG_DATASET_TRAINED_BY: trainer, **_window_tags(built.window)}
         mlflow.log_input(dataset, context="training", tags=tags)
         mlflow.log_params({"rows": len(built.featured), "source": ctx.spec.spec.data.source,
                            **params.model_dump(exclude_unset=True)})
         mlflow.set_tags(tags)
         ctx.emit({names.OUTPUT_MLFLOW_RUN: run.info.run_id, names.OUTPUT_DATASET_DIGEST: digest,
-                  names.OUTPUT_ROWS: len(built.featured)})
+                  names.OUTPUT_ROWS: len(built.featured), names.OUTPUT_FRESH: trainer == ctx.workflow})
 
 
 def build(ctx: StepContext) -> Built:

@@ -66,20 +66,37 @@ def run(ctx: StepContext) -> None:
     if done is not None:
         ctx.emit(_outputs(done.info.run_id, done.data.metrics, done.data.tags))
         return
+    trained_by = ctx.require_run(names.STEP_DATA).data.tags.get(names.TAG_DATASET_TRAINED_BY, ctx.workflow)
+    if trained_by != ctx.workflow:
+        _record_verdict(ctx, {}, already_trained(ctx, trained_by))
+        return
     prepared = load_prepared(ctx)
     scores = ctx.workload.predict_batch(candidate_model(ctx), prepared["x_test"])
     metrics = ctx.workload.evaluate(prepared, scores)
     champion_version, champion_raw = champion_scores(ctx, prepared)
     champion = ctx.workload.evaluate(prepared, champion_raw) if champion_raw is not None else None
     passed, reason = judge(ctx.spec.spec.evaluation, metrics, champion)
+    _record_verdict(ctx, metrics, (passed, reason), champion, champion_version)
+
+
+def _record_verdict(ctx: StepContext, metrics: dict[str, float], verdict: tuple[bool, str],
+                    champion: dict[str, float] | None = None, champion_version: str | None = None) -> None:
     with ctx.mlflow_run() as run:
         mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
         if champion:
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion.items() if not math.isnan(v)})
             mlflow.set_tag(names.TAG_EVALUATE_CHAMPION_VERSION, champion_version or "")
-        verdict = {names.TAG_EVALUATE_PASSED: str(passed).lower(), names.TAG_EVALUATE_REASON: reason}
-        mlflow.set_tags(verdict)
-        ctx.emit(_outputs(run.info.run_id, metrics, verdict))
+        tags = {names.TAG_EVALUATE_PASSED: str(verdict[0]).lower(), names.TAG_EVALUATE_REASON: verdict[1]}
+        mlflow.set_tags(tags)
+        ctx.emit(_outputs(run.info.run_id, metrics, tags))
+
+
+def already_trained(ctx: StepContext, trained_by: str) -> tuple[bool, str]:
+    """The verdict of a run whose spec hash and dataset an earlier workflow trained on: nothing to register."""
+    found = ctx.registry.find_versions(ctx.model, {names.TAG_WORKFLOW: trained_by})
+    outcome = f"it registered version {found[0].version}" if found else "it registered nothing"
+    return False, (f"{trained_by} already trained this spec on this dataset ({outcome}); nothing new to train on: "
+                   "retraining waits for a new data window")
 
 
 def _outputs(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
