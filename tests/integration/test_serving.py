@@ -6,6 +6,7 @@ outage that the router rides out on its last known champion."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -435,6 +436,110 @@ def test_the_model_that_did_not_answer_scores_in_shadow_and_pairs_on_labels(sett
             np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-7)
     finally:
         registry.tag_version(name, challenger, {names.TAG_ROLLOUT_WEIGHT: 0, names.TAG_ROLLOUT_SHADOW_SAMPLE: 0})
+
+
+def trained_version(settings: Settings, model: str, frame: Any, shuffled: bool) -> str:
+    """A FraudMLP trained for a few epochs on `frame`'s offline features, registered as `ferry step register`
+    registers (pt2); with `shuffled` its labels are permuted first: a model whose errors, latency and score
+    distribution look like a model's, but that ranks fraud at random."""
+    from fraud_detection.features import FEATURE_NAMES
+    from fraud_detection.model import train_epoch
+    from fraud_detection.training import _setup
+
+    torch.manual_seed(0)
+    x = frame[list(FEATURE_NAMES)].to_numpy(np.float32)
+    y = frame["tx_fraud"].to_numpy(np.float32)
+    if shuffled:
+        np.random.default_rng(0).shuffle(y)
+    net, optimizer = _setup({"params": {"hidden": 32, "lr": 0.003}, "x_train": x}, "cpu")
+    for _ in range(5):
+        train_epoch(net, optimizer, torch.as_tensor(x), torch.as_tensor(y), 256, torch.Generator().manual_seed(0))
+    scorer = Scorer(net.eval()).eval()
+    with torch.no_grad():
+        output = scorer(torch.from_numpy(x[:4])).numpy()
+    mlflow.set_tracking_uri(settings.mlflow_uri)
+    with mlflow.start_run():
+        info = mlflow.pytorch.log_model(scorer, name="model", input_example=x[:4], signature=infer_signature(
+            x[:4], output), pip_requirements=["torch"], serialization_format="pt2")
+    version = mlflow.register_model(info.model_uri, names.registered_model_name(model),
+                                    tags={names.TAG_ROLLOUT_WEIGHT: "0"})
+    return str(version.version)
+
+
+def test_a_challenger_that_ranks_fraud_at_random_is_rolled_back_on_labels_in_shadow(settings: Settings,
+                                                                                  served: dict[str, Any]) -> None:
+    """#15's judgement on outcomes, live: the rollout controller starts a shadow stage; raw payments of a simulated
+    month go through the router with their labels; the challenger (trained on shuffled labels) answers nothing and
+    never fails in shadow, and is rolled back on the paired label evidence alone. A champion trained on the real
+    labels serves throughout; the previous champion is put back afterwards."""
+    from prometheus_client import CollectorRegistry
+
+    from ferry.adapters.workloads import load_workload
+    from ferry.rollout.controller import Controller
+    from ferry.rollout.metrics import RolloutMetrics
+    from ferry.rollout.policy import Action
+    from ferry.serving.replay import ReplayLimits, history_stream, replay
+    from ferry.spec.models import OutcomeAnalysis, ShadowSpec
+    from ferry.steps.outcomes import LogOutcomes
+    from fraud_detection.features import add_features
+    from fraud_detection.simulator import SimulatorParams, simulate
+    from fraud_detection.workload import FraudDetectionWorkload
+
+    url, spec = served["url"], served["spec"]
+    name, registry = spec.name, Registry(settings.mlflow_uri)
+    training = add_features(simulate(SimulatorParams(customers=150, terminals=300, days=30, seed=11)), 7)
+    champion = trained_version(settings, name, training, shuffled=False)
+    worse = trained_version(settings, name, training, shuffled=True)
+    frame = simulate(SimulatorParams(customers=150, terminals=300, days=30, start_date="2018-04-01", seed=12))
+    # Cards, terminals and ids of their own: the state is the model's, shared by this module.
+    frame = frame.assign(customer_id=frame["customer_id"].astype("int64") + 4_300_000_000,
+                         terminal_id=frame["terminal_id"].astype("int64") + 4_300_000_000,
+                         transaction_id="outcomes-" + frame["transaction_id"].astype(str))
+    stream = history_stream(*FraudDetectionWorkload().raw_history(frame), "tx_datetime")
+    rows = spec.spec.serving.limits.max_batch_rows
+    warm_up = int(np.searchsorted(stream.event_ns, np.datetime64("2018-04-22", "ns").astype(np.int64)))
+    first, rest = (type(stream)(stream.requests[a:b], stream.labels[a:b], stream.event_ns[a:b])
+                   for a, b in ((0, warm_up), (warm_up, len(stream.requests))))
+    rollout = spec.spec.rollout.model_copy(update={
+        "steps": [50, 100], "interval": "2s", "hold_timeout": "2m", "shadow": ShadowSpec(duration="2s"),
+        "outcomes": OutcomeAnalysis(min_labelled=300, min_positives=10)})
+    judged = spec.model_copy(update={"spec": spec.spec.model_copy(update={"rollout": rollout})})
+
+    def no_traffic_stage(*_: Any) -> Any:
+        raise AssertionError("the challenger left the shadow stage: its traffic checks were asked for")
+
+    serving = registry.alias(name, names.ALIAS_CHAMPION)
+    previous = serving.version if serving is not None else served["champion"]
+    registry.set_alias(name, names.ALIAS_CHAMPION, champion)
+    try:
+        assert procs.wait_until(lambda: _info(url)["champion"] == champion, 10 * POLL_S + 10, 0.25), _info(url)
+        # Three weeks of the cards' history first, so their features hold state; the champion alone answers.
+        report = replay(url, first, 1, ReplayLimits(batch_rows=rows, rate_per_s=50_000, timeout_s=120))
+        assert report.scored == len(first.requests), report
+        source = LogOutcomes(settings.prediction_log_uri, name, load_workload("fraud_detection"))
+        controller = Controller(registry, judged, no_traffic_stage, metrics=RolloutMetrics(CollectorRegistry()),
+                                outcomes=source)
+        decided: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: decided.update(outcome=controller.run(worse)), daemon=True)
+        thread.start()
+        assert procs.wait_until(lambda: _info(url).get("challenger") == worse, 10 * POLL_S + 10, 0.25), _info(url)
+        time.sleep(2 * POLL_S)  # every replica mirrors before the payments that count
+        report = replay(url, rest, 1, ReplayLimits(batch_rows=rows, rate_per_s=50_000, timeout_s=120))
+        assert report.scored == len(rest.requests) and report.labels["stored"] > 300, report
+        thread.join(150)
+        outcome = decided.get("outcome")
+        assert outcome is not None and outcome.action is Action.ROLLBACK, outcome
+        assert "labels" in outcome.reason and "average_precision" in outcome.reason, outcome.reason
+        tags = registry.version(name, worse).tags
+        assert tags[names.TAG_ROLLOUT_STATE] == names.STATE_ROLLED_BACK
+        checks = [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
+        last = checks[-1]
+        assert last["outcomes"]["labelled"] >= 300 and last["shadow_rows"][0] > 0 == last["shadow_rows"][1], last
+        print(f"worse challenger rolled back after {len(checks)} checks: {outcome.reason}")
+        assert registry.alias(name, names.ALIAS_CHALLENGER) is None
+    finally:
+        registry.set_alias(name, names.ALIAS_CHAMPION, previous)
+        registry.tag_version(name, worse, {names.TAG_ROLLOUT_SHADOW_SAMPLE: 0})
 
 
 def test_a_replica_killed_under_load_loses_at_most_its_last_flush_of_log_rows(settings: Settings,

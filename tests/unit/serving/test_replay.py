@@ -121,3 +121,22 @@ def test_a_model_trained_on_its_own_traffic_replays_a_simulated_history(monkeypa
     replay_model(Settings(home=tmp_path), spec, {"customers": 20, "terminals": 40, "days": 3, "seed": 2},
                  ReplayWindow(), ReplayLimits())
     assert len(sent["stream"].requests) > 0 and sent["delay"] == 7
+    assert all(r["transaction_id"].startswith(_tag({"customers": 20, "terminals": 40, "days": 3, "seed": 2}))
+               for r in sent["stream"].requests)
+    ids = [r["transaction_id"] for r in sent["stream"].requests]
+    assert ids == [r["transaction_id"] for r in sent["stream"].labels]
+
+
+def _tag(params: dict[str, Any]) -> str:
+    import pandas as pd
+
+    from ferry.serving.replay import own_ids
+
+    frame = pd.DataFrame({"transaction_id": ["7"]})
+    return str(own_ids(frame, frame, "transaction_id", params)[0]["transaction_id"].iloc[0].removesuffix("7"))
+
+
+def test_a_drifted_world_gets_ids_of_its_own_and_the_same_world_the_same_ones() -> None:
+    """`--param amount_scale=3` after a normal replay: the same simulator ids must not come back as repeats."""
+    normal, drifted = {"seed": 2}, {"seed": 2, "amount_scale": 3.0}
+    assert _tag(normal) != _tag(drifted) and _tag(normal) == _tag(dict(normal)) and len(_tag(normal)) == 9

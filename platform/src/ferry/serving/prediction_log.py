@@ -36,6 +36,7 @@ from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS, LOG_SHADOW
 logger = logging.getLogger("ferry.serving.prediction_log")
 FEATURES_COLUMN = "features"
 EVENT_TIME_COLUMN = "event_time"  # what a window of the log is read by (ferry.steps.log_window)
+SERVING_TIME_COLUMN = "serving_time"  # when the router answered (or scored in shadow): UTC
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def prediction_schema(raw_fields: Sequence[tuple[str, Any]], feature_names: Sequ
         (FEATURES_COLUMN, pa.struct([(name, pa.float32()) for name in feature_names])),
         ("version", pa.string()), ("variant", pa.string()),
         ("score", pa.float64()), ("decision", pa.bool_()), ("repeated", pa.bool_()),
-        (EVENT_TIME_COLUMN, pa.timestamp("us")), ("serving_time", pa.timestamp("us", tz="UTC")),
+        (EVENT_TIME_COLUMN, pa.timestamp("us")), (SERVING_TIME_COLUMN, pa.timestamp("us", tz="UTC")),
     ])
 
 
@@ -202,7 +203,7 @@ def shadow_schema(key_field: tuple[str, Any]) -> Any:
 
     return pa.schema([key_field, (EVENT_TIME_COLUMN, pa.timestamp("us")), ("version", pa.string()),
                       ("variant", pa.string()), ("score", pa.float64()), ("shadow_ms", pa.float64()),
-                      ("serving_time", pa.timestamp("us", tz="UTC"))])
+                      (SERVING_TIME_COLUMN, pa.timestamp("us", tz="UTC"))])
 
 
 def join_key(raw_model: type[BaseModel], label_model: type[BaseModel]) -> str:
@@ -215,11 +216,24 @@ def join_key(raw_model: type[BaseModel], label_model: type[BaseModel]) -> str:
 
 
 def join_labels(predictions: Any, labels: Any, key: str) -> Any:
-    """Predictions with their label (the latest to arrive per `key`) as pandas, a left join: a prediction
-    without a label yet has the label's columns and `arrival_time` missing."""
+    """Predictions (a pyarrow Table or pandas) with their label (the latest to arrive per `key`) as pandas, a
+    left join: a prediction without a label yet has the label's columns and `arrival_time` missing."""
     latest = labels.to_pandas().sort_values("arrival_time").drop_duplicates(key, keep="last")
     latest = latest[[name for name in latest.columns if name not in ("model", "date")]]
-    return predictions.to_pandas().merge(latest, on=key, how="left", validate="many_to_one")
+    frame = predictions.to_pandas() if hasattr(predictions, "to_pandas") else predictions
+    return frame.merge(latest, on=key, how="left", validate="many_to_one")
+
+
+def read_served(uri: str, kind: str, model: str, columns: Sequence[str], since_unix: float, where: Any = None) -> Any:
+    """What was logged of `kind` for `model` since `since_unix` (serving time), only `columns`, as one pyarrow
+    Table; for predictions only each transaction's first scoring (a repeat is answered from the first one's
+    features, so it says nothing new about the model). FileNotFoundError when nothing is logged yet."""
+    import pyarrow.compute as pc
+
+    chosen = pc.field(SERVING_TIME_COLUMN) >= datetime.fromtimestamp(since_unix, UTC)
+    if kind == LOG_PREDICTIONS:
+        chosen = chosen & ~pc.field("repeated")
+    return read_log(uri, kind, model, columns=columns, where=chosen if where is None else chosen & where)
 
 
 class ServingLog:
@@ -250,7 +264,7 @@ class ServingLog:
         columns.update(answers)
         columns["repeated"] = repeated
         columns[EVENT_TIME_COLUMN] = columns[self.event_time_field]
-        columns["serving_time"] = [datetime.fromtimestamp(serving_s, UTC)] * len(rows)
+        columns[SERVING_TIME_COLUMN] = [datetime.fromtimestamp(serving_s, UTC)] * len(rows)
         self.predictions.append(columns)
 
     def labelled(self, rows: Sequence[BaseModel], arrival_s: float) -> None:
@@ -266,7 +280,7 @@ class ServingLog:
         self.shadow.append({self.key: list(keys), EVENT_TIME_COLUMN: [_plain(t) for t in event_times],
                             "version": [version] * rows, "variant": [variant] * rows, "score": list(scores),
                             "shadow_ms": [shadow_ms] * rows,
-                            "serving_time": [datetime.now(UTC)] * rows})
+                            SERVING_TIME_COLUMN: [datetime.now(UTC)] * rows})
 
     @property
     def dropped_rows(self) -> int:

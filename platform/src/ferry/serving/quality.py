@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
 
 from ferry.contract import metrics as m
 from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
-from ferry.serving.prediction_log import arrow_fields, join_key, join_labels, label_schema, read_log
+from ferry.serving.prediction_log import arrow_fields, join_key, join_labels, label_schema, read_log, read_served
 from ferry.serving.watcher import LOGGER_NAME, BackgroundLoop
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -61,14 +60,10 @@ def read_labels(uri: str, model: str, label_model: Any) -> Any:
 def measure(uri: str, model: str, workload: Any, metrics: Sequence[str], since_unix: float,
             min_positives: int = MIN_POSITIVES) -> Measured:
     """The metrics of each (version, variant) on the labelled transactions it answered since `since_unix`."""
-    import pyarrow.compute as pc
-
     key = join_key(workload.raw_request_model, workload.label_model)
     raw = list(workload.raw_request_model.model_fields)
-    since = pc.field("serving_time") >= datetime.fromtimestamp(since_unix, UTC)
     try:
-        served = read_log(uri, LOG_PREDICTIONS, model, columns=[*raw, "version", "variant", "score"],
-                          where=since & ~pc.field("repeated"))
+        served = read_served(uri, LOG_PREDICTIONS, model, [*raw, "version", "variant", "score"], since_unix)
     except FileNotFoundError:
         return {}
     joined = join_labels(served, read_labels(uri, model, workload.label_model), key)

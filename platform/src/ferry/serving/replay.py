@@ -16,7 +16,9 @@ as failed and the replay goes on.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +33,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from ferry.contract.errors import FerryError
 from ferry.render.rayservice import DEFAULT_LABEL_DELAY_DAYS
+from ferry.serving.prediction_log import join_key
 from ferry.settings import Settings
 from ferry.spec.models import ModelSpec
 
@@ -231,6 +234,9 @@ def replay_model(settings: Settings, spec: ModelSpec, params: dict[str, Any], wi
     data = data.model_copy(update={"params": {**data.params, **params}})
     _check_params(workload, data.params)
     requests, labels = workload.raw_history(workload.load_data(data, settings.data_dir))
+    if params:
+        requests, labels = own_ids(requests, labels, join_key(workload.raw_request_model, workload.label_model),
+                                   params)
     stream = _windowed(history_stream(requests, labels, workload.event_time_field), window)
     if on_start is not None:
         on_start(min(limits.limit, len(stream.requests)))
@@ -238,6 +244,17 @@ def replay_model(settings: Settings, spec: ModelSpec, params: dict[str, Any], wi
     limits = replace(limits, batch_rows=min(limits.batch_rows, spec.spec.serving.limits.max_batch_rows))
     return replay(serve_url(settings, spec), stream, split.delay_days if split else DEFAULT_LABEL_DELAY_DAYS,
                   limits, on_progress)
+
+
+def own_ids(requests: pd.DataFrame, labels: pd.DataFrame, key: str,
+            params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The payments of a world simulated with --param values get ids of their own (the values' digest before
+    the simulator's id): the same cards paying in a drifted world are new payments, not repeats of the spec's own
+    history, which the router would answer from the first time's features. The same values again give the same
+    ids, so replaying a world twice stays idempotent."""
+    tag = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return (requests.assign(**{key: f"{tag}-" + requests[key].astype(str)}),
+            labels.assign(**{key: f"{tag}-" + labels[key].astype(str)}))
 
 
 def _check_params(workload: Any, params: dict[str, Any]) -> None:

@@ -9,17 +9,14 @@ scores exist; a shadow score that failed leaves it unpaired and is counted as a 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from ferry.contract.names import LOG_PREDICTIONS, LOG_SHADOW
 from ferry.rollout.outcomes import OutcomesUnavailable, PairedSample
-from ferry.serving.prediction_log import join_key, join_labels, read_log
+from ferry.serving.prediction_log import join_key, join_labels, read_served
 from ferry.serving.quality import read_labels
-
-SERVING_TIME = "serving_time"
 
 
 class LogOutcomes:
@@ -45,7 +42,7 @@ class LogOutcomes:
         failures = int(mine["score"].isna().sum())
         pairs = answered.merge(shadowed.dropna(subset=["score"]), on=self.key, suffixes=("", "_shadow"))
         pairs = pairs[pairs["version"] != pairs["version_shadow"]]
-        joined = join_labels_frame(pairs, labels, self.key)
+        joined = join_labels(pairs, labels, self.key)
         labelled = joined[joined["arrival_time"].notna()].reset_index(drop=True)
         by_champion = labelled["version"] == champion
         champion_scores = np.where(by_champion, labelled["score"], labelled["score_shadow"])
@@ -62,24 +59,16 @@ class LogOutcomes:
         """The first scoring of each transaction since `since_unix` by either version, and its shadow scores."""
         import pyarrow.compute as pc
 
-        since = pc.field(SERVING_TIME) >= datetime.fromtimestamp(since_unix, UTC)
-        mine = since & pc.field("version").isin(list(versions))
+        mine = pc.field("version").isin(list(versions))
         raw = list(self.workload.raw_request_model.model_fields)
         try:
-            answered = read_log(self.uri, LOG_PREDICTIONS, self.model, columns=[*raw, "version", "score"],
-                                where=mine & ~pc.field("repeated")).to_pandas()
-            shadowed = read_log(self.uri, LOG_SHADOW, self.model, columns=[self.key, "version", "score"],
-                                where=mine).to_pandas()
+            answered = read_served(self.uri, LOG_PREDICTIONS, self.model, [*raw, "version", "score"], since_unix,
+                                   mine).to_pandas()
+            shadowed = read_served(self.uri, LOG_SHADOW, self.model, [self.key, "version", "score"], since_unix,
+                                   mine).to_pandas()
         except FileNotFoundError:
             return None, None
         return answered.drop_duplicates(self.key), shadowed.drop_duplicates(self.key)
-
-
-def join_labels_frame(pairs: Any, labels: Any, key: str) -> Any:
-    """`join_labels` for a pandas frame of predictions."""
-    import pyarrow as pa
-
-    return join_labels(pa.Table.from_pandas(pairs, preserve_index=False), labels, key)
 
 
 def _empty() -> PairedSample:

@@ -1,0 +1,263 @@
+"""#15's closed loop end to end, for real: every service `ferry up` starts (Ray, MLflow, Redis, Prometheus,
+Alertmanager, ferry's receiver) on free loopback ports in a throwaway home, and a model whose spec trains on its
+own traffic (`data.source: log`) and rolls out through a shadow stage judged on labels (`rollout.shadow`,
+`rollout.outcomes`).
+
+1. Bootstrap. A model trained on its own traffic needs traffic first: a stand-in champion (trained in-process)
+   serves five weeks of the simulator's payments, replayed through the router with their labels a week later
+   (the label delay). Its alias is then removed, and `ferry up` trains the spec's first version on the log
+   window; a first version is promoted directly and the router serves it.
+2. Drift. The same cards and terminals go on paying with amounts twice as large (`amount_scale: 2`),
+   replayed at a steady pace: the router's PSI crosses the limit, FerryModelDriftHigh fires in Prometheus,
+   Alertmanager's `retrain` route delivers it to the receiver, and the receiver starts a retraining run.
+3. The retraining run reads the newest labelled window: its dataset digest differs from the first version's and
+   its window lies in the drift. Its version goes through the shadow stage while the drifted payments keep
+   coming and is judged on their labels, paired with the champion's scores on the same payments.
+4. The decision agrees with the labels: promoted only once they say "not worse" (and after errors, latency and
+   score PSI passed at each weight), or rolled back, on labels only when they say "worse beyond the margin".
+
+Which of the two happens is the retrained model's own business: on this drifted world the spec's small MLP
+(3 epochs) lands in one of two modes depending on its random initialisation (0.40 or 0.76 average precision on
+the same window, measured in-process over 5 seeds), so the test asserts that the rollout follows the evidence,
+not which way it goes. A challenger that is worse on labels by construction (trained on shuffled labels) is
+rolled back in its shadow stage by the same controller in tests/integration/test_serving.py. Timings are
+printed (`ferry.bench.loop`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.integration.test_drift_e2e import write_rules
+from tests.integration.test_serving import trained_version
+from tests.support.local_stack import restored_environ, stopping, wait_for_value
+
+from ferry.adapters.registry import Registry
+from ferry.contract import names
+from ferry.local import reconcile
+from ferry.local.alerts.store import AlertStore
+from ferry.local.engine.state import load_run
+from ferry.local.errors import LocalError
+from ferry.local.supervisor import procs
+from ferry.local.supervisor.services import start_services, use_ray_client_env
+from ferry.serving.deploy import deploy_local
+from ferry.serving.replay import ReplayLimits, ReplayReport, ReplayStream, history_stream, replay
+from ferry.settings import Settings
+from ferry.spec import load_specs
+from ferry.spec.models import ModelSpec
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "loop"
+PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port",
+         "prometheus_port", "alertmanager_port", "receiver_port", "rollout_metrics_port", "redis_port")
+# Enough cards that the canary's two sticky halves hold alike populations (its score PSI compares them).
+WORLD = {"customers": 2000, "terminals": 4000, "days": 110, "seed": 1, "start_date": "2018-04-01"}
+DRIFT_STARTS = "2018-05-06"  # five weeks of normal payments, then amounts twice as large
+AMOUNT_SCALE = 2.0
+# Four drifted weeks at once: a 21-day window's first (training) week then lies in the drift.
+STEADY_FROM = "2018-06-05"
+LABEL_DELAY_DAYS = 7
+AT_ONCE = ReplayLimits(batch_rows=256, rate_per_s=50_000, limit=10**6, timeout_s=300)
+DRIFTED_RATE = 300.0  # payments a second after that: ~13 s an event day, labels ~90 s after their payment
+SPEC_CHANGES = {
+    "name: fraud-detector-lite": f"name: {MODEL}",
+    "route: /fraud-detector-lite": f"route: /{MODEL}",
+    '    source: simulator\n    params: {customers: 300, terminals: 600, days: 40, seed: 1}\n'
+    '    split: {train_start: "2018-04-16", train_days: 7, delay_days: 7, test_days: 7}':
+        "    source: log\n    window: {days: 21, label_delay_days: 7, min_labelled_rows: 1000}\n"
+        "    split: {train_days: 7, delay_days: 7, test_days: 7}",
+    "    replicas: {min: 1, max: 1}": "    replicas: {min: 1, max: 1}\n    cpus_per_replica: 0.5",
+    "    steps: [50, 100]\n    interval: 15s":
+        "    steps: [50, 100]\n    interval: 5s\n    hold_timeout: 4m\n    shadow: {duration: 10s, sample: 1.0}\n"
+        "    outcomes: {metrics: [average_precision], min_labelled: 300, min_positives: 10}",
+    "    oncall: {team: risk, severity: ticket}": "    oncall: {team: risk, severity: ticket}\n    drift_window: 30s",
+}
+
+
+def loop_spec_text() -> str:
+    text = (ROOT / "gitops/models/fraud-detector-lite.yaml").read_text()
+    for old, new in SPEC_CHANGES.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def world(**params: Any) -> ReplayStream:
+    """The simulated payments and their labels in event-time order, `params` on top of WORLD."""
+    from fraud_detection.simulator import SimulatorParams, simulate
+    from fraud_detection.workload import FraudDetectionWorkload
+
+    frame = simulate(SimulatorParams(**{**WORLD, **params}))
+    return history_stream(*FraudDetectionWorkload().raw_history(frame), "tx_datetime")
+
+
+def between(stream: ReplayStream, start: str | None, end: str | None) -> ReplayStream:
+    def at(day: str | None, default: int) -> int:
+        return default if day is None else int(np.searchsorted(stream.event_ns, np.datetime64(day, "ns").astype(
+            np.int64)))
+
+    a, b = at(start, 0), at(end, len(stream.requests))
+    return ReplayStream(stream.requests[a:b], stream.labels[a:b], stream.event_ns[a:b])
+
+
+@dataclass
+class Loop:
+    settings: Settings
+    spec: ModelSpec
+    url: str
+    first: str  # the version `ferry up` trained on the normal weeks
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    from fraud_detection.features import add_features
+    from fraud_detection.simulator import SimulatorParams, simulate
+
+    home = tmp_path_factory.mktemp("loop-home")
+    (home / "gitops/models").mkdir(parents=True)
+    (home / f"gitops/models/{MODEL}.yaml").write_text(loop_spec_text())
+    [loaded], problems = load_specs([home / f"gitops/models/{MODEL}.yaml"])
+    assert not problems, problems
+    spec = loaded.model
+    settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120,
+                        **{port: procs.free_port() for port in PORTS})  # type: ignore[arg-type]
+    write_rules(settings, spec)
+    with restored_environ(), stopping(settings):
+        start_services(settings)
+        registry = Registry(settings.mlflow_uri)
+        registry.ensure_registered_model(MODEL, "test")
+        stand_in = trained_version(settings, MODEL, add_features(simulate(SimulatorParams(
+            customers=300, terminals=600, days=40, seed=7)), LABEL_DELAY_DAYS), shuffled=False)
+        registry.set_alias(MODEL, names.ALIAS_CHAMPION, stand_in)
+        use_ray_client_env(settings)
+        url = deploy_local(settings, spec, poll_interval_s=1.0, timeout_s=240)
+        normal = between(world(), None, DRIFT_STARTS)
+        sent = replay(url, normal, LABEL_DELAY_DAYS, AT_ONCE)
+        assert sent.scored == len(normal.requests) and not sent.failed, sent
+        registry.delete_alias(MODEL, names.ALIAS_CHAMPION)  # hand the model over to its log-trained first version
+        [first] = reconcile.up(settings, [MODEL]).models
+        assert first.phase == "Succeeded", first.message
+        version = registry.alias(MODEL, names.ALIAS_CHAMPION)
+        assert version is not None and version.version != stand_in
+        assert procs.wait_until(lambda: _served(url) == version.version, 30, 0.5)
+        yield Loop(settings, spec, url, version.version)
+
+
+def _served(url: str) -> str | None:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/info", timeout=5, trust_env=False).json().get("champion")
+    except httpx.HTTPError:
+        return None
+
+
+class _Stopped(Exception):
+    pass
+
+
+class Traffic:
+    """The drifted payments, replayed in a thread at DRIFTED_RATE; bounded by the stream and `timeout_s`, and
+    stopped when the test is done with it."""
+
+    def __init__(self, url: str, stream: ReplayStream, timeout_s: float) -> None:
+        self.report: ReplayReport | None = None
+        self.stop = threading.Event()
+        limits = ReplayLimits(batch_rows=50, rate_per_s=DRIFTED_RATE, limit=10**6, timeout_s=timeout_s)
+        self.thread = threading.Thread(target=self._run, args=(url, stream, limits), name="loop-traffic", daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def _run(self, url: str, stream: ReplayStream, limits: ReplayLimits) -> None:
+        def progress(report: ReplayReport) -> None:
+            self.report = report
+            if self.stop.is_set():
+                raise _Stopped
+
+        with contextlib.suppress(_Stopped):
+            self.report = replay(url, stream, LABEL_DELAY_DAYS, limits, on_progress=progress)
+
+
+def retraining_started(settings: Settings) -> str | None:
+    for alert in AlertStore.open(settings).alerts(model=MODEL, firing=True):
+        if alert.alertname == names.ALERT_DRIFT_HIGH:
+            for trigger in alert.retraining:
+                if trigger["result"] == "started" and trigger.get("workflow"):
+                    return str(trigger["workflow"])
+    return None
+
+
+def finished(settings: Settings, workflow: str) -> dict[str, Any] | None:
+    try:
+        run = load_run(settings, workflow)
+    except LocalError:  # not written yet
+        return None
+    return run if run["status"].get("phase") in ("Succeeded", "Failed", "Error") else None
+
+
+def test_drifted_traffic_retrains_on_the_new_window_and_labels_decide_its_rollout(loop: Loop) -> None:
+    registry = Registry(loop.settings.mlflow_uri)
+    first = registry.version(MODEL, loop.first)
+    drifted = between(world(amount_scale=AMOUNT_SCALE), DRIFT_STARTS, None)
+    # Four drifted weeks at once (the window a retrain reads then trains on drifted days), then a steady stream.
+    fast, steady = between(drifted, None, STEADY_FROM), between(drifted, STEADY_FROM, None)
+    sent = replay(loop.url, fast, LABEL_DELAY_DAYS, AT_ONCE)
+    assert sent.scored == len(fast.requests) and not sent.failed, sent
+    started = time.monotonic()
+    with Traffic(loop.url, steady, timeout_s=900) as traffic:
+        workflow = wait_for_value(lambda: retraining_started(loop.settings), 300, 1.0)
+        alert_s = time.monotonic() - started
+        assert workflow is not None, [a.retraining for a in AlertStore.open(loop.settings).alerts()]
+        run = wait_for_value(lambda: finished(loop.settings, workflow), 600, 2.0)
+        done_s = time.monotonic() - started
+    assert run is not None, f"{workflow} did not finish; traffic: {traffic.report}"
+    assert traffic.report is not None and not traffic.report.failed, traffic.report
+    steps = {n["displayName"]: n for n in run["status"]["nodes"].values() if "(" not in n["displayName"]}
+    outputs = {name: {p["name"]: p.get("value") for p in (n.get("outputs") or {}).get("parameters", [])}
+               for name, n in steps.items()}
+    assert run["status"]["phase"] == "Succeeded", {k: (n["phase"], n.get("message")) for k, n in steps.items()}
+    version = outputs["register"]["model-version"]
+    retrained = registry.version(MODEL, version)
+    assert retrained.tags[names.TAG_DATASET_DIGEST] != first.tags[names.TAG_DATASET_DIGEST]
+    window_start = date.fromisoformat(retrained.tags[names.TAG_LINEAGE_DATA_WINDOW].split("/")[0])
+    assert window_start >= date.fromisoformat(DRIFT_STARTS), retrained.tags[names.TAG_LINEAGE_DATA_WINDOW]
+    assert retrained.tags[names.TAG_LINEAGE_PARENT] == loop.first
+    checks = [json.loads(v) for k, v in sorted(retrained.tags.items()) if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
+    print("checks:", *(f"{c['weight']}% {c['action']}: {c['reason']}" for c in checks), sep="\n  ")
+    judged = [c for c in checks if c.get("outcomes", {}).get("labelled", 0) >= 300]
+    assert checks[0]["weight"] == 0 and judged, checks  # a shadow stage first, and a judgement on labels
+    assert judged[0]["shadow_rows"][0] > 0 == judged[0]["shadow_rows"][1], judged[0]
+    policy = loop.spec.spec.rollout.outcomes
+    assert policy is not None
+    decision, margin = outputs["rollout"]["decision"], policy.margin
+    _, lower, upper = judged[-1]["outcomes"]["average_precision"]
+    champion = registry.alias(MODEL, names.ALIAS_CHAMPION)
+    if decision == names.STATE_PROMOTED:  # never before the labels said "not worse", and traffic checks passed too
+        assert lower >= -margin and champion is not None and champion.version == version, judged[-1]
+        assert any(c["weight"] > 0 and "requests" in c for c in checks), checks
+    else:
+        assert decision == names.STATE_ROLLED_BACK and champion is not None and champion.version == loop.first
+        assert upper < -margin or "worse on labels" not in outputs["rollout"]["reason"], outputs["rollout"]
+    figures = {"drifted_traffic_to_retraining_started_s": round(alert_s, 1),
+               "drifted_traffic_to_decision_s": round(done_s, 1), "decision": decision,
+               "window": retrained.tags[names.TAG_LINEAGE_DATA_WINDOW],
+               "labelled_at_decision": judged[-1]["outcomes"]["labelled"]}
+    print(f"ferry.bench.loop {json.dumps(figures)}")
