@@ -34,6 +34,22 @@ def test_training_learns_a_separable_signal() -> None:
     assert scores.shape == (len(x),) and float(np.mean((scores > 0.5) == (y > 0.5))) > 0.9
 
 
+def test_a_feature_constant_in_training_is_centred_not_blown_up() -> None:
+    """A terminal risk that is 0 on every training row (no label back yet) must not reach the network divided by
+    its near-zero std when serving sees its first fraud: the standardised input stays the raw difference."""
+    x, _ = toy()
+    column = FEATURE_NAMES.index("terminal_id_risk_1day_window")
+    x[:, column] = 0.0
+    model = build_model(x.shape[1], TrainingParams(hidden=8, dropout=0.0))
+    model.set_scaling(x)
+    assert float(model.std[column]) == 1.0 and float(model.mean[column]) == 0.0
+    row = x[:1].copy()
+    row[0, column] = 0.5
+    standardised = (torch.as_tensor(row) - model.mean) / model.std
+    assert float(standardised[0, column]) == pytest.approx(0.5)
+    assert float(model.std[0]) == pytest.approx(float(x[:, 0].std()), rel=1e-5)  # the others are untouched
+
+
 def test_checkpoint_roundtrip_uses_weights_only(tmp_path) -> None:
     x, _ = toy()
     model = build_model(x.shape[1], TrainingParams(hidden=8, dropout=0.3))

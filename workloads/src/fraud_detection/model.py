@@ -28,8 +28,12 @@ class FraudMLP(nn.Module):
         )
 
     def set_scaling(self, x: np.ndarray) -> None:
+        """Standardise with the training rows' mean and std. A feature constant in training (a terminal risk
+        before any label came back) is only centred: divided by its near-zero std, the first non-zero value
+        served would reach the network a million times too large."""
+        std = x.std(axis=0)
         self.mean.copy_(torch.as_tensor(x.mean(axis=0), dtype=torch.float32))
-        self.std.copy_(torch.as_tensor(x.std(axis=0) + 1e-6, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(np.where(std < 1e-6, 1.0, std), dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits per row: training uses BCEWithLogits; `Scorer` turns them into probabilities."""
