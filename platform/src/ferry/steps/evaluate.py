@@ -93,8 +93,8 @@ def _record_verdict(ctx: StepContext, metrics: dict[str, float], verdict: tuple[
 
 def already_trained(ctx: StepContext, trained_by: str) -> tuple[bool, str]:
     """The verdict of a run whose spec hash and dataset an earlier workflow trained on: nothing to register."""
-    found = ctx.registry.find_versions(ctx.model, {names.TAG_WORKFLOW: trained_by})
-    outcome = f"it registered version {found[0].version}" if found else "it registered nothing"
+    found = ctx.registry.version_for_workflow(ctx.model, trained_by)
+    outcome = f"it registered version {found.version}" if found is not None else "it registered nothing"
     return False, (f"{trained_by} already trained this spec on this dataset ({outcome}); nothing new to train on: "
                    "retraining waits for a new data window")
 
