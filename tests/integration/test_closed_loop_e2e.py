@@ -13,12 +13,14 @@ own traffic (`data.source: log`) and rolls out through a shadow stage judged on 
 3. The retraining run reads the newest labelled window: its dataset digest differs from the first version's and
    its window lies in the drift. Its version goes through the shadow stage while the drifted payments keep
    coming, is judged on their labels paired with the champion's scores on the same payments, then on errors
-   and latency at each weight, and is promoted.
+   and latency at each weight, and is promoted. Its scores move away from the champion's (score PSI far over
+   the default limit): the labels that found it better outrank PSI.
+4. A worse challenger. A change puts the spec's data back on the static simulator (normal amounts, the lite
+   spec's data): its model passes its offline gate on its own test week, scores the drifted payments without
+   an error and fast, and is rolled back in its shadow stage on their labels; the champion and the traffic
+   stay as they were.
 
-The spec raises `analysis.max_score_psi`: a retrain after drift is meant to score differently from the champion
-it replaces (see the spec below). A challenger that is worse on labels by construction (trained on shuffled
-labels) is rolled back in its shadow stage by the same controller in tests/integration/test_serving.py. Timings
-are printed (`ferry.bench.loop`).
+Timings are printed (`ferry.bench.loop`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from tests.integration.test_serving import trained_version
 from tests.support.local_stack import restored_environ, stopping, wait_for_value
 
 from ferry.adapters.registry import Registry
-from ferry.contract import names
+from ferry.contract import metrics, names
 from ferry.local import reconcile
 from ferry.local.alerts.store import AlertStore
 from ferry.local.engine.state import load_run
@@ -60,7 +62,7 @@ MODEL = "loop"
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port",
          "prometheus_port", "alertmanager_port", "receiver_port", "rollout_metrics_port", "redis_port")
 # Enough cards that the canary's two sticky halves hold alike populations (its score PSI compares them).
-WORLD = {"customers": 2000, "terminals": 4000, "days": 110, "seed": 1, "start_date": "2018-04-01"}
+WORLD = {"customers": 2000, "terminals": 4000, "days": 125, "seed": 1, "start_date": "2018-04-01"}
 DRIFT_STARTS = "2018-05-06"  # five weeks of normal payments, then amounts twice as large
 AMOUNT_SCALE = 2.0
 # Four drifted weeks at once: a 21-day window's first (training) week then lies in the drift.
@@ -79,19 +81,20 @@ SPEC_CHANGES = {
     "    steps: [50, 100]\n    interval: 15s":
         "    steps: [50, 100]\n    interval: 5s\n    hold_timeout: 4m\n    shadow: {duration: 10s, sample: 1.0}\n"
         "    outcomes: {metrics: [average_precision], min_labelled: 300, min_positives: 10}\n"
-        # A retrain after drift scores the drifted payments differently from the champion it replaces, which is
-        # the point: with the default 0.2, score PSI between the halves (4.4) vetoed a retrain the labels found
-        # +0.50 average precision better. Errors and latency still gate every weight.
-        "    analysis: {max_score_psi: 10}",
+        # One machine of 2 cores runs the replay, the router, Redis, Prometheus, Ray and the rollout's bootstrap on
+        # labels: both variants' p99 reached 140 ms there (a retrain +0.44 better on labels was rolled back on
+        # it), which says nothing about the challenger. The limit stays, above what the machine itself adds.
+        "    analysis: {max_p99_latency_ms: 400}",
     "    oncall: {team: risk, severity: ticket}": "    oncall: {team: risk, severity: ticket}\n    drift_window: 30s",
 }
 
 
-def loop_spec_text() -> str:
+def loop_spec_text(static_data: bool = False) -> str:
+    """The loop's spec; with `static_data` its data section is the lite spec's again (the static simulator)."""
     text = (ROOT / "gitops/models/fraud-detector-lite.yaml").read_text()
     for old, new in SPEC_CHANGES.items():
         assert old in text, old
-        text = text.replace(old, new)
+        text = text.replace(old, old if static_data and old.startswith("    source:") else new)
     return text
 
 
@@ -121,12 +124,13 @@ class Loop:
     first: str  # the version `ferry up` trained on the normal weeks
 
 
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+@contextlib.contextmanager
+def bootstrapped(home: Path) -> Iterator[Loop]:
+    """Every service on free loopback ports in `home`, the loop's spec, and its first version trained by `ferry up`
+    on five normal weeks a stand-in champion served (step 1 above). Stops the services on exit."""
     from fraud_detection.features import add_features
     from fraud_detection.simulator import SimulatorParams, simulate
 
-    home = tmp_path_factory.mktemp("loop-home")
     (home / "gitops/models").mkdir(parents=True)
     (home / f"gitops/models/{MODEL}.yaml").write_text(loop_spec_text())
     [loaded], problems = load_specs([home / f"gitops/models/{MODEL}.yaml"])
@@ -152,6 +156,12 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         assert version is not None and version.version != stand_in
         assert procs.wait_until(lambda: _served(url) == version.version, 30, 0.5)
         yield Loop(settings, spec, url, version.version)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    with bootstrapped(tmp_path_factory.mktemp("loop-home")) as found:
+        yield found
 
 
 def send_all(url: str, stream: ReplayStream) -> None:
@@ -227,22 +237,35 @@ def finished(settings: Settings, workflow: str) -> dict[str, Any] | None:
     return run if run["status"].get("phase") in ("Succeeded", "Failed", "Error") else None
 
 
-def test_drifted_traffic_retrains_on_the_new_window_and_the_retrain_is_promoted_on_labels(loop: Loop) -> None:
-    registry = Registry(loop.settings.mlflow_uri)
-    first = registry.version(MODEL, loop.first)
+def test_drifted_traffic_retrains_on_the_new_window_the_retrain_is_promoted_and_a_worse_one_rolled_back(
+        loop: Loop) -> None:
+    figures = drift_and_retrain(loop)
+    print(f"ferry.bench.loop {json.dumps(figures)}")
+
+
+def drift_and_retrain(loop: Loop) -> dict[str, Any]:
+    """Steps 2-4 above; the figures they measured (seconds count from the start of the steady drifted stream)."""
     drifted = between(world(amount_scale=AMOUNT_SCALE), DRIFT_STARTS, None)
     # Four drifted weeks at once (the window a retrain reads then trains on drifted days), then a steady stream.
     fast, steady = between(drifted, None, STEADY_FROM), between(drifted, STEADY_FROM, None)
     send_all(loop.url, fast)
     started = time.monotonic()
-    with Traffic(loop.url, steady, timeout_s=900) as traffic:
-        workflow = wait_for_value(lambda: retraining_started(loop.settings), 300, 1.0)
-        alert_s = time.monotonic() - started
-        assert workflow is not None, [a.retraining for a in AlertStore.open(loop.settings).alerts()]
-        run = wait_for_value(lambda: finished(loop.settings, workflow), 600, 2.0)
-        done_s = time.monotonic() - started
-    assert run is not None, f"{workflow} did not finish; traffic: {traffic.report}"
+    with Traffic(loop.url, steady, timeout_s=1200) as traffic:
+        figures = retrain_is_promoted(loop, started, traffic)
+        figures |= stale_challenger_is_rolled_back(loop, figures["version"], started)
     assert traffic.report is not None and not traffic.report.failed, traffic.report
+    return figures
+
+
+def retrain_is_promoted(loop: Loop, started: float, traffic: Traffic) -> dict[str, Any]:
+    registry = Registry(loop.settings.mlflow_uri)
+    first = registry.version(MODEL, loop.first)
+    workflow = wait_for_value(lambda: retraining_started(loop.settings), 300, 1.0)
+    alert_s = time.monotonic() - started
+    assert workflow is not None, [a.retraining for a in AlertStore.open(loop.settings).alerts()]
+    run = wait_for_value(lambda: finished(loop.settings, workflow), 600, 2.0)
+    done_s = time.monotonic() - started
+    assert run is not None, f"{workflow} did not finish; traffic: {traffic.report}"
     steps = {n["displayName"]: n for n in run["status"]["nodes"].values() if "(" not in n["displayName"]}
     outputs = {name: {p["name"]: p.get("value") for p in (n.get("outputs") or {}).get("parameters", [])}
                for name, n in steps.items()}
@@ -253,8 +276,7 @@ def test_drifted_traffic_retrains_on_the_new_window_and_the_retrain_is_promoted_
     window_start = date.fromisoformat(retrained.tags[names.TAG_LINEAGE_DATA_WINDOW].split("/")[0])
     assert window_start >= date.fromisoformat(DRIFT_STARTS), retrained.tags[names.TAG_LINEAGE_DATA_WINDOW]
     assert retrained.tags[names.TAG_LINEAGE_PARENT] == loop.first
-    checks = [json.loads(v) for k, v in sorted(retrained.tags.items()) if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
-    print("checks:", *(f"{c['weight']}% {c['action']}: {c['reason']}" for c in checks), sep="\n  ")
+    checks = rollout_checks(registry, version)
     judged = [c for c in checks if c.get("outcomes", {}).get("labelled", 0) >= 300]
     assert checks[0]["weight"] == 0 and judged, checks  # a shadow stage first, and a judgement on labels
     assert judged[0]["shadow_rows"][0] > 0 == judged[0]["shadow_rows"][1], judged[0]
@@ -267,8 +289,39 @@ def test_drifted_traffic_retrains_on_the_new_window_and_the_retrain_is_promoted_
     assert decision == names.STATE_PROMOTED and lower >= -margin, (outputs["rollout"], judged[-1])
     assert registry.alias(MODEL, names.ALIAS_CHAMPION).version == version
     assert any(c["weight"] > 0 and "requests" in c for c in checks), checks
-    figures = {"drifted_traffic_to_retraining_started_s": round(alert_s, 1),
-               "drifted_traffic_to_decision_s": round(done_s, 1), "decision": decision,
-               "window": retrained.tags[names.TAG_LINEAGE_DATA_WINDOW],
-               "labelled_at_decision": judged[-1]["outcomes"]["labelled"]}
-    print(f"ferry.bench.loop {json.dumps(figures)}")
+    return {"version": version, "workflow": workflow, "drifted_traffic_to_retraining_started_s": round(alert_s, 1),
+            "drifted_traffic_to_decision_s": round(done_s, 1), "decision": decision,
+            "window": retrained.tags[names.TAG_LINEAGE_DATA_WINDOW],
+            "labelled_at_decision": judged[-1]["outcomes"]["labelled"],
+            "score_psi_outranked": any("outranked by the labels" in c["reason"] for c in checks)}
+
+
+def stale_challenger_is_rolled_back(loop: Loop, champion: str, started: float) -> dict[str, Any]:
+    """Back on the static simulator's normal amounts, a model passes its offline gate, then scores the drifted
+    payments worse than the champion trained on them: rolled back in shadow on labels, nothing else changes."""
+    registry = Registry(loop.settings.mlflow_uri)
+    (loop.settings.home / f"gitops/models/{MODEL}.yaml").write_text(loop_spec_text(static_data=True))
+    [outcome] = reconcile.up(loop.settings, [MODEL]).models
+    assert outcome.phase == "Succeeded", outcome.message
+    # Its own test week (normal amounts) found nothing wrong; the rollout judged it worse on the drifted payments.
+    assert outcome.outputs[f"{names.STEP_EVALUATE}.{names.OUTPUT_PASSED}"] == "true", outcome.outputs
+    assert outcome.outputs[f"{names.STEP_ROLLOUT}.{names.OUTPUT_DECISION}"] == names.STATE_ROLLED_BACK
+    version = registry.version_for_workflow(MODEL, outcome.workflow)
+    assert version is not None and version.version != champion
+    checks = rollout_checks(registry, version.version)
+    last = checks[-1]
+    assert last["action"] == metrics.ACTION_ROLLBACK and last["weight"] == 0, checks  # never served a user
+    assert "worse on labels" in last["reason"], last
+    assert max(c["shadow_rows"][1] for c in checks if c.get("shadow_rows")) == 0, checks  # no failure in shadow
+    assert registry.alias(MODEL, names.ALIAS_CHAMPION).version == champion
+    assert _served(loop.url) == champion
+    return {"worse_version": version.version, "worse_challenger_decision_s": round(time.monotonic() - started, 1),
+            "worse_labelled_at_decision": last["outcomes"]["labelled"],
+            "worse_average_precision_delta": last["outcomes"]["average_precision"]}
+
+
+def rollout_checks(registry: Registry, version: str) -> list[dict[str, Any]]:
+    checks = [json.loads(v) for k, v in sorted(registry.version(MODEL, version).tags.items())
+              if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
+    print(f"v{version} checks:", *(f"{c['weight']}% {c['action']}: {c['reason']}" for c in checks), sep="\n  ")
+    return checks

@@ -54,6 +54,11 @@ DOCS = (
                  ("benchmarks/bench_outcomes.py", "platform/src/ferry/rollout/outcomes.py",
                   "platform/src/ferry/rollout/policy.py", "platform/src/ferry/rollout/controller.py",
                   "workloads/src/fraud_detection/metrics.py")),
+    *(GeneratedDoc(doc, "benchmarks/bench_closed_loop.py", ".venv/bin/python benchmarks/bench_closed_loop.py",
+                   ("benchmarks/bench_closed_loop.py", "tests/integration/test_closed_loop_e2e.py",
+                    "platform/src/ferry/rollout/policy.py", "platform/src/ferry/rollout/outcomes.py",
+                    "platform/src/ferry/steps/log_window.py", "platform/src/ferry/local/alerts/retrain.py"))
+      for doc in ("docs/benchmarks/closed-loop.md", "docs/how-to/walk-the-closed-loop.md")),
     GeneratedDoc("docs/benchmarks/feature-state.md", "benchmarks/bench_feature_state.py",
                  ".venv/bin/python benchmarks/bench_feature_state.py",
                  ("benchmarks/bench_feature_state.py", *STATE,

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 from tests.unit.rollout.test_controller import Lab, Traffic, spec
+from tests.unit.rollout.test_policy import SHAPE, obs
 
 from ferry.contract import names
 from ferry.rollout.controller import Controller
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.outcomes import OutcomesUnavailable, PairedSample, judge
-from ferry.rollout.policy import Action, Verdict, shadow_check, with_outcomes
+from ferry.rollout.policy import Action, Verdict, check, shadow_check, with_outcomes
 from ferry.spec.models import Analysis, OutcomeAnalysis, ShadowSpec
 from fraud_detection.metrics import evaluate_named
 
@@ -97,6 +98,28 @@ def test_labels_and_traffic_together_take_the_worse_verdict() -> None:
     assert healthy.verdict is Verdict.PASS
     merged = with_outcomes(healthy, worse)
     assert merged.verdict is Verdict.FAIL and merged.reasons == worse.reasons and merged.outcomes is worse
+
+
+def test_labels_outrank_score_psi_only_when_they_find_the_challenger_not_worse() -> None:
+    """A retrain after drift scores differently on purpose: the labels that judge it decide, and PSI gates alone
+    while labels are too few; errors and latency keep gating either way."""
+    rows = payments(3000, 1)
+    sample = sample_of(rows, informative(rows, 2), informative(rows, 3))
+    better, few = judge(POLICY, sample, evaluate), judge(POLICY, sample_of(rows[:300], *[
+        informative(rows, s)[:300] for s in (2, 3)]), evaluate)
+    worse = judge(POLICY, sample_of(rows, informative(rows, 2), np.random.default_rng(4).permutation(
+        informative(rows, 3))), evaluate)
+    shifted = check(Analysis(), obs(0, 0, n=1000, shape=tuple(reversed(SHAPE))))
+    assert shifted.verdict is Verdict.FAIL and "score PSI" in shifted.reasons[0]
+    outranked = with_outcomes(shifted, better)
+    assert outranked.verdict is Verdict.PASS and "within limits" in outranked.reasons[0]
+    assert any("score PSI" in r and "outranked by the labels" in r for r in outranked.reasons), outranked.reasons
+    assert with_outcomes(shifted, few).verdict is Verdict.FAIL  # too few labels: PSI still stands in for them
+    assert with_outcomes(shifted, worse).verdict is Verdict.FAIL
+    slow_and_shifted = check(Analysis(), obs(0, 0, n=1000, p99=500, shape=tuple(reversed(SHAPE))))
+    kept = with_outcomes(slow_and_shifted, better)
+    assert kept.verdict is Verdict.FAIL and kept.reasons[0].startswith("p99 latency")
+    assert kept.reasons[1:] == (f"{slow_and_shifted.reasons[1]} (outranked by the labels)",), kept.reasons
 
 
 def test_a_challenger_failing_in_shadow_fails_the_shadow_check() -> None:

@@ -48,6 +48,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = get_device()
     params = TrainingParams.from_values(config["params"])
+    # The initial weights come from the run's seed, not from whatever the worker's global generator holds: the same
+    # spec and data train the same model (DDP then broadcasts rank 0's weights to the other ranks).
+    torch.manual_seed(int(config.get("seed", 0)))
     model, optimizer = _setup({**config, "params": params}, device)
     first_epoch = _resume(model, optimizer, ray.train.get_checkpoint())
     ddp_model = prepare_model(model)
@@ -113,6 +116,7 @@ def tune_trainable(config: dict[str, Any], data: dict[str, Any], fixed_params: d
     params = TrainingParams.from_values({**fixed_params, **config})
     trial_config = {**data, "params": params}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(int(data.get("seed", 0)))  # as in train_loop_per_worker: trials differ by params, not by luck
     model, optimizer = _setup(trial_config, device)
     x = torch.as_tensor(data["x_train"], device=device)
     y = torch.as_tensor(data["y_train"], device=device)

@@ -11,7 +11,8 @@ began (the observer's job: exact counter differences, no extrapolation):
 - latency: the challenger's p99 must stay under max_p99_latency_ms.
 - score divergence: PSI between the two variants' score histograms under max_score_psi, judged only
   when each side holds enough rows that sampling noise alone stays under the limit (PSI of two samples of
-  one distribution is about chi-square(bins - 1) × (1/n1 + 1/n2)); below that it is inconclusive.
+  one distribution is about chi-square(bins - 1) × (1/n1 + 1/n2)); below that it is inconclusive. It stands in
+  for outcomes: when labels judge the challenger not worse (`with_outcomes`), they outrank it.
 Too few requests on either side is INCONCLUSIVE. A check whose data has not moved since the previous
 check (the metrics path refreshes every 10-20 s, the controller may look more often) is STALE: it holds
 and never counts as a pass or a failure a second time. A hold that outlasts hold_timeout rolls back:
@@ -26,6 +27,7 @@ failures in shadow); with `rollout.outcomes` every check also carries the judgem
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from statistics import NormalDist
@@ -116,6 +118,7 @@ class CheckResult:
     observation: Observation | None = None
     outcomes: OutcomeEvidence | None = None  # the judgement on labels (ferry.rollout.outcomes), when asked for
     shadow_rows: tuple[float, float] | None = None  # (scored, failed) in shadow, at a shadow stage
+    without_psi: tuple[Verdict, tuple[str, ...]] | None = None  # the traffic check with score PSI left out
 
     @property
     def fingerprint(self) -> tuple[float, ...]:
@@ -188,16 +191,27 @@ def check(analysis: Analysis, obs: Observation) -> CheckResult:
                            observation=obs)
     error = error_rate_evidence(obs.champion, obs.challenger, analysis.max_error_rate_delta, analysis.significance)
     score_psi, noise = obs.score_psi, psi_noise(obs.champion, obs.challenger)
-    failures, unknown = _failures(analysis, obs, error, score_psi, noise), _unknowns(analysis, obs, error, noise)
-    verdict = Verdict.FAIL if failures else Verdict.INCONCLUSIVE if unknown else Verdict.PASS
-    reasons = failures or unknown or [
-        f"error rate {error.delta:+.4f} (upper bound {error.upper:+.4f} < +{analysis.max_error_rate_delta}), "
-        f"p99 {obs.challenger.p99_latency_ms:.1f} ms, score PSI {score_psi:.3f}: within limits"]
-    return CheckResult(verdict, tuple(reasons), error, score_psi, noise, obs)
+    failures, unknown = _failures(analysis, obs, error), _unknowns(analysis, obs, error)
+    without_psi = _verdict(failures, unknown, lambda: f"{_within(analysis, obs, error)}: within limits")
+    psi_failure, psi_unknown = _psi(analysis, obs, score_psi, noise)
+    verdict, reasons = _verdict(failures + psi_failure, unknown + psi_unknown,
+                                lambda: f"{_within(analysis, obs, error)}, score PSI {score_psi:.3f}: within limits")
+    return CheckResult(verdict, reasons, error, score_psi, noise, obs, without_psi=without_psi)
 
 
-def _failures(analysis: Analysis, obs: Observation, error: ErrorRateEvidence, score_psi: float | None,
-              noise: float) -> list[str]:
+def _within(analysis: Analysis, obs: Observation, error: ErrorRateEvidence) -> str:
+    return (f"error rate {error.delta:+.4f} (upper bound {error.upper:+.4f} < +{analysis.max_error_rate_delta}), "
+            f"p99 {obs.challenger.p99_latency_ms:.1f} ms")
+
+
+def _verdict(failures: list[str], unknown: list[str], passed: Callable[[], str]) -> tuple[Verdict, tuple[str, ...]]:
+    """`passed` is called only on a pass, when the figures it names are known."""
+    if failures:
+        return Verdict.FAIL, tuple(failures)
+    return (Verdict.INCONCLUSIVE, tuple(unknown)) if unknown else (Verdict.PASS, (passed(),))
+
+
+def _failures(analysis: Analysis, obs: Observation, error: ErrorRateEvidence) -> list[str]:
     failures = []
     if error.lower > analysis.max_error_rate_delta:
         failures.append(f"error rate {error.delta:+.4f} exceeds +{analysis.max_error_rate_delta} "
@@ -205,12 +219,10 @@ def _failures(analysis: Analysis, obs: Observation, error: ErrorRateEvidence, sc
     p99 = obs.challenger.p99_latency_ms
     if p99 is not None and p99 > analysis.max_p99_latency_ms:
         failures.append(f"p99 latency {p99:.1f} ms > {analysis.max_p99_latency_ms} ms")
-    if score_psi is not None and noise <= analysis.max_score_psi and score_psi > analysis.max_score_psi:
-        failures.append(f"score PSI {score_psi:.3f} > {analysis.max_score_psi}")
     return failures
 
 
-def _unknowns(analysis: Analysis, obs: Observation, error: ErrorRateEvidence, noise: float) -> list[str]:
+def _unknowns(analysis: Analysis, obs: Observation, error: ErrorRateEvidence) -> list[str]:
     unknown = []
     if error.upper >= analysis.max_error_rate_delta:
         unknown.append(f"no evidence of no harm yet: error rate {error.delta:+.4f}, upper bound "
@@ -219,10 +231,17 @@ def _unknowns(analysis: Analysis, obs: Observation, error: ErrorRateEvidence, no
                        f"{obs.champion.errors:.0f}/{obs.champion.requests:.0f})")
     if obs.challenger.p99_latency_ms is None:
         unknown.append("no challenger latency data")
-    if noise > analysis.max_score_psi:
-        unknown.append(f"too few scored rows to judge PSI ({obs.challenger.scored:.0f} challenger, "
-                       f"{obs.champion.scored:.0f} champion: chance alone reaches {noise:.2f})")
     return unknown
+
+
+def _psi(analysis: Analysis, obs: Observation, score_psi: float | None, noise: float) -> tuple[list[str], list[str]]:
+    """(failures, unknowns) of the score-PSI check between the variants."""
+    if noise > analysis.max_score_psi:
+        return [], [f"too few scored rows to judge PSI ({obs.challenger.scored:.0f} challenger, "
+                    f"{obs.champion.scored:.0f} champion: chance alone reaches {noise:.2f})"]
+    if score_psi is not None and score_psi > analysis.max_score_psi:
+        return [f"score PSI {score_psi:.3f} > {analysis.max_score_psi}"], []
+    return [], []
 
 
 def shadow_check(analysis: Analysis, scored: float, failed: float) -> CheckResult:
@@ -245,7 +264,14 @@ def shadow_check(analysis: Analysis, scored: float, failed: float) -> CheckResul
 
 
 def with_outcomes(result: CheckResult, evidence: OutcomeEvidence) -> CheckResult:
-    """The check on traffic and on labels together: the worse verdict, with the reasons that made it."""
+    """The check on traffic and on labels together: the worse verdict, with the reasons that made it. Labels
+    outrank score PSI: PSI between the variants stands in for outcomes while labels are too few, but once they
+    judge the challenger not worse, scores that moved are what a model retrained on drift is for (such a retrain,
+    far better on labels, scores the drifted payments unlike the champion it replaces)."""
+    if evidence.verdict is Verdict.PASS and result.without_psi is not None and result.verdict is not Verdict.PASS:
+        traffic_verdict, kept = result.without_psi
+        outranked = tuple(f"{reason} (outranked by the labels)" for reason in result.reasons if reason not in kept)
+        result = replace(result, verdict=traffic_verdict, reasons=(*kept, *outranked))
     order = (Verdict.FAIL, Verdict.INCONCLUSIVE, Verdict.PASS)
     verdict = min(result.verdict, evidence.verdict, key=order.index)
     reasons = [*(result.reasons if result.verdict is verdict else ()),
