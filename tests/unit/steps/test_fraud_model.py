@@ -100,3 +100,27 @@ def test_run_time_params_accept_numpy_samples_but_refuse_bad_values() -> None:
         TrainingParams.from_values({"hidden": -3})
     with pytest.raises(ValueError, match="hiden"):
         TrainingParams.from_values({"hiden": 3})
+
+
+def test_a_tune_trial_trains_the_same_model_whatever_the_process_generator_held(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's seed, not the worker's global torch generator, draws the initial weights: the same params and data
+    report the same metrics however many models the process built before."""
+    import ray.tune
+
+    from fraud_detection.training import tune_trainable
+
+    x, y = toy()
+    data = {"x_train": x[:300], "y_train": y[:300], "x_valid": x[300:], "y_valid": y[300:], "epochs": 2,
+            "batch_size": 64, "seed": 3}
+    reports: list[list[dict]] = []
+
+    def run(global_seed: int) -> None:
+        reports.append([])
+        torch.manual_seed(global_seed)  # what an earlier trial in the same worker process would leave behind
+        monkeypatch.setattr(ray.tune, "report", reports[-1].append)
+        tune_trainable({"hidden": 8, "lr": 0.01}, data, {})
+
+    run(0)
+    run(12345)
+    assert reports[0] == reports[1] and len(reports[0]) == 2
