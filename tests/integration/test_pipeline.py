@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,17 +51,27 @@ PIPELINES_DASHBOARD = ROOT / "monitoring/generated/dashboards/ferry-pipelines.js
 LOCAL_RUN_PANELS = ("Local runs by phase", "Failed local runs (24h)")
 
 
-def tiny_spec(name: str, **replace: str) -> str:
+# The spec's training.tune block (the lines indented under it).
+TUNE_BLOCK = re.compile(r"\n    tune:\n(?:      .*\n)+")
+
+
+def tiny_spec(name: str, tune: bool = True, **replace: str) -> str:
+    """The committed spec made tiny. `tune=False` leaves its tune block out, for a scenario about what happens
+    around training (a failed gate, a resumed run, a retrain compared with the champion): the tune step costs
+    over a minute per run here, and test_up_runs_pipeline_and_registers_one_version runs it."""
     text = (ROOT / "gitops/models/fraud-detector.yaml").read_text()
     for old, new in {**TINY, **replace}.items():
         assert old in text, old
         text = text.replace(old, new)
+    if not tune:
+        text, removed = TUNE_BLOCK.subn("\n", text)
+        assert removed == 1, "the spec's tune block moved: update TUNE_BLOCK"
     return text.replace("name: fraud-detector", f"name: {name}").replace("route: /fraud-detector", f"route: /{name}")
 
 
-def write_spec(home: Path, name: str, **replace: str) -> Path:
+def write_spec(home: Path, name: str, tune: bool = True, **replace: str) -> Path:
     path = home / "gitops/models" / f"{name}.yaml"
-    path.write_text(tiny_spec(name, **replace))
+    path.write_text(tiny_spec(name, tune, **replace))
     return path
 
 
@@ -212,7 +223,8 @@ def test_pipelines_dashboard_shows_the_finished_local_runs(settings: Settings) -
 
 
 def test_failed_gate_skips_register_and_rollout(settings: Settings) -> None:
-    write_spec(settings.home, "tiny-gated", **{"{metric: auc_roc, min: 0.7}": "{metric: auc_roc, min: 0.9999}"})
+    write_spec(settings.home, "tiny-gated", tune=False,
+               **{"{metric: auc_roc, min: 0.7}": "{metric: auc_roc, min: 0.9999}"})
     [outcome] = reconcile.up(settings, ["tiny-gated"]).models
     assert outcome.phase == "Succeeded"
     assert outcome.outputs["evaluate.passed"] == "false" and "gate auc_roc" in outcome.outputs["evaluate.reason"]
@@ -221,7 +233,7 @@ def test_failed_gate_skips_register_and_rollout(settings: Settings) -> None:
 
 
 def test_retrain_is_compared_with_the_champion_and_never_promoted_without_evidence(settings: Settings) -> None:
-    write_spec(settings.home, "tiny", **{"epochs: 6": "epochs: 3", "min_delta: 0.0": "min_delta: -1.0",
+    write_spec(settings.home, "tiny", tune=False, **{"epochs: 6": "epochs: 3", "min_delta: 0.0": "min_delta: -1.0",
                                          "interval: 30s": "interval: 3s", "hold_timeout: 10m": "hold_timeout: 12s"})
     [outcome] = reconcile.up(settings, ["tiny"]).models
     assert outcome.phase == "Succeeded", outcome.message
@@ -252,7 +264,7 @@ def wait_for_node(settings: Settings, workflow: str, step: str, timeout_s: float
 
 
 def test_killed_runner_resumes_without_redoing_steps(settings: Settings) -> None:
-    spec_path = write_spec(settings.home, "tiny-resume", **{"epochs: 6": "epochs: 3"})
+    spec_path = write_spec(settings.home, "tiny-resume", tune=False, **{"epochs: 6": "epochs: 3"})
     spec, _ = load_spec_file(spec_path)
     workflow = names.workflow_name("tiny-resume", spec_hash(spec.model))
     env = {**os.environ, **ferry_env(settings)}
