@@ -79,7 +79,7 @@ def test_unknown_sources_are_rejected(source: str) -> None:
     spec, errors = load_spec_text(with_data(f"    source: {source}\n    path: x.parquet\n"), "m.yaml")
     assert spec is None
     assert [e.path for e in errors] == ["spec.data.source"]
-    assert "'simulator', 'parquet' or 'log'" in errors[0].message
+    assert "'simulator', 'parquet', 'log' or 'dataset'" in errors[0].message
 
 
 def frame() -> pd.DataFrame:

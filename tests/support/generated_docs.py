@@ -70,6 +70,11 @@ DOCS = (
                  ("benchmarks/bench_raw_serving.py", f"{SERVING}/api.py", f"{SERVING}/prediction_log.py",
                   f"{SERVING}/online.py", f"{SERVING}/shadow.py", f"{SERVING}/quality.py", *STATE,
                   "workloads/src/fraud_detection/online.py")),
+    GeneratedDoc("docs/benchmarks/recommender.md", "benchmarks/bench_recommender.py",
+                 ".venv/bin/python benchmarks/bench_recommender.py",
+                 ("benchmarks/bench_recommender.py", "platform/src/ferry/steps/tune.py",
+                  *(f"workloads/src/recommender/{name}.py" for name in (
+                      "model", "params", "ranking", "split", "training", "workload")))),
     GeneratedDoc("docs/benchmarks/replay-parity.md", "benchmarks/bench_replay_parity.py",
                  ".venv/bin/python benchmarks/bench_replay_parity.py",
                  ("benchmarks/bench_replay_parity.py", f"{SERVING}/replay.py", f"{SERVING}/prediction_log.py",

@@ -149,6 +149,16 @@ def test_only_a_workload_that_reads_its_log_may_train_on_it(example_text: str) -
     assert run_checks([spec], {"fraud_detection": WorkloadFacts(**facts, reads_log=True)}) == []
 
 
+def test_a_source_the_workload_does_not_read_is_named_with_the_ones_it_does(example_text: str) -> None:
+    spec = loaded(example_text.replace("    source: simulator\n", "    source: dataset\n"))
+    facts = dict(metrics=("auc_roc", "average_precision"), data_params=DataKnobs, training_params=Hyper)
+    [error] = run_checks([spec], {"fraud_detection": WorkloadFacts(**facts)})
+    assert error.path == "spec.data.source" and "'dataset'" in error.message and error.line > 1
+    assert error.hint == "use source: simulator or parquet"
+    reads_it = WorkloadFacts(**facts, sources=("dataset", "parquet"))
+    assert run_checks([spec], {"fraud_detection": reads_it}) == []
+
+
 ROLLOUT_STEPS = "    steps: [10, 25, 50, 100]\n"
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from ferry.checkpoints import resume
 from fraud_detection.features import FEATURE_NAMES
 from fraud_detection.model import Scorer, build_model, predict_proba, train_epoch
 from fraud_detection.params import TrainingParams
-from fraud_detection.training import _resume, _save, load_checkpoint_model
+from fraud_detection.training import _save, load_checkpoint_model
 from fraud_detection.workload import FraudDetectionWorkload, Transaction
 
 
@@ -66,7 +67,7 @@ def test_checkpoint_roundtrip_uses_weights_only(tmp_path) -> None:
             return contextlib.nullcontext(str(tmp_path))
 
     fresh = build_model(x.shape[1], TrainingParams(hidden=8))
-    assert _resume(fresh, torch.optim.Adam(fresh.parameters()), Folder()) == 3
+    assert resume(fresh, torch.optim.Adam(fresh.parameters()), Folder()) == 3
 
 
 def test_request_model_rejects_bad_fields() -> None:

@@ -6,9 +6,8 @@ killed mid-training restarts from the last finished epoch (FailureConfig in the 
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,9 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from ferry import checkpoints
 from fraud_detection.model import FraudMLP, build_model, predict_proba, train_epoch
 from fraud_detection.params import TrainingParams
-
-STATE_FILE = "model.pt"
-META_FILE = "meta.json"
 
 
 def _validation_metrics(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: Any) -> dict[str, float]:
@@ -52,7 +49,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # spec and data train the same model (DDP then broadcasts rank 0's weights to the other ranks).
     torch.manual_seed(int(config.get("seed", 0)))
     model, optimizer = _setup({**config, "params": params}, device)
-    first_epoch = _resume(model, optimizer, ray.train.get_checkpoint())
+    first_epoch = checkpoints.resume(model, optimizer, ray.train.get_checkpoint())
     ddp_model = prepare_model(model)
     x = torch.as_tensor(config["x_train"][rank::world], device=device)
     y = torch.as_tensor(config["y_train"][rank::world], device=device)
@@ -61,12 +58,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss = train_epoch(ddp_model, optimizer, x, y, int(config["batch_size"]), generator)
         metrics = {"epoch": epoch + 1, "train_loss": loss, "device": str(device), "resumed_from_epoch": first_epoch,
                    **_validation_metrics(model, config["x_valid"], config["y_valid"], device)}
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                _save(Path(tmp), model, optimizer, epoch + 1, params)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        checkpoints.report_epoch(metrics, rank, partial(_save, model=model, optimizer=optimizer, epoch=epoch + 1,
+                                                          params=params))
         _maybe_die(config.get("fault_kill_once"), epoch + 1, rank)
 
 
@@ -84,29 +77,16 @@ def _maybe_die(fault: dict[str, Any] | None, epoch: int, rank: int) -> None:
 
 def _save(folder: Path, model: FraudMLP, optimizer: torch.optim.Optimizer, epoch: int,
           params: TrainingParams) -> None:
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, folder / STATE_FILE)
     # Every param, defaults included: the checkpoint rebuilds its architecture even if a default changes.
-    (folder / META_FILE).write_text(json.dumps({"epoch": epoch, "params": params.model_dump(),
-                                                "n_features": int(model.mean.shape[0])}))
-
-
-def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Any) -> int:
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        return int(json.loads((Path(folder) / META_FILE).read_text())["epoch"])
+    checkpoints.save(folder, model, optimizer, epoch, {"params": params.model_dump(),
+                                                       "n_features": int(model.mean.shape[0])})
 
 
 def load_checkpoint_model(folder: Path) -> torch.nn.Module:
     """Rebuild the trained model from a checkpoint folder without unpickling arbitrary objects."""
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = checkpoints.read_meta(folder)
     model = build_model(int(meta["n_features"]), TrainingParams.from_values(meta["params"]))
-    state = torch.load(folder / STATE_FILE, weights_only=True, map_location="cpu")
-    model.load_state_dict(state["model"])
-    return model.eval()
+    return checkpoints.load_weights(folder, model)
 
 
 def tune_trainable(config: dict[str, Any], data: dict[str, Any], fixed_params: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ class WorkloadFacts:
     search (every one when None), and each domain's values must be valid for its param's field.
     `reads_log`: the workload turns its logged raw requests and labels back into rows (`history_from_log`)
     and says how many days of history before a row its features read (`feature_lookback_days(data)`), so its
-    specs may use `data.source: log`.
+    specs may use `data.source: log`. `sources` names the other `data.source` values its `load_data` reads.
     """
 
     metrics: tuple[str, ...]
@@ -39,6 +39,7 @@ class WorkloadFacts:
     training_params: type[BaseModel]
     tunable: tuple[str, ...] | None = None
     reads_log: bool = False
+    sources: tuple[str, ...] = ("simulator", "parquet")  # the data.source values load_data reads, `log` aside
 
     def __post_init__(self) -> None:
         unknown = set(self.tunable_params) - set(self.training_params.model_fields)
@@ -210,7 +211,11 @@ def check_workloads(specs: Sequence[LoadedSpec], workloads: Mapping[str, Workloa
         if body.data.source == "log" and not facts.reads_log:
             yield SpecError(spec.file, spec.line_of("spec", "data", "source"), "spec.data.source",
                             f"workload {body.workload!r} does not log raw requests and labels, so it cannot "
-                            "train on served traffic", "use source: simulator or parquet")
+                            "train on served traffic", f"use source: {' or '.join(facts.sources)}")
+        elif body.data.source != "log" and body.data.source not in facts.sources:
+            yield SpecError(spec.file, spec.line_of("spec", "data", "source"), "spec.data.source",
+                            f"workload {body.workload!r} does not read source {body.data.source!r}",
+                            f"use source: {' or '.join(facts.sources)}")
 
 
 def _outcome_errors(spec: LoadedSpec, facts: WorkloadFacts) -> Iterator[SpecError]:

@@ -92,9 +92,10 @@ class LogWindow(Strict):
 
 
 class DataSpec(Strict):
-    source: Literal["simulator", "parquet", "log"] = Field(description=(
+    source: Literal["simulator", "parquet", "log", "dataset"] = Field(description=(
         "`simulator` generates data from `params`; `parquet` reads `path`; `log` reads what serving logged "
-        "for this model, joined with the labels that came back, over `window`."))
+        "for this model, joined with the labels that came back, over `window`; `dataset` reads the public "
+        "dataset the workload ships with (the recommender's MovieLens 100K), shaped by `params`."))
     path: str | None = Field(None, description="Relative path of a parquet file inside the data root.")
     params: dict[str, ScalarParam] = Field(default_factory=dict, description=(
         "Workload-specific knobs, typed by the workload's data params model (`ferry validate` checks them; "

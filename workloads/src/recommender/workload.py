@@ -1,0 +1,130 @@
+"""recommender as a ferry Workload: MovieLens 100K, the temporal split, an item autoencoder, ranking metrics.
+
+The model's input is a user's row of rated items and its output a score for every item, so `prepare`'s
+arrays are such rows (`x_*`: the history before the period, `y_*`: what the user rated in it), which the
+platform's tune, train and evaluate steps pass around as for any workload. Heavy imports (torch, ray) happen
+inside the methods that need them, so `ferry validate` reads `facts` without loading the ML stack.
+
+Not yet wired into the platform (#16): serving's `/recommend` route, the canary's ranking check and the
+plan's metric preview need the generic Workload hooks listed in the issue, so the entry point is not
+registered yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from ferry.spec.checks import WorkloadFacts
+from ferry.spec.models import DataSpec
+from recommender.params import DataParams, TrainingParams
+from recommender.ranking import ranking_metrics
+from recommender.split import temporal_split
+
+METRICS = ("recall_at_10", "ndcg_at_10", "coverage_at_10")
+MAX_K = 100
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int = Field(ge=0, lt=2**63, description="MovieLens user id; also the sticky key for canary routing.")
+    k: int = Field(10, ge=1, le=MAX_K, description="How many items to return.")
+    exclude_seen: bool = Field(True, description="Leave out items the user rated before the model's cutoff.")
+
+
+class RecommendedItem(BaseModel):
+    item_id: int
+    score: float
+
+
+class Recommendations(BaseModel):
+    items: list[RecommendedItem]
+    fallback: bool = Field(description="True when the user is unknown to the model and the list is the most "
+                                       "popular items instead.")
+
+
+class RecommenderWorkload:
+    name = "recommender"
+    facts = WorkloadFacts(metrics=METRICS, data_params=DataParams, training_params=TrainingParams,
+                          sources=("dataset", "parquet"))
+    request_model = RecommendRequest
+    response_model = Recommendations
+    routing_key = "user_id"
+
+    def load_data(self, data: DataSpec, data_root: Path) -> pd.DataFrame:
+        params = DataParams.model_validate(data.params)
+        if data.source == "dataset":
+            from recommender.movielens import load_ratings
+
+            frame = load_ratings()
+        elif data.source == "parquet" and data.path is not None:
+            path = (data_root / data.path).resolve()
+            if not path.is_relative_to(data_root.resolve()):
+                raise ValueError(f"data path {data.path!r} leaves the data root {data_root}")
+            frame = pd.read_parquet(path, columns=["user_id", "item_id", "rating", "timestamp"])
+        else:
+            raise ValueError(f"recommender loads source 'dataset' (MovieLens 100K) or 'parquet' (a path to ratings "
+                             f"with user_id, item_id, rating, timestamp), not {data.source!r}")
+        if params.max_users is not None:
+            keep = np.sort(frame["user_id"].unique())[:params.max_users]
+            frame = frame[frame["user_id"].isin(keep)].reset_index(drop=True)
+        return frame
+
+    def featurize(self, frame: pd.DataFrame, data: DataSpec) -> pd.DataFrame:
+        return frame  # the model learns from the interactions themselves
+
+    def dataset_digest(self, frame: pd.DataFrame) -> str:
+        hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+        return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+    def prepare(self, frame: pd.DataFrame, data: DataSpec) -> dict[str, Any]:
+        params = DataParams.model_validate(data.params)
+        split = temporal_split(frame, params.valid_share, params.test_share)
+        valid_users = np.flatnonzero(split.valid.sum(axis=1) > 0)
+        test_users = np.flatnonzero(split.test.sum(axis=1) > 0)
+        if len(valid_users) == 0 or len(test_users) == 0:
+            raise ValueError("the split leaves no user with validation or test ratings; raise valid_share/test_share "
+                             "or load more ratings per user")
+        # Rows of rated items are the model's input: a user's history up to the period being predicted.
+        history = split.fit + split.valid
+        return {"x_train": split.fit, "y_train": split.fit,
+                "x_valid": split.fit[valid_users], "y_valid": split.valid[valid_users],
+                "x_test": history[test_users], "y_test": split.test[test_users],
+                "valid_users": valid_users, "test_users": test_users,
+                "user_ids": split.user_ids, "item_ids": split.item_ids,
+                "dropped_cold_items": split.dropped_cold_items}
+
+    def train_loop_per_worker(self, config: dict[str, Any]) -> None:
+        from recommender.training import train_loop_per_worker
+
+        train_loop_per_worker(config)
+
+    def tune_trainable(self, config: dict[str, Any], data: dict[str, Any], fixed_params: dict[str, Any]) -> None:
+        from recommender.training import tune_trainable
+
+        tune_trainable(config, data, fixed_params)
+
+    def load_checkpoint(self, folder: Path) -> Any:
+        from recommender.training import load_checkpoint_model
+
+        return load_checkpoint_model(folder)
+
+    def evaluate(self, prepared: Mapping[str, Any], scores: Any) -> dict[str, float]:
+        return ranking_metrics(np.asarray(scores), prepared["x_test"], prepared["y_test"])
+
+    def predict_batch(self, model: Any, features: Any) -> Any:
+        from recommender.model import score_rows
+
+        return score_rows(model, np.asarray(features, dtype=np.float32))
+
+    def example_request(self) -> dict[str, Any]:
+        return {"user_id": 42, "k": 10, "exclude_seen": True}
+
+    def input_example(self, prepared: Mapping[str, Any]) -> np.ndarray:
+        return np.asarray(prepared["x_test"][:4])
