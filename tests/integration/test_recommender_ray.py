@@ -6,13 +6,10 @@ test_train_resume does."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.ray_script import run_ray_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -61,13 +58,7 @@ print("RESULT" + json.dumps({
 
 
 def test_tune_train_checkpoint_and_evaluate_on_ray(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=540, check=False)
-    line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT")), None)
-    assert line, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(line.removeprefix("RESULT"))
+    result = run_ray_script(SCRIPT, tmp_path)
     assert len(result["trials"]) == 2 and all(t["error"] is None and t["ndcg"] > 0 for t in result["trials"])
     assert result["error"] is None and result["epoch"] == 8
     assert result["shape"] == [len_test := result["shape"][0], result["items"]] and len_test > 100

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.support.ray_script import run_ray_script
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -41,13 +38,7 @@ print("RESULT" + json.dumps({"error": repr(result.error) if result.error else No
 
 
 def test_killed_worker_resumes_from_last_checkpoint(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=540, check=False)
-    line = next((row for row in done.stdout.splitlines() if row.startswith("RESULT")), None)
-    assert line, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(line.removeprefix("RESULT"))
+    result = run_ray_script(SCRIPT, tmp_path)
     assert (tmp_path / "killed").exists(), "the fault was never injected"
     assert result["error"] is None and result["epoch"] == 4 and result["checkpoint"]
     # Killed right after reporting epoch 2: the restart continues from a persisted checkpoint (epoch 1
