@@ -16,7 +16,7 @@ from recommender import movielens
 from recommender.model import build_model, score_rows, train_epoch
 from recommender.params import TrainingParams
 from recommender.ranking import popularity, ranking_metrics, top_k
-from recommender.serving import EXCLUDED, RecommenderScorer, export
+from recommender.serving import EXCLUDED, RecommenderScorer, build_scorer, export
 from recommender.split import period_of_rows, temporal_split
 from recommender.training import load_checkpoint_model, save, validation_metrics
 from recommender.workload import RecommenderWorkload
@@ -188,3 +188,29 @@ def test_the_exported_scorer_takes_any_batch_and_answers_as_the_module_does() ->
     users, exclude = torch.tensor([100, 5, 120, 139, 101]), torch.tensor([True, False, True, False, True])
     for got, want in zip(program.module()(users, exclude), scorer(users, exclude), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_ratings_from_parquet_are_read_inside_the_data_root_and_cut_to_max_users(tmp_path: Path) -> None:
+    rows = [(u, (u + day) % 20, f"2020-01-{day + 1:02d}") for u in range(30) for day in range(10)]
+    ratings(rows).assign(extra="ignored").to_parquet(tmp_path / "ratings.parquet")
+    workload = RecommenderWorkload()
+    frame = workload.load_data(DataSpec(source="parquet", path="ratings.parquet", params={"max_users": 12}), tmp_path)
+    assert list(frame.columns) == ["user_id", "item_id", "rating", "timestamp"]
+    assert sorted(frame["user_id"].unique()) == list(range(12)) and len(frame) == 120
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "out.parquet").symlink_to(tmp_path / "ratings.parquet")
+    with pytest.raises(ValueError, match="leaves the data root"):
+        workload.load_data(DataSpec(source="parquet", path="out.parquet", params={}), tmp_path / "root")
+    with pytest.raises(ValueError, match="source 'dataset'"):
+        workload.load_data(DataSpec(source="simulator", params={}), tmp_path)
+
+
+def test_the_scorer_built_from_prepare_knows_every_rating_of_the_data() -> None:
+    rows = [(u, (u + day) % 20, f"2020-01-{day + 1:02d}") for u in range(30) for day in range(10)]
+    prepared = RecommenderWorkload().prepare(ratings(rows), DataSpec(source="dataset", params={}))
+    scorer = build_scorer(trained(block_data(), 1).train(), prepared)
+    items, scores, known = scorer(torch.tensor([0, 29]), torch.tensor([True, True]))
+    assert known.all() and scorer.model.training is False
+    for row, user in enumerate((0, 29)):  # all ten rated items, test period included, are left out
+        rated = {(user + day) % 20 for day in range(10)}
+        assert set(items[row][scores[row] == EXCLUDED].tolist()) == rated
