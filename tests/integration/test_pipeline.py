@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import httpx
 import mlflow.pytorch
 import numpy as np
 import pytest
+from tests.support.local_stack import restored_environ, stopping
 from typer.testing import CliRunner
 
 from ferry.adapters.registry import Registry
@@ -26,9 +26,15 @@ from ferry.contract import names
 from ferry.local import reconcile
 from ferry.local.engine.state import status_path
 from ferry.local.supervisor import procs
-from ferry.local.supervisor.service_defs import ray_temp_dir
-from ferry.local.supervisor.services import ferry_env, service_processes, start_services, stop_services
+from ferry.local.supervisor.services import (
+    ferry_env,
+    service_processes,
+    start_services,
+    stop_services,
+    use_ray_client_env,
+)
 from ferry.rollout.lineage import lineage
+from ferry.serving.deploy import ask_example, deploy_local
 from ferry.settings import Settings
 from ferry.spec import load_spec_file, spec_hash
 
@@ -81,12 +87,9 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     (home / "gitops/models").mkdir(parents=True)
     write_spec(home, "tiny")
     settings = Settings(home=home, ready_timeout_s=120, **{f: procs.free_port() for f in PORT_FIELDS})
-    try:
+    with restored_environ(), stopping(settings):  # the recommender's test connects this process to Ray to deploy
         start_services(settings)
         yield settings
-    finally:
-        stop_services(settings)
-        shutil.rmtree(ray_temp_dir(settings), ignore_errors=True)
 
 
 def registry(settings: Settings) -> Registry:
@@ -281,6 +284,45 @@ def test_killed_runner_resumes_without_redoing_steps(settings: Settings) -> None
     assert outcome.phase == "Succeeded", outcome.message
     assert outcome.outputs["data.mlflow-run"] == data_run.info.run_id
     assert len(versions(settings, "tiny-resume")) == 1
+
+
+def tiny_recommender(name: str) -> str:
+    """The committed recommender spec on 150 users, 3 epochs, no tuning and gates any model passes."""
+    text = (ROOT / "gitops/models/recommender.yaml").read_text()
+    replace = {"params: {valid_share: 0.1, test_share: 0.2}": "params: {valid_share: 0.1, test_share: 0.2, "
+               "max_users: 150}", "epochs: 20": "epochs: 3", "min: 0.13}": "min: 0.0}", "min: 0.08}": "min: 0.0}",
+               "name: recommender": f"name: {name}", "route: /recommender": f"route: /{name}"}
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    text, removed = TUNE_BLOCK.subn("\n", text)
+    assert removed == 1
+    return text
+
+
+def test_the_recommender_rides_the_same_pipeline_to_served_recommendations(settings: Settings) -> None:
+    """The second workload through the same rendered Workflow, registry and router: a model whose registered
+    program takes user ids (a tuple input example, no drift reference) and a `/recommend` route."""
+    (settings.home / "gitops/models/tiny-recommender.yaml").write_text(tiny_recommender("tiny-recommender"))
+    [outcome] = reconcile.up(settings, ["tiny-recommender"]).models
+    assert outcome.phase == "Succeeded", outcome.message
+    assert outcome.outputs["rollout.decision"] == "promoted"
+    assert {"ndcg-at-10", "recall-at-10"} <= {key.split(".", 1)[1] for key in outcome.outputs}
+    [version] = versions(settings, "tiny-recommender")
+    assert names.TAG_REFERENCE not in version.tags and "metric.ndcg_at_10" in version.tags
+    spec, _ = load_spec_file(settings.home / "gitops/models/tiny-recommender.yaml")
+    with restored_environ():
+        use_ray_client_env(settings)
+        url = deploy_local(settings, spec.model)
+        path, answer = ask_example(settings, spec.model, url)
+    assert path == "/recommend" and answer["version"] == version.version and answer["fallback"] is False
+    assert len(answer["items"]) == 10
+    batch = httpx.post(f"{url}/recommend/batch", json=[{"user_id": 1, "k": 3}, {"user_id": 10**9, "k": 2}],
+                       timeout=30, trust_env=False)
+    assert batch.status_code == 200, batch.text
+    assert [(len(a["items"]), a["fallback"]) for a in batch.json()["answers"]] == [(3, False), (2, True)]
+    bad = httpx.post(f"{url}/recommend", json={"user_id": 1, "k": 0}, timeout=30, trust_env=False)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "k"]
 
 
 def test_down_leaves_no_process_and_no_port(settings: Settings) -> None:

@@ -75,6 +75,10 @@ DOCS = (
                  ("benchmarks/bench_recommender.py", "platform/src/ferry/steps/tune.py",
                   *(f"workloads/src/recommender/{name}.py" for name in (
                       "model", "params", "ranking", "split", "training", "workload")))),
+    GeneratedDoc("docs/benchmarks/recommender-serving.md", "benchmarks/bench_recommender_serving.py",
+                 ".venv/bin/python benchmarks/bench_recommender_serving.py",
+                 ("benchmarks/bench_recommender_serving.py", f"{SERVING}/ranking.py", f"{SERVING}/app.py",
+                  "workloads/src/recommender/serving.py", "workloads/src/recommender/workload.py")),
     GeneratedDoc("docs/benchmarks/replay-parity.md", "benchmarks/bench_replay_parity.py",
                  ".venv/bin/python benchmarks/bench_replay_parity.py",
                  ("benchmarks/bench_replay_parity.py", f"{SERVING}/replay.py", f"{SERVING}/prediction_log.py",

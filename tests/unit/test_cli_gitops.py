@@ -26,7 +26,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_validate_ok(home: Path) -> None:
     result = runner.invoke(app, ["validate"])
     assert result.exit_code == 0, result.output
-    assert "2 model(s) valid" in result.output
+    assert "3 model(s) valid" in result.output
 
 
 def test_validate_reports_every_error_with_location(home: Path) -> None:

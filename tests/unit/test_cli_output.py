@@ -228,9 +228,9 @@ def test_plan(width: int, tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", "--base", "main"])
     assert result.exit_code == 0, result.output
     readable(result.output, width, ["fraud-detector: retrain", "spec.training.epochs: 6 → 8", "4cb811bae2",
-                                    "fraud-detector-lite: unchanged"])
+                                    "fraud-detector-lite: unchanged", "recommender: unchanged"])
     as_json = runner.invoke(app, ["plan", "--base", "main", "--format", "json"])
-    assert {m["name"] for m in json.loads(as_json.output)["models"]} == {MODEL, LITE}  # never wrapped
+    assert {m["name"] for m in json.loads(as_json.output)["models"]} == {MODEL, LITE, "recommender"}  # never wrapped
 
 
 def test_a_table_gives_way_to_blocks_only_when_it_does_not_fit() -> None:

@@ -15,6 +15,7 @@ from ferry.render.profiles import EnvName, rendered_dir
 from ferry.spec.checks import WorkloadFacts, run_checks
 from ferry.spec.errors import SpecError, SpecInvalid
 from ferry.spec.loader import LoadedSpec, load_specs
+from ferry.spec.models import ModelSpec
 
 MODELS_DIR = "gitops/models"
 
@@ -103,8 +104,14 @@ def _diff(rel: str, old: str, new: str) -> str:
 
 
 def plan(home: Path, base_ref: str, env: EnvName = "prod") -> Plan:
+    base, head = plan_sides(home, base_ref)
+    return make_plan(base, head, env)
+
+
+def plan_sides(home: Path, base_ref: str) -> tuple[dict[str, ModelSpec], dict[str, ModelSpec]]:
+    """The specs at `base_ref` and in the working tree, by model name (both validated)."""
     head = valid_specs(home)
     base, errors = git.specs_at_ref(home, base_ref, MODELS_DIR)
     if errors:
         raise SpecInvalid(errors)
-    return make_plan({s.name: s.model for s in base}, {s.name: s.model for s in head}, env)
+    return {s.name: s.model for s in base}, {s.name: s.model for s in head}

@@ -137,8 +137,9 @@ def test_json_schema_has_the_workload_params(example_text: str) -> None:
     defs = schema["$defs"]
     assert defs["fraud_detection.SimulatorParams"]["properties"]["customers"]["minimum"] == 1
     assert defs["fraud_detection.TrainingParams"]["additionalProperties"] is False
-    [rule] = defs["ModelBody"]["allOf"]
-    assert rule["if"]["properties"]["workload"] == {"const": "fraud_detection"}
+    rules = {rule["if"]["properties"]["workload"]["const"]: rule for rule in defs["ModelBody"]["allOf"]}
+    assert set(rules) == set(FACTS) == {"fraud_detection", "recommender"}
+    assert defs["recommender.DataParams"]["properties"]["max_users"]["anyOf"][0]["minimum"] == 10
     both = {**FACTS, "another": FACTS["fraud_detection"]}
     assert model_schema_text(both) == model_schema_text(dict(reversed(list(both.items()))))
     validator = jsonschema.Draft202012Validator(json.loads(model_schema_text(FACTS)))

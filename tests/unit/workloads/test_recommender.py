@@ -16,10 +16,10 @@ from recommender import movielens
 from recommender.model import build_model, score_rows, train_epoch
 from recommender.params import TrainingParams
 from recommender.ranking import popularity, ranking_metrics, top_k
-from recommender.serving import EXCLUDED, RecommenderScorer, build_scorer, export
+from recommender.serving import EXCLUDED, RecommenderScorer, build_scorer, export, popularity_percentile
 from recommender.split import period_of_rows, temporal_split
 from recommender.training import load_checkpoint_model, save, validation_metrics
-from recommender.workload import RecommenderWorkload
+from recommender.workload import Recommendations, RecommenderWorkload, RecommendRequest
 
 
 def ratings(rows: list[tuple[int, int, str]]) -> pd.DataFrame:
@@ -159,8 +159,9 @@ def scorer_over_blocks() -> RecommenderScorer:
 
 def test_the_scorer_answers_known_users_from_their_history_and_unknown_ones_with_popularity() -> None:
     scorer = scorer_over_blocks()
-    items, scores, known = scorer(torch.tensor([139, 100, 7]), torch.tensor([True, True, True]))
+    items, scores, known, percentile = scorer(torch.tensor([139, 100, 7]), torch.tensor([True, True, True]))
     assert known.tolist() == [True, True, False]
+    assert torch.equal(percentile, scorer.percentile[items - 1000])
     # id 139 is row 0 (first taste, items 1000..1009), id 100 row 39 (second taste): nothing they rated comes back.
     rated_by_139 = {1000 + j for j in np.flatnonzero(block_data()["x_train"][0])}
     offered = items[0][scores[0] > EXCLUDED].tolist()
@@ -177,7 +178,7 @@ def test_the_scorer_answers_known_users_from_their_history_and_unknown_ones_with
 
 def test_exclude_seen_false_may_return_what_the_user_rated() -> None:
     scorer = scorer_over_blocks()
-    items, _, _ = scorer(torch.tensor([139]), torch.tensor([False]))
+    items, *_ = scorer(torch.tensor([139]), torch.tensor([False]))
     rated_by_139 = {1000 + j for j in np.flatnonzero(block_data()["x_train"][0])}
     assert rated_by_139 <= set(items[0, :10].tolist())
 
@@ -209,8 +210,30 @@ def test_the_scorer_built_from_prepare_knows_every_rating_of_the_data() -> None:
     rows = [(u, (u + day) % 20, f"2020-01-{day + 1:02d}") for u in range(30) for day in range(10)]
     prepared = RecommenderWorkload().prepare(ratings(rows), DataSpec(source="dataset", params={}))
     scorer = build_scorer(trained(block_data(), 1).train(), prepared)
-    items, scores, known = scorer(torch.tensor([0, 29]), torch.tensor([True, True]))
+    items, scores, known, _ = scorer(torch.tensor([0, 29]), torch.tensor([True, True]))
     assert known.all() and scorer.model.training is False
     for row, user in enumerate((0, 29)):  # all ten rated items, test period included, are left out
         rated = {(user + day) % 20 for day in range(10)}
         assert set(items[row][scores[row] == EXCLUDED].tolist()) == rated
+
+
+def test_popularity_percentile_ranks_items_by_how_often_they_were_rated() -> None:
+    assert popularity_percentile(np.array([5.0, 0.0, 9.0, 5.0])).tolist() == [0.25, 0.0, 0.75, 0.25]
+
+
+def test_answers_cut_each_request_to_its_k_drop_seen_items_and_describe_popularity() -> None:
+    workload = RecommenderWorkload()
+    rows = [RecommendRequest(user_id=139, k=3), RecommendRequest(user_id=7, k=2, exclude_seen=False),
+            RecommendRequest(user_id=139, k=5)]
+    items = np.array([[11, 12, 13, 14, 15]] * 3)
+    scores = np.array([[0.5, 0.3, EXCLUDED, EXCLUDED, EXCLUDED], [0.4, 0.2, 0.1, 0.05, 0.01],
+                       [0.5, 0.3, 0.2, 0.1, EXCLUDED]])
+    percentile = np.array([[1.0, 0.5, 0.0, 0.0, 0.0], [0.9, 0.7, 0.1, 0.1, 0.1], [1.0, 0.5, 0.3, 0.2, 0.0]])
+    answers, popularity = workload.answers((items, scores, np.array([True, False, True]), percentile), rows)
+    assert answers[0] == {"items": [{"item_id": 11, "score": 0.5}, {"item_id": 12, "score": 0.3}], "fallback": False}
+    assert answers[1]["fallback"] is True and [i["item_id"] for i in answers[1]["items"]] == [11, 12]
+    assert len(answers[2]["items"]) == 4
+    assert popularity.tolist() == pytest.approx([0.75, 0.8, 0.5])
+    assert [Recommendations.model_validate(a) for a in answers]  # what the API promises
+    users, exclude = workload.model_inputs(rows)
+    assert users.dtype == np.int64 and users.tolist() == [139, 7, 139] and exclude.tolist() == [True, False, True]

@@ -7,6 +7,7 @@ killed mid-training restarts from the last finished epoch (FailureConfig in the 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,19 @@ def _setup(config: dict[str, Any], device: Any) -> tuple[FraudMLP, torch.optim.O
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     return model, optimizer
+
+
+def fit_in_process(prepared: Mapping[str, Any], params: Mapping[str, Any], epochs: int, batch_size: int,
+                   seed: int) -> FraudMLP:
+    """The model `train_loop_per_worker` trains, trained in this process without Ray (the plan's metric preview):
+    the same initial weights for a seed, the same loss and batches."""
+    torch.manual_seed(seed)
+    model, optimizer = _setup({**prepared, "params": TrainingParams.from_values(params)}, torch.device("cpu"))
+    x, y = torch.as_tensor(prepared["x_train"]), torch.as_tensor(prepared["y_train"])
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        train_epoch(model, optimizer, x, y, batch_size, generator)
+    return model.eval()
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

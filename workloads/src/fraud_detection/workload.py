@@ -93,6 +93,9 @@ class Score(BaseModel):
     fraud: bool
 
 
+PREVIEW_CUSTOMERS = 300
+
+
 class FraudDetectionWorkload:
     name = "fraud_detection"
     # Every training param is tunable; data.params are the simulator's (a parquet source ignores them).
@@ -159,7 +162,7 @@ class FraudDetectionWorkload:
 
         return load_checkpoint_model(folder)
 
-    def scoring_module(self, model: Any) -> Any:
+    def scoring_module(self, model: Any, prepared: Mapping[str, Any]) -> Any:
         from fraud_detection.model import Scorer
 
         return Scorer(model).eval()
@@ -170,6 +173,23 @@ class FraudDetectionWorkload:
     def evaluate_rows(self, rows: pd.DataFrame, scores: Any, names: Sequence[str]) -> dict[str, float]:
         """Metrics `names` of scores on logged rows (`history_from_log`): a rollout's judgement on labels."""
         return evaluate_named(rows, np.asarray(scores), names)
+
+    def preview_data(self, data: DataSpec) -> DataSpec:
+        """The plan's metric preview trains on at most PREVIEW_CUSTOMERS cards (terminals in proportion), the same
+        days and split; a parquet source is read whole."""
+        if data.source != "simulator":
+            return data
+        params = SimulatorParams.model_validate(data.params)
+        scale = min(1.0, PREVIEW_CUSTOMERS / params.customers)
+        smaller = {"customers": max(1, round(params.customers * scale)),
+                   "terminals": max(1, round(params.terminals * scale))}
+        return data.model_copy(update={"params": {**data.params, **smaller}})
+
+    def fit_in_process(self, prepared: Mapping[str, Any], params: Mapping[str, Any], epochs: int, batch_size: int,
+                       seed: int) -> Any:
+        from fraud_detection.training import fit_in_process
+
+        return fit_in_process(prepared, params, epochs, batch_size, seed)
 
     def predict_batch(self, model: Any, features: Any) -> Any:
         from fraud_detection.model import predict_proba

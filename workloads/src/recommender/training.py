@@ -8,6 +8,7 @@ epoch and resumes from `ray.train.get_checkpoint()`, as the fraud workload's doe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,18 @@ def tune_trainable(config: dict[str, Any], data: dict[str, Any], fixed_params: d
     for epoch in range(int(data["epochs"])):
         loss = train_epoch(model, optimizer, rated, int(data["batch_size"]), generator)
         tune.report({"epoch": epoch + 1, "train_loss": loss, **validation_metrics(model, data, device)})
+
+
+def fit_in_process(prepared: Mapping[str, Any], params: Mapping[str, Any], epochs: int, batch_size: int,
+                   seed: int) -> ItemAutoencoder:
+    """The model `train_loop_per_worker` trains, trained in this process without Ray (the plan's metric preview):
+    the same initial weights for a seed, the same loss and batches."""
+    torch.manual_seed(seed)
+    model, optimizer = _setup(dict(prepared), TrainingParams.from_values(params), torch.device("cpu"))
+    rated, generator = torch.as_tensor(np.asarray(prepared["x_train"])), torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        train_epoch(model, optimizer, rated, batch_size, generator)
+    return model.eval()
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

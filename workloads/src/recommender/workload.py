@@ -5,15 +5,16 @@ arrays are such rows (`x_*`: the history before the period, `y_*`: what the user
 platform's tune, train and evaluate steps pass around as for any workload. Heavy imports (torch, ray) happen
 inside the methods that need them, so `ferry validate` reads `facts` without loading the ML stack.
 
-Not yet wired into the platform (#16): serving's `/recommend` route, the canary's ranking check and the
-plan's metric preview need the generic Workload hooks listed in the issue, so the entry point is not
-registered yet.
+What is registered is `RecommenderScorer` (`scoring_module`): user ids in, top items out, each user's history
+inside. Serving takes `RecommendRequest`s on `POST /recommend` (`endpoint`, `model_inputs`, `answers`: the
+ranking capability of ferry.serving.ranking) and records, per answer, the mean popularity percentile of the
+items it returned: the distribution the canary's PSI compares between champion and challenger.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from recommender.split import temporal_split
 
 METRICS = ("recall_at_10", "ndcg_at_10", "coverage_at_10")
 MAX_K = 100
+PREVIEW_USERS = 300
 
 
 class RecommendRequest(BaseModel):
@@ -44,7 +46,7 @@ class RecommendedItem(BaseModel):
 
 
 class Recommendations(BaseModel):
-    items: list[RecommendedItem]
+    items: list[RecommendedItem] = Field(description="Best first; fewer than k when exclude_seen leaves fewer.")
     fallback: bool = Field(description="True when the user is unknown to the model and the list is the most "
                                        "popular items instead.")
 
@@ -52,10 +54,11 @@ class Recommendations(BaseModel):
 class RecommenderWorkload:
     name = "recommender"
     facts = WorkloadFacts(metrics=METRICS, data_params=DataParams, training_params=TrainingParams,
-                          sources=("dataset", "parquet"))
+                          sources=("dataset", "parquet"), scores_test_rows=False)
     request_model = RecommendRequest
     response_model = Recommendations
     routing_key = "user_id"
+    endpoint = "recommend"
 
     def load_data(self, data: DataSpec, data_root: Path) -> pd.DataFrame:
         params = DataParams.model_validate(data.params)
@@ -119,6 +122,18 @@ class RecommenderWorkload:
     def evaluate(self, prepared: Mapping[str, Any], scores: Any) -> dict[str, float]:
         return ranking_metrics(np.asarray(scores), prepared["x_test"], prepared["y_test"])
 
+    def preview_data(self, data: DataSpec) -> DataSpec:
+        """The plan's metric preview trains on the first PREVIEW_USERS users (fewer if the spec keeps fewer)."""
+        kept = DataParams.model_validate(data.params).max_users
+        return data.model_copy(update={"params": {**data.params, "max_users": min(kept or PREVIEW_USERS,
+                                                                                   PREVIEW_USERS)}})
+
+    def fit_in_process(self, prepared: Mapping[str, Any], params: Mapping[str, Any], epochs: int, batch_size: int,
+                       seed: int) -> Any:
+        from recommender.training import fit_in_process
+
+        return fit_in_process(prepared, params, epochs, batch_size, seed)
+
     def predict_batch(self, model: Any, features: Any) -> Any:
         from recommender.model import score_rows
 
@@ -127,5 +142,35 @@ class RecommenderWorkload:
     def example_request(self) -> dict[str, Any]:
         return {"user_id": 42, "k": 10, "exclude_seen": True}
 
-    def input_example(self, prepared: Mapping[str, Any]) -> np.ndarray:
-        return np.asarray(prepared["x_test"][:4])
+    def input_example(self, prepared: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The registered scorer's inputs: a few known user ids and `exclude_seen` flags."""
+        users = np.asarray(prepared["user_ids"][:4], dtype=np.int64)
+        return users, np.ones(len(users), dtype=bool)
+
+    def scoring_module(self, model: Any, prepared: Mapping[str, Any]) -> Any:
+        from recommender.serving import build_scorer
+
+        return build_scorer(model, prepared)
+
+    def drift_reference(self, prepared: Mapping[str, Any], scorer: Any) -> None:
+        """None: the model's input is a user id, not feature columns to compare; the canary compares the two
+        versions' answers instead (`answers`' popularity percentile)."""
+        return None
+
+    def model_inputs(self, rows: Sequence[RecommendRequest]) -> tuple[np.ndarray, np.ndarray]:
+        users = np.fromiter((row.user_id for row in rows), dtype=np.int64, count=len(rows))
+        return users, np.fromiter((row.exclude_seen for row in rows), dtype=bool, count=len(rows))
+
+    def answers(self, outputs: Sequence[np.ndarray], rows: Sequence[RecommendRequest]) -> tuple[list[dict[str, Any]],
+                                                                                             np.ndarray]:
+        """Each request's `k` best items (those left out as seen dropped) and, per answer, the mean popularity
+        percentile of the items returned (0 for an empty list)."""
+        items, scores, known, percentile = outputs
+        answered, popularity = [], np.zeros(len(rows))
+        for i, row in enumerate(rows):
+            kept = scores[i, :row.k] >= 0  # -1 marks an item excluded as seen
+            answered.append({"items": [{"item_id": item, "score": score} for item, score in zip(
+                items[i, :row.k][kept].tolist(), scores[i, :row.k][kept].tolist(), strict=True)],
+                             "fallback": not bool(known[i])})
+            popularity[i] = float(percentile[i, :row.k][kept].mean()) if kept.any() else 0.0
+        return answered, popularity

@@ -11,6 +11,7 @@ from ferry import workspace
 from ferry.adapters.workloads import workload_facts
 from ferry.cli import generated
 from ferry.cli.output import console, err_console, indented, print_spec_errors, raw
+from ferry.plan import make_plan
 from ferry.plan.report import as_json, as_markdown, as_text
 from ferry.render.profiles import EnvName, rendered_dir
 from ferry.settings import load_settings
@@ -44,12 +45,33 @@ def plan(
     base: Annotated[str, typer.Option(help="Git ref to compare the working tree with.")] = "origin/main",
     env: Annotated[EnvName, typer.Option(help="Environment whose rendered objects are compared.")] = "prod",
     output_format: Annotated[str, typer.Option("--format", help="text, markdown or json.")] = "text",
+    preview: Annotated[bool, typer.Option(help=(
+        "Train the base and head spec of every model whose training changes on a small sample and compare the "
+        "metrics its spec judges; exit 1 when one drops by more than --tolerance."))] = False,
+    tolerance: Annotated[float, typer.Option(min=0, help="Largest drop of a judged metric the preview accepts "
+                                                         "(absolute, e.g. 0.02 of NDCG@10).")] = 0.02,
+    budget: Annotated[float, typer.Option(min=10, help="Seconds the whole preview may take.")] = 900.0,
 ) -> None:
     """Say per model what merging the working tree would do: new, removed, retrain, redeploy, policy."""
     if output_format not in FORMATTERS:
         err_console.print(f"[red]error[/red] --format must be one of {', '.join(FORMATTERS)}")
         raise typer.Exit(2)
-    text = FORMATTERS[output_format](workspace.plan(load_settings().home, base, env))
+    settings = load_settings()
+    if preview:
+        from ferry.steps.preview import preview_plan
+
+        sides = workspace.plan_sides(settings.home, base)
+        with err_console.status("metric preview") as status:
+            found = preview_plan(make_plan(*sides, env), *sides, settings.data_dir, tolerance, budget,
+                                 on_model=lambda name: status.update(f"metric preview: training {name} (base, head)"))
+    else:
+        found = workspace.plan(settings.home, base, env)
+    _print_plan(FORMATTERS[output_format](found), output_format)
+    if found.preview_failed:
+        raise typer.Exit(1)
+
+
+def _print_plan(text: str, output_format: str) -> None:
     if output_format != "text":
         raw(text, end="")  # markdown and JSON are for machines and PR comments: exactly as formatted
         return

@@ -161,7 +161,8 @@ def _deploy(settings: Any, spec: Any) -> Any:
 
     try:
         url = deploy_local(settings, spec.model)
-        return Served(spec.name, url, ask_example(settings, spec.model, url))
+        path, answer = ask_example(settings, spec.model, url)
+        return Served(spec.name, url, answer, path=path)
     except ServingError as exc:
         return Served(spec.name, "", error=str(exc))
 
@@ -171,7 +172,7 @@ def _print_served(result: Any) -> None:
         if served.error:
             err_console.print(f"[red]serving {served.model} failed[/red]: {escape(served.error)}")
             continue
-        console.print(f"serving {served.model}: POST {served.url}/predict", markup=False)
+        console.print(f"serving {served.model}: POST {served.url}{served.path}", markup=False)
         console.print(indented(f"docs: {served.url}/docs", 2))
         console.print(indented(f"example prediction: {served.prediction}", 2))
 

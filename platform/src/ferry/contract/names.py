@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 from ferry.contract.errors import EXIT_FAILED as EXIT_FAILED  # re-exported: one list of exit codes
 
@@ -124,15 +125,25 @@ OUTPUT_MODEL_VERSION = "model-version"
 OUTPUT_MODEL_URI = "model-uri"
 OUTPUT_DECISION = "decision"  # a final rollout state, or DECISION_NOTHING_REGISTERED
 DECISION_NOTHING_REGISTERED = "nothing-registered"
-# The evaluate step's workload metrics it shows as outputs: MLflow metric -> output name.
-EVALUATE_METRIC_OUTPUTS = {"auc_roc": "auc-roc", "average_precision": "average-precision",
-                           "card_precision_at_100": "card-precision-at-100"}
 STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
     STEP_DATA: (OUTPUT_MLFLOW_RUN, OUTPUT_DATASET_DIGEST, OUTPUT_ROWS, OUTPUT_FRESH),
-    STEP_EVALUATE: (OUTPUT_MLFLOW_RUN, OUTPUT_PASSED, OUTPUT_REASON, *EVALUATE_METRIC_OUTPUTS.values()),
+    STEP_EVALUATE: (OUTPUT_MLFLOW_RUN, OUTPUT_PASSED, OUTPUT_REASON),  # + the spec's judged metrics: step_outputs
     STEP_REGISTER: (OUTPUT_MODEL_VERSION, OUTPUT_MODEL_URI),
     STEP_ROLLOUT: (OUTPUT_DECISION, OUTPUT_REASON),
 }
+
+
+
+def metric_output(metric: str) -> str:
+    """The evaluate step's output parameter showing a workload metric (Argo's UI lists outputs by these names)."""
+    return metric.replace("_", "-")
+
+
+def step_outputs(step: str, judged_metrics: Sequence[str] = ()) -> tuple[str, ...]:
+    """A step's output parameters; evaluate's include the metrics the spec judges (`EvaluationSpec.judged`)."""
+    extra = tuple(metric_output(metric) for metric in judged_metrics) if step == STEP_EVALUATE else ()
+    return (*STEP_OUTPUTS.get(step, ()), *extra)
+
 
 # Exit codes of `ferry step`: EX_TEMPFAIL asks the rendered retryStrategy and the local runner to try again
 # (MLflow or Ray briefly unreachable); any other failure is final.

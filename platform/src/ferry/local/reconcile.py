@@ -47,8 +47,9 @@ class ModelOutcome:
 class Served:
     model: str
     url: str
-    prediction: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None  # the answer to the example request
     error: str = ""
+    path: str = "/predict"  # where the example request was posted, under the route
 
 
 Deploy = Callable[[LoadedSpec], Served]

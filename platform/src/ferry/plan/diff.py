@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ferry.plan.preview import Preview
 from ferry.render.bundle import render_objects
 from ferry.render.profiles import EnvName
 from ferry.spec.hashing import spec_hash
@@ -55,10 +56,15 @@ class Plan:
     env: EnvName
     models: list[ModelChange]
     shared_objects: dict[str, ObjectChange] = field(default_factory=dict)
+    previews: list[Preview] = field(default_factory=list)  # `ferry plan --preview` only (ferry.plan.preview)
 
     @property
     def has_changes(self) -> bool:
         return any(c.action != "unchanged" for c in self.models) or bool(self.shared_objects)
+
+    @property
+    def preview_failed(self) -> bool:
+        return any(not preview.passed for preview in self.previews)
 
 
 def make_plan(base: Mapping[str, ModelSpec], head: Mapping[str, ModelSpec], env: EnvName = "prod") -> Plan:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from typing import Any
 
 from ferry.plan.diff import ModelChange, Plan
+from ferry.plan.preview import Preview
 
 ICONS = {"new": "🆕", "removed": "🗑️", "retrain": "🔁", "redeploy": "🚀", "policy": "📐", "unchanged": "✅"}
 COMMENT_MARKER = "<!-- ferry-plan -->"
@@ -31,7 +33,49 @@ def as_text(plan: Plan) -> str:
         lines += [f"    {c.path}: {_short(c.old)} → {_short(c.new)}" for c in change.changes]
         lines += [f"    {verb} {obj}" for obj, verb in change.objects.items()]
     lines += [f"shared: {verb} {obj}" for obj, verb in plan.shared_objects.items()]
+    for preview in plan.previews:
+        lines.append(f"preview {preview.model}: {'ok' if preview.passed else 'FAILED'} ({preview.verdict}); "
+                     f"{_setup(preview)}")
+        lines += [f"    {metric}: {base} → {head} ({delta})" for metric, base, head, delta in _preview_rows(preview)]
     return "\n".join(lines) if lines else "no models"
+
+
+def _setup(preview: Preview) -> str:
+    sides = [s for s in (preview.base, preview.head) if s is not None]
+    rows = "/".join(f"{s.rows:,}" for s in sides)
+    seconds = sum(s.seconds for s in sides)
+    return (f"{preview.epochs} epochs × {preview.seeds} seeds on the workload's sample ({rows} rows), "
+            f"training.params, no tuning; {seconds:.0f} s")
+
+
+def _preview_rows(preview: Preview) -> list[tuple[str, str, str, str]]:
+    """(metric, base, head, Δ) per metric the head reported, the judged ones first."""
+    if preview.head is None:
+        return []
+    ordered = [*preview.judged, *(m for m in preview.head.metrics if m not in preview.judged)]
+    rows = []
+    for metric in ordered:
+        base = preview.base.metrics.get(metric) if preview.base is not None else None
+        delta = preview.delta(metric)
+        head = preview.head.metrics.get(metric, math.nan)
+        rows.append((metric, "–" if base is None else f"{base:.4f}", f"{head:.4f}",
+                     "–" if delta is None else f"{delta:+.4f}"))
+    return rows
+
+
+def _preview_markdown(plan: Plan) -> list[str]:
+    if not plan.previews:
+        return []
+    parts = ["", "#### Metric preview", ""]
+    for preview in plan.previews:
+        icon = "✅" if preview.passed else "❌"
+        parts += [f"{icon} `{preview.model}`: {preview.verdict}. {_setup(preview)}.", ""]
+        rows = _preview_rows(preview)
+        if rows:
+            parts += ["| metric | base | head | Δ |", "|---|---|---|---|"]
+            parts += [f"| {'**' + m + '**' if m in preview.judged else m} | {b} | {h} | {d} |" for m, b, h, d in rows]
+            parts.append("")
+    return parts
 
 
 def as_markdown(plan: Plan) -> str:
@@ -47,6 +91,7 @@ def as_markdown(plan: Plan) -> str:
             parts += ["", "</details>"]
     if plan.shared_objects:
         parts += ["", "Shared objects:"] + [f"- {verb} `{obj}`" for obj, verb in plan.shared_objects.items()]
+    parts += _preview_markdown(plan)
     return "\n".join(parts) + "\n"
 
 

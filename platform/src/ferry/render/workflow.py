@@ -59,7 +59,7 @@ def _step_container(step: str, model: ModelSpec, profile: EnvProfile) -> Contain
         resources=m.ResourceRequirements(**pods.resources(STEP_CPU, STEP_MEMORY)),
         security_context=m.SecurityContext(**_snake(pods.container_security())),
         volume_mounts=[m.VolumeMount(**_snake(v)) for v in pods.volume_mounts(profile)],
-        outputs=[_output(step, out, profile) for out in names.STEP_OUTPUTS.get(step, ())],
+        outputs=[_output(step, out, profile) for out in names.step_outputs(step, model.spec.evaluation.judged())],
         retry_strategy=_retry_container(),
         # Argo copies a template's labels onto its pod: the rollout PodMonitor selects the pod by this one.
         labels={names.LABEL_STEP: step},

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 from fastapi import Body, FastAPI, Request
@@ -54,6 +54,15 @@ from ferry.spec.models import ServingSpec
 
 logger = logging.getLogger(LOGGER_NAME)
 ScoreOne = Callable[[BaseModel], Awaitable[Prediction]]
+
+
+class Router(Protocol):
+    """What the probes and the request guard need of a service: its metrics and what it serves (the scoring
+    service here, `ranking.RankingService` for a ranking workload)."""
+
+    recorder: metrics.Recorder
+
+    def info(self) -> Info: ...
 NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 ERRORS: dict[int | str, dict[str, Any]] = {413: {"description": "Body over serving.limits.max_body_bytes"},
           503: {"description": "No champion loaded yet"}, 504: {"description": "Over serving.limits.timeout_s"}}
@@ -78,7 +87,7 @@ def build_api(service: ScoringService, score_one: ScoreOne, serving: ServingSpec
         return JSONResponse(status_code=422, content={"detail": errors})
 
     app.add_exception_handler(RequestValidationError, invalid)
-    _probe_routes(app, service)
+    probe_routes(app, service)
     _predict_routes(app, scoring)
     if service.workload.raw_request_model is not None:
         _raw_routes(app, scoring)
@@ -90,7 +99,7 @@ def features_path(service: ScoringService) -> str:
     return "/predict/features" if service.workload.raw_request_model is not None else "/predict"
 
 
-def _probe_routes(app: FastAPI, service: ScoringService) -> None:
+def probe_routes(app: FastAPI, service: Router) -> None:
     @app.get("/healthz", response_model=Health, tags=["probes"])
     async def healthz() -> Health:
         return Health(status="alive")
@@ -127,7 +136,7 @@ class Scoring:
             prediction = await self.score_one(row)
             return prediction, {(prediction.version, prediction.variant)}
 
-        return await _guarded(self.service, self.limits.timeout_s, call)
+        return await guarded(self.service, self.limits.timeout_s, call)
 
     async def batch(self, body: bytes) -> Any:
         # Read and validated column-wise (ferry.serving.columns), not as one model per row, and answered
@@ -140,7 +149,7 @@ class Scoring:
                 await settle_batch(self.service.faults, set(scored.versions), scored.first_fault())
             return Response(scored.to_json(), media_type="application/json"), scored.served
 
-        return await _guarded(self.service, self.limits.timeout_s, call)
+        return await guarded(self.service, self.limits.timeout_s, call)
 
     async def raw(self, rows: list[BaseModel], single: bool) -> Any:
         """Raw requests: features from the feature state store (one round trip for the batch), then scored
@@ -161,7 +170,7 @@ class Scoring:
                 return result, scored.served
             return Response(scored.to_json(), media_type="application/json"), scored.served
 
-        return await _guarded(self.service, self.limits.timeout_s, call)
+        return await guarded(self.service, self.limits.timeout_s, call)
 
     async def labels(self, rows: list[BaseModel]) -> Any:
         async def call() -> Answer:
@@ -175,7 +184,7 @@ class Scoring:
             return LabelsReport(stored=report.stored, repeated=report.repeated, corrected=report.corrected,
                                 unmatched=list(report.unmatched)), ()
 
-        return await _guarded(self.service, self.limits.timeout_s, call)
+        return await guarded(self.service, self.limits.timeout_s, call)
 
 
 def _log_scored(log: ServingLog, rows: list[BaseModel], observed: Any, scored: Scored) -> None:
@@ -314,7 +323,7 @@ def _raw_routes(app: FastAPI, scoring: Scoring) -> None:
 Answer = tuple[Any, Iterable[tuple[str, str]]]  # the response, and the (version, variant) pairs that served it
 
 
-async def _guarded(service: ScoringService, timeout_s: float, call: Callable[[], Awaitable[Answer]]) -> Any:
+async def guarded(service: Router, timeout_s: float, call: Callable[[], Awaitable[Answer]]) -> Any:
     """Run a scoring call with the request timeout, turning every failure into a JSON 5xx and a metric."""
     started = time.perf_counter()
     try:
@@ -344,7 +353,7 @@ async def _guarded(service: ScoringService, timeout_s: float, call: Callable[[],
     return answer
 
 
-def _server_error(service: ScoringService, status: int, message: str, version: str = "",
+def _server_error(service: Router, status: int, message: str, version: str = "",
                   variant: str = metrics.UNROUTED, rows: int = 1) -> JSONResponse:
     service.recorder.request(metrics.SERVER_ERROR, version, variant, rows)
     return JSONResponse(status_code=status, content=error_body(message))

@@ -50,16 +50,24 @@ from ferry.serving.faults import FaultBook, InjectedFault, settle
 from ferry.serving.intake import InFlight
 from ferry.serving.online import online_features, serving_log
 from ferry.serving.quality import QualityMonitor, RayQualityGauges
+from ferry.serving.ranking import RankingService, build_ranking_api, ranks
 from ferry.serving.schemas import AppArgs, Prediction
 from ferry.serving.service import ScoringService, WorkloadView
 from ferry.serving.shadow import ShadowScorer
 from ferry.serving.watcher import RegistryWatcher
 
 
-def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPort) -> ScoringService:
-    """The scoring service with a started registry watcher (first read done, so a champion is usually
-    loaded before the replica reports itself running)."""
+def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPort) -> ScoringService | RankingService:
+    """The scoring (or, for a ranking workload, ranking) service with a started registry watcher (first read
+    done, so a champion is usually loaded before the replica reports itself running)."""
     loaded = load_workload(args.workload)
+    if ranks(loaded):
+        watcher = RegistryWatcher(args.model, lambda: registry.rollout_view(args.model),
+                                  lambda version: registry.load_pytorch_version(args.model, version),
+                                  args.poll_interval_s)
+        watcher.refresh()
+        watcher.start()
+        return RankingService(args.model, loaded, watcher, recorder, args.fingerprint())
     workload = WorkloadView.of(loaded)
     faults = FaultBook(lambda version: registry.version(args.model, version).tags) \
         if args.allow_fault_injection else None
@@ -122,9 +130,11 @@ class Router:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _score_queued(self, rows: list[BaseModel]) -> list[Prediction | InjectedFault]:
+        assert isinstance(self.service, ScoringService)
         return self.service.score_each(rows)  # an injected fault fails its own request, not the batch
 
     async def score_one(self, row: BaseModel) -> Prediction:
+        assert isinstance(self.service, ScoringService)
         if self.in_flight.count <= 1:  # alone in the replica: nobody to batch with, score now
             result = self.service.score_single(row)
         else:
@@ -132,6 +142,8 @@ class Router:
         return (await settle([result], self.service.faults))[0]
 
     def __serve_build_asgi_app__(self) -> FastAPI:
+        if isinstance(self.service, RankingService):
+            return build_ranking_api(self.service, self.args.serving, self.in_flight)
         return build_api(self.service, self.score_one, self.args.serving, self.in_flight)
 
     def __del__(self) -> None:

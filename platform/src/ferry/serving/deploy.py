@@ -155,15 +155,25 @@ def predict_once(url: str, payload: dict[str, Any], timeout_s: float = HTTP_TIME
     return dict(body)
 
 
-def ask_example(settings: Settings, spec: ModelSpec, url: str) -> dict[str, Any]:
-    """`ferry up`'s served prediction: the workload's example raw request when the model takes raw requests and
-    the feature state store runs, else its example features (on `/predict/features` for such a model)."""
+def ask_example(settings: Settings, spec: ModelSpec, url: str) -> tuple[str, dict[str, Any]]:
+    """`ferry up`'s served answer: the path asked and what it answered (`example_call`)."""
+    path, payload = example_call(settings, spec)
+    return path, predict_once(url, payload, path=path)
+
+
+def example_call(settings: Settings, spec: ModelSpec) -> tuple[str, dict[str, Any]]:
+    """Where `ferry up` asks the served model, with what: a ranking workload's example request on its endpoint; the
+    example raw request when the model takes raw requests and the feature state store runs; else the example
+    features (on `/predict/features` for a model that takes raw requests)."""
     from ferry.adapters.workloads import load_workload
     from ferry.serving.online import takes_raw_requests
+    from ferry.serving.ranking import ranks
 
     workload: Any = load_workload(spec.spec.workload)  # raw requests are optional: not in the Workload protocol
+    if ranks(workload):
+        return f"/{workload.endpoint.strip('/')}", workload.example_request()
     if not takes_raw_requests(workload):
-        return predict_once(url, workload.example_request())
+        return "/predict", workload.example_request()
     if local_state_store(settings, spec) is not None:
-        return predict_once(url, workload.example_raw_request())
-    return predict_once(url, workload.example_request(), path="/predict/features")
+        return "/predict", workload.example_raw_request()
+    return "/predict/features", workload.example_request()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pydantic_core
@@ -29,6 +29,7 @@ from ferry.serving.watcher import LOGGER_NAME, Loaded, RegistryWatcher, RolloutS
 
 logger = logging.getLogger(LOGGER_NAME)
 DEFAULT_THRESHOLD = 0.5
+T = TypeVar("T")
 
 
 class NoChampion(FerryError):
@@ -229,29 +230,40 @@ class ScoringService:
 
     def _score_group(self, state: RolloutState, variant: Variant,
                      features: np.ndarray) -> tuple[Loaded, Variant, np.ndarray]:
-        loaded = state.challenger if variant == CHALLENGER else state.champion
-        assert loaded is not None
-        try:
-            scores = run_model(loaded.module, features)
-        except Exception as exc:
-            if variant == CHAMPION:
-                raise ScoringFailed(loaded.version, variant, len(features)) from exc
-            self.recorder.request(metrics.SERVER_ERROR, loaded.version, variant, len(features))
-            # A failing challenger must not fail users: its errors are counted (the canary controller rolls
-            # it back on them) and the rows are answered by the champion instead.
-            logger.exception("challenger %s failed; answering %d row(s) with the champion", loaded.version,
-                             len(features))
-            return self._score_group(state, CHAMPION, features)
+        loaded, served_as, scores = answered_by(state, variant, len(features), self.recorder,
+                                                lambda model: run_model(model.module, features))
         positives = int(np.count_nonzero(scores >= self.workload.threshold))
-        self.recorder.request(metrics.OK, loaded.version, variant, len(scores))
-        self.recorder.scores(loaded.version, variant, scores, positives)
-        return loaded, variant, scores
+        self.recorder.request(metrics.OK, loaded.version, served_as, len(scores))
+        self.recorder.scores(loaded.version, served_as, scores, positives)
+        return loaded, served_as, scores
 
     def info(self) -> Info:
-        state, watcher = self.watcher.state, self.watcher
-        age = None if watcher.last_poll is None else round(time.monotonic() - watcher.last_poll, 3)
-        return Info(model=self.model, fingerprint=self.fingerprint,
-                    champion=state.champion.version if state.champion else None,
-                    challenger=state.challenger.version if state.challenger else None, weight=state.weight,
-                    registry_reachable=watcher.reachable, last_error=watcher.last_error, seconds_since_poll=age,
-                    log_dropped_rows=None if self.log is None else self.log.dropped_rows)
+        return served_info(self.model, self.fingerprint, self.watcher,
+                           None if self.log is None else self.log.dropped_rows)
+
+
+def answered_by(state: RolloutState, variant: Variant, rows: int, recorder: metrics.Recorder,
+                run: Callable[[Loaded], T]) -> tuple[Loaded, Variant, T]:
+    """`run` on the variant's model: (the model that answered, as which variant, its answer). A failing champion
+    raises ScoringFailed (a 500, counted against its version). A failing challenger must not fail users: its
+    errors are counted (the canary controller rolls it back on them) and the champion answers instead."""
+    loaded = state.challenger if variant == CHALLENGER else state.champion
+    assert loaded is not None
+    try:
+        return loaded, variant, run(loaded)
+    except Exception as exc:
+        if variant == CHAMPION:
+            raise ScoringFailed(loaded.version, variant, rows) from exc
+        recorder.request(metrics.SERVER_ERROR, loaded.version, variant, rows)
+        logger.exception("challenger %s failed; answering %d row(s) with the champion", loaded.version, rows)
+        return answered_by(state, CHAMPION, rows, recorder, run)
+
+
+def served_info(model: str, fingerprint: str, watcher: RegistryWatcher, log_dropped_rows: int | None = None) -> Info:
+    """`/info`: what the router serves now and how fresh its view of the registry is."""
+    state = watcher.state
+    age = None if watcher.last_poll is None else round(time.monotonic() - watcher.last_poll, 3)
+    return Info(model=model, fingerprint=fingerprint, champion=state.champion.version if state.champion else None,
+                challenger=state.challenger.version if state.challenger else None, weight=state.weight,
+                registry_reachable=watcher.reachable, last_error=watcher.last_error, seconds_since_poll=age,
+                log_dropped_rows=log_dropped_rows)

@@ -32,6 +32,9 @@ class WorkloadFacts:
     `reads_log`: the workload turns its logged raw requests and labels back into rows (`history_from_log`)
     and says how many days of history before a row its features read (`feature_lookback_days(data)`), so its
     specs may use `data.source: log`. `sources` names the other `data.source` values its `load_data` reads.
+    `scores_test_rows`: its registered model scores `prepare`'s `x_test` rows, so evaluate can score the champion
+    on the candidate's test set; False (the recommender's registered model takes user ids and carries what each
+    user rated, test period included) leaves the champion unscored and refuses `evaluation.beat_champion`.
     """
 
     metrics: tuple[str, ...]
@@ -40,6 +43,7 @@ class WorkloadFacts:
     tunable: tuple[str, ...] | None = None
     reads_log: bool = False
     sources: tuple[str, ...] = ("simulator", "parquet")  # the data.source values load_data reads, `log` aside
+    scores_test_rows: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.tunable_params) - set(self.training_params.model_fields)
@@ -208,6 +212,11 @@ def check_workloads(specs: Sequence[LoadedSpec], workloads: Mapping[str, Workloa
             yield from space_errors(spec, body.training.tune.space, facts.training_params, facts.tunable_params)
         yield from _unknown_metrics(spec, facts.metrics)
         yield from _outcome_errors(spec, facts)
+        if body.evaluation.beat_champion and not facts.scores_test_rows:
+            yield SpecError(spec.file, spec.line_of("spec", "evaluation", "beat_champion"),
+                            "spec.evaluation.beat_champion", f"workload {body.workload!r} registers a model that "
+                            "cannot score the candidate's test rows, so the champion cannot be compared on them",
+                            "remove evaluation.beat_champion and gate on the metric's value instead")
         if body.data.source == "log" and not facts.reads_log:
             yield SpecError(spec.file, spec.line_of("spec", "data", "source"), "spec.data.source",
                             f"workload {body.workload!r} does not log raw requests and labels, so it cannot "

@@ -218,6 +218,11 @@ class EvaluationSpec(Strict):
     gates: list[Gate] = Field(default_factory=list)
     beat_champion: BeatChampion | None = None
 
+    def judged(self) -> tuple[str, ...]:
+        """The metrics the gates and the champion comparison judge, each once, in the spec's order."""
+        metrics = [gate.metric for gate in self.gates] + ([self.beat_champion.metric] if self.beat_champion else [])
+        return tuple(dict.fromkeys(metrics))
+
 
 class ReplicaSpec(Strict):
     min: int = Field(1, ge=0, le=1_000)

@@ -30,8 +30,10 @@ def candidate_model(ctx: StepContext) -> Any:
 
 
 def champion_scores(ctx: StepContext, prepared: dict[str, Any]) -> tuple[str | None, Any]:
+    """The champion's version and scores on the test rows; (None, None) without a champion, or for a workload
+    whose registered model does not take test rows (`WorkloadFacts.scores_test_rows`)."""
     champion = ctx.registry.alias(ctx.model, names.ALIAS_CHAMPION)
-    if champion is None:
+    if champion is None or not ctx.workload.facts.scores_test_rows:
         return None, None
     program = ctx.registry.load_pytorch_version(ctx.model, str(champion.version))
     return str(champion.version), score_exported(program, prepared["x_test"])
@@ -64,7 +66,7 @@ def judge(spec: EvaluationSpec, metrics: dict[str, float], champion: dict[str, f
 def run(ctx: StepContext) -> None:
     done = ctx.finished_run()
     if done is not None:
-        ctx.emit(_outputs(done.info.run_id, done.data.metrics, done.data.tags))
+        ctx.emit(_outputs(ctx, done.info.run_id, done.data.metrics, done.data.tags))
         return
     trained_by = ctx.require_run(names.STEP_DATA).data.tags.get(names.TAG_DATASET_TRAINED_BY, ctx.workflow)
     if trained_by != ctx.workflow:
@@ -88,7 +90,7 @@ def _record_verdict(ctx: StepContext, metrics: dict[str, float], verdict: tuple[
             mlflow.set_tag(names.TAG_EVALUATE_CHAMPION_VERSION, champion_version or "")
         tags = {names.TAG_EVALUATE_PASSED: str(verdict[0]).lower(), names.TAG_EVALUATE_REASON: verdict[1]}
         mlflow.set_tags(tags)
-        ctx.emit(_outputs(run.info.run_id, metrics, tags))
+        ctx.emit(_outputs(ctx, run.info.run_id, metrics, tags))
 
 
 def already_trained(ctx: StepContext, trained_by: str) -> tuple[bool, str]:
@@ -99,9 +101,10 @@ def already_trained(ctx: StepContext, trained_by: str) -> tuple[bool, str]:
                    "retraining waits for a new data window")
 
 
-def _outputs(run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
+def _outputs(ctx: StepContext, run_id: str, metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {names.OUTPUT_MLFLOW_RUN: run_id,
                               names.OUTPUT_PASSED: tags.get(names.TAG_EVALUATE_PASSED, "false"),
                               names.OUTPUT_REASON: tags.get(names.TAG_EVALUATE_REASON, "")}
-    values.update({out: metrics.get(name, math.nan) for name, out in names.EVALUATE_METRIC_OUTPUTS.items()})
+    values.update({names.metric_output(metric): metrics.get(metric, math.nan)
+                   for metric in ctx.spec.spec.evaluation.judged()})
     return values

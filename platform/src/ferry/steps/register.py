@@ -12,7 +12,8 @@ from typing import Any
 
 import mlflow
 import mlflow.pytorch
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import Schema, TensorSpec
 
 from ferry.contract import names
 from ferry.stats.reference import Reference, build_reference, sample_rows, workload_feature_names
@@ -61,22 +62,30 @@ def run(ctx: StepContext) -> None:
         raise StepFailed(f"evaluation did not pass ({evaluation.data.tags.get(names.TAG_EVALUATE_REASON)}); "
                          "nothing to register")
     prepared = load_prepared(ctx)
-    scorer = _scorer(ctx)
+    scorer = _scorer(ctx, prepared)
     example = ctx.workload.input_example(prepared)
-    reference = training_reference(ctx.workload, prepared, scorer)
+    reference = drift_reference(ctx.workload, prepared, scorer)
     trained_at = trained_at_tag(ctx.require_run(names.STEP_TRAIN).info.end_time)
     lineage = lineage_tags(ctx, evaluation)
     ctx.registry.ensure_registered_model(ctx.model, ctx.spec.metadata.owner)
     with ctx.mlflow_run() as run:
         info = mlflow.pytorch.log_model(scorer, name="model", input_example=example,
-                                        signature=infer_signature(example, _outputs(scorer, example)),
+                                        signature=model_signature(example, example_outputs(scorer, example)),
                                         pip_requirements=_requirements(), serialization_format="pt2")
-        recorded = {names.TAG_REFERENCE: ctx.registry.log_reference(run.info.run_id, reference),
-                    names.TAG_TRAINED_AT: trained_at, **lineage}
+        recorded = {names.TAG_TRAINED_AT: trained_at, **lineage}
+        if reference is not None:
+            recorded[names.TAG_REFERENCE] = ctx.registry.log_reference(run.info.run_id, reference)
         version = mlflow.register_model(info.model_uri, names.registered_model_name(ctx.model),
                                         tags=version_tags(ctx, evaluation.data.metrics, prepared["dataset_digest"],
                                                           recorded))
     ctx.emit({names.OUTPUT_MODEL_VERSION: version.version, names.OUTPUT_MODEL_URI: _uri(ctx, version.version)})
+
+
+def drift_reference(workload: Any, prepared: dict[str, Any], scorer: Any) -> Reference | None:
+    """The workload's own drift reference when it declares one (`drift_reference(prepared, scorer)`, None for a
+    model whose inputs are no feature rows: the recommender's user ids), else the training rows' reference."""
+    own = getattr(workload, "drift_reference", None)
+    return own(prepared, scorer) if own is not None else training_reference(workload, prepared, scorer)
 
 
 def training_reference(workload: Any, prepared: dict[str, Any], scorer: Any) -> Reference:
@@ -85,7 +94,7 @@ def training_reference(workload: Any, prepared: dict[str, Any], scorer: Any) -> 
     import numpy as np
 
     rows = sample_rows(np.asarray(prepared["x_train"], dtype=np.float32))
-    return build_reference(rows, workload_feature_names(workload), _outputs(scorer, rows).reshape(-1))
+    return build_reference(rows, workload_feature_names(workload), example_outputs(scorer, rows).reshape(-1))
 
 
 def trained_at_tag(end_time_ms: int | None) -> str:
@@ -94,17 +103,36 @@ def trained_at_tag(end_time_ms: int | None) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _scorer(ctx: StepContext) -> Any:
+def _scorer(ctx: StepContext, prepared: dict[str, Any]) -> Any:
+    """What is registered: the trained module, or what the workload's `scoring_module(model, prepared)` wraps it
+    in (the recommender's scorer carries each user's history from the prepared data)."""
     model = candidate_model(ctx)
     to_scorer = getattr(ctx.workload, "scoring_module", None)
-    return to_scorer(model) if to_scorer else model
+    return to_scorer(model, prepared) if to_scorer else model
 
 
-def _outputs(scorer: Any, example: Any) -> Any:
+def example_outputs(scorer: Any, example: Any) -> Any:
+    """The scorer's output on the input example: an array, or a tuple of arrays for a module that takes or
+    returns several tensors (the input example is then a tuple, one array per forward argument)."""
     import torch
 
+    inputs = example if isinstance(example, tuple) else (example,)
     with torch.no_grad():
-        return scorer(torch.as_tensor(example)).numpy()
+        out = scorer(*(torch.as_tensor(part) for part in inputs))
+    return tuple(part.numpy() for part in out) if isinstance(out, tuple) else out.numpy()
+
+
+def model_signature(example: Any, outputs: Any) -> ModelSignature:
+    """MLflow's inferred signature for one array in and out; for tuples (which `infer_signature` does not take),
+    one named tensor spec per array, with a free batch dimension."""
+    if not isinstance(example, tuple) and not isinstance(outputs, tuple):
+        return infer_signature(example, outputs)
+
+    def schema(arrays: Any, prefix: str) -> Schema:
+        parts = arrays if isinstance(arrays, tuple) else (arrays,)
+        return Schema([TensorSpec(part.dtype, (-1, *part.shape[1:]), f"{prefix}{i}") for i, part in enumerate(parts)])
+
+    return ModelSignature(inputs=schema(example, "input_"), outputs=schema(outputs, "output_"))
 
 
 def _uri(ctx: StepContext, version: str) -> str:
