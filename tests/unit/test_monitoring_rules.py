@@ -18,6 +18,7 @@ import yaml
 from tests.support.binaries import system_command
 from tests.support.kube_schemas import validate_yaml_documents
 
+from ferry.adapters.workloads import workload_facts
 from ferry.contract import metrics, names
 from ferry.local.supervisor import service_defs
 from ferry.render import alerting, alerts, monitoring
@@ -72,10 +73,24 @@ def test_local_prometheus_loads_the_generated_rule_files() -> None:
 
 
 def test_rendered_prometheus_rule_holds_the_same_groups_as_the_local_file() -> None:
+    workloads = workload_facts()
     for model in models():
-        rule = monitoring.prometheus_rule(model, PROFILES["prod"])
+        rule = monitoring.prometheus_rule(model, PROFILES["prod"], monitoring.facts_of(model, workloads))
         local = yaml.safe_load((ROOT / monitoring.model_rule_path(model.metadata.name)).read_text())
         assert rule["spec"]["groups"] == local["groups"]
+
+
+def test_alerts_a_workload_cannot_fire_are_left_out_and_kept_for_the_rest() -> None:
+    workloads = workload_facts()
+    alerts_of = {model.metadata.name: {rule.get("alert") for group in monitoring.prometheus_rule(
+        model, PROFILES["prod"], monitoring.facts_of(model, workloads))["spec"]["groups"] for rule in group["rules"]}
+        for model in models()}
+    # The recommender takes user ids: no feature drift to watch, no prediction log to judge quality on.
+    assert not {names.ALERT_DRIFT_HIGH, names.ALERT_QUALITY_LOW} & alerts_of["recommender"]
+    assert names.ALERT_CANARY_ROLLED_BACK in alerts_of["recommender"]
+    assert {names.ALERT_DRIFT_HIGH, names.ALERT_QUALITY_LOW} <= alerts_of["fraud-detector"]
+    assert not (ROOT / "gitops/rendered/prod/recommender/sensor.yaml").exists()
+    assert (ROOT / "gitops/rendered/prod/fraud-detector/sensor.yaml").exists()
     platform = monitoring.platform_prometheus_rule(PROFILES["prod"])
     assert platform["spec"]["groups"] == yaml.safe_load((ROOT / monitoring.PLATFORM_RULES).read_text())["groups"]
 

@@ -88,7 +88,7 @@ def sync_files(home: Path, wanted: Mapping[str, str], folder: str | None = None)
 def rendered_files(home: Path, env: EnvName, workloads: Mapping[str, WorkloadFacts] | None = None) -> dict[str, str]:
     """Every file of gitops/rendered/<env>/, keyed by its path relative to the rendered folder."""
     tag = image_build.base_tag(home) if env == "prod" else None  # local mode runs no image
-    return render_files([s.model for s in valid_specs(home, workloads)], env, tag)
+    return render_files([s.model for s in valid_specs(home, workloads)], env, tag, workloads)
 
 
 def render(home: Path, env: EnvName, workloads: Mapping[str, WorkloadFacts] | None = None) -> FileChanges:
@@ -103,9 +103,10 @@ def _diff(rel: str, old: str, new: str) -> str:
     return "".join(lines)
 
 
-def plan(home: Path, base_ref: str, env: EnvName = "prod") -> Plan:
+def plan(home: Path, base_ref: str, env: EnvName = "prod",
+         workloads: Mapping[str, WorkloadFacts] | None = None) -> Plan:
     base, head = plan_sides(home, base_ref)
-    return make_plan(base, head, env)
+    return make_plan(base, head, env, workloads)
 
 
 def plan_sides(home: Path, base_ref: str) -> tuple[dict[str, ModelSpec], dict[str, ModelSpec]]:

@@ -54,7 +54,8 @@ class Recommendations(BaseModel):
 class RecommenderWorkload:
     name = "recommender"
     facts = WorkloadFacts(metrics=METRICS, data_params=DataParams, training_params=TrainingParams,
-                          sources=("dataset", "parquet"), scores_test_rows=False)
+                          sources=("dataset", "parquet"), scores_test_rows=False,
+                          feature_drift=False)
     request_model = RecommendRequest
     response_model = Recommendations
     routing_key = "user_id"

@@ -68,7 +68,7 @@ class Sources:
 
     @cached_property
     def monitoring(self) -> dict[str, str]:
-        return monitoring.generated_files(self.models)
+        return monitoring.generated_files(self.models, self.workloads)
 
     def monitoring_in(self, folder: str) -> dict[str, str]:
         return {path.removeprefix(f"{folder}/"): text for path, text in self.monitoring.items()
@@ -106,9 +106,9 @@ def folder(output: str, description: str, files: Callable[[Sources], Mapping[str
 
 ENTRIES: tuple[Entry, ...] = (
     folder(rendered_dir("local"), "the manifests `ferry up` runs: per model a Workflow, its template, spec.json",
-           lambda src: render_files(src.models, "local")),
+           lambda src: render_files(src.models, "local", workloads=src.workloads)),
     folder(rendered_dir("prod"), "the manifests Argo CD syncs: Argo, KubeRay, Argo Events, Prometheus, Grafana",
-           lambda src: render_files(src.models, "prod", src.image_tag)),
+           lambda src: render_files(src.models, "prod", src.image_tag, src.workloads)),
     folder(MONITORING_GENERATED, "per-model rules and dashboards; the platform's PrometheusRule and dashboards",
            lambda src: src.monitoring_in(MONITORING_GENERATED)),
     file(monitoring.PLATFORM_RULES, "the platform alerts local Prometheus loads",

@@ -62,10 +62,10 @@ def plan(
 
         sides = workspace.plan_sides(settings.home, base)
         with err_console.status("metric preview") as status:
-            found = preview_plan(make_plan(*sides, env), *sides, settings.data_dir, tolerance, budget,
+            found = preview_plan(make_plan(*sides, env, workload_facts()), *sides, settings.data_dir, tolerance, budget,
                                  on_model=lambda name: status.update(f"metric preview: training {name} (base, head)"))
     else:
-        found = workspace.plan(settings.home, base, env)
+        found = workspace.plan(settings.home, base, env, workload_facts())
     _print_plan(FORMATTERS[output_format](found), output_format)
     if found.preview_failed:
         raise typer.Exit(1)

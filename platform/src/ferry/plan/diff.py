@@ -12,6 +12,7 @@ from typing import Any, Literal
 from ferry.plan.preview import Preview
 from ferry.render.bundle import render_objects
 from ferry.render.profiles import EnvName
+from ferry.spec.checks import WorkloadFacts
 from ferry.spec.hashing import spec_hash
 from ferry.spec.models import ModelSpec, training_view
 
@@ -67,8 +68,10 @@ class Plan:
         return any(not preview.passed for preview in self.previews)
 
 
-def make_plan(base: Mapping[str, ModelSpec], head: Mapping[str, ModelSpec], env: EnvName = "prod") -> Plan:
-    objects = _object_changes(base, head, env)
+def make_plan(base: Mapping[str, ModelSpec], head: Mapping[str, ModelSpec], env: EnvName = "prod",
+              workloads: Mapping[str, WorkloadFacts] | None = None) -> Plan:
+    """`workloads`: the installed workloads' facts, so both sides render as `ferry generate` commits them."""
+    objects = _object_changes(base, head, env, workloads)
     models = [_model_change(name, base.get(name), head.get(name)) for name in sorted({*base, *head})]
     for change in models:
         change.objects = {key: val for key, val in objects.items() if key.startswith(f"{change.name}/")}
@@ -107,11 +110,10 @@ def field_changes(old: Any, new: Any, path: str = "") -> list[FieldChange]:
     return [] if old == new else [FieldChange(path, old, new)]
 
 
-def _object_changes(
-    base: Mapping[str, ModelSpec], head: Mapping[str, ModelSpec], env: EnvName
-) -> dict[str, ObjectChange]:
-    before = _index(render_objects(list(base.values()), env))
-    after = _index(render_objects(list(head.values()), env))
+def _object_changes(base: Mapping[str, ModelSpec], head: Mapping[str, ModelSpec], env: EnvName,
+                    workloads: Mapping[str, WorkloadFacts] | None) -> dict[str, ObjectChange]:
+    before = _index(render_objects(list(base.values()), env, workloads=workloads))
+    after = _index(render_objects(list(head.values()), env, workloads=workloads))
     result: dict[str, ObjectChange] = {}
     for key in sorted({*before, *after}):
         if key not in before:

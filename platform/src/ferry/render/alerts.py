@@ -21,6 +21,7 @@ from croniter import croniter
 from ferry.contract import metrics as m
 from ferry.contract import names
 from ferry.render import promql as q
+from ferry.spec.checks import WorkloadFacts
 from ferry.spec.models import ModelSpec
 
 Rule = dict[str, Any]
@@ -80,8 +81,9 @@ def alert(name: str, expr: str, *, hold: str | None, labels: dict[str, str], sum
 
 # --- one model ---------------------------------------------------------------------------------------
 
-def model_rule_groups(model: ModelSpec) -> list[Group]:
-    return [slo_group(model), lifecycle_group(model)]
+def model_rule_groups(model: ModelSpec, facts: WorkloadFacts | None = None) -> list[Group]:
+    """`facts`: the model's workload's, to leave out alerts whose metrics it never exports (all kept when None)."""
+    return [slo_group(model), lifecycle_group(model, facts)]
 
 
 def _model_labels(model: ModelSpec, natural: str, **extra: str) -> dict[str, str]:
@@ -142,9 +144,12 @@ def slo_group(model: ModelSpec) -> Group:
     return {"name": f"ferry-model-{model.metadata.name}-slo", "rules": [*_ratio_records(model), *burns]}
 
 
-def lifecycle_group(model: ModelSpec) -> Group:
-    rules = [_drift(model), _rolled_back(model), _pipeline_failed(model)]
-    for optional in (_stale(model), _quality_low(model)):
+def lifecycle_group(model: ModelSpec, facts: WorkloadFacts | None = None) -> Group:
+    rules = [_drift(model)] if facts is None or facts.feature_drift else []
+    rules += [_rolled_back(model), _pipeline_failed(model)]
+    # Quality on labelled traffic comes from the prediction log, which only a workload that logs raw requests keeps.
+    quality = _quality_low(model) if facts is None or facts.reads_log else None
+    for optional in (_stale(model), quality):
         if optional is not None:
             rules.append(optional)
     return {"name": f"ferry-model-{model.metadata.name}-lifecycle", "rules": rules}

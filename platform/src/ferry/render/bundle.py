@@ -7,7 +7,7 @@ byte-for-byte deterministic text keyed by path relative to the rendered folder.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ferry.contract import names
@@ -16,6 +16,7 @@ from ferry.render.profiles import PROFILES, EnvName, EnvProfile
 from ferry.render.rayservice import rayservice
 from ferry.render.workflow import cron_workflow, workflow, workflow_template
 from ferry.render.yamlout import dump_yaml
+from ferry.spec.checks import WorkloadFacts
 from ferry.spec.hashing import spec_hash
 from ferry.spec.models import ModelSpec
 
@@ -39,7 +40,8 @@ def spec_configmap(model: ModelSpec, profile: EnvProfile, digest: str) -> dict[s
     }
 
 
-def model_objects(model: ModelSpec, profile: EnvProfile) -> Objects:
+def model_objects(model: ModelSpec, profile: EnvProfile, facts: WorkloadFacts | None = None) -> Objects:
+    """`facts`: the model's workload's, which leave out the alerts and triggers its metrics can never fire."""
     digest = spec_hash(model)
     files: Objects = {
         "workflowtemplate.yaml": [workflow_template(model, profile, digest)],
@@ -53,20 +55,23 @@ def model_objects(model: ModelSpec, profile: EnvProfile) -> Objects:
     if profile.name == "prod":  # locally `ferry.serving.deploy` runs the same Serve app on the local head
         files["rayservice.yaml"] = [rayservice(model, profile)]
         # Locally Prometheus loads the same rules from monitoring/generated/rules (ferry.render.monitoring).
-        files["prometheusrule.yaml"] = [monitoring.prometheus_rule(model, profile)]
+        files["prometheusrule.yaml"] = [monitoring.prometheus_rule(model, profile, facts)]
         files["podmonitor.yaml"] = [monitoring.pod_monitor(model, profile)]
         files["dashboard-configmap.yaml"] = [dashboards.model_configmap(model, profile)]
         # Drift alert -> retraining Workflow (locally the receiver does it: ferry.local.alerts.receiver).
-        files["sensor.yaml"] = [events.retrain_sensor(model.metadata.name, profile, digest)]
+        if facts is None or facts.feature_drift:
+            files["sensor.yaml"] = [events.retrain_sensor(model.metadata.name, profile, digest)]
     return files
 
 
-def render_objects(models: Sequence[ModelSpec], env: EnvName, image_tag: str | None = None) -> Objects:
-    """`image_tag`: the image's base tag (`ferry image tag`), computed at the edge; prod's must be given."""
+def render_objects(models: Sequence[ModelSpec], env: EnvName, image_tag: str | None = None,
+                   workloads: Mapping[str, WorkloadFacts] | None = None) -> Objects:
+    """`image_tag`: the image's base tag (`ferry image tag`), computed at the edge; prod's must be given.
+    `workloads`: the installed workloads' facts (`model_objects`); None renders every alert and trigger."""
     profile = PROFILES[env].with_image_tag(image_tag)
     objects: Objects = {}
     for model in sorted(models, key=lambda mdl: mdl.metadata.name):
-        for file, docs in model_objects(model, profile).items():
+        for file, docs in model_objects(model, profile, monitoring.facts_of(model, workloads)).items():
             objects[f"{model.metadata.name}/{file}"] = docs
     if env == "prod":
         objects[f"{argocd.ARGOCD_DIR}/appproject.yaml"] = [argocd.app_project(profile)]
@@ -76,8 +81,9 @@ def render_objects(models: Sequence[ModelSpec], env: EnvName, image_tag: str | N
     return objects
 
 
-def render_files(models: Sequence[ModelSpec], env: EnvName, image_tag: str | None = None) -> dict[str, str]:
-    files = {path: dump_documents(docs) for path, docs in render_objects(models, env, image_tag).items()}
+def render_files(models: Sequence[ModelSpec], env: EnvName, image_tag: str | None = None,
+                 workloads: Mapping[str, WorkloadFacts] | None = None) -> dict[str, str]:
+    files = {path: dump_documents(docs) for path, docs in render_objects(models, env, image_tag, workloads).items()}
     if not PROFILES[env].spec_mount:
         for model in models:
             files[f"{model.metadata.name}/spec.json"] = spec_document(model)

@@ -32,6 +32,8 @@ class WorkloadFacts:
     `reads_log`: the workload turns its logged raw requests and labels back into rows (`history_from_log`)
     and says how many days of history before a row its features read (`feature_lookback_days(data)`), so its
     specs may use `data.source: log`. `sources` names the other `data.source` values its `load_data` reads.
+    `feature_drift`: its router watches feature drift against a training reference (feature columns in); without
+    it (the recommender: user ids in) no drift alert or retrain-on-drift trigger is rendered for its specs.
     `scores_test_rows`: its registered model scores `prepare`'s `x_test` rows, so evaluate can score the champion
     on the candidate's test set; False (the recommender's registered model takes user ids and carries what each
     user rated, test period included) leaves the champion unscored and refuses `evaluation.beat_champion`.
@@ -44,6 +46,7 @@ class WorkloadFacts:
     reads_log: bool = False
     sources: tuple[str, ...] = ("simulator", "parquet")  # the data.source values load_data reads, `log` aside
     scores_test_rows: bool = True
+    feature_drift: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.tunable_params) - set(self.training_params.model_fields)
