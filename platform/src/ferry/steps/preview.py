@@ -11,6 +11,7 @@ would start past it is reported as failed rather than run.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -78,9 +79,5 @@ def train_side(spec: ModelSpec, data_root: Path, deadline: float) -> SideResult:
         model = workload.fit_in_process(prepared, training.params, min(training.epochs, MAX_EPOCHS),
                                         training.batch_size, seed)
         runs.append(workload.evaluate(prepared, workload.predict_batch(model, prepared["x_test"])))
-    metrics = {name: _mean([run.get(name, math.nan) for run in runs]) for name in runs[0]}
+    metrics = {name: statistics.fmean([run.get(name, math.nan) for run in runs]) for name in runs[0]}
     return SideResult(metrics, len(frame), round(time.monotonic() - started, 1))
-
-
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
