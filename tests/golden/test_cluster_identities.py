@@ -299,7 +299,10 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def _env(container: dict[str, Any], pod_ip: str) -> dict[str, str]:
     env = {}
     for var in container["env"]:
-        if "valueFrom" in var:
+        secret = var.get("valueFrom", {}).get("secretKeyRef")
+        if secret is not None:  # the prediction log's reader keys (a rollout judged on shadow and outcomes)
+            assert secret["name"] == names.LOG_READER_SECRET and var["name"] in names.LOG_SECRET_KEYS, var
+        elif "valueFrom" in var:
             assert var["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}, var
             env[var["name"]] = pod_ip
         else:

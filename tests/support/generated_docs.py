@@ -78,6 +78,7 @@ DOCS = (
     GeneratedDoc("docs/benchmarks/recommender-serving.md", "benchmarks/bench_recommender_serving.py",
                  ".venv/bin/python benchmarks/bench_recommender_serving.py",
                  ("benchmarks/bench_recommender_serving.py", f"{SERVING}/ranking.py", f"{SERVING}/app.py",
+                  f"{SERVING}/feedback.py",
                   "workloads/src/recommender/serving.py", "workloads/src/recommender/workload.py")),
     GeneratedDoc("docs/benchmarks/replay-parity.md", "benchmarks/bench_replay_parity.py",
                  ".venv/bin/python benchmarks/bench_replay_parity.py",

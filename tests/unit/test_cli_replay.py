@@ -42,3 +42,12 @@ def test_a_model_that_is_not_served_says_how_to_serve_it(home: Path) -> None:
                                  "--param", "terminals=40"])
     assert result.exit_code != 0 and "nothing answers at http://127.0.0.1:9/" in result.output
     assert "ferry up" in result.output and "Traceback" not in result.output
+
+
+def test_the_recommender_replays_its_held_out_ratings_and_refuses_an_event_time_window(home: Path) -> None:
+    result = runner.invoke(app, ["replay", "recommender", "--start", "2018-01-01"])
+    assert result.exit_code != 0 and "--start and --days" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["replay", "recommender", "--param", "holdout_share=0.9"])
+    assert result.exit_code != 0 and "bad --param" in result.output and "holdout_share" in result.output
+    result = runner.invoke(app, ["replay", "recommender", "--limit", "10"])
+    assert result.exit_code != 0 and "nothing answers at http://127.0.0.1:9/" in result.output

@@ -196,3 +196,17 @@ def test_bad_shadow_and_outcome_values_name_the_field(example_text: str, extra: 
     spec, errors = load_spec_text(with_rollout(example_text, extra), "m.yaml")
     assert spec is None and len(errors) == 1 and needle in errors[0].message, errors
     assert errors[0].path.startswith("spec.rollout.") and errors[0].line > 1
+
+
+def test_a_ranking_workload_with_feedback_judges_outcomes_on_the_hit_rate_only(example_text: str) -> None:
+    facts = dict(metrics=("ndcg_at_10", "recall_at_10"), data_params=DataKnobs, training_params=Hyper)
+    text = example_text.replace("metric: average_precision", "metric: ndcg_at_10").replace(
+        "metric: auc_roc", "metric: recall_at_10")
+    judged = loaded(with_rollout(text, "    shadow: {duration: 5m}\n    outcomes: {metrics: [hit_rate]}\n"))
+    assert run_checks([judged], {"fraud_detection": WorkloadFacts(**facts, feedback=True)}) == []
+    errors = run_checks([judged], {"fraud_detection": WorkloadFacts(**facts)})  # no feedback: nothing to judge
+    assert paths(errors) == {"spec.rollout.shadow", "spec.rollout.outcomes.metrics.0"}
+    assert "feedback" in next(e for e in errors if e.path == "spec.rollout.shadow").message
+    offline = loaded(with_rollout(text, "    shadow: {duration: 5m}\n    outcomes: {metrics: [ndcg_at_10]}\n"))
+    [error] = run_checks([offline], {"fraud_detection": WorkloadFacts(**facts, feedback=True)})
+    assert error.path == "spec.rollout.outcomes.metrics.0" and "hit_rate" in error.message + error.hint

@@ -237,3 +237,28 @@ def test_answers_cut_each_request_to_its_k_drop_seen_items_and_describe_populari
     assert [Recommendations.model_validate(a) for a in answers]  # what the API promises
     users, exclude = workload.model_inputs(rows)
     assert users.dtype == np.int64 and users.tolist() == [139, 7, 139] and exclude.tolist() == [True, False, True]
+
+
+def test_the_holdout_keeps_each_users_newest_ratings_out_of_the_model_and_replays_them_as_clicks(
+        tmp_path: Path) -> None:
+    frame = pd.DataFrame({"user_id": [1] * 10 + [2] * 20, "item_id": list(range(10)) + list(range(20)),
+                          "rating": 4, "timestamp": list(range(10, 0, -1)) + list(range(20))})
+    frame.to_parquet(tmp_path / "ratings.parquet")
+    data = DataSpec.model_validate({"source": "parquet", "path": "ratings.parquet",
+                                    "params": {"holdout_share": 0.1}})
+    workload = RecommenderWorkload()
+    kept = workload.load_data(data, tmp_path)
+    requests, clicks = workload.feedback_history(data, tmp_path)
+    # user 1 rated in reverse item order: its newest is item 0; user 2's two newest are 18 and 19
+    assert sorted(map(tuple, clicks.values.tolist())) == [(1, 0), (2, 18), (2, 19)]
+    assert len(kept) == 27 and not set(map(tuple, clicks.values.tolist())) & set(
+        zip(kept["user_id"], kept["item_id"], strict=True))
+    assert requests.to_dict("records")[0] == {"user_id": int(clicks["user_id"][0]), "k": 10, "exclude_seen": True}
+    assert clicks["user_id"].tolist() == [1, 2, 2]  # in time order: user 1's newest at t=10, user 2's at 18 and 19
+    none = DataSpec.model_validate({"source": "parquet", "path": "ratings.parquet"})
+    assert len(workload.load_data(none, tmp_path)) == 30 and workload.feedback_history(none, tmp_path)[0].empty
+
+
+def test_answered_items_are_the_listed_item_ids_best_first() -> None:
+    answer = {"items": [{"item_id": 7, "score": 0.5}, {"item_id": 3, "score": 0.2}], "fallback": False}
+    assert RecommenderWorkload().answered_items(answer) == [7, 3]

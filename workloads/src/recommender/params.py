@@ -39,3 +39,6 @@ class DataParams(BaseModel):
                                                              "for test.")
     max_users: int | None = Field(None, ge=10, description="Keep only this many users (the lowest ids): the "
                                                            "small sample of a plan's metric preview.")
+    holdout_share: float = Field(0.0, ge=0, lt=0.5, description=(
+        "Share of each user's newest ratings kept out of everything the model and its scorer see: the future "
+        "that `ferry replay` sends as clicks on the served recommendations (0: none kept out)."))

@@ -44,6 +44,18 @@ def period_of_rows(frame: pd.DataFrame, valid_share: float, test_share: float) -
     return pd.Series(period, index=ordered.index).reindex(frame.index)
 
 
+def newest_share(frame: pd.DataFrame, share: float) -> pd.Series:
+    """True for each user's newest `share` of ratings (ties in time keep the item order): the future that a model
+    built from the rest has not seen."""
+    if share <= 0:
+        return pd.Series(False, index=frame.index)
+    ordered = frame.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    rank = ordered.groupby("user_id").cumcount().to_numpy()
+    count = ordered.groupby("user_id")["item_id"].transform("size").to_numpy()
+    start = np.ceil(np.round(count * (1 - share), 9))
+    return pd.Series(rank >= start, index=ordered.index).reindex(frame.index)
+
+
 def temporal_split(frame: pd.DataFrame, valid_share: float = 0.1, test_share: float = 0.2) -> Split:
     period = period_of_rows(frame, valid_share, test_share)
     fit_rows = frame[period == 0]

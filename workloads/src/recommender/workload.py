@@ -8,7 +8,10 @@ inside the methods that need them, so `ferry validate` reads `facts` without loa
 What is registered is `RecommenderScorer` (`scoring_module`): user ids in, top items out, each user's history
 inside. Serving takes `RecommendRequest`s on `POST /recommend` (`endpoint`, `model_inputs`, `answers`: the
 ranking capability of ferry.serving.ranking) and records, per answer, the mean popularity percentile of the
-items it returned: the distribution the canary's PSI compares between champion and challenger.
+items it returned: the distribution the canary's PSI compares between champion and challenger. Clicks come back
+on `POST /recommend/feedback` (`feedback_model`, `answered_items`: ferry.serving.feedback), and `ferry replay`
+sends the ratings `data.params.holdout_share` kept out of training and serving as such clicks
+(`feedback_history`), so a canary can be judged on the hit rate of real users' next ratings.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ferry.spec.checks import WorkloadFacts
 from ferry.spec.models import DataSpec
 from recommender.params import DataParams, TrainingParams
 from recommender.ranking import ranking_metrics
-from recommender.split import temporal_split
+from recommender.split import newest_share, temporal_split
 
 METRICS = ("recall_at_10", "ndcg_at_10", "coverage_at_10")
 MAX_K = 100
@@ -51,17 +54,39 @@ class Recommendations(BaseModel):
                                        "popular items instead.")
 
 
+class Click(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int = Field(ge=0, lt=2**63, description="Who clicked: the user the recommendations were for.")
+    item_id: int = Field(ge=0, lt=2**63, description="The item the user chose (listed or not).")
+
+
 class RecommenderWorkload:
     name = "recommender"
     facts = WorkloadFacts(metrics=METRICS, data_params=DataParams, training_params=TrainingParams,
                           sources=("dataset", "parquet"), scores_test_rows=False,
-                          feature_drift=False)
+                          feature_drift=False, feedback=True)
     request_model = RecommendRequest
+    feedback_model = Click
     response_model = Recommendations
     routing_key = "user_id"
     endpoint = "recommend"
 
     def load_data(self, data: DataSpec, data_root: Path) -> pd.DataFrame:
+        """The ratings a model is built from: every loaded rating but each user's newest `holdout_share`."""
+        frame = self._ratings(data, data_root)
+        held_out = newest_share(frame, DataParams.model_validate(data.params).holdout_share)
+        return frame[~held_out].reset_index(drop=True)
+
+    def feedback_history(self, data: DataSpec, data_root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """What `ferry replay` sends, in time order: for each held-out rating, a request for the user's top 10
+        and then the click on the item the user rated (row-aligned frames)."""
+        frame = self._ratings(data, data_root)
+        held_out = frame[newest_share(frame, DataParams.model_validate(data.params).holdout_share)]
+        held_out = held_out.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+        requests = pd.DataFrame({"user_id": held_out["user_id"].astype(np.int64), "k": 10, "exclude_seen": True})
+        return requests, held_out[["user_id", "item_id"]].astype(np.int64)
+
+    def _ratings(self, data: DataSpec, data_root: Path) -> pd.DataFrame:
         params = DataParams.model_validate(data.params)
         if data.source == "dataset":
             from recommender.movielens import load_ratings
@@ -175,3 +200,7 @@ class RecommenderWorkload:
                              "fallback": not bool(known[i])})
             popularity[i] = float(percentile[i, :row.k][kept].mean()) if kept.any() else 0.0
         return answered, popularity
+
+    def answered_items(self, answer: Mapping[str, Any]) -> list[int]:
+        """The item ids one answer listed, best first (what a click is a hit on)."""
+        return [int(item["item_id"]) for item in answer["items"]]

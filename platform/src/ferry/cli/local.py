@@ -117,10 +117,12 @@ def replay(
     timeout: Annotated[float, typer.Option(min=1, help="Stop after this many seconds.")] = 600.0,
 ) -> None:
     """Stream simulated raw transactions through MODEL's local endpoint in event-time order, each label after the
-    label delay (loopback only; bounded in count and time)."""
+    label delay; for a ranking model (the recommender), its held-out ratings as requests and the clicks that follow
+    (loopback only; bounded in count and time)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ferry.serving.replay import ReplayLimits, ReplayWindow, replay_model
+    from ferry.serving.replay import ReplayLimits, ReplayWindow
+    from ferry.serving.replay_feedback import replay_served_model
 
     settings = load_settings()
     spec = _model_spec(settings, model)
@@ -128,7 +130,7 @@ def replay(
     columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("replay", total=None)
-        report = replay_model(settings, spec, _params(param or []), ReplayWindow(start, days), limits,
+        report = replay_served_model(settings, spec, _params(param or []), ReplayWindow(start, days), limits,
                               on_start=lambda total: progress.update(task, total=total),
                               on_progress=lambda r: progress.update(task, completed=r.sent))
     console.print(replay_table(report))

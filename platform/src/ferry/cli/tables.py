@@ -76,11 +76,19 @@ def replay_table(report: Any) -> FitTable:
 
     rate = report.sent / report.elapsed_s if report.elapsed_s else 0.0
     failed = ", ".join(f"{status}: {rows}" for status, rows in sorted(report.failed.items())) or "none"
-    labels = ", ".join(f"{kind} {report.labels[kind]}" for kind in ("stored", "repeated", "corrected", "unmatched"))
     table = FitTable("what", Col("result", wrap=True))
-    table.add_row("transactions", f"{report.scored} scored of {report.sent} sent ({rate:.0f}/s)")
-    table.add_row("event time", f"{when(report.first_event_ns)} .. {when(report.last_event_ns)}")
-    table.add_row("labels", f"{report.labels_sent} sent: {labels}")
+    if report.clicks:  # a ranking workload's feedback replay (ferry.serving.replay_feedback)
+        table.add_row("requests", f"{report.scored} answered of {report.sent} sent ({rate:.0f}/s)")
+        table.add_row("clicks", f"{report.labels_sent} sent, {report.labels['stored']} stored")
+        table.add_row("hit rate", ", ".join(f"{variant} {report.hits[variant] / report.clicks[variant]:.3f} "
+                                            f"({report.hits[variant]}/{report.clicks[variant]})"
+                                            for variant in sorted(report.clicks)))
+    else:
+        labels = ", ".join(f"{kind} {report.labels[kind]}" for kind in ("stored", "repeated", "corrected",
+                                                                        "unmatched"))
+        table.add_row("transactions", f"{report.scored} scored of {report.sent} sent ({rate:.0f}/s)")
+        table.add_row("event time", f"{when(report.first_event_ns)} .. {when(report.last_event_ns)}")
+        table.add_row("labels", f"{report.labels_sent} sent: {labels}")
     table.add_row("failed rows", failed)
     table.add_row("stopped by", f"{report.stopped_by} after {report.elapsed_s:.1f}s")
     return table

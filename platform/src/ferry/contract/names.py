@@ -308,6 +308,9 @@ def argocd_workflow_annotations() -> dict[str, str]:
 LOG_PREDICTIONS = "predictions"
 LOG_LABELS = "labels"
 LOG_SHADOW = "shadow"  # scores of the model that did not answer, for paired judgement on labels
+# The metric a ranking workload's canary judges feedback on (ferry.steps.feedback): the share of clicks on an item
+# the answer before them listed, for each model on the same clicks (`rollout.outcomes.metrics`).
+FEEDBACK_HIT_RATE = "hit_rate"
 LOG_LOCAL_DIR = "prediction-log"  # under the local state folder (.ferry/prediction-log): `ferry up`'s log URI
 # On a cluster: beside MLflow's artifacts (gitops/platform/apps/mlflow.yaml's bucket). Serving pods write there
 # with the credentials of the Secret LOG_SECRET (optional: without it, the pod's own identity, e.g. IRSA).

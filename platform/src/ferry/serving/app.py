@@ -50,7 +50,7 @@ from ferry.serving.faults import FaultBook, InjectedFault, settle
 from ferry.serving.intake import InFlight
 from ferry.serving.online import online_features, serving_log
 from ferry.serving.quality import QualityMonitor, RayQualityGauges
-from ferry.serving.ranking import RankingService, build_ranking_api, ranks
+from ferry.serving.ranking import RankingService, build_ranking_api, ranking_log, ranks
 from ferry.serving.schemas import AppArgs, Prediction
 from ferry.serving.service import ScoringService, WorkloadView
 from ferry.serving.shadow import ShadowScorer
@@ -67,7 +67,8 @@ def make_service(args: AppArgs, recorder: metrics.Recorder, registry: RegistryPo
                                   args.poll_interval_s)
         watcher.refresh()
         watcher.start()
-        return RankingService(args.model, loaded, watcher, recorder, args.fingerprint())
+        return RankingService(args.model, loaded, watcher, recorder, args.fingerprint(),
+                              ranking_log(args.model, loaded, args.prediction_log))
     workload = WorkloadView.of(loaded)
     faults = FaultBook(lambda version: registry.version(args.model, version).tags) \
         if args.allow_fault_injection else None

@@ -13,12 +13,18 @@ The router then does what it does for a scoring workload: one registry state per
 champion and challenger in-process, a failing challenger's rows answered by the champion, the request counter
 and latency per variant, and the `distribution` values recorded in the score buckets, so the canary controller's
 error, latency and PSI checks judge a ranking challenger unchanged (PSI of the two versions' answers). A ranking
-answer has no decision: the positive counter stays at 0. Feature drift, the prediction log and fault injection
-are the scoring path's; a ranking workload declares no feature columns to watch.
+answer has no decision: the positive counter stays at 0. Feature drift and fault injection are the scoring
+path's; a ranking workload declares no feature columns to watch.
+
+A workload that also declares `feedback_model` and `answered_items` (ferry.serving.feedback) gets, with a
+prediction log configured, `POST /<endpoint>/feedback` (what users did with the answers: the recommender's
+clicks), every answer logged with the items it listed, and, while a rollout mirrors requests, the other model's
+list for the same request: what the canary's judgement on feedback pairs (ferry.steps.feedback).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -32,9 +38,10 @@ from pydantic import BaseModel, conlist, create_model
 import ferry
 from ferry.serving import metrics
 from ferry.serving.api import ERRORS, NO_TELEMETRY, Answer, guarded, probe_routes
+from ferry.serving.feedback import RankingLog, RankingShadow, new_request_ids, takes_feedback
 from ferry.serving.intake import InFlight, Intake
 from ferry.serving.routing import CHALLENGER, CHAMPION, Variant, challenger_rows
-from ferry.serving.schemas import Info
+from ferry.serving.schemas import Info, error_body
 from ferry.serving.service import NoChampion, answered_by, served_info
 from ferry.serving.watcher import Loaded, RegistryWatcher, RolloutState
 from ferry.spec.models import ServingSpec
@@ -50,13 +57,20 @@ def ranks(workload: Any) -> bool:
 class RankingService:
     """Ranking without Ray (the Serve deployment wraps it; unit tests drive it with plain torch modules)."""
 
-    drift = quality = shadow = log = online = faults = None  # the scoring path's monitors: none here
+    drift = quality = online = faults = None  # the scoring path's monitors: none here
 
     def __init__(self, model: str, workload: Any, watcher: RegistryWatcher, recorder: metrics.Recorder,
-                 fingerprint: str = "") -> None:
+                 fingerprint: str = "", log: RankingLog | None = None) -> None:
         self.model, self.workload, self.watcher = model, workload, watcher
         self.recorder, self.fingerprint = recorder, fingerprint
         self.routing_key: str | None = getattr(workload, "routing_key", None)
+        self.log = log  # answers, shadow lists and feedback (a feedback workload with a prediction log)
+        self.shadow = None if log is None else RankingShadow(log, self.items_of)
+
+    def items_of(self, model: Loaded, rows: list[BaseModel]) -> list[list[int]]:
+        """The items `model` lists for each request (what the shadow worker logs)."""
+        answered, _ = self.workload.answers(run_ranking(model.module, self.workload, rows), rows)
+        return [list(self.workload.answered_items(answer)) for answer in answered]
 
     def ready(self) -> bool:
         return self.watcher.state.champion is not None
@@ -79,7 +93,25 @@ class RankingService:
                 served.add((loaded.version, served_as))
                 for i, answer in zip(index, answered, strict=True):
                     answers[i] = {**answer, "model": self.model, "version": loaded.version, "variant": served_as}
+        if self.log is not None:
+            self._log_answers(state, rows, answers)
         return answers, served
+
+    def _log_answers(self, state: RolloutState, rows: Sequence[BaseModel], answers: list[dict[str, Any]]) -> None:
+        assert self.log is not None and self.shadow is not None
+        request_ids = new_request_ids(len(rows))
+        versions = [answer["version"] for answer in answers]
+        self.log.answered(rows, request_ids, [self.workload.answered_items(answer) for answer in answers], versions,
+                          [answer["variant"] for answer in answers], time.time())
+        self.shadow.offer(state, np.asarray(versions), rows, request_ids)
+
+    def record_feedback(self, rows: Sequence[BaseModel]) -> int:
+        """Log feedback as it arrived; the number of rows kept."""
+        if self.log is None:
+            raise NoFeedbackLog(f"{self.model} keeps no log of its answers here, so feedback has nowhere to go "
+                                "(serving needs a prediction log: `ferry up` configures one)")
+        self.log.clicked(rows, time.time())
+        return len(rows)
 
     def _answer_group(self, state: RolloutState, variant: Variant,
                       rows: list[BaseModel]) -> tuple[Loaded, Variant, list[dict[str, Any]]]:
@@ -91,7 +123,23 @@ class RankingService:
         return loaded, served_as, answered
 
     def info(self) -> Info:
-        return served_info(self.model, self.fingerprint, self.watcher)
+        return served_info(self.model, self.fingerprint, self.watcher,
+                           None if self.log is None else self.log.dropped_rows)
+
+
+class NoFeedbackLog(Exception):
+    """Feedback posted to a router without a log (answered 503)."""
+
+
+def ranking_log(model: str, workload: Any, log: Any) -> RankingLog | None:
+    """The router's log of answers and feedback (`log`: PredictionLogArgs); None without one, or when the workload
+    declares no feedback."""
+    from ferry.serving.prediction_log import LogLimits
+
+    if log is None or not takes_feedback(workload):
+        return None
+    return RankingLog(log.uri, model, workload.request_model, workload.feedback_model,
+                      LogLimits(flush_interval_s=log.flush_interval_s))
 
 
 def run_ranking(module: Any, workload: Any, rows: Sequence[BaseModel]) -> tuple[np.ndarray, ...]:
@@ -159,3 +207,25 @@ def _ranking_routes(app: FastAPI, service: RankingService, max_rows: int, timeou
     path = f"/{workload.endpoint.strip('/')}"
     app.post(path, response_model=served, tags=[workload.endpoint], responses=ERRORS)(one)
     app.post(f"{path}/batch", response_model=batch_answer, tags=[workload.endpoint], responses=ERRORS)(batch)
+    if takes_feedback(workload):
+        _feedback_route(app, service, path, max_rows)
+
+
+class FeedbackReport(BaseModel):
+    stored: int
+
+
+def _feedback_route(app: FastAPI, service: RankingService, path: str, max_rows: int) -> None:
+    workload = service.workload
+
+    async def feedback(body: Any) -> Any:
+        try:
+            stored = service.record_feedback(body)
+        except NoFeedbackLog as exc:
+            return JSONResponse(status_code=503, content=error_body(str(exc)))
+        return FeedbackReport(stored=stored)
+
+    feedback.__annotations__ = {"body": Annotated[conlist(workload.feedback_model, min_length=1, max_length=max_rows),
+                                                  Body()]}
+    app.post(f"{path}/feedback", response_model=FeedbackReport, tags=["feedback"],
+             responses={503: {"description": "No log to keep feedback in"}})(feedback)

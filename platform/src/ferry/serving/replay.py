@@ -78,9 +78,13 @@ class ReplayReport:
     stopped_by: str = "end of history"
     first_event_ns: int | None = None
     last_event_ns: int | None = None
+    # A ranking workload's replay (ferry.serving.replay_feedback): per variant, the clicks after its answers and
+    # how many of them its list held.
+    clicks: Counter[str] = field(default_factory=Counter)
+    hits: Counter[str] = field(default_factory=Counter)
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
     def __init__(self, status: str, detail: str) -> None:
         super().__init__(f"{status}: {detail}")
         self.status = status
@@ -107,7 +111,7 @@ def replay(url: str, stream: ReplayStream, delay_days: int, limits: ReplayLimits
     pending_labels, start = 0, 0  # labels[:pending_labels] are sent; requests[:start] too
     delay_ns = delay_days * NS_PER_DAY
     with httpx.Client(base_url=url, timeout=30.0, trust_env=False, transport=transport) as client:
-        _require_ready(client)
+        require_ready(client)
         while start < total:
             if time.monotonic() - started > limits.timeout_s:
                 report.stopped_by = f"the time bound ({limits.timeout_s:g}s)"
@@ -124,14 +128,14 @@ def replay(url: str, stream: ReplayStream, delay_days: int, limits: ReplayLimits
             report.elapsed_s = time.monotonic() - started
             if on_progress is not None:
                 on_progress(report)
-            _pace(started, report.sent, limits.rate_per_s)
+            pace(started, report.sent, limits.rate_per_s)
     if start >= total and total < len(stream.requests):
         report.stopped_by = f"the count bound ({limits.limit} transactions)"
     report.elapsed_s = time.monotonic() - started
     return report
 
 
-def _require_ready(client: httpx.Client) -> None:
+def require_ready(client: httpx.Client) -> None:
     try:
         response = client.get("/readyz")
     except httpx.TransportError as exc:
@@ -158,7 +162,7 @@ def _batch_end(event_ns: np.ndarray, start: int, end: int, delay_ns: int) -> int
     return start + max(1, limit)
 
 
-def _pace(started: float, sent: int, rate_per_s: float) -> None:
+def pace(started: float, sent: int, rate_per_s: float) -> None:
     ahead = sent / rate_per_s - (time.monotonic() - started)
     if ahead > 0:
         time.sleep(ahead)
@@ -167,8 +171,8 @@ def _pace(started: float, sent: int, rate_per_s: float) -> None:
 def _send_batch(client: httpx.Client, rows: list[dict[str, Any]], report: ReplayReport) -> None:
     report.sent += len(rows)
     try:
-        _post(client, "/predict/batch", rows)
-    except _Retryable as exc:
+        post(client, "/predict/batch", rows)
+    except Retryable as exc:
         report.failed[exc.status] += len(rows)
         return
     report.scored += len(rows)
@@ -179,8 +183,8 @@ def _send_labels(client: httpx.Client, labels: list[dict[str, Any]], batch_rows:
         chunk = labels[first:first + batch_rows]
         report.labels_sent += len(chunk)
         try:
-            answer = _post(client, "/labels", chunk)
-        except _Retryable as exc:
+            answer = post(client, "/labels", chunk)
+        except Retryable as exc:
             report.failed[f"labels {exc.status}"] += len(chunk)
             continue
         for kind in ("stored", "repeated", "corrected"):
@@ -188,24 +192,24 @@ def _send_labels(client: httpx.Client, labels: list[dict[str, Any]], batch_rows:
         report.labels["unmatched"] += len(answer.get("unmatched", ()))
 
 
-@retry(retry=retry_if_exception(lambda exc: isinstance(exc, _Retryable)), stop=stop_after_attempt(4),
+@retry(retry=retry_if_exception(lambda exc: isinstance(exc, Retryable)), stop=stop_after_attempt(4),
        wait=wait_exponential(multiplier=0.2, max=2.0), reraise=True)
-def _post(client: httpx.Client, path: str, body: list[dict[str, Any]]) -> Any:
+def post(client: httpx.Client, path: str, body: list[dict[str, Any]]) -> Any:
     try:
         response = client.post(path, json=body)
     except httpx.TransportError as exc:
-        raise _Retryable("no answer", str(exc)) from exc
+        raise Retryable("no answer", str(exc)) from exc
     if response.status_code == 200:
         return response.json()
     detail = response.text[:300]
     if response.status_code in RETRIED_STATUSES:
-        raise _Retryable(str(response.status_code), detail)
+        raise Retryable(str(response.status_code), detail)
     if response.status_code == 404:
-        raise ReplayError(f"{client.base_url}{path} answered 404: is the model served there, and does it take raw "
-                          "requests? (`ferry up` serves it; `ferry status` lists what runs)")
+        raise ReplayError(f"{client.base_url}{path} answered 404: is the model served there, and does it take "
+                          "what is replayed? (`ferry up` serves it; `ferry status` lists what runs)")
     if 400 <= response.status_code < 500:
         raise ReplayError(f"{client.base_url}{path} refused the replayed rows ({response.status_code}): {detail}")
-    raise _Retryable(str(response.status_code), detail)
+    raise Retryable(str(response.status_code), detail)
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,7 @@ def replay_model(settings: Settings, spec: ModelSpec, params: dict[str, Any], wi
     if data.source == "log":  # a model trained on its own traffic has no history to replay: simulate one
         data = data.model_copy(update={"source": "simulator", "window": None})
     data = data.model_copy(update={"params": {**data.params, **params}})
-    _check_params(workload, data.params)
+    check_params(workload, data.params)
     requests, labels = workload.raw_history(workload.load_data(data, settings.data_dir))
     if params:
         requests, labels = own_ids(requests, labels, join_key(workload.raw_request_model, workload.label_model),
@@ -257,7 +261,7 @@ def own_ids(requests: pd.DataFrame, labels: pd.DataFrame, key: str,
             labels.assign(**{key: f"{tag}-" + labels[key].astype(str)}))
 
 
-def _check_params(workload: Any, params: dict[str, Any]) -> None:
+def check_params(workload: Any, params: dict[str, Any]) -> None:
     from pydantic import ValidationError
 
     model = getattr(getattr(workload, "facts", None), "data_params", None)

@@ -42,65 +42,96 @@ class ShadowBatch:
     features: np.ndarray
 
 
-def shadow_batches(state: RolloutState, versions: np.ndarray, keys: Sequence[Any], event_times: Sequence[Any],
-                   features: np.ndarray, rng: np.random.Generator) -> list[ShadowBatch]:
-    """The sampled rows of one answered batch, grouped by the model that did not answer them. Rows answered
-    by a version that is neither alias any more (the state moved since) are left out."""
+def mirror_groups(state: RolloutState, versions: np.ndarray,
+                  rng: np.random.Generator) -> list[tuple[Loaded, str, np.ndarray]]:
+    """The sampled rows of one answered batch (their indices), grouped by the model that did not answer them,
+    with its role. Rows answered by a version that is neither alias any more (the state moved since) are left
+    out."""
     if state.champion is None or state.challenger is None or state.shadow_sample <= 0:
         return []
     sampled = rng.random(len(versions)) < state.shadow_sample
-    batches = []
+    groups: list[tuple[Loaded, str, np.ndarray]] = []
     for answered, other, role in ((state.champion, state.challenger, CHALLENGER),
                                   (state.challenger, state.champion, CHAMPION)):
         index = np.flatnonzero(sampled & (versions == answered.version))
         if index.size:
-            batches.append(ShadowBatch(other, role, [keys[i] for i in index.tolist()],
-                                       [event_times[i] for i in index.tolist()], features[index]))
-    return batches
+            groups.append((other, role, index))
+    return groups
 
 
-class ShadowScorer:
-    """One worker thread that scores offered batches with the model that did not answer and logs the scores."""
+def shadow_batches(state: RolloutState, versions: np.ndarray, keys: Sequence[Any], event_times: Sequence[Any],
+                   features: np.ndarray, rng: np.random.Generator) -> list[ShadowBatch]:
+    """The sampled rows of one answered batch, grouped by the model that did not answer them."""
+    return [ShadowBatch(other, role, [keys[i] for i in index.tolist()], [event_times[i] for i in index.tolist()],
+                        features[index]) for other, role, index in mirror_groups(state, versions, rng)]
 
-    def __init__(self, log: Any, max_queued_rows: int = MAX_QUEUED_ROWS, seed: int | None = None) -> None:
-        self.log = log  # the router's ServingLog (ferry.serving.prediction_log): its `shadow` kind
+
+class ShadowWorker:
+    """One worker thread for the model that did not answer, behind a queue bounded in rows: `queue` never waits
+    for the work, a full queue drops the rows (counted in `dropped_rows`), and work that fails is recorded with
+    no result (`None` per row, counted in `failed_rows`) and never raises into the request path. Subclasses say
+    what the work is (`work`: one result per row) and where its results go (`record`)."""
+
+    def __init__(self, max_queued_rows: int = MAX_QUEUED_ROWS, seed: int | None = None) -> None:
         self.max_queued_rows = max_queued_rows
         self.rng = np.random.default_rng(seed)
-        self.dropped_rows = self.failed_rows = self.scored_rows = 0
+        self.dropped_rows = self.failed_rows = self.done_rows = 0
         self._queued_rows = 0
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-shadow")
+
+    def queue(self, batch: Any, rows: int) -> None:
+        with self._lock:
+            if self._queued_rows + rows > self.max_queued_rows:
+                self.dropped_rows += rows
+                return
+            self._queued_rows += rows
+        self._worker.submit(self._run, batch, rows)
+
+    def close(self) -> None:
+        """Finish what is queued (bounded by `max_queued_rows`), then stop; the log is closed by its owner."""
+        self._worker.shutdown(wait=True)
+
+    def work(self, batch: Any) -> list[Any]:
+        raise NotImplementedError
+
+    def record(self, batch: Any, results: list[Any], elapsed_ms: float) -> None:
+        raise NotImplementedError
+
+    def _run(self, batch: Any, rows: int) -> None:
+        with self._lock:
+            self._queued_rows -= rows
+        started = time.perf_counter()
+        try:
+            results = self.work(batch)
+        except Exception:
+            self.failed_rows += rows
+            # The first failure with its traceback; a model that fails, fails on every batch.
+            logger.error("shadow work of %s v%s failed on %d row(s) (%d so far); logged without a result",
+                         batch.variant, batch.model.version, rows, self.failed_rows,
+                         exc_info=self.failed_rows == rows)
+            results = [None] * rows
+        else:
+            self.done_rows += rows
+        self.record(batch, results, (time.perf_counter() - started) * 1000)
+
+
+class ShadowScorer(ShadowWorker):
+    """Scores offered batches with the model that did not answer and logs the scores."""
+
+    def __init__(self, log: Any, max_queued_rows: int = MAX_QUEUED_ROWS, seed: int | None = None) -> None:
+        super().__init__(max_queued_rows, seed)
+        self.log = log  # the router's ServingLog (ferry.serving.prediction_log): its `shadow` kind
 
     def offer(self, state: RolloutState, versions: np.ndarray, keys: Sequence[Any], event_times: Sequence[Any],
               features: np.ndarray) -> None:
         """Queue the sampled rows of an answered batch; never blocks on scoring."""
         for batch in shadow_batches(state, versions, keys, event_times, features, self.rng):
-            rows = len(batch.keys)
-            with self._lock:
-                if self._queued_rows + rows > self.max_queued_rows:
-                    self.dropped_rows += rows
-                    continue
-                self._queued_rows += rows
-            self._worker.submit(self._score, batch)
+            self.queue(batch, len(batch.keys))
 
-    def close(self) -> None:
-        """Score what is queued (bounded by `max_queued_rows`), then stop; the log is closed by its owner."""
-        self._worker.shutdown(wait=True)
+    def work(self, batch: ShadowBatch) -> list[Any]:
+        scores: list[Any] = run_model(batch.model.module, batch.features).tolist()
+        return scores
 
-    def _score(self, batch: ShadowBatch) -> None:
-        with self._lock:
-            self._queued_rows -= len(batch.keys)
-        started = time.perf_counter()
-        try:
-            scores: list[float | None] = run_model(batch.model.module, batch.features).tolist()
-        except Exception:
-            self.failed_rows += len(batch.keys)
-            # The first failure with its traceback; a model that fails, fails on every batch.
-            logger.error("shadow scoring with %s v%s failed on %d row(s) (%d so far); logged without a score",
-                         batch.variant, batch.model.version, len(batch.keys), self.failed_rows,
-                         exc_info=self.failed_rows == len(batch.keys))
-            scores = [None] * len(batch.keys)
-        else:
-            self.scored_rows += len(batch.keys)
-        self.log.shadowed(batch.keys, batch.event_times, batch.model.version, batch.variant, scores,
-                          (time.perf_counter() - started) * 1000)
+    def record(self, batch: ShadowBatch, results: list[Any], elapsed_ms: float) -> None:
+        self.log.shadowed(batch.keys, batch.event_times, batch.model.version, batch.variant, results, elapsed_ms)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from croniter import croniter
 from pydantic import BaseModel
 
+from ferry.contract.names import FEEDBACK_HIT_RATE
 from ferry.spec.errors import SpecError
 from ferry.spec.introspect import did_you_mean
 from ferry.spec.loader import LoadedSpec
@@ -37,6 +38,9 @@ class WorkloadFacts:
     `scores_test_rows`: its registered model scores `prepare`'s `x_test` rows, so evaluate can score the champion
     on the candidate's test set; False (the recommender's registered model takes user ids and carries what each
     user rated, test period included) leaves the champion unscored and refuses `evaluation.beat_champion`.
+    `feedback`: its router logs the items each answer listed and takes feedback on them (ferry.serving.feedback:
+    the recommender's clicks), so its specs may mirror requests (`rollout.shadow`) and judge the challenger on
+    the hit rate of the clicks that came back (`rollout.outcomes.metrics: [hit_rate]`).
     """
 
     metrics: tuple[str, ...]
@@ -47,6 +51,12 @@ class WorkloadFacts:
     sources: tuple[str, ...] = ("simulator", "parquet")  # the data.source values load_data reads, `log` aside
     scores_test_rows: bool = True
     feature_drift: bool = True
+    feedback: bool = False
+
+    @property
+    def outcome_metrics(self) -> tuple[str, ...]:
+        """What `rollout.outcomes` may judge: the workload's metrics of labelled rows, or the feedback's hit rate."""
+        return self.metrics if self.reads_log else (FEEDBACK_HIT_RATE,) if self.feedback else ()
 
     def __post_init__(self) -> None:
         unknown = set(self.tunable_params) - set(self.training_params.model_fields)
@@ -233,16 +243,17 @@ def check_workloads(specs: Sequence[LoadedSpec], workloads: Mapping[str, Workloa
 def _outcome_errors(spec: LoadedSpec, facts: WorkloadFacts) -> Iterator[SpecError]:
     body = spec.model.spec
     rollout = body.rollout
-    if (rollout.shadow is not None or rollout.outcomes is not None) and not facts.reads_log:
+    if (rollout.shadow is not None or rollout.outcomes is not None) and not facts.outcome_metrics:
         field = "shadow" if rollout.shadow is not None else "outcomes"
         yield SpecError(spec.file, spec.line_of("spec", "rollout", field), f"spec.rollout.{field}",
-                        f"workload {body.workload!r} does not log raw requests and labels, so shadow scores "
-                        "cannot be logged and judged", f"remove rollout.{field}")
+                        f"workload {body.workload!r} logs neither raw requests with labels nor feedback on its "
+                        "answers, so shadow answers cannot be logged and judged", f"remove rollout.{field}")
+    judged = facts.outcome_metrics or facts.metrics
     for i, metric in enumerate(rollout.outcomes.metrics if rollout.outcomes else ()):
-        if metric not in facts.metrics:
+        if metric not in judged:
             yield SpecError(spec.file, spec.line_of("spec", "rollout", "outcomes", "metrics", i),
-                            f"spec.rollout.outcomes.metrics.{i}", f"workload {body.workload!r} reports no "
-                            f"metric {metric!r}", did_you_mean(metric, facts.metrics))
+                            f"spec.rollout.outcomes.metrics.{i}", f"workload {body.workload!r} judges outcomes on "
+                            f"{', '.join(judged)}, not {metric!r}", did_you_mean(metric, judged))
 
 
 def _unknown_metrics(spec: LoadedSpec, metrics: Sequence[str]) -> Iterator[SpecError]:

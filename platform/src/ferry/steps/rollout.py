@@ -19,7 +19,9 @@ from ferry.contract import names
 from ferry.rollout.controller import Controller, RolloutStuck, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action
+from ferry.serving.feedback import takes_feedback
 from ferry.steps.context import StepContext, StepFailed, TransientStepError
+from ferry.steps.feedback import FeedbackOutcomes
 from ferry.steps.outcomes import LogOutcomes
 
 
@@ -38,9 +40,11 @@ def run(ctx: StepContext) -> None:
     with contextlib.suppress(OSError):  # another rollout exports on this port; decisions are still tagged
         metrics.serve(ctx.settings.rollout_metrics_host, ctx.settings.rollout_metrics_port)
         serving = True
-    # The shadow stage and the judgement on labels read the prediction log serving writes.
-    outcomes = (LogOutcomes(ctx.settings.prediction_log_uri, ctx.model, ctx.workload)
-                if ctx.spec.spec.rollout.shadow is not None else None)
+    # The shadow stage and the judgement on labels (or a ranking's feedback) read the log serving writes.
+    outcomes: FeedbackOutcomes | LogOutcomes | None = None
+    if ctx.spec.spec.rollout.shadow is not None:
+        source = FeedbackOutcomes if takes_feedback(ctx.workload) else LogOutcomes
+        outcomes = source(ctx.settings.prediction_log_uri, ctx.model, ctx.workload)
     controller = Controller(ctx.registry, ctx.spec, prometheus_observer(prom, ctx.model), metrics=metrics,
                             outcomes=outcomes)
     try:
