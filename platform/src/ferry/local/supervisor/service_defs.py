@@ -29,10 +29,12 @@ OPTIONAL = ("redis", "prometheus", "alertmanager")
 BINARIES = {"ray": ("ray",), "mlflow": ("mlflow",), "redis": ("redis-server",), "prometheus": ("prometheus",),
             "alertmanager": ("prometheus-alertmanager", "alertmanager")}  # Debian's name first
 SKIP_HINT = "skipped: install the Debian packages redis-server, prometheus, prometheus-alertmanager (task setup)"
-# Ports Ray opens beyond the ones in Settings, with Ray's defaults. Another Ray on this machine (a second
-# checkout, a test) may hold them, and Ray would then advertise the other cluster's metrics endpoints in
-# its Prometheus discovery file, so each is the default when free and else any free port.
-RAY_SIDE_PORTS = {"dashboard-agent": 52365, "autoscaler-metrics": 44217, "dashboard-metrics": 44227}
+# Ports Ray opens beyond the ones in Settings (its defaults would be 52365, 44217 and 44227). Another Ray on this
+# machine (a second checkout, a test module running in parallel) may hold or be about to take them: "the default
+# when free" raced there (two heads starting together both took 52365, and one had no agent to submit jobs to),
+# and Ray would advertise the other cluster's metrics endpoints in its Prometheus discovery file. So each is a
+# free ephemeral port, chosen at start (Prometheus finds them through Ray's discovery file).
+RAY_SIDE_PORTS = ("dashboard-agent", "autoscaler-metrics", "dashboard-metrics")
 # Ray writes this (a symlink into the current session) under its temp dir; see metrics_agent.py.
 RAY_SD_FILE = "prom_metrics_service_discovery.json"
 
@@ -124,8 +126,7 @@ def ray_sd_file(settings: Settings) -> Path:
 
 def ray_spec(settings: Settings) -> ServiceSpec:
     host = settings.host
-    side = {role: port if procs.port_free(port, host) else procs.free_port(host)
-            for role, port in RAY_SIDE_PORTS.items()}
+    side = {role: procs.free_port(host) for role in RAY_SIDE_PORTS}
     argv = [find_binary(*BINARIES["ray"]), "start", "--head", "--block", f"--node-ip-address={host}",
             "--port", str(settings.ray_port),
             "--dashboard-host", host, "--dashboard-port", str(settings.ray_dashboard_port),
