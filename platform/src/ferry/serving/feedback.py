@@ -23,7 +23,6 @@ queue rows, and the shadow worker's queue is bounded (`max_queued_rows`; a full 
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,6 @@ from ferry.serving.prediction_log import (
 from ferry.serving.shadow import MAX_QUEUED_ROWS, ShadowWorker, mirror_groups
 from ferry.serving.watcher import Loaded, RolloutState
 
-logger = logging.getLogger("ray.serve.ferry.feedback")
 FEEDBACK_HOOKS = ("feedback_model", "answered_items")
 REQUEST_ID_COLUMN = "request_id"
 ITEMS_COLUMN = "items"

@@ -40,6 +40,7 @@ from ferry.serving import metrics
 from ferry.serving.api import ERRORS, NO_TELEMETRY, Answer, guarded, probe_routes
 from ferry.serving.feedback import RankingLog, RankingShadow, new_request_ids, takes_feedback
 from ferry.serving.intake import InFlight, Intake
+from ferry.serving.prediction_log import LogLimits
 from ferry.serving.routing import CHALLENGER, CHAMPION, Variant, challenger_rows
 from ferry.serving.schemas import Info, error_body
 from ferry.serving.service import NoChampion, answered_by, served_info
@@ -134,8 +135,6 @@ class NoFeedbackLog(Exception):
 def ranking_log(model: str, workload: Any, log: Any) -> RankingLog | None:
     """The router's log of answers and feedback (`log`: PredictionLogArgs); None without one, or when the workload
     declares no feedback."""
-    from ferry.serving.prediction_log import LogLimits
-
     if log is None or not takes_feedback(workload):
         return None
     return RankingLog(log.uri, model, workload.request_model, workload.feedback_model,

@@ -48,7 +48,9 @@ class FeedbackOutcomes:
         except (OSError, ValueError) as exc:
             raise OutcomesUnavailable(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
         if logged is None:
-            return PairedSample(_empty_rows(), np.zeros(0), np.zeros(0), 0)
+            import pandas as pd
+
+            return PairedSample(pd.DataFrame(), np.zeros(0), np.zeros(0), 0)
         answered, shadowed, clicks = logged
         mine = shadowed[shadowed["version"] == challenger]
         failures = int(mine[ITEMS_COLUMN].isna().sum())
@@ -75,8 +77,8 @@ class FeedbackOutcomes:
         if clicks.empty or pairs.empty:
             return pd.DataFrame(columns=[self.key, self.item, REQUEST_ID_COLUMN, "version", ITEMS_COLUMN,
                                          f"{ITEMS_COLUMN}_shadow"])
-        clicks = clicks.sort_values("arrival_time").drop_duplicates([self.key, self.item], keep="first")
-        clicks = clicks.sort_values("arrival_time", kind="stable")
+        # Sorted first, so a click posted twice keeps its first arrival (and the order merge_asof needs).
+        clicks = clicks.sort_values("arrival_time", kind="stable").drop_duplicates([self.key, self.item])
         pairs = pairs.sort_values(SERVING_TIME_COLUMN, kind="stable")
         joined = pd.merge_asof(clicks, pairs, left_on="arrival_time", right_on=SERVING_TIME_COLUMN, by=self.key,
                                direction="backward")
@@ -97,8 +99,3 @@ class FeedbackOutcomes:
             return None
         return answered.to_pandas(), shadowed.to_pandas(), clicks.to_pandas()
 
-
-def _empty_rows() -> Any:
-    import pandas as pd
-
-    return pd.DataFrame()
