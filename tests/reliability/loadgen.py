@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+QUIET_S = 5  # undisturbed seconds in a row that end an outage (see `outage`)
 
 
 @dataclass
@@ -130,13 +131,28 @@ def _second(sample: Sample, fault_s: float) -> int:
     return int((sample.answered_s - fault_s) // 1.0)
 
 
-def _disturbed(hit: list[Sample], bad: list[Sample], fault_s: float) -> list[Sample]:
-    """The bad answers that fell in a disturbed second (see `outage`)."""
+def _disturbed_seconds(hit: list[Sample], bad: list[Sample], fault_s: float) -> set[int]:
+    """The seconds after the fault in which an answer failed or over a tenth were slow (see `outage`)."""
     answers = Counter(_second(s, fault_s) for s in hit)
     slow = Counter(_second(s, fault_s) for s in bad if s.status == 200)
     failing = {_second(s, fault_s) for s in bad if s.status != 200}
-    disturbed = failing | {second for second, n in slow.items() if 10 * n > answers[second]}
-    return [s for s in bad if _second(s, fault_s) in disturbed]
+    return failing | {second for second, n in slow.items() if 10 * n > answers[second]}
+
+
+def _first_quiet_run(hit: list[Sample], disturbed: set[int], fault_s: float) -> float:
+    """The first second of the first QUIET_S seconds in a row, after the first disturbed one, that each had
+    answers and none disturbed (inf when the run never had them): where the outage ended. A second with no
+    answer is not quiet; quiet seconds before the outage began do not end it."""
+    answered = {_second(s, fault_s) for s in hit}
+    run_start, run = 0, 0
+    for second in range(min(disturbed, default=0) + 1, max(answered, default=-1) + 1):
+        if second in answered and second not in disturbed:
+            run_start, run = (second, 1) if run == 0 else (run_start, run + 1)
+            if run >= QUIET_S:
+                return run_start
+        else:
+            run = 0
+    return float("inf")
 
 
 def by_second(result: LoadResult, fault_s: float) -> str:
@@ -164,18 +180,25 @@ def outage(result: LoadResult, fault_s: float) -> dict[str, Any]:
     A request is hit by the fault when it was sent after it or was still unanswered at it (in flight in a
     process that was killed). Counted: hit requests that failed, those of them the client gave up on (no
     answer: the server let them hang), when the first request sent after the fault was answered 200, and
-    the recovery time: from the fault to the last bad answer of the last disturbed second. Slow is over 5x
-    the pre-fault p50 and 2x its p99, at least 100 ms: a machine that was noisy before the fault is not held
-    to a quieter standard after it. A second (of answers, counted from the fault) is disturbed when any
-    answer in it failed or more than a tenth of them were slow: one request held up by a GC pause or a scrape
-    long after the service is back is not the outage going on, a stalled queue is. A server that queues
-    requests through an outage loses none but stalls: the stall is the cost.
+    the recovery time: from the fault to the last bad answer of the outage. Slow is over 5x the pre-fault
+    p50 and 2x its p99, at least 100 ms: a machine that was noisy before the fault is not held to a quieter
+    standard after it. A second (of answers, counted from the fault) is disturbed when any answer in it
+    failed or more than a tenth of them were slow: one request held up by a GC pause or a scrape long after
+    the service is back is not the outage going on, a stalled queue is. The outage ends at the first
+    QUIET_S undisturbed seconds in a row; a slow spell after that (the shared machine busy elsewhere) is
+    reported as `slow_spells_after_recovery`, not counted, but a failed answer is never excused: the
+    recovery time reaches the last one. A server that queues requests through an outage loses none but
+    stalls: the stall is the cost.
     """
     normal_ms = _normal_ms(result, fault_s)
     hit = [s for s in result.samples if s.answered_s >= fault_s]
     failed = [s for s in hit if s.status != 200]
     bad = [s for s in hit if s.status != 200 or s.latency_ms > normal_ms]
-    recovered_s = max((s.answered_s - fault_s for s in _disturbed(hit, bad, fault_s)), default=0.0)
+    disturbed = _disturbed_seconds(hit, bad, fault_s)
+    quiet_from = _first_quiet_run(hit, disturbed, fault_s)
+    counted = [s for s in bad if _second(s, fault_s) in disturbed
+               and (s.status != 200 or _second(s, fault_s) < quiet_from)]
+    recovered_s = max((s.answered_s - fault_s for s in counted), default=0.0)
     slowest = max((s.latency_ms for s in hit if s.status == 200), default=float("nan"))
     first_ok = min((s.answered_s - fault_s for s in hit if s.status == 200 and s.sent_s >= fault_s),
                    default=float("nan"))
@@ -184,6 +207,8 @@ def outage(result: LoadResult, fault_s: float) -> dict[str, Any]:
             "no_answer_after_fault": sum(s.status == 0 for s in failed),
             "slow_after_fault": len(bad) - len(failed), "slow_means_over_ms": round(normal_ms, 1),
             "first_ok_after_fault_s": round(first_ok, 2),
-            "recovery_s": round(recovered_s, 2), "slowest_ok_ms": round(slowest, 1),
+            "recovery_s": round(recovered_s, 2),
+            "slow_spells_after_recovery": sorted(second for second in disturbed if second >= quiet_from),
+            "slowest_ok_ms": round(slowest, 1),
             "slowest_failure_ms": round(max((s.latency_ms for s in failed), default=0.0), 1),
             "failure_statuses": dict(Counter(str(s.status) if s.status else s.error for s in failed))}

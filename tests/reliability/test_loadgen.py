@@ -76,6 +76,27 @@ def test_a_second_of_mostly_slow_answers_is_still_the_outage() -> None:
     assert lost["recovery_s"] == pytest.approx(7.11, abs=0.05)  # the last slow answer of the 6th second
 
 
+def test_a_slow_spell_long_after_the_service_is_back_is_reported_not_counted() -> None:
+    """The shared machine busy elsewhere 20 s after the outage ended: the spell is named, recovery is not
+    pushed out to it. A failure that late would still count (see the test above)."""
+    steady = [(t / 25, 200, 10.0) for t in range(50)]
+    after = [(2.0 + t / 25, 200, 10.0) for t in range(25 * 30)]
+    after[:25 * 4] = [(t, 408, 5000.0) if i % 5 == 0 else (t, 200, 10.0) for i, (t, _, _) in enumerate(after[:100])]
+    after[25 * 22:25 * 24] = [(t, 200, 400.0) for t, _, _ in after[25 * 22:25 * 24]]
+    lost = outage(samples(steady + after), fault_s=2.0)
+    assert lost["recovery_s"] == pytest.approx(8.8, abs=0.01)  # the last 408: sent at 5.8 s, answered 5 s later
+    assert lost["slow_spells_after_recovery"] == [22, 23, 24]  # 400 ms answers sent at 22-24 s, answered later
+    assert lost["slow_after_fault"] == 50
+
+
+def test_a_slow_spell_before_the_service_is_quiet_again_is_the_outage() -> None:
+    steady = [(t / 25, 200, 10.0) for t in range(50)]
+    after = [(2.0 + t / 25, 503 if t < 25 else 200, 400.0 if 25 * 4 <= t < 25 * 5 else 10.0) for t in range(250)]
+    lost = outage(samples(steady + after), fault_s=2.0)
+    assert lost["recovery_s"] == pytest.approx(5.36, abs=0.01)  # slow second 4 (last answer 4.96 + 0.4 s) came
+    assert lost["slow_spells_after_recovery"] == []  # before 5 quiet seconds in a row
+
+
 def test_answers_by_second_after_the_fault() -> None:
     result = samples([(0.0, 200, 10), (1.0, 200, 10), (2.1, 408, 5000), (2.5, 200, 300), (3.0, 200, 10)])
     assert by_second(result, fault_s=2.0) == "0:1/0/1 1:1/0/0 5:1/1/0"
