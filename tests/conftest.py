@@ -21,6 +21,27 @@ MODELS = ROOT / "gitops" / "models"
 settings.register_profile("reliability", settings.get_profile("default"))
 
 
+# The integration modules that take longest (each starts its own services), longest first. `task test` runs
+# modules three at a time with `--dist loadfile --no-loadscope-reorder`, so they start in this order: xdist's
+# default order, by number of tests, started the single-test closed loop (~9 min) last, and CI waited for it
+# alone. xdist also hands a worker a second module while its first has at most two tests left: the fourth
+# module here goes to the closed loop's worker at once, to run after it, so it is a quick one (pure tests).
+# A module missing here only starts later; nothing else depends on the order.
+SLOWEST_FIRST = ("integration/test_closed_loop_e2e.py", "integration/test_pipeline.py",
+                 "integration/test_retrain_e2e.py", "reliability/test_loadgen.py", "integration/test_canary.py",
+                 "integration/test_alerts_e2e.py", "integration/test_serving.py", "integration/test_drift_e2e.py",
+                 "reliability/test_serving_reliability.py", "integration/test_monitoring_live.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules in SLOWEST_FIRST go first, in its order; every module keeps its own tests' order."""
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next((i for i, name in enumerate(SLOWEST_FIRST) if path.endswith(f"tests/{name}")), len(SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep pytest's order
+
+
 @pytest.fixture(autouse=True)
 def _forget_mlflow_tracking_uri() -> Iterator[None]:
     """A test that points MLflow's process-wide tracking URI at its own server (`mlflow.set_tracking_uri`)
