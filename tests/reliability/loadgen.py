@@ -144,14 +144,14 @@ def _first_quiet_run(hit: list[Sample], disturbed: set[int], fault_s: float) -> 
     answers and none disturbed (inf when the run never had them): where the outage ended. A second with no
     answer is not quiet; quiet seconds before the outage began do not end it."""
     answered = {_second(s, fault_s) for s in hit}
-    run_start, run = 0, 0
+    run_start: int | None = None
     for second in range(min(disturbed, default=0) + 1, max(answered, default=-1) + 1):
-        if second in answered and second not in disturbed:
-            run_start, run = (second, 1) if run == 0 else (run_start, run + 1)
-            if run >= QUIET_S:
-                return run_start
-        else:
-            run = 0
+        if second not in answered or second in disturbed:
+            run_start = None
+            continue
+        run_start = second if run_start is None else run_start
+        if second - run_start + 1 >= QUIET_S:
+            return run_start
     return float("inf")
 
 

@@ -78,7 +78,7 @@ def test_a_second_of_mostly_slow_answers_is_still_the_outage() -> None:
 
 def test_a_slow_spell_long_after_the_service_is_back_is_reported_not_counted() -> None:
     """The shared machine busy elsewhere 20 s after the outage ended: the spell is named, recovery is not
-    pushed out to it. A failure that late would still count (see the test above)."""
+    pushed out to it. A failure that late would still count (the next test)."""
     steady = [(t / 25, 200, 10.0) for t in range(50)]
     after = [(2.0 + t / 25, 200, 10.0) for t in range(25 * 30)]
     after[:25 * 4] = [(t, 408, 5000.0) if i % 5 == 0 else (t, 200, 10.0) for i, (t, _, _) in enumerate(after[:100])]
@@ -87,6 +87,14 @@ def test_a_slow_spell_long_after_the_service_is_back_is_reported_not_counted() -
     assert lost["recovery_s"] == pytest.approx(8.8, abs=0.01)  # the last 408: sent at 5.8 s, answered 5 s later
     assert lost["slow_spells_after_recovery"] == [22, 23, 24]  # 400 ms answers sent at 22-24 s, answered later
     assert lost["slow_after_fault"] == 50
+
+
+def test_a_failure_long_after_the_service_is_back_is_never_excused() -> None:
+    steady = [(t / 25, 200, 10.0) for t in range(50)]
+    after = [(2.0 + t / 25, 503 if t < 25 or t == 25 * 20 else 200, 10.0) for t in range(25 * 30)]
+    lost = outage(samples(steady + after), fault_s=2.0)
+    assert lost["recovery_s"] == pytest.approx(20.01, abs=0.01)  # the 503 sent 20 s after the fault
+    assert lost["failed_after_fault"] == 26
 
 
 def test_a_slow_spell_before_the_service_is_quiet_again_is_the_outage() -> None:
