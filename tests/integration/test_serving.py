@@ -424,7 +424,8 @@ def test_the_model_that_did_not_answer_scores_in_shadow_and_pairs_on_labels(sett
                        "/labels").json().get("stored") for j in range(0, 60, 10)]  # max_batch_rows is 10 here
         assert stored == [10] * 6
         source = LogOutcomes(settings.prediction_log_uri, name, workload)
-        assert procs.wait_until(lambda: source.sample(champion, challenger, since).labelled == 60, 30, 0.5)
+        # Off the response path: the shadow scores and the log's flushes lag on a machine that runs other modules.
+        assert procs.wait_until(lambda: source.sample(champion, challenger, since).labelled == 60, 90, 0.5)
         sample = source.sample(champion, challenger, since)
         assert (sample.positives, sample.shadow_failures) == (20, 0)
         assert sample.shadow_rows == sum(a["variant"] == "champion" for a in answers)
