@@ -2,8 +2,9 @@
 registered models, and the share of wall time spent outside the steps' own work (runner overhead).
 
 Runs in a throwaway copy of gitops/models with its own free loopback ports. "Step work" is what each
-step reports itself (the time inside its step function, after imports); everything else - service
-start, process start-up, imports, Ray job submission and polling - counts as overhead.
+step reports itself (the time inside its step function, after imports, and when it ended). The models'
+Workflows run at once, so the overhead is the wall time in which no step is doing its own work: service
+start, process start-up, imports, Ray job submission and polling, and serving after the last step.
 """
 
 from __future__ import annotations
@@ -28,14 +29,52 @@ PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "r
          "prometheus_port", "alertmanager_port", "serve_port", "receiver_port", "redis_port")
 
 
-def step_work(home: Path) -> dict[str, float]:
-    work: dict[str, float] = {}
+def step_work(home: Path) -> dict[str, tuple[float, float]]:
+    """Each step's own work: (seconds, when it ended, unix time), from the timing line it prints."""
+    work: dict[str, tuple[float, float]] = {}
     for log in sorted((home / ".ferry/runs").glob("*/logs/*.log")):
         for line in log.read_text(errors="replace").splitlines():
             if line.startswith(TIMING_PREFIX):
                 record = json.loads(line.removeprefix(TIMING_PREFIX))
-                work[f"{log.parts[-3]}/{record['step']}"] = record["work_s"]
+                work[f"{log.parts[-3]}/{record['step']}"] = (record["work_s"], record["finished_unix"])
     return work
+
+
+def covered_s(intervals: list[tuple[float, float]]) -> float:
+    """Seconds inside at least one of the (start, end) intervals."""
+    total, reach = 0.0, float("-inf")
+    for begin, end in sorted(intervals):
+        if end > reach:
+            total += end - max(begin, reach)
+            reach = end
+    return total
+
+
+def report(wall: float, began: float, work: dict[str, tuple[float, float]], specs: str) -> str:
+    intervals = [(end - seconds, end) for seconds, end in work.values()]
+    busy = covered_s(intervals)
+    outside = wall - busy
+    first, last = min(b for b, _ in intervals) - began, began + wall - max(e for _, e in intervals)
+    lines = [f"# `ferry up` from a fresh state (every committed spec: {specs})", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. The specs' "
+             "Workflows run at once, as Argo runs the Workflows of one sync; each model is served as soon as its "
+             "own run is over.", "",
+             "| measure | seconds |", "|---|---:|", f"| wall time of `ferry up` | {wall:.1f} |",
+             f"| time in which at least one step does its own work | {busy:.1f} |",
+             f"| outside every step's work (services, process start-up, Ray job submission and polling, serving) "
+             f"| {outside:.1f} ({outside / wall:.0%}) |",
+             f"| of which before the first step's work (services, render, start-up) | {first:.1f} |",
+             f"| of which after the last step's work (serving the last models, the example prediction) | {last:.1f} |",
+             f"| steps' own work, summed (runs overlap: 2 cores shared) | {sum(s for s, _ in work.values()):.1f} |",
+             "", "| target (#17) | measured | met |", "|---|---:|:---:|",
+             f"| outside the steps' work ≤ 25% of wall time | {outside / wall:.0%} | {_met(outside <= wall / 4)} |",
+             f"| wall time ≤ 90 s | {wall:.1f} s | {_met(wall <= 90)} |",
+             "", "| step | work s |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, (v, _) in work.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _met(held: bool) -> str:
+    return "yes" if held else "no"
 
 
 def main() -> None:
@@ -43,7 +82,7 @@ def main() -> None:
     shutil.copytree(ROOT / "gitops/models", home / "gitops/models")
     settings = Settings(home=home, **{field: procs.free_port() for field in PORTS})
     env = {**os.environ, "FERRY_HOME": str(home), **{f"FERRY_{f.upper()}": str(getattr(settings, f)) for f in PORTS}}
-    started = time.perf_counter()
+    began, started = time.time(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "ferry.cli.app", "up"], env=env, cwd=home, check=False,
                           capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - started
@@ -54,15 +93,8 @@ def main() -> None:
         work = step_work(home)
     finally:
         stop_services(settings)
-    total_work = sum(work.values())
     specs = ", ".join(sorted(path.stem for path in (home / "gitops/models").glob("*.yaml")))
-    lines = [f"# `ferry up` from a fresh state (every committed spec: {specs})", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}.", "",
-             "| measure | seconds |", "|---|---:|", f"| wall time of `ferry up` | {wall:.1f} |",
-             f"| steps' own work (sum) | {total_work:.1f} |",
-             f"| outside the steps' work | {wall - total_work:.1f} ({(wall - total_work) / wall:.0%}) |", "",
-             "| step | work s |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, v in work.items()]
-    text = "\n".join(lines) + "\n"
+    text = report(wall, began, work, specs)
     print(text)
     (ROOT / "docs/benchmarks/up.md").write_text(text)
     shutil.rmtree(home, ignore_errors=True)

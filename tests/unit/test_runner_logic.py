@@ -336,6 +336,28 @@ def test_mutex_waits_then_runs(tmp_path: Path, settings: Settings) -> None:
     assert any(m.startswith("Waiting for mutex ferry-model-demo") for m in messages)
 
 
+def test_a_stop_from_another_thread_interrupts_the_run_resumably(tmp_path: Path, settings: Settings) -> None:
+    """`ferry up` runs each model's Workflow in a thread; Ctrl-C there stops every run through `stop`."""
+    started, second = tmp_path / "started", tmp_path / "second"
+    templates = [step("slow", count(started) + "import time\ntime.sleep(60)"), step("next", count(second))]
+    tasks = [{"name": "slow", "template": "slow"}, {"name": "next", "template": "next", "dependencies": ["slow"]}]
+    folder = write_workflow(tmp_path / "wf", tasks, templates)
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(run_workflow(folder, settings, stop=stop)))
+    began = time.monotonic()
+    runner.start()
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    runner.join(40)
+    assert not runner.is_alive() and time.monotonic() - began < 40  # the 60 s step was stopped, not waited for
+    assert outcome["status"]["phase"] == "Running"
+    assert "interrupted" in outcome["status"]["message"]
+    assert runs_of(second) == 0  # nothing new started after the stop
+
+
 def test_run_lookups_fail_clearly(settings: Settings) -> None:
     with pytest.raises(LocalError, match="no local run named 'nope'"):
         load_run(settings, "nope")

@@ -85,10 +85,30 @@ def test_an_unreachable_service_is_a_transient_step_failure(monkeypatch: pytest.
     def down(ctx: object) -> None:
         raise error
 
-    monkeypatch.setitem(runner.STEP_FUNCTIONS, "evaluate", down)
+    monkeypatch.setattr(runner, "step_function", lambda step: down)
     with pytest.raises(TransientStepError, match="evaluate: cannot reach a service"):
         runner.run_step("evaluate", "gitops/rendered/local/fraud-detector/spec.json", "wf", None,
                         Settings(home=ROOT, outputs_dir=tmp_path))
+
+
+def test_every_step_runs_from_its_own_module() -> None:
+    from ferry.contract import names
+    from ferry.steps import runner
+
+    assert set(runner.STEP_MODULES) == set(names.STEPS)
+    assert all(callable(runner.step_function(step)) for step in names.STEPS)
+
+
+@pytest.mark.parametrize("step", ["data", "evaluate", "rollout"])
+def test_a_step_that_needs_no_torch_does_not_import_it(step: str) -> None:
+    """Each step is a new process (a pod on a cluster): importing torch costs it ~1.5 s of CPU before any work."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from ferry.steps.runner import step_function; "
+             f"step_function({step!r}); print('torch' in sys.modules, 'ferry.steps.register' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"]
 
 
 def test_steps_refuse_params_the_workload_does_not_accept() -> None:

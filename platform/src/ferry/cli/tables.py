@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 
 from ferry.cli.output import Col, FitTable
@@ -52,16 +52,25 @@ def summarize(message: str, limit: int = 240) -> str:
 
 @contextmanager
 def following_runs(console: Console) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """The runner's on_update hook: a live table of the current run in a terminal. Elsewhere (a pipe, a file,
-    a CI log) a live display only writes its last frame, with no line end, so the next output would follow on
-    the same line; there each run's last state is printed once, when the runs are done."""
+    """The runner's on_update hook: a live table of every run in a terminal (`ferry up` runs the models' Workflows
+    at once, each from its own thread). Elsewhere (a pipe, a file, a CI log) a live display only writes its last
+    frame, with no line end, so the next output would follow on the same line; there each run's last state is
+    printed once, when the runs are done."""
+    last: dict[str, dict[str, Any]] = {}
+
+    def keep(workflow: dict[str, Any]) -> None:
+        last[str(workflow.get("metadata", {}).get("name", ""))] = workflow
+
     if console.is_terminal:
         with Live(console=console, refresh_per_second=4, transient=False) as live:
-            yield lambda workflow: live.update(render_progress(workflow))
+            def show(workflow: dict[str, Any]) -> None:
+                keep(workflow)
+                live.update(Group(*(render_progress(run) for run in list(last.values()))))
+
+            yield show
         return
-    last: dict[str, dict[str, Any]] = {}
     try:
-        yield lambda workflow: last.__setitem__(str(workflow.get("metadata", {}).get("name", "")), workflow)
+        yield keep
     finally:
         for workflow in last.values():
             console.print(render_progress(workflow))

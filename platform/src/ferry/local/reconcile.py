@@ -5,8 +5,10 @@ registered version yet. `--watch` follows new commits that touch gitops/ and rec
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,9 @@ def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | Non
        on_wait: OnWait | None = None) -> UpResult:
     """Services, render, one Workflow per spec without a registered version, then serving (if given).
 
+    The specs' Workflows run at once, as Argo runs the Workflows one sync creates (each model's mutex still
+    keeps two runs of one model apart), and each model is deployed as soon as its own run is over, while the
+    others still run.
     Safe to run twice at once (a `--watch` and a manual run, two terminals): each shared step happens
     under a lock (the services, the rendered folder, each model's reconcile and deploy), so the second
     waits for the first where they meet (`on_wait` gets one line each time) and then finds the work done.
@@ -84,10 +89,40 @@ def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | Non
                          timeout_s=RENDER_LOCK_TIMEOUT_S, on_wait=on_wait):
         workspace.render(settings.home, "local", workloads=workload_facts())
     registry = Registry(settings.mlflow_uri)
-    result = UpResult(services, [reconcile_model(settings, registry, spec, on_update, on_wait) for spec in specs])
-    if deploy is not None:
-        result.served = [served for spec in specs if (served := _serve(settings, registry, spec, deploy, on_wait))]
-    return result
+    done = _reconcile_all(settings, registry, specs, _Hooks(on_update, on_wait, deploy))
+    return UpResult(services, [outcome for outcome, _ in done], [served for _, served in done if served])
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    on_update: OnUpdate | None
+    on_wait: OnWait | None
+    deploy: Deploy | None
+
+
+def _reconcile_all(settings: Settings, registry: Registry, specs: list[LoadedSpec],
+                   hooks: _Hooks) -> list[tuple[ModelOutcome, Served | None]]:
+    """Every spec reconciled in its own thread, then deployed (ferry.serving.deploy orders the Serve calls of
+    concurrent deploys); the first error (or Ctrl-C) stops the other runs, which stay resumable."""
+    stop = threading.Event()
+
+    def one(spec: LoadedSpec) -> tuple[ModelOutcome, Served | None]:
+        outcome = reconcile_model(settings, registry, spec, hooks.on_update, hooks.on_wait, stop)
+        if hooks.deploy is None or stop.is_set():
+            return outcome, None
+        return outcome, _serve(settings, registry, spec, hooks.deploy, hooks.on_wait)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix="ferry-reconcile") as pool:
+        futures = [pool.submit(one, spec) for spec in specs]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                if future.done() and future.exception() is not None:
+                    future.result()
+            return [future.result() for future in futures]
+        except BaseException:
+            stop.set()
+            raise
 
 
 def _serve(settings: Settings, registry: Registry, spec: LoadedSpec, deploy: Deploy,
@@ -122,8 +157,8 @@ def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec
     return [s for s in specs if s.name in models]
 
 
-def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec,
-                    on_update: OnUpdate | None = None, on_wait: OnWait | None = None) -> ModelOutcome:
+def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec, on_update: OnUpdate | None = None,
+                    on_wait: OnWait | None = None, stop: threading.Event | None = None) -> ModelOutcome:
     """Run the spec's Workflow unless a version with its hash is registered (same hash: nothing to do).
 
     The check and the run happen under one lock per model: two `ferry up`s racing on a model (a watch
@@ -136,13 +171,14 @@ def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec,
         if registry.versions_with_hash(spec.name, digest):
             return ModelOutcome(spec.name, digest, "up-to-date", workflow,
                                 message="a version with this hash exists")
-        return _run(settings, spec, digest, workflow, on_update)
+        return _run(settings, spec, digest, workflow, on_update, stop)
 
 
-def _run(settings: Settings, spec: LoadedSpec, digest: str, workflow: str,
-         on_update: OnUpdate | None) -> ModelOutcome:
+def _run(settings: Settings, spec: LoadedSpec, digest: str, workflow: str, on_update: OnUpdate | None,
+         stop: threading.Event | None) -> ModelOutcome:
     started = time.monotonic()
-    result = run_workflow(settings.home / rendered_dir("local") / spec.name, settings, on_update=on_update)
+    result = run_workflow(settings.home / rendered_dir("local") / spec.name, settings, on_update=on_update,
+                          stop=stop)
     status = result.get("status", {})
     return ModelOutcome(spec.name, digest, "ran", workflow, status.get("phase", ""), status.get("message", ""),
                         _outputs(status), time.monotonic() - started)

@@ -12,6 +12,7 @@ update of the running application (new replicas start before old ones stop).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -40,6 +41,10 @@ LOCAL_CPUS_PER_REPLICA = 0.1
 # allows, half of what `predict_once` waits, and above every fault latency the tests inject.
 LOCAL_HEALTH_CHECK_PERIOD_S = 2.0
 LOCAL_REQUEST_TIMEOUT_S = 5.0
+# `ferry up` deploys each model from its own thread as soon as its run is over: the driver's connection and Serve's
+# client calls go one at a time (two threads would both find Ray uninitialised and both call ray.init); the wait
+# for the replicas to answer, most of a deploy, does not.
+_SERVE_CLIENT = threading.Lock()
 
 
 def local_args(settings: Settings, spec: ModelSpec, poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
@@ -80,13 +85,14 @@ def deploy_local(settings: Settings, spec: ModelSpec, poll_interval_s: float = D
 
     from ferry.serving.app import build_app
 
-    _connect(settings)
-    serve.start(http_options={"host": settings.host, "port": settings.serve_port,
-                              "request_timeout_s": LOCAL_REQUEST_TIMEOUT_S})
-    # serve.run() would wait for RUNNING without a bound; run_many is the same call with the wait ours.
-    app = build_app(args.model_dump(mode="json"), {"health_check_period_s": LOCAL_HEALTH_CHECK_PERIOD_S})
-    target = serve.RunTarget(target=app, name=spec.name, route_prefix=spec.spec.serving.route)
-    serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    with _SERVE_CLIENT:
+        _connect(settings)
+        serve.start(http_options={"host": settings.host, "port": settings.serve_port,
+                                  "request_timeout_s": LOCAL_REQUEST_TIMEOUT_S})
+        # serve.run() would wait for RUNNING without a bound; run_many is the same call with the wait ours.
+        app = build_app(args.model_dump(mode="json"), {"health_check_period_s": LOCAL_HEALTH_CHECK_PERIOD_S})
+        target = serve.RunTarget(target=app, name=spec.name, route_prefix=spec.spec.serving.route)
+        serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
     _await_ready(spec.name, url, timeout_s)
     return url
 

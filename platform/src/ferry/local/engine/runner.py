@@ -41,12 +41,15 @@ SHUTDOWN_WAIT_S = 30.0
 
 
 def run_workflow(workflow_dir: Path, settings: Settings, *, on_update: OnUpdate | None = None,
-                 backoff_scale: float = 1.0, lock_timeout_s: float | None = None) -> dict[str, Any]:
+                 backoff_scale: float = 1.0, lock_timeout_s: float | None = None,
+                 stop: threading.Event | None = None) -> dict[str, Any]:
     """Run (or resume) the Workflow in `workflow_dir`; returns the Workflow object with its final status.
 
     `on_update` gets a copy of the Workflow object after every change (for a live view).
     `backoff_scale` multiplies retry backoff delays (tests use a small one). A second runner of a
-    workflow with the same mutex waits for it, at most `lock_timeout_s` (default one hour).
+    workflow with the same mutex waits for it, at most `lock_timeout_s` (default one hour). `stop`, set from
+    another thread (`ferry up` runs every model's Workflow at once), interrupts the run as Ctrl-C would: steps
+    stop, Ray jobs keep running, the run stays resumable.
     """
     loaded = load_workflow(Path(workflow_dir))
     with locks.exclusive(locks.lock_path(settings, f"run-{loaded.name}"), timeout_s=0,
@@ -58,7 +61,7 @@ def run_workflow(workflow_dir: Path, settings: Settings, *, on_update: OnUpdate 
         timeout = DEFAULT_LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s
         with _mutexes(settings, loaded, run, timeout):
             run.begin()
-            _Scheduler(settings, loaded, run, backoff_scale).run()
+            _Scheduler(settings, loaded, run, backoff_scale, stop).run()
         return copy.deepcopy(run.obj)
 
 
@@ -75,10 +78,11 @@ def _mutexes(settings: Settings, loaded: LoadedWorkflow, run: RunState, timeout_
 class _Scheduler:
     """Walks the DAG: starts ready tasks (up to `parallelism`), records results, stops on a failure."""
 
-    def __init__(self, settings: Settings, loaded: LoadedWorkflow, run: RunState, backoff_scale: float) -> None:
+    def __init__(self, settings: Settings, loaded: LoadedWorkflow, run: RunState, backoff_scale: float,
+                 stop: threading.Event | None = None) -> None:
         self.settings, self.loaded, self.run_state = settings, loaded, run
         self.backoff_scale = backoff_scale
-        self.stop = threading.Event()
+        self.stop = stop or threading.Event()
         self.started = time.monotonic()
         self.dependents = {t.name: [d.name for d in loaded.tasks if t.name in d.dependencies] for t in loaded.tasks}
 
@@ -88,6 +92,9 @@ class _Scheduler:
         running: dict[Future[str], Task] = {}
         try:
             while True:
+                if self.stop.is_set():  # stopped from outside: as Ctrl-C, nothing new starts
+                    self._interrupt(running)
+                    return
                 if self._first_failure() is None:  # failFast: nothing new starts after a failure
                     for task in self._ready(running):
                         running[pool.submit(self._run_task_safely, task)] = task

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,8 @@ def start_services(settings: Settings, include: Iterable[str] | None = None, tim
     Two processes starting services at once (two `ferry up`s, `ferry up` and `ferry retrain --local`)
     would both find a service unrecorded and both spawn it, and the second would fail on the taken port:
     so the whole start happens under one lock, and a second caller waits (`on_wait` is told once) and
-    then finds every service recorded and answering.
+    then finds every service recorded and answering. The services start side by side (none needs another to
+    start); the first failure is raised once every start has ended, and the rest stay recorded for `ferry down`.
     """
     names = _selected(include)
     timeout = settings.ready_timeout_s if timeout_s is None else timeout_s
@@ -196,7 +198,9 @@ def start_services(settings: Settings, include: Iterable[str] | None = None, tim
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         if "ray" in names:
             ensure_ray_token(settings)
-        return [_start_named(name, names, settings, timeout) for name in names]
+        with ThreadPoolExecutor(max_workers=len(names) or 1, thread_name_prefix="ferry-service") as pool:
+            futures = [pool.submit(_start_named, name, names, settings, timeout) for name in names]
+        return [future.result() for future in futures]
 
 
 def _services_lock(settings: Settings, holder_bound_s: float,
