@@ -67,6 +67,10 @@ def test_rayjobs_follow_spec_resources() -> None:
     assert train["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     tune = yaml.safe_load(templates["tune"]["resource"]["manifest"])
     assert tune["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == model.spec.training.tune.max_concurrent
+    # Ray Train's controller takes each epoch's report at its next poll (Ray's default: every 2 s, which made
+    # every short epoch last 2 s): the train job polls four times a second.
+    env = yaml.safe_load(train["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert float(env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]) <= 0.25
 
 
 def test_gpu_worker_group_requests_gpus() -> None:

@@ -23,6 +23,11 @@ RAYJOB_FAILURE_CONDITION = ("status.jobDeploymentStatus in (Failed, ValidationFa
                             "status.jobStatus in (FAILED, STOPPED)")
 # The step's own bound past the RayJob's activeDeadlineSeconds: KubeRay's reconcile and Argo's status polling.
 STEP_DEADLINE_SLACK_S = 600
+# How often Ray Train's controller polls its workers (Ray 2.60 default: 2 s). A worker's `ray.train.report` waits in
+# a queue of one until the next poll takes it, so every epoch lasted at least one poll: 6 short epochs took 22 s
+# instead of 9 s. A missed poll is not a failure (a worker is only declared dead after a 10-minute hang), and a
+# poll is one small remote call per worker.
+TRAIN_POLL_INTERVAL_S = "0.25"
 
 
 def step_deadline_seconds(profile: EnvProfile) -> int:
@@ -47,6 +52,10 @@ def worker_shape(model: ModelSpec, step: str) -> tuple[int, float, float, str]:
     return res.workers, res.cpus_per_worker, res.gpus_per_worker, res.memory_per_worker
 
 
+def _job_env(profile: EnvProfile) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": profile.mlflow_uri, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_POLL_INTERVAL_S}
+
+
 def rayjob(model: ModelSpec, step: str, profile: EnvProfile, spec_hash: str) -> dict[str, Any]:
     name = model.metadata.name
     return {
@@ -60,7 +69,7 @@ def rayjob(model: ModelSpec, step: str, profile: EnvProfile, spec_hash: str) -> 
         },
         "spec": {
             "entrypoint": step_entrypoint(step, profile, name),
-            "runtimeEnvYAML": yaml.safe_dump({"env_vars": {"MLFLOW_TRACKING_URI": profile.mlflow_uri}}),
+            "runtimeEnvYAML": yaml.safe_dump({"env_vars": _job_env(profile)}),
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": profile.rayjob_ttl_seconds,
             "activeDeadlineSeconds": profile.rayjob_deadline_seconds,
