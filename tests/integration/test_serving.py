@@ -425,8 +425,13 @@ def test_the_model_that_did_not_answer_scores_in_shadow_and_pairs_on_labels(sett
         assert stored == [10] * 6
         source = LogOutcomes(settings.prediction_log_uri, name, workload)
         # Off the response path: the shadow scores and the log's flushes lag on a machine that runs other modules.
-        assert procs.wait_until(lambda: source.sample(champion, challenger, since).labelled == 60, 90, 0.5)
+        paired = procs.wait_until(lambda: source.sample(champion, challenger, since).labelled == 60, 90, 0.5)
         sample = source.sample(champion, challenger, since)
+        # Failed once at 90 s in CI (and once at 30 s): say which side is short - the shadow rows (a replica that
+        # had not loaded shadow_sample yet?) or the labelled predictions - and what this replica serves.
+        assert paired, (f"labelled pairs {getattr(sample, 'labelled', None)}, shadow rows "
+                        f"{getattr(sample, 'shadow_rows', None)} (answered by the "
+                        f"champion: {sum(a['variant'] == 'champion' for a in answers)}), info {_info(url)}")
         assert (sample.positives, sample.shadow_failures) == (20, 0)
         assert sample.shadow_rows == sum(a["variant"] == "champion" for a in answers)
         logged = read_log(settings.prediction_log_uri, names.LOG_PREDICTIONS, name).flatten().to_pandas()
