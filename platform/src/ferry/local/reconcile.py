@@ -115,10 +115,9 @@ def _reconcile_all(settings: Settings, registry: Registry, specs: list[LoadedSpe
     with ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix="ferry-reconcile") as pool:
         futures = [pool.submit(one, spec) for spec in specs]
         try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-            for future in futures:
-                if future.done() and future.exception() is not None:
-                    future.result()
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in finished:  # an error is raised (and the others stopped) without waiting for them
+                future.result()
             return [future.result() for future in futures]
         except BaseException:
             stop.set()
