@@ -153,7 +153,8 @@ def test_probes_and_info(client: TestClient) -> None:
     info = client.get("/info").json()
     assert info | {"seconds_since_poll": None} == {
         "model": "fraud-detector", "fingerprint": "fp", "champion": "1", "challenger": "2", "weight": 50,
-        "registry_reachable": True, "last_error": None, "seconds_since_poll": None, "log_dropped_rows": None}
+        "shadow_sample": 0.0, "registry_reachable": True, "last_error": None, "seconds_since_poll": None,
+        "log_dropped_rows": None}
 
 
 def test_without_champion_alive_but_not_ready_and_503() -> None:

@@ -106,6 +106,8 @@ class Info(BaseModel):
     champion: str | None
     challenger: str | None
     weight: int
+    shadow_sample: float = Field(0.0, description=(
+        "Share of answered rows the model that did not answer also scores (ferry.serving.shadow); 0: off."))
     registry_reachable: bool
     last_error: str | None = None
     seconds_since_poll: float | None = None

@@ -265,5 +265,6 @@ def served_info(model: str, fingerprint: str, watcher: RegistryWatcher, log_drop
     age = None if watcher.last_poll is None else round(time.monotonic() - watcher.last_poll, 3)
     return Info(model=model, fingerprint=fingerprint, champion=state.champion.version if state.champion else None,
                 challenger=state.challenger.version if state.challenger else None, weight=state.weight,
-                registry_reachable=watcher.reachable, last_error=watcher.last_error, seconds_since_poll=age,
+                shadow_sample=state.shadow_sample, registry_reachable=watcher.reachable,
+                last_error=watcher.last_error, seconds_since_poll=age,
                 log_dropped_rows=log_dropped_rows)

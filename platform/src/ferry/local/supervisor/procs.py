@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import random
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -172,11 +174,35 @@ def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 1.0) -> boo
         return False
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free right now (tests and optional side ports; small race accepted)."""
+# Chosen ports come from below Linux's ephemeral range (32768-60999) and above Ray's worker ports
+# (10002-19999): a port the kernel handed out as free can otherwise be taken, before our server binds
+# it, as the source port of any outgoing connection or by a Ray worker (CI failed once so: Serve's
+# proxy could not bind a port chosen a minute before).
+FREE_PORT_RANGE = (20000, 32767)
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _bindable(port: int, host: str) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A port in FREE_PORT_RANGE that binds now and that this process has not handed out before
+    (tests and optional side ports; a race with another process choosing the same port is accepted)."""
+    low, high = FREE_PORT_RANGE
+    with _handed_out_lock:
+        for _ in range(tries):
+            port = random.randint(low, high)  # noqa: S311 - spreading test ports, not a secret
+            if port not in _handed_out and _bindable(port, host):
+                _handed_out.add(port)
+                return port
+    raise OSError(f"no free port on {host} in {low}-{high} after {tries} tries")
 
 
 def http_ok(url: str, headers: dict[str, str] | None = None, timeout_s: float = 2.0) -> bool:

@@ -1,0 +1,29 @@
+"""free_port: ports that outgoing connections and Ray's workers never take, never the same one twice."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from ferry.local.supervisor import procs
+
+
+def test_ports_are_outside_the_ephemeral_and_ray_worker_ranges_and_distinct() -> None:
+    ports = [procs.free_port() for _ in range(50)]
+    low, high = procs.FREE_PORT_RANGE
+    assert all(low <= port <= high for port in ports)
+    assert len(set(ports)) == len(ports)
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert high < ephemeral_low
+
+
+def test_a_port_someone_listens_on_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        monkeypatch.setattr(procs, "FREE_PORT_RANGE", (taken, taken))
+        with pytest.raises(OSError, match="no free port"):
+            procs.free_port(tries=5)
