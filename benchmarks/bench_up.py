@@ -32,11 +32,17 @@ PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "r
 def step_work(home: Path) -> dict[str, tuple[float, float]]:
     """Each step's own work: (seconds, when it ended, unix time), from the timing line it prints."""
     work: dict[str, tuple[float, float]] = {}
+    untimed = []
     for log in sorted((home / ".ferry/runs").glob("*/logs/*.log")):
+        timed = False
         for line in log.read_text(errors="replace").splitlines():
             if line.startswith(TIMING_PREFIX):
                 record = json.loads(line.removeprefix(TIMING_PREFIX))
                 work[f"{log.parts[-3]}/{record['step']}"] = (record["work_s"], record["finished_unix"])
+                timed = True
+        untimed += [] if timed else [str(log.relative_to(home))]
+    if untimed:  # a step's work missing from the sum would be counted as overhead
+        raise SystemExit(f"no timing line in {', '.join(untimed)}: the figures would be wrong, not written")
     return work
 
 

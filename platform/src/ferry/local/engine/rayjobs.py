@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 POLL_S = 1.0
 LOG_REFRESH_S = 5.0
+FINAL_LOG_TRIES = 3
 LOST_CONNECTION_S = 30.0  # how long polling tolerates a silent Ray head before calling it transient
 ALIVE = ("PENDING", "RUNNING", "SUCCEEDED")  # a job worth attaching to
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -112,7 +113,7 @@ def run_rayjob(attempt: Attempt) -> AttemptResult:
                                     f"{local_entrypoint(spec['entrypoint'])}")
         bounds = (float(ray_deadline) if ray_deadline else None, attempt.deadline_s)
         obj = _poll(client, attempt, resource, job_id, offset, bounds)
-        _save_logs(client, attempt, job_id, offset)
+        _save_logs(client, attempt, job_id, offset, tries=FINAL_LOG_TRIES)
         if obj is None:
             return AttemptResult("Error", f"{INTERRUPTED}; Ray job {job_id} keeps running and a resumed "
                                           "run attaches to it")
@@ -209,12 +210,17 @@ def _job_message(client: JobSubmissionClient, job_id: str) -> str:
     return str(getattr(info, "message", "") or "")
 
 
-def _save_logs(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: int) -> None:
-    """Ray returns the whole driver log each time: rewrite this attempt's part of the step log."""
-    try:
-        text = _call(client.get_job_logs, job_id) or ""
-    except (Transient, LocalError):
-        return
+def _save_logs(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: int, tries: int = 1) -> None:
+    """Ray returns the whole driver log each time: rewrite this attempt's part of the step log. The last save
+    takes a few tries: it is the log a user reads after the step, and a busy head can time out once."""
+    for attempt_number in range(1, tries + 1):
+        try:
+            text = _call(client.get_job_logs, job_id) or ""
+            break
+        except (Transient, LocalError):
+            if attempt_number == tries:
+                return
+            time.sleep(POLL_S)
     with attempt.log_path.open("r+b") as log:
         log.seek(offset)
         log.write(text.encode())
