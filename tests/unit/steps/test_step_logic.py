@@ -111,6 +111,18 @@ def test_a_step_that_needs_no_torch_does_not_import_it(step: str) -> None:
     assert done.stdout.split() == ["False", "False"]
 
 
+def test_the_cli_a_step_runs_under_does_not_import_hera() -> None:
+    """Every step process starts as `ferry step ...`: hera (Argo's models, 0.4 s) is for rendering only."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; import ferry.cli.app; from ferry.steps.runner import step_function; "
+             "[step_function(step) for step in ('data', 'tune', 'train', 'evaluate', 'register', 'rollout')]; "
+             "print('hera' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["False"]
+
+
 def test_steps_refuse_params_the_workload_does_not_accept() -> None:
     """A spec rendered against another version of the workload fails the step before Ray, field named."""
     from types import SimpleNamespace

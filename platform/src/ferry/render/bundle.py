@@ -14,7 +14,6 @@ from ferry.contract import names
 from ferry.render import argocd, dashboards, events, monitoring
 from ferry.render.profiles import PROFILES, EnvName, EnvProfile
 from ferry.render.rayservice import rayservice
-from ferry.render.workflow import cron_workflow, workflow, workflow_template
 from ferry.render.yamlout import dump_yaml
 from ferry.spec.checks import WorkloadFacts
 from ferry.spec.hashing import spec_hash
@@ -42,6 +41,9 @@ def spec_configmap(model: ModelSpec, profile: EnvProfile, digest: str) -> dict[s
 
 def model_objects(model: ModelSpec, profile: EnvProfile, facts: WorkloadFacts | None = None) -> Objects:
     """`facts`: the model's workload's, which leave out the alerts and triggers its metrics can never fire."""
+    # Imported here: hera costs every `ferry` process 0.4 s, and each pipeline step is one that never renders.
+    from ferry.render.workflow import cron_workflow, workflow, workflow_template
+
     digest = spec_hash(model)
     files: Objects = {
         "workflowtemplate.yaml": [workflow_template(model, profile, digest)],
