@@ -40,7 +40,8 @@ def step_work(home: Path) -> dict[str, tuple[float, float]]:
                 record = json.loads(line.removeprefix(TIMING_PREFIX))
                 work[f"{log.parts[-3]}/{record['step']}"] = (record["work_s"], record["finished_unix"])
                 timed = True
-        untimed += [] if timed else [str(log.relative_to(home))]
+        if not timed:
+            untimed.append(str(log.relative_to(home)))
     if untimed:  # a step's work missing from the sum would be counted as overhead
         raise SystemExit(f"no timing line in {', '.join(untimed)}: the figures would be wrong, not written")
     return work

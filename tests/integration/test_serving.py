@@ -6,6 +6,7 @@ outage that the router rides out on its last known champion."""
 from __future__ import annotations
 
 import json
+import operator
 import threading
 import time
 from collections import Counter
@@ -414,8 +415,8 @@ def test_the_model_that_did_not_answer_scores_in_shadow_and_pairs_on_labels(sett
     registry.set_alias(name, names.ALIAS_CHALLENGER, challenger)
     # Both tags, not the weight alone: they are written one after the other, and a poll between the two
     # served the challenger unmirrored (CI failed twice so, at 30 s and 90 s).
-    assert procs.wait_until(lambda: (_info(url)["weight"], _info(url)["shadow_sample"]) == (30, 1.0),
-                            10 * POLL_S + 10, 0.25), _info(url)
+    mirrored = operator.itemgetter("weight", "shadow_sample")
+    assert procs.wait_until(lambda: mirrored(_info(url)) == (30, 1.0), 10 * POLL_S + 10, 0.25), _info(url)
     since, workload = time.time(), load_workload("fraud_detection")
     try:
         payments = [payment(f"shadow-{i}", 3_000_000 + i, 20.0 + i, f"2018-08-09T10:{i // 60:02d}:{i % 60:02d}",

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from ferry.contract import names
 from ferry.contract.errors import FerryError
@@ -213,14 +214,12 @@ def _job_message(client: JobSubmissionClient, job_id: str) -> str:
 def _save_logs(client: JobSubmissionClient, attempt: Attempt, job_id: str, offset: int, tries: int = 1) -> None:
     """Ray returns the whole driver log each time: rewrite this attempt's part of the step log. The last save
     takes a few tries: it is the log a user reads after the step, and a busy head can time out once."""
-    for attempt_number in range(1, tries + 1):
-        try:
-            text = _call(client.get_job_logs, job_id) or ""
-            break
-        except (Transient, LocalError):
-            if attempt_number == tries:
-                return
-            time.sleep(POLL_S)
+    fetch = Retrying(stop=stop_after_attempt(tries), wait=wait_fixed(POLL_S), reraise=True,
+                     retry=retry_if_exception_type((Transient, LocalError)))
+    try:
+        text = fetch(_call, client.get_job_logs, job_id) or ""
+    except (Transient, LocalError):
+        return
     with attempt.log_path.open("r+b") as log:
         log.seek(offset)
         log.write(text.encode())

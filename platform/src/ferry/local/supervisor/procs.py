@@ -183,15 +183,6 @@ _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
 
 
-def _bindable(port: int, host: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
     """A port in FREE_PORT_RANGE that binds now and that this process has not handed out before
     (tests and optional side ports; a race with another process choosing the same port is accepted)."""
@@ -199,7 +190,7 @@ def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
     with _handed_out_lock:
         for _ in range(tries):
             port = random.randint(low, high)  # noqa: S311 - spreading test ports, not a secret
-            if port not in _handed_out and _bindable(port, host):
+            if port not in _handed_out and port_free(port, host):
                 _handed_out.add(port)
                 return port
     raise OSError(f"no free port on {host} in {low}-{high} after {tries} tries")
