@@ -183,6 +183,17 @@ _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
 
 
+def _bindable(port: int, host: str) -> bool:
+    """Stricter than `port_free` (no SO_REUSEADDR): a port still in TIME_WAIT is not handed out either, as the
+    kernel's own choice never was, for servers that bind without SO_REUSEADDR."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
     """A port in FREE_PORT_RANGE that binds now and that this process has not handed out before
     (tests and optional side ports; a race with another process choosing the same port is accepted)."""
@@ -190,7 +201,7 @@ def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
     with _handed_out_lock:
         for _ in range(tries):
             port = random.randint(low, high)  # noqa: S311 - spreading test ports, not a secret
-            if port not in _handed_out and port_free(port, host):
+            if port not in _handed_out and _bindable(port, host):
                 _handed_out.add(port)
                 return port
     raise OSError(f"no free port on {host} in {low}-{high} after {tries} tries")
