@@ -5,6 +5,8 @@ Runs in a throwaway copy of gitops/models with its own free loopback ports. "Ste
 step reports itself (the time inside its step function, after imports, and when it ended). The models'
 Workflows run at once, so the overhead is the wall time in which no step is doing its own work: service
 start, process start-up, imports, Ray job submission and polling, and serving after the last step.
+Then, with every model served and no traffic, the CPU the stack still uses (what a laptop or a CI machine
+pays for keeping it up), summed over the processes `ferry up` started.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ferry.settings import Settings
 from ferry.steps.runner import TIMING_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
+SETTLE_S, REST_S = 10, 60
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
          "prometheus_port", "alertmanager_port", "serve_port", "receiver_port", "redis_port")
 
@@ -57,7 +60,8 @@ def covered_s(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def report(wall: float, began: float, work: dict[str, tuple[float, float]], specs: str) -> str:
+def report(wall: float, began: float, work: dict[str, tuple[float, float]], specs: str,
+           rest: tuple[float, list[tuple[str, float]]]) -> str:
     intervals = [(end - seconds, end) for seconds, end in work.values()]
     busy = covered_s(intervals)
     outside = wall - busy
@@ -77,7 +81,52 @@ def report(wall: float, began: float, work: dict[str, tuple[float, float]], spec
              f"| outside the steps' work ≤ 25% of wall time | {outside / wall:.0%} | {_met(outside <= wall / 4)} |",
              f"| wall time ≤ 90 s | {wall:.1f} s | {_met(wall <= 90)} |",
              "", "| step | work s |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, (v, _) in work.items()]
+    lines += rest_lines(rest)
     return "\n".join(lines) + "\n"
+
+
+def stack_cpu_s(home: Path) -> dict[str, float]:
+    """CPU seconds used so far by each live process that `ferry up` in `home` started (its env names the home),
+    keyed by "pid command"."""
+    tick, marker, used = os.sysconf("SC_CLK_TCK"), f"FERRY_HOME={home}".encode(), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker not in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        used[f"{pid} {process_name(argv)}"] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def process_name(argv: list[str]) -> str:
+    """What a process is: a Ray actor's title, `python -m` module, the script or the binary's name."""
+    if argv[0].startswith("ray::"):
+        return argv[0].split()[0]
+    if "-m" in argv[:3]:
+        return argv[argv.index("-m") + 1]
+    script = next((arg for arg in argv[1:3] if arg.endswith(".py")), argv[0])
+    return Path(script).name
+
+
+def at_rest(home: Path) -> tuple[float, list[tuple[str, float]]]:
+    """The served stack's CPU seconds per minute with no traffic, after SETTLE_S, and its busiest processes."""
+    time.sleep(SETTLE_S)
+    before = stack_cpu_s(home)
+    time.sleep(REST_S)
+    after = stack_cpu_s(home)
+    per_minute = {name: (after[name] - before.get(name, 0.0)) * 60 / REST_S for name in after}
+    return sum(per_minute.values()), sorted(per_minute.items(), key=lambda item: -item[1])[:5]
+
+
+def rest_lines(rest: tuple[float, list[tuple[str, float]]]) -> list[str]:
+    total, busiest = rest
+    return ["", f"The served stack at rest ({REST_S} s without traffic, {SETTLE_S} s after `ferry up` returned; every "
+            f"process it started): **{total:.1f} CPU-s per minute** ({total / 60:.0%} of one core). Busiest:", "",
+            "| process | CPU-s per minute |", "|---|---:|"] + [
+        f"| `{name.split(maxsplit=1)[1]}` | {value:.2f} |" for name, value in busiest]
 
 
 def _met(held: bool) -> str:
@@ -98,10 +147,11 @@ def main() -> None:
             print(done.stdout[-4000:], done.stderr[-4000:])
             raise SystemExit(f"ferry up failed with {done.returncode}")
         work = step_work(home)
+        rest = at_rest(home)
     finally:
         stop_services(settings)
     specs = ", ".join(sorted(path.stem for path in (home / "gitops/models").glob("*.yaml")))
-    text = report(wall, began, work, specs)
+    text = report(wall, began, work, specs, rest)
     print(text)
     (ROOT / "docs/benchmarks/up.md").write_text(text)
     shutil.rmtree(home, ignore_errors=True)

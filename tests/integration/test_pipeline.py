@@ -27,6 +27,7 @@ from ferry.contract import names
 from ferry.local import reconcile
 from ferry.local.engine.state import status_path
 from ferry.local.supervisor import procs
+from ferry.local.supervisor.service_defs import ray_auth_headers
 from ferry.local.supervisor.services import (
     ferry_env,
     service_processes,
@@ -124,6 +125,17 @@ def test_up_runs_pipeline_and_registers_one_version(settings: Settings) -> None:
     assert {n["displayName"]: n["phase"] for n in state["status"]["nodes"].values()
             if n["type"] != "DAG" and "(" not in n["displayName"]} == {
         step: "Succeeded" for step in names.STEPS}
+    # The local head's env reached Ray Train: no process per run for a node drain that never comes.
+    assert ray_actor_classes(settings) >= {"TrainController", "RayTrainWorker"}
+    assert "PreemptionWatcher" not in ray_actor_classes(settings)
+
+
+def ray_actor_classes(settings: Settings) -> set[str]:
+    """Class names of every actor the head has seen, dead ones included (Ray's state API)."""
+    answer = httpx.get(f"{settings.ray_dashboard_url}/api/v0/actors", params={"limit": 1000, "detail": "false"},
+                       headers=ray_auth_headers(settings), timeout=30, trust_env=False)
+    answer.raise_for_status()
+    return {actor["class_name"] for actor in answer.json()["data"]["result"]["result"]}
 
 
 def test_registered_model_loads_without_pickle_and_scores_any_batch(settings: Settings) -> None:

@@ -122,6 +122,20 @@ def ray_sd_file(settings: Settings) -> Path:
     return ray_temp_dir(settings) / RAY_SD_FILE
 
 
+# The local head is one node on a laptop or a CI machine, kept up between runs; its processes inherit these
+# (Ray reads them there, in the raylet's workers). What the served stack costs at rest: docs/benchmarks/up.md.
+LOCAL_HEAD_ENV = {
+    # Draining only matters with several nodes; locally `down` should not wait the default 30 s.
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
+    # Ray Train starts a PreemptionWatcher actor (a process) per run to follow node draining, which a single
+    # node that no autoscaler drains never does. Clusters keep it: their RayJobs do not get this env.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Serve's controller loops every 0.1 s (the busiest idle process); 0.5 s delays a deploy, a replica
+    # replacement or an autoscaling step by at most 0.4 s. Canary weights do not go through it (router tags).
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+}
+
+
 # --- the services ------------------------------------------------------------------------------------
 
 def ray_spec(settings: Settings) -> ServiceSpec:
@@ -147,9 +161,7 @@ def ray_spec(settings: Settings) -> ServiceSpec:
         # /api/version is not public under token auth: a 200 also proves our token is the cluster's.
         ready_url=f"{settings.ray_dashboard_url}/api/version",
         ready_headers=ray_auth_headers(settings) if ray_token_path(settings).exists() else {},
-        # Draining only matters with several nodes; locally `down` should not wait the default 30 s.
-        env={"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "5",
-             "AUTOSCALER_METRIC_PORT": str(side["autoscaler-metrics"]),
+        env={**LOCAL_HEAD_ENV, "AUTOSCALER_METRIC_PORT": str(side["autoscaler-metrics"]),
              "DASHBOARD_METRIC_PORT": str(side["dashboard-metrics"])},
         side_ports=side, leader_first=True, grace_s=40.0,
     )
