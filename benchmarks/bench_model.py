@@ -8,7 +8,7 @@ precision (AP) and card precision@100 (``fraud_detection.metrics.evaluate_scores
 Models:
 
 * handbook references trained on the whole training week: StandardScaler + LogisticRegression
-  (max_iter=1000) and a depth-2 decision tree;
+  (max_iter=1000), a depth-2 decision tree and a random forest (100 trees, depth 20);
 * the ferry FraudMLP tuned exactly as ferry's tune step does: the Tuner is built by
   ``ferry.steps.tune._tuner`` (OptunaSearch(seed=0) + ConcurrencyLimiter + ASHAScheduler(time_attr=
   "epoch")) around the workload's ``tune_trainable``, with validation = the last 20 % of the
@@ -16,12 +16,14 @@ Models:
   is then retrained with a plain torch loop (``_setup`` + ``train_epoch``) on the whole training
   week and evaluated on the test week, over several seeds;
 * for context: the best config trained on the first 80 % only (what ferry's train step fits), and
-  the spec's fixed params without tuning.
+  the spec's fixed params without tuning;
+* the best config retrained on longer training windows (``--windows``) ending on the same day, scored
+  on the same test rows.
 
 Tune runs on a private local Ray (``address="local"``, 2 CPUs) that is shut down afterwards.
 Writes ``docs/benchmarks/model.md``.  Every loop is bounded.  Usage::
 
-    python benchmarks/bench_model.py [--samples 8] [--epochs 8] [--seeds 5]
+    python benchmarks/bench_model.py [--samples 8] [--epochs 8] [--seeds 5] [--windows 7,14,28,56]
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 import ray  # noqa: E402
 import sklearn  # noqa: E402
 import torch  # noqa: E402
+from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -76,6 +79,7 @@ OUTPUT = ROOT / "docs" / "benchmarks" / "model.md"
 METRICS = ("auc_roc", "average_precision", "card_precision_at_100")
 SPLIT = {"train_start": "2018-07-25", "train_days": 7, "delay_days": 7, "test_days": 7}
 SPACE = {"lr": {"loguniform": [1e-4, 1e-2]}, "hidden": {"choice": [32, 64, 128]}, "dropout": {"uniform": [0.0, 0.3]}}
+TARGET_AP, TARGET_CP100 = 0.70, 0.305  # #17 item 2: the handbook's best tuned model on this protocol
 FIXED_PARAMS = {"hidden": 64, "lr": 0.003, "dropout": 0.1}  # gitops/models/fraud-detector.yaml
 WORKLOAD = FraudDetectionWorkload()
 
@@ -138,6 +142,28 @@ def train_mlp(x: np.ndarray, y: np.ndarray, params: dict[str, Any], epochs: int,
     return {**WORKLOAD.evaluate(prepared, scores), "seconds": time.perf_counter() - t0}
 
 
+def window_split(days: int) -> dict[str, Any]:
+    """A training window of `days` ending on the training week's last day: the same delay and test week."""
+    start = datetime.date.fromisoformat(SPLIT["train_start"]) + datetime.timedelta(days=SPLIT["train_days"] - days)
+    return {**SPLIT, "train_start": start.isoformat(), "train_days": days}
+
+
+def window_runs(frame: Any, prepared: dict[str, Any], params: dict[str, Any], args: argparse.Namespace
+                ) -> dict[int, dict[str, Any]]:
+    """The tuned config retrained on longer windows, scored on the protocol's own test rows (`prepared`): a
+    window's own split would also drop the cards its longer history knew to be compromised, another test set."""
+    runs = {}
+    for days in args.windows:
+        window = WORKLOAD.prepare(frame, DataSpec(source="simulator", params={}, split=window_split(days)))
+        x = np.concatenate([window["x_train"], window["x_valid"]])
+        y = np.concatenate([window["y_train"], window["y_valid"]])
+        runs[days] = {"rows": len(y), "seeds": [train_mlp(x, y, params, args.epochs, args.batch_size, seed, prepared)
+                                                for seed in range(args.seeds)]}
+        aps = [round(r["average_precision"], 4) for r in runs[days]["seeds"]]
+        print(f"window {days} days: AP per seed {aps}", flush=True)
+    return runs
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -177,6 +203,27 @@ def _params(p: dict[str, Any]) -> str:
     return f"lr {p['lr']:.2e}, hidden {p['hidden']}, dropout {p['dropout']:.3f}"
 
 
+def window_section(args: argparse.Namespace, info: dict[str, Any], windows: dict[int, dict[str, Any]]) -> list[str]:
+    rows = []
+    for days, run in windows.items():
+        cells = _seeded(f"{days} days from {window_split(days)['train_start']}", f"{run['rows']:,} tx", run["seeds"])
+        means = {m: statistics.mean(r[m] for r in run["seeds"]) for m in METRICS}
+        rows.append([*cells[:-1], _met(means["average_precision"] >= TARGET_AP),
+                     _met(means["card_precision_at_100"] >= TARGET_CP100)])
+    return ["", "## Training window: the tuned config on longer histories, the same test rows", "",
+            f"The best config above retrained ({args.epochs} epochs, seeds 0..{args.seeds - 1}) on windows that end "
+            f"on the training week's last day (2018-07-31), then the same 7-day delay; scored on the same "
+            f"{info['n_test']:,} test-week rows as above (a window's own split would also remove the cards its "
+            "longer history knew to be compromised: another test set). Not re-tuned per window. #17's targets: "
+            f"AP ≥ {TARGET_AP}, card precision@100 ≥ {TARGET_CP100}, mean of the seeds.", "",
+            _table(["training window", "trained on", "AUC ROC", "average precision", "card precision@100",
+                    f"AP ≥ {TARGET_AP}", f"CP@100 ≥ {TARGET_CP100}"], rows)]
+
+
+def _met(held: bool) -> str:
+    return "yes" if held else "no"
+
+
 def render(args: argparse.Namespace, info: dict[str, Any], res: dict[str, Any]) -> str:
     tuned = res["tune"]
     week, fit = f"whole week ({info['n_week']:,} tx)", f"first 80 % ({info['n_fit']:,} tx)"
@@ -184,6 +231,7 @@ def render(args: argparse.Namespace, info: dict[str, Any], res: dict[str, Any]) 
     rows = [
         _single("LogisticRegression (StandardScaler, max_iter=1000)", week, res["lr"]),
         _single("DecisionTree depth 2 (handbook reference)", week, res["dt"]),
+        _single("RandomForest (100 trees, max_depth 20)", week, res["rf"]),
         _seeded(f"FraudMLP tuned, retrained; mean ± sd (min–max) of {n} seeds", week, res["tuned_week"]),
         _seeded(f"FraudMLP tuned, as ferry's train step fits it; {n} seeds", fit, res["tuned_fit"]),
         _seeded(f"FraudMLP untuned (spec params {_params(FIXED_PARAMS)}); {n} seeds", week, res["untuned"]),
@@ -200,7 +248,8 @@ def render(args: argparse.Namespace, info: dict[str, Any], res: dict[str, Any]) 
         "# Benchmark: fraud_detection model quality (handbook protocol)",
         "",
         f"Generated by `python benchmarks/bench_model.py --samples {args.samples} --epochs {args.epochs} "
-        f"--seeds {args.seeds}` on {datetime.date.today().isoformat()} (whole run {res['total_s']:.0f} s).",
+        f"--seeds {args.seeds} --windows {','.join(map(str, args.windows))}` on "
+        f"{datetime.date.today().isoformat()} (whole run {res['total_s']:.0f} s).",
         "",
         f"Machine: {machine()}.  Shared with other Ray pipelines during the run (load average 1 min "
         f"{info['load'][0]:.2f} at start, {info['load'][1]:.2f} at end); times are indicative only.",
@@ -243,6 +292,7 @@ def render(args: argparse.Namespace, info: dict[str, Any], res: dict[str, Any]) 
         "## Tuned FraudMLP retrained on the whole week, per seed",
         "",
         _table(["seed", "AUC ROC", "average precision", "card precision@100"], seed_rows),
+        *window_section(args, info, res["windows"]),
     ]
     return "\n".join(parts) + "\n"
 
@@ -253,6 +303,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--windows", type=lambda text: [int(d) for d in text.split(",")], default=[7, 14, 28, 56],
+                        help="training windows in days, each ending 2018-07-31")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -274,6 +326,9 @@ def main() -> None:
     print("logistic regression:", {k: round(v, 4) for k, v in res["lr"].items()}, flush=True)
     res["dt"] = sklearn_model(DecisionTreeClassifier(max_depth=2, random_state=0), x_week, y_week, prepared)
     print("decision tree depth 2:", {k: round(v, 4) for k, v in res["dt"].items()}, flush=True)
+    res["rf"] = sklearn_model(RandomForestClassifier(n_estimators=100, max_depth=20, n_jobs=1, random_state=0),
+                              x_week, y_week, prepared)
+    print("random forest:", {k: round(v, 4) for k, v in res["rf"].items()}, flush=True)
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-model-"))
     try:
@@ -290,6 +345,7 @@ def main() -> None:
         res[key] = [train_mlp(x, y, params, args.epochs, args.batch_size, seed, prepared) for seed in range(args.seeds)]
         aps = [round(r["average_precision"], 4) for r in res[key]]
         print(f"{key}: AP per seed {aps}", flush=True)
+    res["windows"] = window_runs(frame, prepared, best, args)
     res["oracle"] = {**WORKLOAD.evaluate(prepared, y_test.astype(np.float64)), "seconds": None}
     res["total_s"] = time.perf_counter() - t_start
     info = {"n_all": len(frame), "n_week": len(y_week), "n_fit": len(prepared["y_train"]),
