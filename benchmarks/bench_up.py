@@ -28,6 +28,8 @@ from ferry.steps.runner import TIMING_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE_S, REST_S = 10, 60
+# The stack at rest: CPU-s per minute in all, and its busiest processes ("pid name", CPU-s per minute).
+Rest = tuple[float, list[tuple[str, float]]]
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
          "prometheus_port", "alertmanager_port", "serve_port", "receiver_port", "redis_port")
 
@@ -60,8 +62,7 @@ def covered_s(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def report(wall: float, began: float, work: dict[str, tuple[float, float]], specs: str,
-           rest: tuple[float, list[tuple[str, float]]]) -> str:
+def report(wall: float, began: float, work: dict[str, tuple[float, float]], specs: str, rest: Rest) -> str:
     intervals = [(end - seconds, end) for seconds, end in work.values()]
     busy = covered_s(intervals)
     outside = wall - busy
@@ -111,7 +112,7 @@ def process_name(argv: list[str]) -> str:
     return Path(script).name
 
 
-def at_rest(home: Path) -> tuple[float, list[tuple[str, float]]]:
+def at_rest(home: Path) -> Rest:
     """The served stack's CPU seconds per minute with no traffic, after SETTLE_S, and its busiest processes."""
     time.sleep(SETTLE_S)
     before = stack_cpu_s(home)
@@ -121,7 +122,7 @@ def at_rest(home: Path) -> tuple[float, list[tuple[str, float]]]:
     return sum(per_minute.values()), sorted(per_minute.items(), key=lambda item: -item[1])[:5]
 
 
-def rest_lines(rest: tuple[float, list[tuple[str, float]]]) -> list[str]:
+def rest_lines(rest: Rest) -> list[str]:
     total, busiest = rest
     return ["", f"The served stack at rest ({REST_S} s without traffic, {SETTLE_S} s after `ferry up` returned; every "
             f"process it started): **{total:.1f} CPU-s per minute** ({total / 60:.0%} of one core). Busiest:", "",

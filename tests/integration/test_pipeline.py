@@ -126,8 +126,8 @@ def test_up_runs_pipeline_and_registers_one_version(settings: Settings) -> None:
             if n["type"] != "DAG" and "(" not in n["displayName"]} == {
         step: "Succeeded" for step in names.STEPS}
     # The local head's env reached Ray Train: no process per run for a node drain that never comes.
-    assert ray_actor_classes(settings) >= {"TrainController", "RayTrainWorker"}
-    assert "PreemptionWatcher" not in ray_actor_classes(settings)
+    actors = ray_actor_classes(settings)
+    assert actors >= {"TrainController", "RayTrainWorker"} and "PreemptionWatcher" not in actors, actors
 
 
 def ray_actor_classes(settings: Settings) -> set[str]:
