@@ -9,7 +9,7 @@ prepared data, and both record a wall-clock timestamp (``time.time()``) with eve
   grace_period=TuneSpec default), 1 CPU per trial), running the workload's unmodified
   ``tune_trainable``; a thin wrapper only adds ``wall_time`` to each ``tune.report``.
 * **sequential Optuna**: ``optuna.create_study(direction="maximize", sampler=TPESampler(seed=0))``
-  and ``study.optimize`` with an objective that trains the same way (``_setup`` + ``train_epoch``
+  and ``study.optimize`` with an objective that trains the same way (seed 0, ``_setup`` + ``train_epoch``
   + the same validation metrics) epoch by epoch, without pruning.  Like Tune's OptunaSearch, it
   reports each epoch's AP to the trial and returns the last epoch's AP to the sampler.
 
@@ -182,6 +182,7 @@ def run_sequential(prepared: dict[str, Any], trials: int, epochs: int, batch: in
                   "dropout": trial.suggest_float("dropout", 0.0, 0.3)}
         configs.append(params)
         config = {**prepared, "params": {**FIXED_PARAMS, **params}}
+        torch.manual_seed(0)  # as ferry's tune_trainable seeds each trial: a config starts from the same weights
         model, optimizer = _setup(config, "cpu")
         generator = torch.Generator().manual_seed(0)
         ap = math.nan
@@ -343,9 +344,9 @@ def render(args: argparse.Namespace, sections: list[dict[str, Any]], load: tuple
               f"torch intra-op threads inside the Tune trials: {threads}.",
               "", "Ratios above 1 mean Tune was faster.  \"Same first configs\" counts trials (by index) whose "
               "sampled (lr, hidden, dropout) equal the sequential study's; TPE's first 10 trials are random "
-              "draws, so with the same seed both searches start from the same configurations and differ by "
-              "ASHA's stopping, by the parallelism and by the weights' random initialisation (unseeded in "
-              "`_setup`)."]
+              "draws, so with the same seed both searches start from the same configurations; both seed a trial's "
+              "initial weights and batch order alike (seed 0, as ferry's `tune_trainable` does), so a config "
+              "trains to the same AP curve in both and they differ by ASHA's stopping and the parallelism."]
     if plotted:
         parts += ["", "![best validation AP so far vs wall time](hpo.png)"]
     return "\n".join(parts) + "\n"

@@ -17,11 +17,12 @@ import pytest
 
 from ferry.adapters.workloads import load_workload
 from ferry.contract import names
+from ferry.contract.errors import StepFailed
 from ferry.serving.prediction_log import ServingLog
 from ferry.settings import Settings
 from ferry.spec import load_specs
 from ferry.steps import data as data_step
-from ferry.steps.context import StepFailed, build_context
+from ferry.steps.context import build_context
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,11 +12,12 @@ import pytest
 
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import load_workload
+from ferry.contract.errors import StepFailed
 from ferry.settings import Settings
 from ferry.spec import load_spec_text
 from ferry.spec.hashing import spec_hash
 from ferry.steps import data as data_step
-from ferry.steps.context import StepContext, StepFailed
+from ferry.steps.context import StepContext
 
 ROOT = Path(__file__).resolve().parents[2]
 LITE = (ROOT / "gitops/models/fraud-detector-lite.yaml").read_text()

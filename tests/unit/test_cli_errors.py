@@ -25,7 +25,7 @@ runner = CliRunner()
 # The packages whose every exception is a FerryError (adapters/registry*, prometheus, rollout and serving
 # are converted with the registry seam).
 ROOTED = ("ferry.spec", "ferry.local", "ferry.steps", "ferry.stats", "ferry.adapters.git", "ferry.adapters.workloads",
-          "ferry.adapters.argo_server", "ferry.workspace", "ferry.settings")
+          "ferry.adapters.argo_server", "ferry.workspace", "ferry.settings", "ferry.contract.errors")
 
 
 @pytest.fixture(autouse=True)
@@ -128,8 +128,8 @@ def test_a_step_that_cannot_read_its_spec_fails_with_exit_1(_home: Path) -> None
 
 
 def test_a_transient_step_error_exits_75(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry.contract.errors import TransientStepError
     from ferry.steps import runner as steps
-    from ferry.steps.context import TransientStepError
 
     def unreachable(*args: object) -> None:
         raise TransientStepError("data: cannot reach a service (connection refused); will be retried")

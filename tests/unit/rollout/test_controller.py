@@ -18,12 +18,12 @@ from ferry.adapters.prometheus_port import PrometheusUnavailable
 from ferry.adapters.registry_memory import MemoryRegistry
 from ferry.adapters.registry_port import RegistryUnavailable, RolloutView
 from ferry.contract import names
+from ferry.contract.errors import StepFailed, TransientStepError
 from ferry.rollout import actions
 from ferry.rollout.controller import SETTLE_S, Controller, RolloutStuck
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action, Observation, VariantStats
 from ferry.spec import load_specs
-from ferry.steps.context import StepFailed, TransientStepError
 
 ROOT = Path(__file__).resolve().parents[3]
 EPOCH = 1_800_000_000.0

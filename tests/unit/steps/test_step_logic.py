@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from ferry.adapters.registry_port import RegistryUnavailable
+from ferry.contract.errors import StepFailed, TransientStepError
 from ferry.settings import Settings
 from ferry.spec import load_specs
 from ferry.spec.models import EvaluationSpec, SearchDomain
-from ferry.steps.context import StepFailed, TransientStepError, _as_text, build_context, read_spec
+from ferry.steps.context import _as_text, build_context, read_spec
 from ferry.steps.evaluate import judge
 from ferry.steps.tune import _typed, search_space
 

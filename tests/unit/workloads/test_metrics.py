@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fraud_detection.metrics import card_precision_top_k, evaluate_scores, train_test_split
+from fraud_detection.metrics import average_precision, card_precision_top_k, evaluate_scores, roc_auc, train_test_split
 from fraud_detection.simulator import SimulatorParams, simulate
 
 
@@ -89,6 +89,26 @@ def test_evaluate_scores_matches_sklearn() -> None:
     assert result["auc_roc"] == pytest.approx(roc_auc_score(df["tx_fraud"], scores))
     assert result["average_precision"] == pytest.approx(average_precision_score(df["tx_fraud"], scores))
     assert result["card_precision_at_50"] == pytest.approx(card_precision_top_k(df, scores, 50))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_numpy_ranking_metrics_equal_sklearn_with_and_without_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(2, 3000))
+    labels = (rng.random(rows) < rng.uniform(0.01, 0.5)).astype(np.int8)
+    labels[:2] = (0, 1)  # both classes, as the callers guarantee
+    scores = rng.random(rows) + labels * rng.uniform(0, 1)
+    if seed % 2:  # coarse scores: many ties, inside and across the classes (a float32 model output does this)
+        scores = np.round(scores, 1).astype(np.float32)
+    assert average_precision(labels, scores) == pytest.approx(average_precision_score(labels, scores), rel=1e-12)
+    assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), rel=1e-12)
+
+
+def test_numpy_ranking_metrics_hand_case() -> None:
+    # ranked 0.9 (fraud), 0.8 (not), 0.8 (fraud), 0.1 (not): the tie at 0.8 is one step of precision 2/3
+    labels, scores = np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.8, 0.1])
+    assert average_precision(labels, scores) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert roc_auc(labels, scores) == pytest.approx((1 + 0.5 + 1 + 1) / 4)
 
 
 def test_evaluate_scores_hand_case_default_k() -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from ferry import checkpoints
+from fraud_detection.metrics import average_precision, roc_auc
 from fraud_detection.model import FraudMLP, build_model, predict_proba, train_epoch
 from fraud_detection.params import TrainingParams
 
@@ -25,8 +25,7 @@ def _validation_metrics(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, de
     scores = predict_proba(model, x, device)
     if len(np.unique(y)) < 2:
         return {"average_precision": 0.0, "auc_roc": 0.5}
-    return {"average_precision": float(average_precision_score(y, scores)),
-            "auc_roc": float(roc_auc_score(y, scores))}
+    return {"average_precision": average_precision(y, scores), "auc_roc": roc_auc(y, scores)}
 
 
 def _setup(config: dict[str, Any], device: Any) -> tuple[FraudMLP, torch.optim.Optimizer]:

@@ -23,7 +23,7 @@ def step(
     if name not in STEP_NAMES:
         err_console.print(f"[red]error[/red] unknown step {name!r}; steps: {', '.join(STEP_NAMES)}")
         raise typer.Exit(2)
-    from ferry.steps.context import TransientStepError
+    from ferry.contract.errors import TransientStepError
     from ferry.steps.runner import run_step
 
     try:

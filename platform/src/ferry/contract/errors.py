@@ -8,6 +8,7 @@ reaches the CLI is a bug in ferry, reported as one (with FERRY_DEBUG=1 for the t
 from __future__ import annotations
 
 EXIT_FAILED = 1
+EXIT_TRANSIENT = 75  # EX_TEMPFAIL (ferry.contract.names says when)
 
 
 class FerryError(Exception):
@@ -31,3 +32,15 @@ class StateStoreUnavailable(FerryError):
 
 class RequestInFlight(FerryError):
     """The same transaction is being scored by another request right now: serving answers 409; retry it."""
+
+
+# The step errors live here, not beside StepContext (which imports MLflow): Ray pickles Tune's trial wrapper
+# (ferry.steps.gpu) by reference, so every trial process imports what its module imports.
+class StepFailed(FerryError):
+    """A failure a person must act on; the message says what to do."""
+
+
+class TransientStepError(StepFailed):
+    """Retryable (exit 75): the rendered retryStrategy and the local runner try again."""
+
+    exit_code = EXIT_TRANSIENT

@@ -12,6 +12,7 @@ import re
 from collections.abc import Sequence
 
 from ferry.contract.errors import EXIT_FAILED as EXIT_FAILED  # re-exported: one list of exit codes
+from ferry.contract.errors import EXIT_TRANSIENT as EXIT_TRANSIENT
 
 PART_OF = "ferry"
 DOMAIN = "ferry.dev"
@@ -145,10 +146,9 @@ def step_outputs(step: str, judged_metrics: Sequence[str] = ()) -> tuple[str, ..
     return (*STEP_OUTPUTS.get(step, ()), *extra)
 
 
-# Exit codes of `ferry step`: EX_TEMPFAIL asks the rendered retryStrategy and the local runner to try again
-# (MLflow or Ray briefly unreachable); any other failure is final.
+# Exit codes of `ferry step`: EXIT_TRANSIENT (EX_TEMPFAIL, re-exported above) asks the rendered retryStrategy and
+# the local runner to try again (MLflow or Ray briefly unreachable); any other failure is final.
 EXIT_OK = 0
-EXIT_TRANSIENT = 75
 
 # Why a pipeline run exists: the Workflow argument PARAM_TRIGGER and (labelsFrom) the label LABEL_TRIGGER.
 TRIGGER_SPEC = "spec"  # a new spec hash (the spec's own Workflow)

@@ -21,22 +21,11 @@ from ferry.adapters.git import head_commit
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import load_workload
 from ferry.contract import names
-from ferry.contract.errors import FerryError
-from ferry.contract.names import EXIT_TRANSIENT
+from ferry.contract.errors import StepFailed
 from ferry.settings import Settings
 from ferry.spec.hashing import spec_hash
 from ferry.spec.models import ModelSpec
 from ferry.spec.workload import Workload
-
-
-class StepFailed(FerryError):
-    """A failure a person must act on; the message says what to do."""
-
-
-class TransientStepError(StepFailed):
-    """Retryable (exit 75): the rendered retryStrategy and the local runner try again."""
-
-    exit_code = EXIT_TRANSIENT
 
 
 @dataclass

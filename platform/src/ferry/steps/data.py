@@ -26,8 +26,9 @@ import mlflow.artifacts
 import mlflow.data
 
 from ferry.contract import names
+from ferry.contract.errors import StepFailed
 from ferry.spec.models import DataSpec
-from ferry.steps.context import StepContext, StepFailed
+from ferry.steps.context import StepContext
 from ferry.steps.log_window import WindowRows, WindowUnavailable, read_window
 from ferry.steps.params import data_params
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry.contract import names
+from ferry.contract.errors import StepFailed
 from ferry.spec.models import ModelSpec
-from ferry.steps.context import StepFailed
 
 
 class GpuUnavailable(StepFailed):

@@ -11,7 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ferry.steps.context import StepContext, StepFailed
+from ferry.contract.errors import StepFailed
+from ferry.steps.context import StepContext
 
 
 def data_params(ctx: StepContext) -> BaseModel:

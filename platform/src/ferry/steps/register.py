@@ -16,8 +16,9 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import Schema, TensorSpec
 
 from ferry.contract import names
+from ferry.contract.errors import StepFailed
 from ferry.stats.reference import Reference, build_reference, sample_rows, workload_feature_names
-from ferry.steps.context import StepContext, StepFailed, git_commit
+from ferry.steps.context import StepContext, git_commit
 from ferry.steps.data import load_prepared
 from ferry.steps.evaluate import candidate_model
 

@@ -16,11 +16,12 @@ import time
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry_port import RegistryUnavailable
 from ferry.contract import names
+from ferry.contract.errors import StepFailed, TransientStepError
 from ferry.rollout.controller import Controller, RolloutStuck, prometheus_observer
 from ferry.rollout.metrics import RolloutMetrics
 from ferry.rollout.policy import Action
 from ferry.serving.feedback import takes_feedback
-from ferry.steps.context import StepContext, StepFailed, TransientStepError
+from ferry.steps.context import StepContext
 from ferry.steps.feedback import FeedbackOutcomes
 from ferry.steps.outcomes import LogOutcomes
 

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 from ferry.adapters.registry_port import RegistryUnavailable
 from ferry.contract import names
+from ferry.contract.errors import StepFailed, TransientStepError
 from ferry.contract.names import EXIT_FAILED, EXIT_OK, EXIT_TRANSIENT
 from ferry.settings import Settings
-from ferry.steps.context import StepContext, StepFailed, TransientStepError, build_context
+from ferry.steps.context import StepContext, build_context
 
 TIMING_PREFIX = "ferry.step.timing "
 # Each step process imports only its own step's module: importing all six cost every step ~3 s of CPU (torch

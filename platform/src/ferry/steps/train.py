@@ -11,8 +11,9 @@ from typing import Any
 import mlflow
 
 from ferry.contract import names
+from ferry.contract.errors import StepFailed
 from ferry.steps import gpu
-from ferry.steps.context import StepContext, StepFailed
+from ferry.steps.context import StepContext
 from ferry.steps.data import load_prepared
 from ferry.steps.params import training_params
 from ferry.steps.ray_session import connect, storage_path
