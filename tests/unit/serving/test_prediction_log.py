@@ -84,6 +84,26 @@ def test_a_failed_write_is_counted_not_raised(tmp_path: Path) -> None:
     assert (log.written_rows, log.dropped_rows, log.failed_writes) == (0, 5, 1)
 
 
+def test_deferred_batches_are_built_by_the_writer_in_order_and_a_broken_one_is_counted(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path.as_uri(), LOG_PREDICTIONS, "m", SCHEMA)
+    built_by: list[str] = []
+
+    def deferred(start: int) -> dict[str, list[object]]:
+        built_by.append(threading.current_thread().name)
+        return rows(start, 5)
+
+    log.append(rows(0, 5))
+    assert log.append_deferred(5, lambda: deferred(5))
+    assert log.append_deferred(5, lambda: {"transaction_id": ["x"] * 5, "score": ["not a number"] * 5})
+    assert log.append_deferred(5, lambda: deferred(10))
+    assert not built_by, "nothing is built on the caller's thread"
+    log.close()
+    table = read_log(tmp_path.as_uri(), LOG_PREDICTIONS, "m")
+    assert table.column("transaction_id").to_pylist() == [f"t{i}" for i in range(15)]
+    assert log.written_rows == 15 and log.dropped_rows == 5
+    assert set(built_by) == {f"ferry-log-{LOG_PREDICTIONS}"}
+
+
 def test_reading_an_empty_log_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing logged"):
         read_log(tmp_path.as_uri(), LOG_PREDICTIONS, "m")

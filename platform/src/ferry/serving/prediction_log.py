@@ -1,7 +1,9 @@
 """A durable, partitioned Parquet log of what serving did, written in batches off the request path.
 
-`PredictionLog.append` only queues a batch's columns (microseconds); a writer thread turns what has queued into
-one Parquet file every `flush_interval_s` (or sooner, at `flush_rows`), under one URI:
+`PredictionLog.append` only queues a batch's columns, and `append_deferred` only what they will be built from
+(a scored request's rows, features and answers: the Arrow batch is built by the writer, off the request path);
+a writer thread turns what has queued into one Parquet file every `flush_interval_s` (or sooner, at
+`flush_rows`), under one URI:
 
     <uri>/<kind>/model=<model>/date=<UTC date of writing>/part-<writer>-<sequence>.parquet
 
@@ -46,6 +48,12 @@ class LogLimits:
     max_queued_rows: int = 200_000
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    rows: int
+    columns: Callable[[], Mapping[str, Sequence[Any] | Any]]
+
+
 class PredictionLog:
     """Append-only Parquet log of one kind (`predictions`, `labels`) for one model, from one writer."""
 
@@ -71,12 +79,21 @@ class PredictionLog:
         import pyarrow as pa
 
         batch = pa.RecordBatch.from_pydict(dict(columns), schema=self.schema)
+        return self._enqueue(batch, batch.num_rows)
+
+    def append_deferred(self, rows: int, columns: Callable[[], Mapping[str, Sequence[Any] | Any]]) -> bool:
+        """Queue `rows` rows whose columns `columns()` returns, called by the writer thread: the Arrow conversion
+        of a scored request (its raw fields row by row, its features) then costs the response nothing. What
+        `columns` reads must not change after the call (the router passes copies)."""
+        return self._enqueue(_Deferred(rows, columns), rows)
+
+    def _enqueue(self, item: Any, rows: int) -> bool:
         with self._lock:
-            if self._queued_rows + batch.num_rows > self.limits.max_queued_rows:
-                self.dropped_rows += batch.num_rows
+            if self._queued_rows + rows > self.limits.max_queued_rows:
+                self.dropped_rows += rows
                 return False
-            self._queue.append(batch)
-            self._queued_rows += batch.num_rows
+            self._queue.append(item)
+            self._queued_rows += rows
             if self._queued_rows >= self.limits.flush_rows:
                 self._lock.notify()
         return True
@@ -96,9 +113,25 @@ class PredictionLog:
                 batches, self._queue, self._queued_rows = self._queue, [], 0
                 closing = self._closing
             if batches:
-                self._write(batches)
+                self._write(self._built(batches))
             if closing:
                 return
+
+    def _built(self, queued: list[Any]) -> list[Any]:
+        import pyarrow as pa
+
+        batches = []
+        for item in queued:
+            if not isinstance(item, _Deferred):
+                batches.append(item)
+                continue
+            try:
+                batches.append(pa.RecordBatch.from_pydict(dict(item.columns()), schema=self.schema))
+            except (pa.ArrowException, ValueError, TypeError) as exc:  # a bug, not a storage failure: say so
+                self.dropped_rows += item.rows
+                logger.error("could not build a %s log batch (%d rows dropped in all): %s", self.kind,
+                             self.dropped_rows, exc, exc_info=True)
+        return batches
 
     def _open(self) -> None:
         import pyarrow.fs
@@ -256,16 +289,19 @@ class ServingLog:
                repeated: np.ndarray, serving_s: float) -> None:
         """Queue one batch: `answers` holds per-row `version`, `variant`, `score`, `decision` (rows that drew
         an injected fault are left out by the caller: nothing was answered for them)."""
-        import pyarrow as pa
+        def columns() -> dict[str, Any]:
+            import pyarrow as pa
 
-        columns: dict[str, Any] = {name: [_plain(getattr(row, name)) for row in rows] for name in self.raw_names}
-        columns[FEATURES_COLUMN] = pa.StructArray.from_arrays(
-            [pa.array(features[:, i]) for i in range(features.shape[1])], names=list(self.feature_names))
-        columns.update(answers)
-        columns["repeated"] = repeated
-        columns[EVENT_TIME_COLUMN] = columns[self.event_time_field]
-        columns[SERVING_TIME_COLUMN] = [datetime.fromtimestamp(serving_s, UTC)] * len(rows)
-        self.predictions.append(columns)
+            built: dict[str, Any] = {name: [_plain(getattr(row, name)) for row in rows] for name in self.raw_names}
+            built[FEATURES_COLUMN] = pa.StructArray.from_arrays(
+                [pa.array(features[:, i]) for i in range(features.shape[1])], names=list(self.feature_names))
+            built.update(answers)
+            built["repeated"] = repeated
+            built[EVENT_TIME_COLUMN] = built[self.event_time_field]
+            built[SERVING_TIME_COLUMN] = [datetime.fromtimestamp(serving_s, UTC)] * len(rows)
+            return built
+
+        self.predictions.append_deferred(len(rows), columns)
 
     def labelled(self, rows: Sequence[BaseModel], arrival_s: float) -> None:
         """Queue labels as they were posted (repeats too: the log keeps what arrived, and when)."""
