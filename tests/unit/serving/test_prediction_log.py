@@ -100,7 +100,7 @@ def test_deferred_batches_are_built_by_the_writer_in_order_and_a_broken_one_is_c
     log.close()
     table = read_log(tmp_path.as_uri(), LOG_PREDICTIONS, "m")
     assert table.column("transaction_id").to_pylist() == [f"t{i}" for i in range(15)]
-    assert log.written_rows == 15 and log.dropped_rows == 5
+    assert log.written_rows == 15 and log.dropped_rows == 5 and log.failed_builds == 1
     assert set(built_by) == {f"ferry-log-{LOG_PREDICTIONS}"}
 
 

@@ -69,7 +69,7 @@ class PredictionLog:
         self._queued_rows = 0
         self._lock = threading.Condition()
         self._closing = False
-        self.written_rows = self.dropped_rows = self.failed_writes = 0
+        self.written_rows = self.dropped_rows = self.failed_writes = self.failed_builds = 0
         self._thread = threading.Thread(target=self._run, name=f"ferry-log-{kind}", daemon=True)
         self._thread.start()
 
@@ -128,9 +128,10 @@ class PredictionLog:
             try:
                 batches.append(pa.RecordBatch.from_pydict(dict(item.columns()), schema=self.schema))
             except (pa.ArrowException, ValueError, TypeError) as exc:  # a bug, not a storage failure: say so
+                self.failed_builds += 1
                 self.dropped_rows += item.rows
-                logger.error("could not build a %s log batch (%d rows dropped in all): %s", self.kind,
-                             self.dropped_rows, exc, exc_info=True)
+                logger.error("could not build a %s log batch (%d failed builds, %d rows dropped): %s", self.kind,
+                             self.failed_builds, self.dropped_rows, exc, exc_info=self.failed_builds == 1)
         return batches
 
     def _open(self) -> None:
