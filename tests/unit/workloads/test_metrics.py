@@ -104,6 +104,14 @@ def test_numpy_ranking_metrics_equal_sklearn_with_and_without_ties(seed: int) ->
     assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), rel=1e-12)
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_numpy_ranking_metrics_refuse_non_finite_scores_as_sklearn_does(bad: float) -> None:
+    labels, scores = np.array([1, 0, 1, 0]), np.array([0.9, bad, 0.8, 0.1])
+    for metric in (average_precision, roc_auc, average_precision_score, roc_auc_score):
+        with pytest.raises(ValueError, match=r"(?i)nan|infinity"):
+            metric(labels, scores)
+
+
 def test_numpy_ranking_metrics_hand_case() -> None:
     # ranked 0.9 (fraud), 0.8 (not), 0.8 (fraud), 0.1 (not): the tie at 0.8 is one step of precision 2/3
     labels, scores = np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.8, 0.1])

@@ -135,6 +135,8 @@ def _scores(df: pd.DataFrame, scores: ArrayLike) -> np.ndarray:
 
 def _ranked_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """True and false positives above each distinct score, highest first (scikit-learn's _binary_clf_curve)."""
+    if not np.isfinite(scores).all():  # as scikit-learn: a diverged model's NaN must fail, not rank somewhere
+        raise ValueError("scores contain NaN or infinity")
     order = np.argsort(scores, kind="mergesort")[::-1]
     ranked_scores, ranked_labels = scores[order], labels[order].astype(np.float64)
     last_of_each_score = np.r_[np.flatnonzero(np.diff(ranked_scores)), len(ranked_scores) - 1]
