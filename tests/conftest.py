@@ -15,6 +15,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tests are hermetic: a developer's own MLflow, Ray or ferry settings must not leak into them.
 for _name in [n for n in os.environ if n.startswith(("FERRY_", "RAY_ADDRESS", "MLFLOW_TRACKING_URI"))]:
     del os.environ[_name]
+# Nor a terminal size: pytest-xdist's workers export COLUMNS=80, which rich reads once, when the CLI's console is
+# made, so a test that passes COLUMNS to its invocation would print at 80 columns under `-n` and at its own alone.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 MODELS = ROOT / "gitops" / "models"
 
 # `pytest --hypothesis-profile=reliability` (task reliability): the fuzz tests run ten times the examples.
