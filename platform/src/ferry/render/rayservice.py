@@ -138,6 +138,12 @@ def prediction_log_env(profile: EnvProfile) -> list[dict[str, Any]]:
     return [] if profile.prediction_log_uri is None else pods.log_credentials_env(names.LOG_SECRET)
 
 
+# Ray Serve's high-throughput mode: HAProxy ingress and direct ingress to the replicas (see `ingress_env`); the
+# local head sets the same on itself when FERRY_LOCAL_INGRESS=haproxy (ferry.local.supervisor.local_ingress).
+HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                       "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
+
+
 def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
     """Ray Serve's high-throughput mode ("Enable High Throughput on Ray Serve with KubeRay"), set on every
     pod: the controller, HAProxy and the replicas all read it at start. HAProxy answers on SERVE_PORT in
@@ -146,9 +152,7 @@ def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
     1 keeps a replica's warnings (a refused model, a registry outage) in its log as they happen."""
     if serving.ingress != "haproxy":
         return []
-    return [{"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"},
-            {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"},
-            {"name": "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE", "value": "1"}]
+    return [{"name": name, "value": value} for name, value in HIGH_THROUGHPUT_ENV.items()]
 
 
 def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, memory: str,

@@ -14,13 +14,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import yaml
 
 from ferry.contract import metrics
 from ferry.local.errors import LocalError
-from ferry.local.supervisor import procs
+from ferry.local.supervisor import local_ingress, procs
 from ferry.render import alerting, alerts
 from ferry.settings import Settings
 
@@ -151,6 +152,13 @@ def ray_spec(settings: Settings) -> ServiceSpec:
             "--disable-usage-stats"]
     if settings.ray_cpus is not None:
         argv += ["--num-cpus", str(settings.ray_cpus)]
+    env = {**LOCAL_HEAD_ENV, "AUTOSCALER_METRIC_PORT": str(side["autoscaler-metrics"]),
+           "DASHBOARD_METRIC_PORT": str(side["dashboard-metrics"])}
+    prepare = None
+    if local_ingress.uses_haproxy(settings):
+        hap_ports = local_ingress.side_ports(settings)
+        side, env = {**side, **hap_ports}, {**env, **local_ingress.head_env(settings, hap_ports)}
+        prepare = partial(local_ingress.write_launcher, settings)
     return ServiceSpec(
         name="ray", argv=argv,
         ports={"gcs": (settings.ray_port, "ray_port"),
@@ -161,9 +169,7 @@ def ray_spec(settings: Settings) -> ServiceSpec:
         # /api/version is not public under token auth: a 200 also proves our token is the cluster's.
         ready_url=f"{settings.ray_dashboard_url}/api/version",
         ready_headers=ray_auth_headers(settings) if ray_token_path(settings).exists() else {},
-        env={**LOCAL_HEAD_ENV, "AUTOSCALER_METRIC_PORT": str(side["autoscaler-metrics"]),
-             "DASHBOARD_METRIC_PORT": str(side["dashboard-metrics"])},
-        side_ports=side, leader_first=True, grace_s=40.0,
+        env=env, side_ports=side, leader_first=True, grace_s=40.0, prepare=prepare,
     )
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 import ferry
 from ferry.local.errors import LocalError
-from ferry.local.supervisor import locks, procs
+from ferry.local.supervisor import local_ingress, locks, procs
 from ferry.local.supervisor.service_defs import (
     OPTIONAL,
     SERVICES,
@@ -259,6 +259,11 @@ def _adopt(spec: ServiceSpec, record: dict[str, Any], settings: Settings, timeou
     if running != wanted:
         raise LocalError(f"{spec.name} (pid {record['pid']}) already runs with ports {running}, but the settings "
                          f"ask for {wanted}; run `ferry down` first to restart it on the new ports")
+    sides = set(record.get("ports", {})) - set(wanted)
+    if sides and sides != set(spec.side_ports):  # chosen at start: only which ones there are can differ
+        now = "haproxy" if local_ingress.uses_haproxy(settings) else "python"
+        raise LocalError(f"{spec.name} (pid {record['pid']}) was started with another Serve ingress than "
+                         f"FERRY_LOCAL_INGRESS={now} asks for; run `ferry down` first to restart it with it")
     if procs.wait_until(lambda: _probe(settings, spec.name, record["ready_url"]), timeout_s, 0.5):
         return _status(settings, record, "running", "already running")
     raise LocalError(f"{spec.name} (pid {record['pid']}) is running but does not answer on "

@@ -1,0 +1,93 @@
+"""The local head in HAProxy mode (`FERRY_LOCAL_INGRESS=haproxy`), for real: a Ray head started with Ray's
+high-throughput ingress on free loopback ports, a tiny registered champion, the router deployed with
+`deploy_local`, then single and batch predictions through HAProxy, no listener beyond loopback but the replicas'
+token-guarded gRPC servers, and no HAProxy left once the services stop. Its speed against `mlflow models serve`
+is measured by benchmarks/bench_serving.py --ray-high-throughput (docs/benchmarks/serving-high-throughput.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.integration.test_serving import register_version, serving_spec
+from tests.support.local_stack import restored_environ, stopping
+from tests.support.serving_fakes import transaction, transactions
+
+from ferry.adapters.registry import Registry
+from ferry.contract import names
+from ferry.local.supervisor import local_ingress, procs
+from ferry.local.supervisor.services import service_processes, start_services, stop_services, use_ray_client_env
+from ferry.serving.deploy import deploy_local, predict_once
+from ferry.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port")
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    ports = {field: procs.free_port() for field in PORTS}
+    settings = Settings(home=tmp_path_factory.mktemp("haproxy-home"), ray_cpus=1, ready_timeout_s=90,
+                        local_ingress="haproxy", **ports)  # type: ignore[arg-type]
+    with restored_environ(), stopping(settings):
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def served(settings: Settings) -> dict[str, Any]:
+    start_services(settings, include=["ray", "mlflow"])
+    spec = serving_spec()
+    Registry(settings.mlflow_uri).ensure_registered_model(spec.name, "test")
+    champion = register_version(settings, spec.name, 1)
+    Registry(settings.mlflow_uri).set_alias(spec.name, names.ALIAS_CHAMPION, champion)
+    use_ray_client_env(settings)
+    return {"url": deploy_local(settings, spec, poll_interval_s=1.0, timeout_s=240), "champion": champion}
+
+
+def _title(pid: int | None) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _stack_listeners(settings: Settings) -> list[tuple[str, int, str]]:
+    pids = [pid for tree in service_processes(settings).values() for pid in tree]
+    return [(addr, port, _title(pid)) for addr, port, pid in procs.listening_sockets(pids)]
+
+
+def test_haproxy_answers_on_the_serve_port_and_the_router_scores(settings: Settings, served: dict[str, Any]) -> None:
+    on_serve_port = [title for _, port, title in _stack_listeners(settings) if port == settings.serve_port]
+    assert on_serve_port and all("haproxy" in title for title in on_serve_port), on_serve_port
+    body = predict_once(served["url"], transaction(customer_id=7), path="/predict/features")
+    assert body["version"] == served["champion"] and 0 <= body["score"] <= 1
+    batch = httpx.post(f"{served['url']}/predict/features/batch", json=transactions(10), timeout=10, trust_env=False)
+    assert batch.status_code == 200 and len(batch.json()["predictions"]) == 10
+    bad = httpx.post(f"{served['url']}/predict/features", json=transaction(tx_amount="a lot"), timeout=10,
+                     trust_env=False)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "tx_amount"]
+
+
+def test_no_listener_beyond_loopback_but_the_replicas_grpc(settings: Settings, served: dict[str, Any]) -> None:
+    """HAProxy's stats page and Prometheus exporter, which Ray's template binds to every interface, are on
+    loopback (ferry.local.supervisor.haproxy_loopback); the replicas' gRPC servers are Ray's own [::] binds,
+    token-guarded (tests/reliability/test_serving_reliability.py)."""
+    listeners = _stack_listeners(settings)
+    haproxy = [(addr, port) for addr, port, title in listeners if "haproxy" in title]
+    assert len(haproxy) >= 3, listeners  # the Serve port, the stats page, the exporter
+    outside = [(addr, port, title) for addr, port, title in listeners if addr != settings.host]
+    assert [entry for entry in outside if not entry[2].startswith("ray::ServeReplica:")] == [], outside
+    config = next(local_ingress.haproxy_dir(settings).rglob("haproxy.cfg")).read_text()
+    assert "bind *:" not in config and "bind :" not in config
+
+
+def test_stopping_the_services_leaves_no_haproxy(settings: Settings, served: dict[str, Any]) -> None:
+    pids = [pid for tree in service_processes(settings).values() for pid in tree]
+    haproxy = [pid for pid in pids if "haproxy" in _title(pid)]
+    assert haproxy
+    stop_services(settings)
+    assert not [pid for pid in haproxy if Path(f"/proc/{pid}").exists() and "haproxy" in _title(pid)]

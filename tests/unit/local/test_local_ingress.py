@@ -1,0 +1,126 @@
+"""The local head's HAProxy mode (FERRY_LOCAL_INGRESS=haproxy): the Ray head's environment, the launcher Ray runs
+as HAProxy, and the rewrite that keeps HAProxy's binds on loopback. The served path itself is measured by
+benchmarks/bench_serving.py --ray-high-throughput, which lists every listener off loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ferry.local.supervisor import haproxy_loopback, local_ingress, service_defs
+from ferry.render.rayservice import HIGH_THROUGHPUT_ENV
+from ferry.settings import Settings, load_settings
+
+# The bind lines of Ray 2.60's HAProxy template (ray/serve/_private/haproxy_templates.py), rendered.
+RAY_CONFIG = """global
+    stats socket /tmp/ferry-hap-0123456789/node/admin.sock mode 666 level admin expose-fd listeners
+frontend prometheus
+    bind :9101
+    mode http
+frontend http_frontend
+    bind 127.0.0.1:8000
+    mode http
+listen stats
+  bind *:8404
+  stats enable
+"""
+
+
+def test_all_interface_binds_move_to_loopback_and_the_rest_is_kept() -> None:
+    rewritten = haproxy_loopback.loopback_binds(RAY_CONFIG, "127.0.0.1")
+    assert "    bind 127.0.0.1:9101\n" in rewritten and "  bind 127.0.0.1:8404\n" in rewritten
+    assert "    bind 127.0.0.1:8000\n" in rewritten
+    assert rewritten.replace("127.0.0.1:9101", ":9101").replace("  bind 127.0.0.1:8404", "  bind *:8404") == RAY_CONFIG
+
+
+def test_a_bind_options_survive_the_rewrite() -> None:
+    assert haproxy_loopback.loopback_binds("  bind *:8404 ssl crt x.pem\n", "127.0.0.1") == \
+        "  bind 127.0.0.1:8404 ssl crt x.pem\n"
+
+
+@pytest.mark.parametrize("bind", ["bind 0.0.0.0:9101", "bind [::]:9101", "bind 10.0.0.7:80", "bind localhost:1"])
+def test_a_bind_beyond_loopback_that_the_rewrite_does_not_know_is_refused(bind: str) -> None:
+    with pytest.raises(haproxy_loopback.BindOffLoopback, match=r"beyond 127\.0\.0\.1"):
+        haproxy_loopback.loopback_binds(f"frontend x\n    {bind}\n", "127.0.0.1")
+
+
+def test_the_config_path_is_what_minus_f_names() -> None:
+    assert haproxy_loopback.config_path(["-db", "-f", "/x/haproxy.cfg", "-dR", "-sf", "12"]) == "/x/haproxy.cfg"
+    assert haproxy_loopback.config_path(["-v"]) is None
+
+
+def test_the_launcher_rewrites_the_file_then_runs_the_real_binary_with_the_same_arguments(tmp_path: Path) -> None:
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(RAY_CONFIG)
+    real = tmp_path / "real-haproxy"
+    real.write_text('#!/bin/sh\necho "$@"\n')
+    real.chmod(0o700)
+    done = subprocess.run([sys.executable, "-m", "ferry.local.supervisor.haproxy_loopback", str(real), "127.0.0.1",
+                           "-db", "-f", str(config), "-dR"], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["-db", "-f", str(config), "-dR"]
+    assert "bind 127.0.0.1:9101" in config.read_text() and "*:8404" not in config.read_text()
+
+
+def test_the_launcher_refuses_to_start_haproxy_that_would_listen_beyond_loopback(tmp_path: Path) -> None:
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("frontend x\n    bind 0.0.0.0:9101\n")
+    real = tmp_path / "real-haproxy"
+    real.write_text("#!/bin/sh\necho started\n")
+    real.chmod(0o700)
+    done = subprocess.run([sys.executable, "-m", "ferry.local.supervisor.haproxy_loopback", str(real), "127.0.0.1",
+                           "-f", str(config)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "started" not in done.stdout
+    assert "not starting HAProxy" in done.stderr and "0.0.0.0:9101" in done.stderr
+
+
+def test_by_default_the_head_keeps_rays_python_proxy(tmp_path: Path) -> None:
+    spec = service_defs.ray_spec(Settings(home=tmp_path))
+    assert not set(spec.env) & {*HIGH_THROUGHPUT_ENV, "RAY_SERVE_HAPROXY_BINARY_PATH"}
+    assert spec.prepare is None
+
+
+def test_haproxy_mode_sets_rays_high_throughput_env_with_free_loopback_ports_and_a_launcher(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, local_ingress="haproxy")
+    spec = service_defs.ray_spec(settings)
+    assert {key: spec.env[key] for key in HIGH_THROUGHPUT_ENV} == HIGH_THROUGHPUT_ENV
+    stats, exporter = int(spec.env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(spec.env["RAY_SERVE_HAPROXY_METRICS_PORT"])
+    assert {stats, exporter} <= set(spec.side_ports.values()) and {stats, exporter}.isdisjoint({8404, 9101})
+    folder = local_ingress.haproxy_dir(settings)
+    # Ray adds a 56-character node id folder; HAProxy takes unix socket paths of at most 97 characters.
+    assert len(str(folder / ("n" * 56) / "metrics.sock")) <= 97
+    assert spec.env["RAY_SERVE_HAPROXY_SOCKET_PATH"] == str(folder / "admin.sock")
+    assert spec.prepare is not None
+    try:
+        spec.prepare()
+        launcher = Path(spec.env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+        assert launcher.parent == folder and os.access(launcher, os.X_OK)
+        assert stat.S_IMODE(launcher.stat().st_mode) == 0o700
+        text = launcher.read_text()
+        assert "-m ferry.local.supervisor.haproxy_loopback" in text and text.rstrip().endswith('127.0.0.1 "$@"')
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_ingress_is_a_ferry_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FERRY_LOCAL_INGRESS", "haproxy")
+    assert load_settings().local_ingress == "haproxy"
+
+
+def test_a_head_running_with_the_other_ingress_is_not_adopted_silently(tmp_path: Path) -> None:
+    """Ray reads its ingress when the head starts: asking for HAProxy of a head started with the Python proxy
+    (or back) must say so, not serve through the old one."""
+    from ferry.local.errors import LocalError
+    from ferry.local.supervisor import services
+
+    running = service_defs.ray_spec(Settings(home=tmp_path))
+    record = {"pid": 1, "ready_url": running.ready_url,
+              "ports": {**{role: port for role, (port, _) in running.ports.items()}, **running.side_ports}}
+    wanted = service_defs.ray_spec(Settings(home=tmp_path, local_ingress="haproxy"))
+    with pytest.raises(LocalError, match=r"FERRY_LOCAL_INGRESS=haproxy.*ferry down"):
+        services._adopt(wanted, record, Settings(home=tmp_path, local_ingress="haproxy"), timeout_s=1)
