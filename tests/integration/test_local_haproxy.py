@@ -91,3 +91,4 @@ def test_stopping_the_services_leaves_no_haproxy(settings: Settings, served: dic
     assert haproxy
     stop_services(settings)
     assert not [pid for pid in haproxy if Path(f"/proc/{pid}").exists() and "haproxy" in _title(pid)]
+    assert not local_ingress.haproxy_dir(settings).exists()  # its launcher, config and sockets went with it

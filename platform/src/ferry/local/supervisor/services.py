@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -338,6 +339,8 @@ def _stop_one(settings: Settings, name: str, timeout_s: float) -> ServiceStatus:
                                   grace_s=min(float(record.get("grace_s", 15.0)), timeout_s))
     busy = _ports_still_busy(settings, record)
     _record_path(settings, name).unlink(missing_ok=True)
+    if name == "ray":  # HAProxy's launcher, config and sockets, if the head ran it: nothing there outlives it
+        shutil.rmtree(local_ingress.haproxy_dir(settings), ignore_errors=True)
     notes = [f"needed SIGKILL for pid(s) {', '.join(map(str, killed))}"] if killed else []
     if busy:
         notes.append(f"port(s) {', '.join(map(str, busy))} still in use by another process")
