@@ -419,7 +419,8 @@ def main() -> None:
                         HIGH_THROUGHPUT_NOTE)
     try:
         run(args, settings, children, work, log,
-            {"load_before": load_before, "started": started, "ray_settings": ray_settings, "stem": stem})
+            {"load_before": load_before, "started": started, "ray_settings": ray_settings, "stem": stem,
+             "haproxy": args.ray_high_throughput})
     finally:
         tear_down(settings, children, [home], log)
 

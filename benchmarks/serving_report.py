@@ -147,8 +147,9 @@ def report(results: dict[tuple[str, str, int], Sample], args: argparse.Namespace
         f"ferry's split of one {args.batch_rows}-row check batch before the load: {meta['variants']} "
         "(challenger weight tag 50; sticky by customer_id).", "",
         f"Ray Serve settings (bare and ferry alike): {meta['ray_settings']}.", "",
-        "Listeners beyond 127.0.0.1 of every process this run's services started (the Ray head's tree, HAProxy "
-        "included, and MLflow), read from /proc once both apps were deployed: "
+        "Listeners beyond 127.0.0.1 of every process this run's services started (the Ray head's tree"
+        + (", HAProxy included," if meta["haproxy"] else "") + " and MLflow), read from /proc once both apps "
+        "were deployed: "
         + (", ".join(f"`{entry}`" for entry in meta["off_loopback"]) or "none") + " (each replica's inter-deployment "
         "gRPC server is bound to `[::]` by Ray 2.60 itself, not configurable, and refuses calls without the Ray "
         "token: tests/reliability/test_serving_reliability.py).", "",
