@@ -91,24 +91,15 @@ def high_throughput_settings() -> dict[str, str]:
 def off_loopback(settings: Any) -> list[str]:
     """Every TCP listener of the services this run started (the Ray head's tree: HAProxy, the Serve controller
     and replicas; MLflow) that is not on the loopback host, as `address:port (process)`."""
-    from ferry.local.supervisor import procs
-    from ferry.local.supervisor.services import service_processes
+    from ferry.local.supervisor.services import service_listeners
 
-    pids = [pid for tree in service_processes(settings).values() for pid in tree]
-    outside = sorted({(f"[{addr}]" if ":" in addr else addr, port, process_title(pid))
-                      for addr, port, pid in procs.listening_sockets(pids) if addr != settings.host})
+    outside = sorted({(f"[{addr}]" if ":" in addr else addr, port, title[:48])
+                      for addr, port, title in service_listeners(settings) if addr != settings.host})
     # Only Ray's own, token-guarded replica gRPC servers may listen beyond loopback (as ferry up's do).
     unexpected = [entry for entry in outside if not entry[2].startswith("ray::ServeReplica:")]
     if unexpected:
         raise SystemExit(f"bench_serving: listeners beyond {settings.host}: {unexpected}")
     return [f"{addr}:{port} ({title})" for addr, port, title in outside]
-
-
-def process_title(pid: int | None) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")[:48]
-    except OSError:
-        return "?"
 
 
 # --- the servers under test ------------------------------------------------------------------------

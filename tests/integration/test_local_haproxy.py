@@ -7,7 +7,6 @@ is measured by benchmarks/bench_serving.py --ray-high-throughput (docs/benchmark
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,13 @@ from tests.support.serving_fakes import transaction, transactions
 from ferry.adapters.registry import Registry
 from ferry.contract import names
 from ferry.local.supervisor import local_ingress, procs
-from ferry.local.supervisor.services import service_processes, start_services, stop_services, use_ray_client_env
+from ferry.local.supervisor.services import (
+    service_listeners,
+    service_processes,
+    start_services,
+    stop_services,
+    use_ray_client_env,
+)
 from ferry.serving.deploy import deploy_local, predict_once
 from ferry.settings import Settings
 
@@ -48,20 +53,8 @@ def served(settings: Settings) -> dict[str, Any]:
     return {"url": deploy_local(settings, spec, poll_interval_s=1.0, timeout_s=240), "champion": champion}
 
 
-def _title(pid: int | None) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _stack_listeners(settings: Settings) -> list[tuple[str, int, str]]:
-    pids = [pid for tree in service_processes(settings).values() for pid in tree]
-    return [(addr, port, _title(pid)) for addr, port, pid in procs.listening_sockets(pids)]
-
-
 def test_haproxy_answers_on_the_serve_port_and_the_router_scores(settings: Settings, served: dict[str, Any]) -> None:
-    on_serve_port = [title for _, port, title in _stack_listeners(settings) if port == settings.serve_port]
+    on_serve_port = [title for _, port, title in service_listeners(settings) if port == settings.serve_port]
     assert on_serve_port and all("haproxy" in title for title in on_serve_port), on_serve_port
     body = predict_once(served["url"], transaction(customer_id=7), path="/predict/features")
     assert body["version"] == served["champion"] and 0 <= body["score"] <= 1
@@ -76,7 +69,7 @@ def test_no_listener_beyond_loopback_but_the_replicas_grpc(settings: Settings, s
     """HAProxy's stats page and Prometheus exporter, which Ray's template binds to every interface, are on
     loopback (ferry.local.supervisor.haproxy_loopback); the replicas' gRPC servers are Ray's own [::] binds,
     token-guarded (tests/reliability/test_serving_reliability.py)."""
-    listeners = _stack_listeners(settings)
+    listeners = service_listeners(settings)
     haproxy = [(addr, port) for addr, port, title in listeners if "haproxy" in title]
     assert len(haproxy) >= 3, listeners  # the Serve port, the stats page, the exporter
     outside = [(addr, port, title) for addr, port, title in listeners if addr != settings.host]
@@ -87,8 +80,8 @@ def test_no_listener_beyond_loopback_but_the_replicas_grpc(settings: Settings, s
 
 def test_stopping_the_services_leaves_no_haproxy(settings: Settings, served: dict[str, Any]) -> None:
     pids = [pid for tree in service_processes(settings).values() for pid in tree]
-    haproxy = [pid for pid in pids if "haproxy" in _title(pid)]
+    haproxy = [pid for pid in pids if "haproxy" in procs.process_title(pid)]
     assert haproxy
     stop_services(settings)
-    assert not [pid for pid in haproxy if Path(f"/proc/{pid}").exists() and "haproxy" in _title(pid)]
+    assert not [pid for pid in haproxy if "haproxy" in procs.process_title(pid)]  # "" once a process is gone
     assert not local_ingress.haproxy_dir(settings).exists()  # its launcher, config and sockets went with it

@@ -5,6 +5,8 @@ Everything local mode binds to loopback; ports are configurable so two checkouts
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +61,12 @@ class Settings(BaseSettings):
     @property
     def state_dir(self) -> Path:
         return self.home / self.state_dir_name
+
+    def short_temp_dir(self, kind: str) -> Path:
+        """`<tmp>/ferry-<kind>-<digest of the state dir>`: one per checkout, and short, for folders that hold unix
+        sockets (Ray's, HAProxy's), whose paths are capped near 100 bytes."""
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:10]
+        return Path(tempfile.gettempdir()) / f"ferry-{kind}-{digest}"
 
     @property
     def logs_dir(self) -> Path:

@@ -11,11 +11,9 @@ Ray adds a 56-character node-id folder below it, and HAProxy takes unix socket p
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from ferry.local.errors import LocalError
@@ -33,8 +31,7 @@ def uses_haproxy(settings: Settings) -> bool:
 
 def haproxy_dir(settings: Settings) -> Path:
     """One per checkout, like Ray's temp dir (two stacks on one machine never share an admin socket)."""
-    digest = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"ferry-hap-{digest}"
+    return settings.short_temp_dir("hap")
 
 
 def side_ports(settings: Settings) -> dict[str, int]:

@@ -256,6 +256,14 @@ def _socket_inodes(pids: Iterable[int]) -> dict[str, int]:
     return inodes
 
 
+def process_title(pid: int | None) -> str:
+    """A process's first command-line word (the title Ray gives its workers); "" once it is gone."""
+    try:
+        return (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def listening_sockets(pids: Iterable[int] | None = None) -> list[tuple[str, int, int | None]]:
     """(address, port, pid) of TCP listeners; only those owned by `pids` when given (pid None if unknown)."""
     owners = _socket_inodes(pids if pids is not None else _all_pids())

@@ -6,12 +6,10 @@ plain data. Every service binds 127.0.0.1 only, on the ports of `Settings`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -115,8 +113,7 @@ def ray_auth_headers(settings: Settings) -> dict[str, str]:
 def ray_temp_dir(settings: Settings) -> Path:
     """Ray's --temp-dir, one per checkout: short (Ray's unix sockets live below it and paths are capped
     near 107 bytes) and not the shared /tmp/ray, so two checkouts or a test never share a session."""
-    digest = hashlib.sha256(str(settings.state_dir.resolve()).encode()).hexdigest()[:10]
-    return Path(tempfile.gettempdir()) / f"ferry-ray-{digest}"
+    return settings.short_temp_dir("ray")
 
 
 def ray_sd_file(settings: Settings) -> Path:

@@ -262,9 +262,9 @@ def _adopt(spec: ServiceSpec, record: dict[str, Any], settings: Settings, timeou
                          f"ask for {wanted}; run `ferry down` first to restart it on the new ports")
     sides = set(record.get("ports", {})) - set(wanted)
     if sides and sides != set(spec.side_ports):  # chosen at start: only which ones there are can differ
-        now = "haproxy" if local_ingress.uses_haproxy(settings) else "python"
         raise LocalError(f"{spec.name} (pid {record['pid']}) was started with another Serve ingress than "
-                         f"FERRY_LOCAL_INGRESS={now} asks for; run `ferry down` first to restart it with it")
+                         f"FERRY_LOCAL_INGRESS={settings.local_ingress} asks for; run `ferry down` first to restart "
+                         "it with it")
     if procs.wait_until(lambda: _probe(settings, spec.name, record["ready_url"]), timeout_s, 0.5):
         return _status(settings, record, "running", "already running")
     raise LocalError(f"{spec.name} (pid {record['pid']}) is running but does not answer on "
@@ -361,6 +361,12 @@ def service_processes(settings: Settings) -> dict[str, list[int]]:
         if record and _alive(record):
             result[name] = sorted(procs.process_tree(record["pid"]))
     return result
+
+
+def service_listeners(settings: Settings) -> list[tuple[str, int, str]]:
+    """(address, port, process title) of every TCP listener of the services' process trees."""
+    pids = [pid for tree in service_processes(settings).values() for pid in tree]
+    return [(addr, port, procs.process_title(pid)) for addr, port, pid in procs.listening_sockets(pids)]
 
 
 def service_status(settings: Settings) -> list[ServiceStatus]:
