@@ -7,6 +7,9 @@ Workflows run at once, so the overhead is the wall time in which no step is doin
 start, process start-up, imports, Ray job submission and polling, and serving after the last step.
 Then, with every model served and no traffic, the CPU the stack still uses (what a laptop or a CI machine
 pays for keeping it up), summed over the processes `ferry up` started.
+
+Baseline, in the same run just before: the same `ferry up` in another fresh home with FERRY_WARM_STEPS=false,
+every container step a new interpreter (the local runner before warm starts, ferry.local.engine.warm).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import stop_services
@@ -134,11 +139,16 @@ def _met(held: bool) -> str:
     return "yes" if held else "no"
 
 
-def main() -> None:
+Run = tuple[float, float, dict[str, tuple[float, float]]]  # wall s, when it began (unix), each step's work
+
+
+def run_up(warm_steps: bool, then: Callable[[Path], Any] | None = None) -> tuple[Run, Any]:
+    """`ferry up` on a copy of the committed specs in a fresh home on free ports; `then(home)` while it serves."""
     home = Path(tempfile.mkdtemp(prefix="ferry-bench-up-"))
     shutil.copytree(ROOT / "gitops/models", home / "gitops/models")
     settings = Settings(home=home, **{field: procs.free_port() for field in PORTS})
-    env = {**os.environ, "FERRY_HOME": str(home), **{f"FERRY_{f.upper()}": str(getattr(settings, f)) for f in PORTS}}
+    env = {**os.environ, "FERRY_HOME": str(home), "FERRY_WARM_STEPS": str(warm_steps).lower(),
+           **{f"FERRY_{f.upper()}": str(getattr(settings, f)) for f in PORTS}}
     began, started = time.time(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "ferry.cli.app", "up"], env=env, cwd=home, check=False,
                           capture_output=True, text=True, timeout=1800)
@@ -148,14 +158,34 @@ def main() -> None:
             print(done.stdout[-4000:], done.stderr[-4000:])
             raise SystemExit(f"ferry up failed with {done.returncode}")
         work = step_work(home)
-        rest = at_rest(home)
+        after = then(home) if then else None
     finally:
         stop_services(settings)
-    specs = ", ".join(sorted(path.stem for path in (home / "gitops/models").glob("*.yaml")))
-    text = report(wall, began, work, specs, rest)
+    shutil.rmtree(home, ignore_errors=True)
+    return (wall, began, work), after
+
+
+def baseline_lines(cold: Run, warm: Run) -> list[str]:
+    rows = []
+    for label, (wall, _, work) in (("each container step a new interpreter (`FERRY_WARM_STEPS=false`)", cold),
+                                   ("container steps forked from a warm starter (the default)", warm)):
+        outside = wall - covered_s([(end - seconds, end) for seconds, end in work.values()])
+        rows.append(f"| {label} | {wall:.1f} | {outside:.1f} ({outside / wall:.0%}) |")
+    return ["", "The same command just before, in its own fresh home, with every container step (data, evaluate, "
+            "register, rollout) started as a new interpreter, as before warm starts ([warm.py]("
+            "../../platform/src/ferry/local/engine/warm.py)):", "",
+            "| `ferry up` | wall s | outside the steps' work s |", "|---|---:|---:|", *rows]
+
+
+def main() -> None:
+    cold, _ = run_up(warm_steps=False)
+    warm, rest = run_up(warm_steps=True, then=at_rest)
+    specs = ", ".join(sorted(path.stem for path in (ROOT / "gitops/models").glob("*.yaml")))
+    wall, began, work = warm
+    text = report(wall, began, work, specs, rest).replace("\n\n| target (#17)", "\n" + "\n".join(
+        [*baseline_lines(cold, warm), "", "| target (#17)"]), 1)
     print(text)
     (ROOT / "docs/benchmarks/up.md").write_text(text)
-    shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
         "python", description="The local head's Serve ingress: Ray's Python proxy, or HAProxy with direct ingress "
         "to the replicas (Ray's high-throughput mode, what the rendered RayService runs), every listener on "
         "loopback. Read when the Ray head starts.")
+    warm_steps: bool = Field(
+        True, description="Start the local runner's container steps forked from a process that has imported what "
+        "they import, instead of each as a new interpreter (the same command, environment and exit code).")
     mlflow_uri_override: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
     outputs_dir: Path | None = None
     data_root: Path | None = None

@@ -2,7 +2,8 @@
 (the attempt context, its result, output parameters, the per-step log file).
 
 A container step runs its command with `ferry` replaced by this interpreter running `ferry.cli.app`,
-in the checkout, with the user's environment + the template's env + `ferry_env` + FERRY_OUTPUTS_DIR.
+in the checkout, with the user's environment + the template's env + `ferry_env` + FERRY_OUTPUTS_DIR, forked
+from the run's warm starter (warm.py) or, with any other command or without one, as a new process.
 Output parameters are read back the way Argo reads `valueFrom.path`: one file per parameter, here in
 a per-attempt folder under `.ferry/runs/<workflow>/outputs/` named by the path's basename.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.contract import names
+from ferry.local.engine.warm import Lease, StarterUnavailable, WarmProcess
 from ferry.local.errors import LocalError
 from ferry.local.supervisor.services import ferry_env
 from ferry.settings import Settings
@@ -48,6 +50,7 @@ class Attempt:
     outputs_dir: Path
     stop: threading.Event
     deadline_s: float | None = None
+    warm: Lease | None = None  # the run's warm step starters (warm.py); None: every step a fresh process
 
 
 @dataclass
@@ -138,17 +141,19 @@ def run_container(attempt: Attempt) -> AttemptResult:
     fresh_outputs_dir(attempt.outputs_dir)
     env = step_env(attempt.settings, container.get("env", []), attempt.outputs_dir)
     offset = begin_log(attempt, shlex.join(argv))
-    with attempt.log_path.open("ab") as log:
-        try:
-            proc = subprocess.Popen(argv, cwd=attempt.settings.home, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:  # Argo's "Error": the pod never ran
-            log.write(f"could not start {argv[0]}: {exc}\n".encode())
-            return AttemptResult("Error", f"could not start {argv[0]}: {exc}", transient=True)
-        outcome = _wait(proc, attempt)
+    proc: subprocess.Popen[bytes] | WarmProcess | None = _start_warm(attempt, argv, env)
+    if proc is None:
+        with attempt.log_path.open("ab") as log:
+            try:
+                proc = subprocess.Popen(argv, cwd=attempt.settings.home, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:  # Argo's "Error": the pod never ran
+                log.write(f"could not start {argv[0]}: {exc}\n".encode())
+                return AttemptResult("Error", f"could not start {argv[0]}: {exc}", transient=True)
+    outcome = _wait(proc, attempt)
     if outcome is not None:
         return outcome
-    code = proc.returncode
+    code = proc.wait()
     if code == 0:
         try:
             return AttemptResult("Succeeded", exit_code=0, outputs=read_outputs(attempt.template, attempt.outputs_dir))
@@ -161,7 +166,20 @@ def run_container(attempt: Attempt) -> AttemptResult:
     return AttemptResult("Failed", f"exit code {code}" + (f": {detail}" if detail else ""), exit_code=code)
 
 
-def _wait(proc: subprocess.Popen[bytes], attempt: Attempt) -> AttemptResult | None:
+def _start_warm(attempt: Attempt, argv: list[str], env: dict[str, str]) -> WarmProcess | None:
+    """The step forked by the run's starter when it runs ferry's CLI (warm.py); None: start it afresh."""
+    if attempt.warm is None or argv[:3] != [sys.executable, *FERRY_MODULE]:
+        return None
+    cwd = str(attempt.settings.home)
+    try:
+        return attempt.warm.starter(env, cwd).start(FERRY_MODULE[1], argv[3:], env, cwd, str(attempt.log_path))
+    except StarterUnavailable as exc:
+        with attempt.log_path.open("ab") as log:
+            log.write(f"starting it as a new process: {exc}\n".encode())
+        return None
+
+
+def _wait(proc: subprocess.Popen[bytes] | WarmProcess, attempt: Attempt) -> AttemptResult | None:
     """Wait for the step, bounded by its deadline; stop it when the runner stops."""
     started = time.monotonic()
     while proc.poll() is None:
@@ -177,7 +195,7 @@ def _wait(proc: subprocess.Popen[bytes], attempt: Attempt) -> AttemptResult | No
     return None
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def _terminate(proc: subprocess.Popen[bytes] | WarmProcess) -> None:
     """SIGTERM the step's process group, SIGKILL what is left after a grace period."""
     for sig, wait_s in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, 5.0)):
         try:

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from ferry.local.engine import expr, state
+from ferry.local.engine import expr, state, warm
 from ferry.local.engine.argo import LoadedWorkflow, RetryStrategy, Task, load_workflow, parse_duration
 from ferry.local.engine.executors import INTERRUPTED, Attempt, AttemptResult, run_container
 from ferry.local.engine.progress import render_progress
@@ -59,10 +59,19 @@ def run_workflow(workflow_dir: Path, settings: Settings, *, on_update: OnUpdate 
             run.save()
             return copy.deepcopy(run.obj)
         timeout = DEFAULT_LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s
-        with _mutexes(settings, loaded, run, timeout):
+        with _mutexes(settings, loaded, run, timeout), _warm_starters(settings) as starters:
             run.begin()
-            _Scheduler(settings, loaded, run, backoff_scale, stop).run()
+            _Scheduler(settings, loaded, run, backoff_scale, stop, starters).run()
         return copy.deepcopy(run.obj)
+
+
+@contextlib.contextmanager
+def _warm_starters(settings: Settings) -> Iterator[warm.Lease | None]:
+    if not settings.warm_steps:
+        yield None
+        return
+    with warm.STARTERS.lease() as lease:
+        yield lease
 
 
 @contextlib.contextmanager
@@ -79,8 +88,8 @@ class _Scheduler:
     """Walks the DAG: starts ready tasks (up to `parallelism`), records results, stops on a failure."""
 
     def __init__(self, settings: Settings, loaded: LoadedWorkflow, run: RunState, backoff_scale: float,
-                 stop: threading.Event | None = None) -> None:
-        self.settings, self.loaded, self.run_state = settings, loaded, run
+                 stop: threading.Event | None = None, starters: warm.Lease | None = None) -> None:
+        self.settings, self.loaded, self.run_state, self.starters = settings, loaded, run, starters
         self.backoff_scale = backoff_scale
         self.stop = stop or threading.Event()
         self.started = time.monotonic()
@@ -223,7 +232,7 @@ class _Scheduler:
         attempt = Attempt(settings=self.settings, workflow=self.loaded.name, task=task.name, index=index,
                           template=rendered, log_path=state.log_path(self.settings, self.loaded.name, task.name),
                           outputs_dir=state.outputs_dir(self.settings, self.loaded.name, task.name, index),
-                          stop=self.stop, deadline_s=self._deadline(template))
+                          stop=self.stop, deadline_s=self._deadline(template), warm=self.starters)
         if "resource" in rendered:
             from ferry.local.engine.rayjobs import run_rayjob  # imports Ray: only when a RayJob runs
 
