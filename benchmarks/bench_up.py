@@ -26,6 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.generated_docs import entry_for, write_section
+
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import stop_services
 from ferry.settings import Settings
@@ -72,7 +76,7 @@ def report(wall: float, began: float, work: dict[str, tuple[float, float]], spec
     busy = covered_s(intervals)
     outside = wall - busy
     first, last = min(b for b, _ in intervals) - began, began + wall - max(e for _, e in intervals)
-    lines = [f"# `ferry up` from a fresh state (every committed spec: {specs})", "",
+    lines = [f"Every committed spec: {specs}. "
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. The specs' "
              "Workflows run at once, as Argo runs the Workflows of one sync; each model is served as soon as its "
              "own run is over.", "",
@@ -185,7 +189,7 @@ def main() -> None:
     text = report(wall, began, work, specs, rest).replace("\n\n| target (#17)", "\n" + "\n".join(
         [*baseline_lines(cold, warm), "", "| target (#17)"]), 1)
     print(text)
-    (ROOT / "docs/benchmarks/up.md").write_text(text)
+    write_section(entry_for("docs/benchmarks/up.md"), text)
 
 
 if __name__ == "__main__":
