@@ -103,6 +103,15 @@ def test_runs_share_a_starter_that_lingers_for_the_next_then_ends(tmp_path: Path
     assert not shared.alive()
 
 
+def test_a_step_whose_starter_was_killed_ends_when_it_ends_and_says_its_status_was_lost(tmp_path: Path) -> None:
+    doomed = warm.Starter(warm.starter_env(step_env()), str(tmp_path))
+    process = doomed.start(CHILD, ["sleep", "2"], step_env(), str(tmp_path), str(tmp_path / "log"))
+    os.kill(doomed._proc.pid, signal.SIGKILL)
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.wait(1.0)  # it still runs: not reported ended (a runner would start it again beside itself)
+    assert process.wait(30) == warm.LOST_EXIT and process.lost
+
+
 def test_a_starter_that_cannot_start_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(warm, "STARTER_ARGV", (sys.executable, "-c", "import sys; sys.exit(3)"))
     broken = warm.Starter(step_env(), str(tmp_path))
@@ -143,3 +152,42 @@ def test_the_runner_starts_ferrys_steps_warm_unless_told_not_to(tmp_path: Path, 
     log = (settings.state_dir / "runs/demo-0123456789/logs/help.log").read_text()
     assert "Usage" in log and "new process" not in log
     assert len(forked) == (1 if warm_steps else 0)
+
+
+def test_up_starts_the_starter_with_the_services_only_when_a_spec_has_not_run_here(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferry.contract import names
+    from ferry.local import reconcile
+    from ferry.local.engine import state
+    from ferry.spec import load_specs
+    from ferry.spec.hashing import spec_hash
+
+    created: list[dict[str, str]] = []
+
+    class Recorded:
+        leases = 0
+
+        def __init__(self, env: dict[str, str], cwd: str) -> None:
+            created.append(env)
+
+        def alive(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(warm, "Starter", Recorded)
+    monkeypatch.setattr(warm, "STARTERS", warm._Starters())
+    [spec], problems = load_specs([ROOT / "gitops/models/fraud-detector-lite.yaml"])
+    assert not problems
+    settings = Settings(home=tmp_path)
+    with reconcile._prewarmed(settings, [spec]):  # never ran here: the starter imports while services start
+        assert len(created) == 1
+    assert warm.env_key(created[0]) == warm.env_key(executors.step_env(settings, [], tmp_path / "outputs"))
+    path = state.status_path(settings, names.workflow_name(spec.name, spec_hash(spec.model)))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"status": {"phase": "Succeeded"}}))
+    with reconcile._prewarmed(settings, [spec]):  # nothing to run: no starter
+        assert len(created) == 1
+    with reconcile._prewarmed(settings.model_copy(update={"warm_steps": False}), []):
+        assert len(created) == 1

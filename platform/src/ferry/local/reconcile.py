@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,11 @@ from ferry.adapters import git
 from ferry.adapters.registry import Registry
 from ferry.adapters.workloads import workload_facts
 from ferry.contract import names
+from ferry.local.engine import warm
+from ferry.local.engine.executors import step_env
 from ferry.local.engine.runner import DEFAULT_LOCK_TIMEOUT_S, run_workflow
+from ferry.local.engine.state import load_run
+from ferry.local.errors import LocalError
 from ferry.local.supervisor import locks
 from ferry.local.supervisor.services import ServiceStatus, start_services
 from ferry.plan import make_plan
@@ -80,17 +84,39 @@ def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | Non
     under a lock (the services, the rendered folder, each model's reconcile and deploy), so the second
     waits for the first where they meet (`on_wait` gets one line each time) and then finds the work done.
     """
-    services = start_services(settings, on_wait=on_wait)
-    if on_services:
-        on_services(services)
     specs = _selected(workspace.valid_specs(settings.home, workload_facts()), models)
-    # Another `ferry up` may be reading these files to run them: never while this one rewrites them.
-    with locks.exclusive(locks.lock_path(settings, "render-local"), what="the lock on gitops/rendered/local",
-                         timeout_s=RENDER_LOCK_TIMEOUT_S, on_wait=on_wait):
-        workspace.render(settings.home, "local", workloads=workload_facts())
-    registry = Registry(settings.mlflow_uri)
-    done = _reconcile_all(settings, registry, specs, _Hooks(on_update, on_wait, deploy))
+    with _prewarmed(settings, specs):
+        services = start_services(settings, on_wait=on_wait)
+        if on_services:
+            on_services(services)
+        # Another `ferry up` may be reading these files to run them: never while this one rewrites them.
+        with locks.exclusive(locks.lock_path(settings, "render-local"), what="the lock on gitops/rendered/local",
+                             timeout_s=RENDER_LOCK_TIMEOUT_S, on_wait=on_wait):
+            workspace.render(settings.home, "local", workloads=workload_facts())
+        registry = Registry(settings.mlflow_uri)
+        done = _reconcile_all(settings, registry, specs, _Hooks(on_update, on_wait, deploy))
     return UpResult(services, [outcome for outcome, _ in done], [served for _, served in done if served])
+
+
+@contextlib.contextmanager
+def _prewarmed(settings: Settings, specs: list[LoadedSpec]) -> Iterator[None]:
+    """The container steps' warm starter (ferry.local.engine.warm) importing while the services start, when a spec
+    has not run here yet (a fresh state, a changed spec): the first step then finds it ready. An `up` with
+    nothing to run starts none."""
+    if not settings.warm_steps or all(_succeeded_here(settings, spec) for spec in specs):
+        yield
+        return
+    with warm.STARTERS.lease() as lease:
+        lease.starter(step_env(settings, [], settings.state_dir), str(settings.home))
+        yield
+
+
+def _succeeded_here(settings: Settings, spec: LoadedSpec) -> bool:
+    try:
+        run = load_run(settings, names.workflow_name(spec.name, spec_hash(spec.model)))
+    except LocalError:
+        return False
+    return bool(run.get("status", {}).get("phase") == "Succeeded")
 
 
 @dataclass(frozen=True)
@@ -150,8 +176,6 @@ def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec
     known = {s.name for s in specs}
     unknown = sorted(set(models) - known)
     if unknown:
-        from ferry.local.errors import LocalError
-
         raise LocalError(f"no spec for model(s) {', '.join(unknown)}; specs: {', '.join(sorted(known))}")
     return [s for s in specs if s.name in models]
 

@@ -154,6 +154,9 @@ def run_container(attempt: Attempt) -> AttemptResult:
     if outcome is not None:
         return outcome
     code = proc.wait()
+    if isinstance(proc, WarmProcess) and proc.lost:
+        return AttemptResult("Error", "its exit status was lost: the process that started it ended while it ran "
+                             "(`ferry logs RUN STEP` says how far it got)", transient=True)
     if code == 0:
         try:
             return AttemptResult("Succeeded", exit_code=0, outputs=read_outputs(attempt.template, attempt.outputs_dir))

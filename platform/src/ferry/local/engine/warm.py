@@ -4,14 +4,15 @@ Each container step (data, evaluate, register, rollout) used to be a fresh `pyth
 that spent 1.5-3 CPU-s importing mlflow, torch and pandas before its first line of work; `ferry up` runs twelve
 of them, CI hundreds. A starter process (zygote.py) imports them once per set of runs and forks each step from
 there. The step is still its own process: the same module run as `__main__`, arguments, environment, working
-directory, log, stdin, its own session (the runner stops it by process group), its exit code or signal, and
-interpreter shutdown. What it does not get is a new interpreter: its hash seed and what the imports computed
+directory, log, stdin, title, its own session (the runner stops it by process group), its exit code or signal,
+and the interpreter's exit (threads joined, atexit handlers, output flushed; not the module teardown, see
+`zygote.run_as_main`). What it does not get is a new interpreter: its hash seed and what the imports computed
 at import time come from the starter, whose environment is the step's own less FERRY_OUTPUTS_DIR (a starter is
 shared only by steps whose environment is otherwise the same). On a cluster each step is a pod; this is the
 local runner's way of starting the same command.
 
-A starter lives while a run that may use it does (`lease`), then LINGER_S for the next run, and longer only
-while its steps run. If it cannot
+A starter lives while a run that may use it does (`lease`; `ferry up` takes one while its services start, see
+`ferry.local.reconcile`), then LINGER_S for the next run, and longer only while its steps run. If it cannot
 start, steps start as fresh processes and their log says why. FERRY_WARM_STEPS=false turns it off.
 """
 
@@ -21,6 +22,8 @@ import contextlib
 import hashlib
 import itertools
 import json
+import os
+import select
 import subprocess
 import sys
 import threading
@@ -37,6 +40,7 @@ STARTER_ARGV = (sys.executable, "-m", "ferry.local.engine.zygote")
 # A process that runs one Workflow after another (the alert receiver's retraining, tests) keeps its starter
 # this long after a run, instead of importing again for the next; a CLI's ends with it (end of its input).
 LINGER_S = 60.0
+LOST_EXIT = 255
 
 
 class StarterUnavailable(LocalError):
@@ -49,6 +53,7 @@ class WarmProcess:
     def __init__(self, args: list[str], pid: int) -> None:
         self.args, self.pid = args, pid
         self.returncode: int | None = None
+        self.lost = False  # it ended after its starter did, which alone could say how
         self._ended = threading.Event()
 
     def poll(self) -> int | None:
@@ -60,7 +65,8 @@ class WarmProcess:
         assert self.returncode is not None
         return self.returncode
 
-    def _end(self, returncode: int) -> None:
+    def _end(self, returncode: int, lost: bool = False) -> None:
+        self.lost = lost
         self.returncode = returncode
         self._ended.set()
 
@@ -145,9 +151,23 @@ class Starter:
                 waiting.set_exception(lost)
             self._starting.clear()
             orphans = list(self._running.values())
-        for process in orphans:
-            process._end(-9)
+        for process in orphans:  # still running, or the starter was killed before it could say how they ended
+            threading.Thread(target=_end_when_gone, args=(process,), name="ferry-step-orphan", daemon=True).start()
         self._proc.wait()
+
+
+def _end_when_gone(process: WarmProcess) -> None:
+    """Wait for a step that is no longer our starter's child to end (a pidfd works for any process)."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except ProcessLookupError:
+        process._end(LOST_EXIT, lost=True)
+        return
+    try:
+        select.select([pidfd], [], [])
+    finally:
+        os.close(pidfd)
+    process._end(LOST_EXIT, lost=True)
 
 
 def starter_env(env: dict[str, str]) -> dict[str, str]:
