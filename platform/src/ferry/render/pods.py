@@ -52,7 +52,7 @@ def _cpu(cpus: float) -> str:
 def env_vars(profile: EnvProfile) -> list[dict[str, str]]:
     return [
         {"name": "MLFLOW_TRACKING_URI", "value": profile.mlflow_uri},
-        {"name": "FERRY_OUTPUTS_DIR", "value": profile.outputs_dir},
+        {"name": names.OUTPUTS_DIR_ENV, "value": profile.outputs_dir},
         {"name": "HOME", "value": "/tmp"},  # noqa: S108 - writable emptyDir under a read-only root
     ]
 

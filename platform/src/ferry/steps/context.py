@@ -66,7 +66,7 @@ class StepContext:
     def emit(self, values: Mapping[str, Any]) -> None:
         """Output parameters, one file each, where Argo (valueFrom.path) or the local runner reads them."""
         self.outputs.update({k: _as_text(v) for k, v in values.items()})
-        folder = self.settings.outputs_dir or Path(os.environ.get("FERRY_OUTPUTS_DIR", "/tmp/ferry-outputs"))  # noqa: S108
+        folder = self.settings.outputs_dir or Path(os.environ.get(names.OUTPUTS_DIR_ENV, "/tmp/ferry-outputs"))  # noqa: S108
         folder.mkdir(parents=True, exist_ok=True)
         for key, value in self.outputs.items():
             (folder / key).write_text(value)

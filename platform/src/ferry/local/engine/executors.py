@@ -74,7 +74,7 @@ def step_env(settings: Settings, template_env: list[dict[str, Any]], outputs_dir
     env.update({e["name"]: str(e["value"]) for e in template_env
                 if "value" in e and e["name"] not in POD_ONLY_ENV})
     env.update(ferry_env(settings))
-    env["FERRY_OUTPUTS_DIR"] = str(outputs_dir)
+    env[names.OUTPUTS_DIR_ENV] = str(outputs_dir)
     return env
 
 

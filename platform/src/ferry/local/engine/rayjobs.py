@@ -138,7 +138,7 @@ def _attach_or_submit(client: JobSubmissionClient, attempt: Attempt, spec: dict[
     runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML") or "") or {}
     rendered_vars = {str(k): _env_text(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
     runtime_env["env_vars"] = {**rendered_vars, **ferry_env(attempt.settings),
-                               "FERRY_OUTPUTS_DIR": str(attempt.outputs_dir)}
+                               names.OUTPUTS_DIR_ENV: str(attempt.outputs_dir)}
     _call(lambda: client.submit_job(entrypoint=local_entrypoint(spec["entrypoint"]), submission_id=job_id,
                                     runtime_env=runtime_env,
                                     metadata={names.TAG_WORKFLOW: attempt.workflow, names.TAG_STEP: attempt.task}))

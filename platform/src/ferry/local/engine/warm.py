@@ -31,11 +31,12 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import IO
 
+from ferry.contract import names
 from ferry.local.errors import LocalError
 
 READY_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 30.0
-PER_ATTEMPT_ENV = ("FERRY_OUTPUTS_DIR",)
+PER_ATTEMPT_ENV = (names.OUTPUTS_DIR_ENV,)
 STARTER_ARGV = (sys.executable, "-m", "ferry.local.engine.zygote")
 # A process that runs one Workflow after another (the alert receiver's retraining, tests) keeps its starter
 # this long after a run, instead of importing again for the next; a CLI's ends with it (end of its input).
@@ -158,15 +159,12 @@ class Starter:
 
 def _end_when_gone(process: WarmProcess) -> None:
     """Wait for a step that is no longer our starter's child to end (a pidfd works for any process)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone
         pidfd = os.pidfd_open(process.pid)
-    except ProcessLookupError:
-        process._end(LOST_EXIT, lost=True)
-        return
-    try:
-        select.select([pidfd], [], [])
-    finally:
-        os.close(pidfd)
+        try:
+            select.select([pidfd], [], [])
+        finally:
+            os.close(pidfd)
     process._end(LOST_EXIT, lost=True)
 
 

@@ -27,15 +27,16 @@ import sys
 import threading
 from typing import Any, NoReturn
 
-# What container steps import (ferry.steps.runner imports one step's module per process): all of them here, and
-# the workloads' entry points (the model code evaluate and register load).
-PRELOAD = ("ferry.cli.app", "ferry.steps.runner", "ferry.steps.data", "ferry.steps.evaluate",
-           "ferry.steps.register", "ferry.steps.rollout")
-
 
 def preload() -> None:
-    for module in PRELOAD:
-        importlib.import_module(module)
+    """What container steps import (ferry.steps.runner imports one step's module per process): the CLI, every
+    container step's module, and the workloads' entry points (the model code evaluate and register load)."""
+    from ferry.contract import names
+
+    importlib.import_module("ferry.cli.app")
+    step_modules = importlib.import_module("ferry.steps.runner").STEP_MODULES  # by name: local does not import steps
+    for step in names.CONTAINER_STEPS:
+        importlib.import_module(step_modules[step])
     from ferry.adapters.workloads import workload_facts
 
     workload_facts()  # loads every installed workload's entry point
@@ -106,8 +107,8 @@ def become(request: dict[str, Any]) -> NoReturn:
     # environment is replaced: setproctitle finds the argv area through it.)
     setproctitle.setproctitle(shlex.join([sys.executable, "-m", request["module"], *request["args"]]))
     os.setsid()
-    for sig in (signal.SIGCHLD, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL if sig == signal.SIGCHLD else signal.default_int_handler)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
