@@ -78,8 +78,8 @@ def report(wall: float, began: float, work: dict[str, tuple[float, float]], spec
     first, last = min(b for b, _ in intervals) - began, began + wall - max(e for _, e in intervals)
     lines = [f"Every committed spec: {specs}. "
              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. The specs' "
-             "Workflows run at once, as Argo runs the Workflows of one sync; each model is served as soon as its "
-             "own run is over.", "",
+             "Workflows run at once, as Argo runs the Workflows of one sync; each model's router starts with its "
+             "run and serves once rollout sets its champion.", "",
              "| measure | seconds |", "|---|---:|", f"| wall time of `ferry up` | {wall:.1f} |",
              f"| time in which at least one step does its own work | {busy:.1f} |",
              f"| outside every step's work (services, process start-up, Ray job submission and polling, serving) "

@@ -132,7 +132,7 @@ def test_status(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _up(settings: Any, models: Any, on_update: Any = None, on_services: Any = None, deploy: Any = None,
-        on_wait: Any = None) -> Any:
+        on_wait: Any = None, start_serving: Any = None) -> Any:
     on_services(SERVICES)
     for run in RUNS[:2]:
         on_update(run)

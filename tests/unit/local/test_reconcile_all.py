@@ -1,5 +1,6 @@
 """`ferry up` runs every model's Workflow at once (as Argo runs the Workflows of one sync) and deploys each model as
-soon as its own run is over; the first error stops the other runs."""
+soon as its own run is over; the first error stops the other runs. Each model's router starts with its run (as
+Argo CD applies a RayService beside the Workflow) and is withdrawn when the run leaves the model no champion."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from ferry.contract import names
 from ferry.local import reconcile
 from ferry.local.errors import LocalError
+from ferry.settings import Settings
 
 SPECS: Any = [SimpleNamespace(name=name) for name in ("alpha", "beta", "gamma")]
 
@@ -32,7 +35,7 @@ def test_the_models_run_at_once_and_each_deploys_when_its_own_run_is_over(monkey
             slow_run_over.set()
         return outcome(spec.name)
 
-    def serve(settings: Any, registry: Any, spec: Any, deploy: Any, on_wait: Any) -> Any:
+    def serve(settings: Any, registry: Any, spec: Any, deploy: Any, on_wait: Any, withdraw: Any, stop: Any) -> Any:
         if not slow_run_over.is_set():
             deployed_while_gamma_ran.append(spec.name)
         return reconcile.Served(spec.name, f"http://127.0.0.1:1/{spec.name}")
@@ -59,3 +62,65 @@ def test_the_first_error_stops_the_other_runs(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(LocalError, match="the lock on model gamma is held"):
         reconcile._reconcile_all(Any, Any, SPECS, reconcile._Hooks(None, None, None))
     assert stopped == [True, True] and time.monotonic() - began < 5
+
+
+class Champions:
+    """The registry's champion aliases, as `_serve` reads them."""
+
+    def __init__(self, *models: str) -> None:
+        self.models = set(models)
+
+    def alias(self, model: str, alias: str) -> str | None:
+        return "1" if alias == names.ALIAS_CHAMPION and model in self.models else None
+
+
+def test_each_router_starts_with_its_run_and_is_withdrawn_when_the_run_leaves_no_champion(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs_over: set[str] = set()
+    started: dict[str, bool] = {}  # model: whether its run was over when its router started
+    withdrawn: list[str] = []
+    deployed: list[str] = []
+
+    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any) -> Any:
+        time.sleep(0.3)  # training
+        runs_over.add(spec.name)
+        return outcome(spec.name)
+
+    def start_serving(spec: Any) -> Any:
+        started[spec.name] = spec.name in runs_over
+        return None if spec.name == "gamma" else (lambda: withdrawn.append(spec.name))  # gamma: served already
+
+    def deploy(spec: Any) -> Any:
+        deployed.append(spec.name)
+        return reconcile.Served(spec.name, f"http://127.0.0.1:1/{spec.name}")
+
+    monkeypatch.setattr(reconcile, "reconcile_model", run)
+    hooks = reconcile._Hooks(None, None, deploy, start_serving)
+    done = reconcile._reconcile_all(Settings(home=tmp_path), Champions("alpha", "gamma"), SPECS, hooks)
+    assert started == {"alpha": False, "beta": False, "gamma": False}
+    assert sorted(deployed) == ["alpha", "gamma"] and withdrawn == ["beta"]  # beta's run registered no champion
+    assert [served.model for _, served in done if served] == ["alpha", "gamma"]
+
+
+def test_no_router_starts_without_serving(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    monkeypatch.setattr(reconcile, "reconcile_model", lambda *args: outcome(args[2].name))
+    hooks = reconcile._Hooks(None, None, None, lambda spec: started.append(spec.name))
+    done = reconcile._reconcile_all(Settings(home=tmp_path), Champions(), SPECS, hooks)
+    assert started == [] and all(served is None for _, served in done)
+
+
+def test_a_run_that_raises_withdraws_the_router_it_started(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    withdrawn: list[str] = []
+
+    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any) -> Any:
+        if spec.name == "gamma":
+            raise LocalError("the lock on model gamma is held")
+        stop.wait(10)
+        return outcome(spec.name)
+
+    monkeypatch.setattr(reconcile, "reconcile_model", run)
+    hooks = reconcile._Hooks(None, None, lambda spec: None, lambda spec: lambda: withdrawn.append(spec.name))
+    with pytest.raises(LocalError, match="gamma"):
+        reconcile._reconcile_all(Settings(home=tmp_path), Champions("alpha"), SPECS, hooks)
+    assert sorted(withdrawn) == ["beta", "gamma"]  # alpha has a champion to serve; beta was stopped

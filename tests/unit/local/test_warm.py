@@ -151,7 +151,24 @@ def test_the_runner_starts_ferrys_steps_warm_unless_told_not_to(tmp_path: Path, 
     assert result["status"]["phase"] == "Succeeded", result["status"]
     log = (settings.state_dir / "runs/demo-0123456789/logs/help.log").read_text()
     assert "Usage" in log and "new process" not in log
+    assert "RuntimeWarning" not in log  # runpy's, about running a module the starter preloaded
     assert len(forked) == (1 if warm_steps else 0)
+
+
+def test_what_ray_writes_into_the_runners_environment_reaches_no_step(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ferry up` imports Ray and calls ray.init() (Serve deploys) while its runs go on: the steps after that get
+    the same environment, and so the same starter, as the steps before."""
+    monkeypatch.delenv("RAY_CLIENT_MODE", raising=False)
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    settings = Settings(home=tmp_path)
+    before = executors.step_env(settings, [], tmp_path / "outputs")
+    monkeypatch.setenv("RAY_CLIENT_MODE", "0")  # import ray (ray/_private/client_mode_hook.py)
+    monkeypatch.setenv("PYTHONBREAKPOINT", "ray.util.rpdb._driver_set_trace")  # ray.init() (ray/_private/worker.py)
+    after = executors.step_env(settings, [], tmp_path / "other-outputs")
+    assert warm.env_key(after) == warm.env_key(before) and "PYTHONBREAKPOINT" not in after
+    monkeypatch.setenv("PYTHONBREAKPOINT", "ipdb.set_trace")  # the user's own setting is theirs
+    assert executors.step_env(settings, [], tmp_path / "outputs")["PYTHONBREAKPOINT"] == "ipdb.set_trace"
 
 
 def test_up_starts_the_starter_with_the_services_only_when_a_spec_has_not_run_here(

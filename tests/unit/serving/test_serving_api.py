@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
-from tests.support.serving_fakes import RecordingRecorder, make_service, serving_registry, transaction, transactions
+from tests.support.serving_fakes import (
+    RecordingRecorder,
+    make_service,
+    publish,
+    serving_registry,
+    transaction,
+    transactions,
+)
 
 from ferry.adapters.registry_memory import MemoryRegistry
 from ferry.adapters.registry_port import RolloutView
@@ -165,6 +173,23 @@ def test_without_champion_alive_but_not_ready_and_503() -> None:
         response = client.post("/predict/features", json=transaction())
     assert response.status_code == 503 and "no champion" in response.json()["detail"]
     assert recorder(service).total("server_error") == 1
+
+
+def test_a_readiness_probe_without_a_champion_has_the_registry_read_at_once() -> None:
+    """A router started before its model's first version serves as soon as rollout sets it, not a poll later."""
+    registry = serving_registry()
+    service = make_service(registry)  # polls every hour
+    service.watcher.start()
+    try:
+        with client_for(service) as client:
+            assert client.get("/readyz").status_code == 503
+            publish(registry, RolloutView("1", None, 0))
+            deadline = time.monotonic() + 5
+            while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert client.get("/readyz").json()["detail"] == "champion 1"
+    finally:
+        service.watcher.stop()
 
 
 def test_failing_challenger_is_answered_by_the_champion() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ import pytest
 from tests.support.serving_fakes import publish, serving_registry, watcher_of
 
 from ferry.adapters.registry_port import RolloutView
-from ferry.serving.watcher import LOGGER_NAME, RegistryWatcher
+from ferry.serving.watcher import LOGGER_NAME, WAKE_GAP_S, RegistryWatcher
 
 
 def versions(w: RegistryWatcher) -> tuple[str | None, str | None, int]:
@@ -92,3 +93,27 @@ def test_background_polling_picks_up_weight_changes_and_stops() -> None:
     finally:
         w.stop()
     assert w._thread is not None and not w._thread.is_alive()
+
+
+def test_a_wake_reads_the_registry_at_once_and_wakes_come_at_most_every_gap() -> None:
+    registry = serving_registry()
+    reads: list[float] = []
+    w = RegistryWatcher("fraud-detector", lambda: (reads.append(time.monotonic()), registry.rollout_view(
+        "fraud-detector"))[1], lambda version: registry.load_pytorch_version("fraud-detector", version), 3600)
+    w.start()  # its next poll is an hour away
+    try:
+        publish(registry, RolloutView("1", None, 0))  # rollout sets the first champion
+        w.wake()
+        deadline = time.monotonic() + 5
+        while w.state.champion is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert versions(w) == ("1", None, 0)
+        ended = time.monotonic() + 1.0
+        while time.monotonic() < ended:  # a readiness probe asking as fast as it can
+            w.wake()
+            time.sleep(0.01)
+        gaps = [b - a for a, b in itertools.pairwise(reads)]
+        assert 1 <= len(gaps) <= 1 / WAKE_GAP_S + 1 and min(gaps) >= WAKE_GAP_S - 0.01
+    finally:
+        w.stop()
+    assert w._thread is not None and not w._thread.is_alive()  # a stop wakes it too

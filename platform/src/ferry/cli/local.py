@@ -30,6 +30,7 @@ def up(
         result = reconcile.up(settings, models or (), on_update=on_update,
                               on_services=lambda s: console.print(services_table(s)),
                               deploy=lambda spec: _deploy(settings, spec),
+                              start_serving=lambda spec: _start_serving(settings, spec),
                               on_wait=lambda line: console.print(line, markup=False, highlight=False))
     console.print(outcomes_table(result))
     _print_served(result)
@@ -167,6 +168,27 @@ def _deploy(settings: Any, spec: Any) -> Any:
         return Served(spec.name, url, answer, path=path)
     except ServingError as exc:
         return Served(spec.name, "", error=str(exc))
+
+
+def _start_serving(settings: Any, spec: Any) -> Any:
+    """The model's router started as its run starts (`reconcile.up`); what withdraws it, or None if none started.
+    A router that cannot start here is deployed after the run, which reports why it cannot."""
+    from ferry.serving.deploy import start_local
+
+    try:
+        started = start_local(settings, spec.model)
+    except Exception:  # Ray's own errors too: the deploy after the run reports them
+        return None
+    return (lambda: _withdraw(settings, spec)) if started else None
+
+
+def _withdraw(settings: Any, spec: Any) -> None:
+    from ferry.serving.deploy import ServingError, remove_local
+
+    try:
+        remove_local(settings, spec.name)
+    except ServingError as exc:
+        err_console.print(f"[red]could not withdraw {spec.name}'s router[/red]: {escape(str(exc))}")
 
 
 def _print_served(result: Any) -> None:

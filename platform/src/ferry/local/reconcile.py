@@ -59,6 +59,9 @@ class Served:
 
 
 Deploy = Callable[[LoadedSpec], Served]
+# Start a model's router as its run starts, when none answers on its route yet; what it returns withdraws
+# that router again (the run registered no champion). None: it started nothing.
+StartServing = Callable[[LoadedSpec], Callable[[], None] | None]
 
 
 @dataclass
@@ -74,12 +77,13 @@ class UpResult:
 
 def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | None = None,
        on_services: Callable[[list[ServiceStatus]], None] | None = None, deploy: Deploy | None = None,
-       on_wait: OnWait | None = None) -> UpResult:
+       on_wait: OnWait | None = None, start_serving: StartServing | None = None) -> UpResult:
     """Services, render, one Workflow per spec without a registered version, then serving (if given).
 
     The specs' Workflows run at once, as Argo runs the Workflows one sync creates (each model's mutex still
     keeps two runs of one model apart), and each model is deployed as soon as its own run is over, while the
-    others still run.
+    others still run. With `start_serving`, a model's router starts with its run (as Argo CD applies a RayService
+    beside the Workflow) and serves once rollout sets the champion; a run that registers none withdraws it.
     Safe to run twice at once (a `--watch` and a manual run, two terminals): each shared step happens
     under a lock (the services, the rendered folder, each model's reconcile and deploy), so the second
     waits for the first where they meet (`on_wait` gets one line each time) and then finds the work done.
@@ -94,7 +98,7 @@ def up(settings: Settings, models: Sequence[str] = (), on_update: OnUpdate | Non
                              timeout_s=RENDER_LOCK_TIMEOUT_S, on_wait=on_wait):
             workspace.render(settings.home, "local", workloads=workload_facts())
         registry = Registry(settings.mlflow_uri)
-        done = _reconcile_all(settings, registry, specs, _Hooks(on_update, on_wait, deploy))
+        done = _reconcile_all(settings, registry, specs, _Hooks(on_update, on_wait, deploy, start_serving))
     return UpResult(services, [outcome for outcome, _ in done], [served for _, served in done if served])
 
 
@@ -124,6 +128,7 @@ class _Hooks:
     on_update: OnUpdate | None
     on_wait: OnWait | None
     deploy: Deploy | None
+    start_serving: StartServing | None = None
 
 
 def _reconcile_all(settings: Settings, registry: Registry, specs: list[LoadedSpec],
@@ -131,14 +136,21 @@ def _reconcile_all(settings: Settings, registry: Registry, specs: list[LoadedSpe
     """Every spec reconciled in its own thread, then deployed (ferry.serving.deploy orders the Serve calls of
     concurrent deploys); the first error (or Ctrl-C) stops the other runs, which stay resumable."""
     stop = threading.Event()
+    early = ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix="ferry-serve-early")
 
     def one(spec: LoadedSpec) -> tuple[ModelOutcome, Served | None]:
-        outcome = reconcile_model(settings, registry, spec, hooks.on_update, hooks.on_wait, stop)
-        if hooks.deploy is None or stop.is_set():
+        starting = early.submit(hooks.start_serving, spec) if hooks.deploy and hooks.start_serving else None
+        try:
+            outcome = reconcile_model(settings, registry, spec, hooks.on_update, hooks.on_wait, stop)
+        except BaseException:
+            _withdraw_unserved(registry, spec, starting.result() if starting else None)
+            raise
+        withdraw = starting.result() if starting else None
+        if hooks.deploy is None:
             return outcome, None
-        return outcome, _serve(settings, registry, spec, hooks.deploy, hooks.on_wait)
+        return outcome, _serve(settings, registry, spec, hooks.deploy, hooks.on_wait, withdraw, stop)
 
-    with ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix="ferry-reconcile") as pool:
+    with early, ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix="ferry-reconcile") as pool:
         futures = [pool.submit(one, spec) for spec in specs]
         try:
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -150,13 +162,26 @@ def _reconcile_all(settings: Settings, registry: Registry, specs: list[LoadedSpe
             raise
 
 
-def _serve(settings: Settings, registry: Registry, spec: LoadedSpec, deploy: Deploy,
-           on_wait: OnWait | None) -> Served | None:
+def _serve(settings: Settings, registry: Registry, spec: LoadedSpec, deploy: Deploy, on_wait: OnWait | None,
+           withdraw: Callable[[], None] | None, stop: threading.Event) -> Served | None:
     """Deploy the model's champion, if it has one, under the model's lock: two deploys of one application at
     once race inside Serve (each may redeploy what the other just started); one after the other, the second
-    finds its configuration serving and changes nothing."""
+    finds its configuration serving and changes nothing. A router started with the run (`withdraw`) for a model
+    that has no champion after it is withdrawn: serving stays as it was before the run."""
     with _model_lock(settings, spec.name, on_wait):
-        return deploy(spec) if registry.alias(spec.name, names.ALIAS_CHAMPION) else None
+        if not registry.alias(spec.name, names.ALIAS_CHAMPION):
+            if withdraw is not None:
+                withdraw()
+            return None
+        return None if stop.is_set() else deploy(spec)
+
+
+def _withdraw_unserved(registry: Registry, spec: LoadedSpec, withdraw: Callable[[], None] | None) -> None:
+    """On the way out of a run that raised: the router it started goes unless the model has a champion to serve.
+    Best effort: the run's own error is what the user must see."""
+    with contextlib.suppress(Exception):
+        if withdraw is not None and not registry.alias(spec.name, names.ALIAS_CHAMPION):
+            withdraw()
 
 
 def _model_lock(settings: Settings, model: str, on_wait: OnWait | None) -> contextlib.AbstractContextManager[None]:

@@ -49,7 +49,7 @@ from ferry.serving.intake import ASGIApp, FastLane, InFlight, Intake, Scope
 from ferry.serving.prediction_log import ServingLog
 from ferry.serving.schemas import BatchPredictions, Health, Info, LabelsReport, Prediction, error_body
 from ferry.serving.service import NoChampion, Scored, ScoringFailed, ScoringService
-from ferry.serving.watcher import LOGGER_NAME
+from ferry.serving.watcher import LOGGER_NAME, RegistryWatcher
 from ferry.spec.models import ServingSpec
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -61,6 +61,7 @@ class Router(Protocol):
     service here, `ranking.RankingService` for a ranking workload)."""
 
     recorder: metrics.Recorder
+    watcher: RegistryWatcher
 
     def info(self) -> Info: ...
 NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
@@ -108,6 +109,7 @@ def probe_routes(app: FastAPI, service: Router) -> None:
     async def readyz() -> Any:
         info = service.info()
         if info.champion is None:
+            service.watcher.wake()
             return JSONResponse(status_code=503, content=Health(status="not ready", detail=(
                 f"no champion loaded; registry reachable: {info.registry_reachable}")).model_dump())
         return Health(status="ready", detail=f"champion {info.champion}")

@@ -79,8 +79,38 @@ def deploy_local(settings: Settings, spec: ModelSpec, poll_interval_s: float = D
     runs; see ferry.serving.faults); the CLI never sets it."""
     args = local_args(settings, spec, poll_interval_s, allow_fault_injection)
     url = serve_url(settings, spec)
-    if _fingerprint(url) == args.fingerprint():
-        return url  # this very configuration already serves
+    if _fingerprint(url) == args.fingerprint():  # this very configuration serves (or starts: `start_local`)
+        _await_readyz(url, timeout_s)
+        return url
+    _submit(settings, spec, args)
+    _await_ready(spec.name, url, timeout_s)
+    return url
+
+
+def start_local(settings: Settings, spec: ModelSpec) -> bool:
+    """Start `spec`'s router on the local head without waiting for it, when nothing answers on its route yet; True
+    when it did. `ferry up` calls this as a model's first run starts, as Argo CD applies a model's RayService
+    beside its Workflow on a cluster: the replica starts (its imports, Serve's proxy) while the model trains,
+    answers 503 until rollout sets a champion, and `deploy_local` (same defaults) then finds its configuration
+    serving and waits for `/readyz` alone. A route that answers already stays as it is until the run is over."""
+    url = serve_url(settings, spec)
+    if _fingerprint(url) is not None:
+        return False
+    _submit(settings, spec, local_args(settings, spec))
+    return True
+
+
+def remove_local(settings: Settings, app: str) -> None:
+    """Delete an application `start_local` started for a run that registered no champion: serving is left as it
+    was before that run, with no route for the model."""
+    from ray import serve
+
+    with _SERVE_CLIENT:
+        _connect(settings)
+        serve.delete(app)
+
+
+def _submit(settings: Settings, spec: ModelSpec, args: AppArgs) -> None:
     from ray import serve
 
     from ferry.serving.app import build_app
@@ -93,8 +123,6 @@ def deploy_local(settings: Settings, spec: ModelSpec, poll_interval_s: float = D
         app = build_app(args.model_dump(mode="json"), {"health_check_period_s": LOCAL_HEALTH_CHECK_PERIOD_S})
         target = serve.RunTarget(target=app, name=spec.name, route_prefix=spec.spec.serving.route)
         serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
-    _await_ready(spec.name, url, timeout_s)
-    return url
 
 
 def _connect(settings: Settings) -> None:
@@ -135,6 +163,15 @@ def _await_ready(app: str, url: str, timeout_s: float) -> None:
     raise ServingError(f"{app} was not ready within {timeout_s:.0f}s (status {status}; {url}/readyz not 200). "
                        f"{message.strip()[-500:]} See the replica logs under the Ray session's logs/serve folder; "
                        "a champion alias must exist in the registry and the head needs a free CPU per replica.")
+
+
+def _await_readyz(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _ready(url):
+        if time.monotonic() > deadline:
+            raise ServingError(f"{url}/readyz did not answer 200 within {timeout_s:.0f}s: a champion alias must "
+                               "exist in the registry; see the replica logs under the Ray session's logs/serve folder")
+        time.sleep(0.25)
 
 
 def _ready(url: str) -> bool:

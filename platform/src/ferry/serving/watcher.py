@@ -24,6 +24,9 @@ from ferry.adapters.registry_port import RolloutView
 
 # A child of Serve's logger, so inside a replica these lines land in the replica's Serve log.
 LOGGER_NAME = "ray.serve.ferry"
+# How often `wake` may read the registry at most: /readyz is asked every 0.5 s by `ferry up` (and every few
+# seconds by a kubelet), and each read is a few MLflow calls.
+WAKE_GAP_S = 0.5
 logger = logging.getLogger(LOGGER_NAME)
 
 ReadView = Callable[[], RolloutView]
@@ -80,6 +83,7 @@ class RegistryWatcher(BackgroundLoop):
         self.last_poll: float | None = None  # monotonic time of the last successful read
         self._read_view = read_view
         self._load = load
+        self._wake = threading.Event()
         super().__init__()
 
     def refresh(self) -> bool:
@@ -95,8 +99,29 @@ class RegistryWatcher(BackgroundLoop):
         self.state = self._next_state(view)
         return True
 
+    def wake(self) -> None:
+        """Read the registry now rather than at the next poll (at most once every WAKE_GAP_S): `/readyz` asks while
+        no champion is loaded, so a router that started before its model's first version (`ferry up` deploys it
+        when the run starts, as Argo CD applies a RayService beside its Workflow) serves as soon as rollout has
+        set the champion, not up to a poll interval later."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        super().stop(timeout_s)
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        last_read = time.monotonic()
+        while True:
+            woken = self._wake.wait(self.interval_s)
+            if woken:
+                self._wake.clear()
+                if self._stop.wait(max(0.0, last_read + WAKE_GAP_S - time.monotonic())):
+                    return
+            if self._stop.is_set():
+                return
+            last_read = time.monotonic()
             self.refresh()
 
     def _unreachable(self, exc: Exception) -> None:

@@ -33,6 +33,13 @@ FERRY_MODULE = ("-m", "ferry.cli.app")
 # HOME=/tmp exists for a read-only root filesystem: locally keep the user's. A local step runs in no container,
 # so it has no image to record (`ferry lineage`).
 POD_ONLY_ENV = {"HOME", names.IMAGE_ENV}
+# What Ray writes into the environment of the process that uses it: importing ray sets RAY_CLIENT_MODE=0
+# (ray/_private/client_mode_hook.py) and ray.init() points PYTHONBREAKPOINT at its driver's debugger hook
+# (ray/_private/worker.py). `ferry up` does both while its runs go on (job submission, Serve deploys): that is
+# Ray's state of this process, not the user's environment, so no step inherits it (and the warm starter of
+# the steps before it still fits the steps after it, warm.env_key).
+RAY_PROCESS_ENV = {"RAY_CLIENT_MODE": ("0",),
+                   "PYTHONBREAKPOINT": ("ray.util.rpdb._driver_set_trace", "ray.util.rpdb.set_trace")}
 INTERRUPTED = "interrupted: the runner stopped while this ran"
 TERM_GRACE_S = 10.0
 
@@ -70,7 +77,7 @@ def local_command(command: list[str]) -> list[str]:
 
 
 def step_env(settings: Settings, template_env: list[dict[str, Any]], outputs_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if v not in RAY_PROCESS_ENV.get(k, ())}
     env.update({e["name"]: str(e["value"]) for e in template_env
                 if "value" in e and e["name"] not in POD_ONLY_ENV})
     env.update(ferry_env(settings))
