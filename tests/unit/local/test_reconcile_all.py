@@ -28,7 +28,8 @@ def test_the_models_run_at_once_and_each_deploys_when_its_own_run_is_over(monkey
     slow_run_over = threading.Event()
     deployed_while_gamma_ran: list[str] = []
 
-    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any) -> Any:
+    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any,
+            on_run: Any = None) -> Any:
         together.wait()
         if spec.name == "gamma":  # the slow one: the others are served before it is over
             time.sleep(0.5)
@@ -51,7 +52,8 @@ def test_the_models_run_at_once_and_each_deploys_when_its_own_run_is_over(monkey
 def test_the_first_error_stops_the_other_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     stopped: list[bool] = []
 
-    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any) -> Any:
+    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any,
+            on_run: Any = None) -> Any:
         if spec.name == "gamma":
             raise LocalError("the lock on model gamma is held")
         stopped.append(stop.wait(10))  # a run that was not stopped would go on for its whole Workflow
@@ -81,7 +83,9 @@ def test_each_router_starts_with_its_run_and_is_withdrawn_when_the_run_leaves_no
     withdrawn: list[str] = []
     deployed: list[str] = []
 
-    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any) -> Any:
+    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any,
+            on_run: Any = None) -> Any:
+        on_run()  # the run starts
         time.sleep(0.3)  # training
         runs_over.add(spec.name)
         return outcome(spec.name)
@@ -104,7 +108,7 @@ def test_each_router_starts_with_its_run_and_is_withdrawn_when_the_run_leaves_no
 
 def test_no_router_starts_without_serving(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[str] = []
-    monkeypatch.setattr(reconcile, "reconcile_model", lambda *args: outcome(args[2].name))
+    monkeypatch.setattr(reconcile, "reconcile_model", lambda *args, on_run: (on_run(), outcome(args[2].name))[1])
     hooks = reconcile._Hooks(None, None, None, lambda spec: started.append(spec.name))
     done = reconcile._reconcile_all(Settings(home=tmp_path), Champions(), SPECS, hooks)
     assert started == [] and all(served is None for _, served in done)
@@ -113,9 +117,11 @@ def test_no_router_starts_without_serving(tmp_path: Any, monkeypatch: pytest.Mon
 def test_a_run_that_raises_withdraws_the_router_it_started(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     withdrawn: list[str] = []
 
-    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any) -> Any:
+    def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any,
+            on_run: Any = None) -> Any:
+        on_run()
         if spec.name == "gamma":
-            raise LocalError("the lock on model gamma is held")
+            raise LocalError("the Workflow of model gamma is broken")
         stop.wait(10)
         return outcome(spec.name)
 
@@ -124,3 +130,27 @@ def test_a_run_that_raises_withdraws_the_router_it_started(tmp_path: Any, monkey
     with pytest.raises(LocalError, match="gamma"):
         reconcile._reconcile_all(Settings(home=tmp_path), Champions("alpha"), SPECS, hooks)
     assert sorted(withdrawn) == ["beta", "gamma"]  # alpha has a champion to serve; beta was stopped
+
+
+class Versions(Champions):
+    """A registry where `hashed` models have a version with the spec's hash already."""
+
+    def __init__(self, *hashed: str) -> None:
+        super().__init__()
+        self.hashed = set(hashed)
+
+    def versions_with_hash(self, model: str, digest: str) -> list[str]:
+        return ["1"] if model in self.hashed else []
+
+
+def test_a_router_starts_only_for_a_model_that_runs(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the model's lock, as the run starts: a second `ferry up` waiting on that lock finds the version and
+    starts nothing, and an up-to-date model is served by the deploy after the check."""
+    monkeypatch.setattr(reconcile, "_run", lambda *args: outcome(args[1].name))
+    calls: list[str] = []
+    spec: Any = SimpleNamespace(name="alpha", model=SimpleNamespace())
+    monkeypatch.setattr(reconcile, "spec_hash", lambda model: "0123456789")
+    reconcile.reconcile_model(Settings(home=tmp_path), Versions(), spec, on_run=lambda: calls.append("ran"))
+    up_to_date = reconcile.reconcile_model(Settings(home=tmp_path), Versions("alpha"), spec,
+                                           on_run=lambda: calls.append("up-to-date"))
+    assert calls == ["ran"] and up_to_date.action == "up-to-date"

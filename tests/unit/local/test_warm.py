@@ -112,6 +112,27 @@ def test_a_step_whose_starter_was_killed_ends_when_it_ends_and_says_its_status_w
     assert process.wait(30) == warm.LOST_EXIT and process.lost
 
 
+def test_a_container_step_whose_starter_was_killed_is_a_transient_error(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner retries it (OnTransientError), as Argo retries a pod whose status it lost, instead of calling
+    it failed or succeeded on an exit code nobody saw."""
+    import threading
+
+    doomed = warm.Starter(warm.starter_env(step_env()), str(tmp_path))
+
+    def start_then_lose_the_starter(attempt: executors.Attempt, argv: list[str], env: dict[str, str]) -> Any:
+        process = doomed.start(CHILD, ["sleep", "1"], step_env(), str(tmp_path), str(attempt.log_path))
+        os.kill(doomed._proc.pid, signal.SIGKILL)
+        return process
+
+    monkeypatch.setattr(executors, "_start_warm", start_then_lose_the_starter)
+    attempt = executors.Attempt(Settings(home=tmp_path), "demo-0123456789", "help", 0,
+                                {"container": {"image": "unused", "command": ["ferry", "--help"]}},
+                                tmp_path / "help.log", tmp_path / "outputs", threading.Event())
+    result = executors.run_container(attempt)
+    assert (result.phase, result.transient) == ("Error", True) and "exit status was lost" in result.message
+
+
 def test_a_starter_that_cannot_start_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(warm, "STARTER_ARGV", (sys.executable, "-c", "import sys; sys.exit(3)"))
     broken = warm.Starter(step_env(), str(tmp_path))

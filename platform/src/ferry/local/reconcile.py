@@ -8,7 +8,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,13 +139,20 @@ def _reconcile_all(settings: Settings, registry: Registry, specs: list[LoadedSpe
     early = ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix="ferry-serve-early")
 
     def one(spec: LoadedSpec) -> tuple[ModelOutcome, Served | None]:
-        starting = early.submit(hooks.start_serving, spec) if hooks.deploy and hooks.start_serving else None
+        starting: list[Future[Callable[[], None] | None]] = []
+        start = hooks.start_serving if hooks.deploy else None
+
+        def start_router() -> None:  # under the model's lock, as its run starts; not waited for
+            if start is not None:
+                starting.append(early.submit(start, spec))
+
         try:
-            outcome = reconcile_model(settings, registry, spec, hooks.on_update, hooks.on_wait, stop)
+            outcome = reconcile_model(settings, registry, spec, hooks.on_update, hooks.on_wait, stop,
+                                      on_run=start_router)
         except BaseException:
-            _withdraw_unserved(registry, spec, starting.result() if starting else None)
+            _withdraw_unserved(registry, spec, starting[0].result() if starting else None)
             raise
-        withdraw = starting.result() if starting else None
+        withdraw = starting[0].result() if starting else None
         if hooks.deploy is None:
             return outcome, None
         return outcome, _serve(settings, registry, spec, hooks.deploy, hooks.on_wait, withdraw, stop)
@@ -206,12 +213,14 @@ def _selected(specs: list[LoadedSpec], models: Sequence[str]) -> list[LoadedSpec
 
 
 def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec, on_update: OnUpdate | None = None,
-                    on_wait: OnWait | None = None, stop: threading.Event | None = None) -> ModelOutcome:
+                    on_wait: OnWait | None = None, stop: threading.Event | None = None,
+                    on_run: Callable[[], None] | None = None) -> ModelOutcome:
     """Run the spec's Workflow unless a version with its hash is registered (same hash: nothing to do).
 
     The check and the run happen under one lock per model: two `ferry up`s racing on a model (a watch
     and a manual run, two terminals) would otherwise both see no version, and the second would fail on
     the run lock. With it the second waits, finds the first one's version and reports up-to-date.
+    `on_run` is called under that lock just before a run starts (`up` starts the model's router there).
     """
     digest = spec_hash(spec.model)
     workflow = names.workflow_name(spec.name, digest)
@@ -219,6 +228,8 @@ def reconcile_model(settings: Settings, registry: Registry, spec: LoadedSpec, on
         if registry.versions_with_hash(spec.name, digest):
             return ModelOutcome(spec.name, digest, "up-to-date", workflow,
                                 message="a version with this hash exists")
+        if on_run is not None:
+            on_run()
         return _run(settings, spec, digest, workflow, on_update, stop)
 
 

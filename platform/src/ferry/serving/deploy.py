@@ -89,7 +89,7 @@ def deploy_local(settings: Settings, spec: ModelSpec, poll_interval_s: float = D
 
 def start_local(settings: Settings, spec: ModelSpec) -> bool:
     """Start `spec`'s router on the local head without waiting for it, when nothing answers on its route yet; True
-    when it did. `ferry up` calls this as a model's first run starts, as Argo CD applies a model's RayService
+    when it did. `ferry up` calls this as a model's run starts, as Argo CD applies a model's RayService
     beside its Workflow on a cluster: the replica starts (its imports, Serve's proxy) while the model trains,
     answers 503 until rollout sets a champion, and `deploy_local` (same defaults) then finds its configuration
     serving and waits for `/readyz` alone. A route that answers already stays as it is until the run is over."""
