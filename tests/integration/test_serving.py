@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from mlflow.models import infer_signature
-from tests.support.local_stack import restored_environ, stopping
+from tests.support.local_stack import restored_environ, stopping, wait_for_value
 from tests.support.serving_fakes import transaction, transactions
 
 from ferry.adapters.registry import Registry
@@ -29,7 +29,7 @@ from ferry.contract import names
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.service_defs import ray_temp_dir
 from ferry.local.supervisor.services import start_services, use_ray_client_env
-from ferry.serving.deploy import ServingError, deploy_local, predict_once
+from ferry.serving.deploy import ServingError, deploy_local, predict_once, remove_local, serve_url, start_local
 from ferry.serving.routing import choose
 from ferry.serving.service import run_model
 from ferry.settings import Settings
@@ -121,6 +121,44 @@ def test_single_and_batch_predictions(served: dict[str, Any]) -> None:
     assert httpx.get(f"{url}/openapi.json", trust_env=False).json()["paths"]["/predict/features"]
     docs = httpx.get(f"{url}/docs", trust_env=False)
     assert docs.status_code == 200 and f"{spec.spec.serving.route}/openapi.json" in docs.text
+
+
+def renamed(spec: ModelSpec, name: str) -> ModelSpec:
+    serving = spec.spec.serving.model_copy(update={"route": f"/{name}"})
+    return spec.model_copy(update={"metadata": spec.metadata.model_copy(update={"name": name}),
+                                   "spec": spec.spec.model_copy(update={"serving": serving})})
+
+
+def status_of(url: str) -> int:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def test_a_router_started_with_its_run_serves_the_first_champion_and_is_withdrawn_without_one(
+        settings: Settings, served: dict[str, Any]) -> None:
+    """What `ferry up` does with a model that nothing serves yet: its router starts with the run (start_local),
+    answers 503 until rollout sets a champion, and `deploy_local` then finds it serving and only waits for /readyz
+    (no redeploy); a run that left the model no champion withdraws it (remove_local)."""
+    from ray import serve
+
+    spec = renamed(served["spec"], "early")
+    registry = Registry(settings.mlflow_uri)
+    registry.ensure_registered_model(spec.name, "test")
+    assert start_local(settings, spec)
+    url = serve_url(settings, spec)
+    assert wait_for_value(lambda: status_of(url) == 503, 180), status_of(url)  # up, no champion yet
+    assert not start_local(settings, spec)  # a route that answers is left as it is
+    deployed_at = serve.status().applications[spec.name].last_deployed_time_s
+    version = register_version(settings, spec.name, 3)
+    registry.set_alias(spec.name, names.ALIAS_CHAMPION, version)  # what rollout does for a first version
+    assert deploy_local(settings, spec, timeout_s=60) == url
+    assert serve.status().applications[spec.name].last_deployed_time_s == deployed_at
+    assert predict_once(url, transaction(customer_id=3), path="/predict/features")["version"] == version
+    remove_local(settings, spec.name)
+    assert wait_for_value(lambda: spec.name not in serve.status().applications, 60)
+    assert status_of(url) != 200 and status_of(served["url"]) == 200  # the other model serves on
 
 
 def test_serve_proxy_listens_on_loopback_only(settings: Settings, served: dict[str, Any]) -> None:
