@@ -59,10 +59,10 @@ DOCS = (
                     "platform/src/ferry/rollout/policy.py", "platform/src/ferry/rollout/outcomes.py",
                     "platform/src/ferry/steps/log_window.py", "platform/src/ferry/local/alerts/retrain.py"))
       for doc in ("docs/benchmarks/closed-loop.md", "docs/how-to/walk-the-closed-loop.md")),
-    # `ferry up`'s wall time and overhead: the runner, how it starts steps, and what it times.
+    # `ferry up`'s wall time and overhead: the runner, how it starts steps and routers, and what it times.
     GeneratedDoc("docs/benchmarks/up.md", "benchmarks/bench_up.py", ".venv/bin/python benchmarks/bench_up.py",
-                 ("benchmarks/bench_up.py", "platform/src/ferry/local/reconcile.py",
-                  "platform/src/ferry/steps/runner.py",
+                 ("benchmarks/bench_up.py", "platform/src/ferry/local/reconcile.py", "platform/src/ferry/cli/local.py",
+                  "platform/src/ferry/steps/runner.py", f"{SERVING}/deploy.py", f"{SERVING}/watcher.py",
                   *(f"platform/src/ferry/local/engine/{name}.py"
                     for name in ("runner", "executors", "rayjobs", "warm", "zygote")))),
     GeneratedDoc("docs/benchmarks/feature-state.md", "benchmarks/bench_feature_state.py",

@@ -59,19 +59,11 @@ def run_workflow(workflow_dir: Path, settings: Settings, *, on_update: OnUpdate 
             run.save()
             return copy.deepcopy(run.obj)
         timeout = DEFAULT_LOCK_TIMEOUT_S if lock_timeout_s is None else lock_timeout_s
-        with _mutexes(settings, loaded, run, timeout), _warm_starters(settings) as starters:
+        starters = warm.STARTERS.lease() if settings.warm_steps else contextlib.nullcontext()
+        with _mutexes(settings, loaded, run, timeout), starters as lease:
             run.begin()
-            _Scheduler(settings, loaded, run, backoff_scale, stop, starters).run()
+            _Scheduler(settings, loaded, run, backoff_scale, stop, lease).run()
         return copy.deepcopy(run.obj)
-
-
-@contextlib.contextmanager
-def _warm_starters(settings: Settings) -> Iterator[warm.Lease | None]:
-    if not settings.warm_steps:
-        yield None
-        return
-    with warm.STARTERS.lease() as lease:
-        yield lease
 
 
 @contextlib.contextmanager
