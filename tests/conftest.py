@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.ports import worker_slice
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Tests are hermetic: a developer's own MLflow, Ray or ferry settings must not leak into them.
@@ -23,6 +25,16 @@ MODELS = ROOT / "gitops" / "models"
 
 # `pytest --hypothesis-profile=reliability` (task reliability): the fuzz tests run ten times the examples.
 settings.register_profile("reliability", settings.get_profile("default"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, this worker's free ports come from its own slice of the range (tests/support/ports.py)."""
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        from ferry.local.supervisor import procs
+
+        procs.FREE_PORT_RANGE = worker_slice(procs.FREE_PORT_RANGE, int(worker["workerid"].removeprefix("gw")),
+                                             int(worker["workercount"]))
 
 
 # The integration modules that take longest (each starts its own services), longest first. `task test` runs

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from pathlib import Path
 
 import pytest
+from tests.support.ports import worker_slice
 
 from ferry.local.supervisor import procs
 
@@ -27,3 +29,13 @@ def test_a_port_someone_listens_on_is_never_handed_out(monkeypatch: pytest.Monke
         monkeypatch.setattr(procs, "FREE_PORT_RANGE", (taken, taken))
         with pytest.raises(OSError, match="no free port"):
             procs.free_port(tries=5)
+
+
+def test_each_test_worker_has_ports_of_its_own(request: pytest.FixtureRequest) -> None:
+    slices = [worker_slice((20000, 32767), index, 3) for index in range(3)]
+    assert slices[0][0] == 20000 and slices[-1][1] <= 32767
+    assert all(a[1] < b[0] and b[1] - b[0] > 1000 for a, b in itertools.pairwise(slices))
+    worker = getattr(request.config, "workerinput", None)  # under xdist (`task test`): tests/conftest.py set it
+    if worker is not None:
+        index, count = int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
+        assert worker_slice((20000, 32767), index, count) == procs.FREE_PORT_RANGE
