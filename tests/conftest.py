@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.support.ports import worker_slice
+from tests.support.ports import range_for, xdist_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,13 +28,11 @@ settings.register_profile("reliability", settings.get_profile("default"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under xdist, this worker's free ports come from its own slice of the range (tests/support/ports.py)."""
-    worker = getattr(config, "workerinput", None)
-    if worker is not None:
-        from ferry.local.supervisor import procs
+    """Free ports come from this run's share of the range when two runs go at once (TESTS_PORT_SHARE, set by
+    tests/run_all.sh), and under xdist from this worker's slice of it (tests/support/ports.py)."""
+    from ferry.local.supervisor import procs
 
-        procs.FREE_PORT_RANGE = worker_slice(procs.FREE_PORT_RANGE, int(worker["workerid"].removeprefix("gw")),
-                                             int(worker["workercount"]))
+    procs.FREE_PORT_RANGE = range_for(procs.FREE_PORT_RANGE, os.environ.get("TESTS_PORT_SHARE"), xdist_worker(config))
 
 
 # The integration modules that take longest (each starts its own services), longest first. `task test` runs

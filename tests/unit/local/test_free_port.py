@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 from pathlib import Path
 
 import pytest
-from tests.support.ports import worker_slice
+from tests.support.ports import range_for, worker_slice, xdist_worker
 
 from ferry.local.supervisor import procs
 
@@ -35,7 +36,8 @@ def test_each_test_worker_has_ports_of_its_own(request: pytest.FixtureRequest) -
     slices = [worker_slice((20000, 32767), index, 3) for index in range(3)]
     assert slices[0][0] == 20000 and slices[-1][1] <= 32767
     assert all(a[1] < b[0] and b[1] - b[0] > 1000 for a, b in itertools.pairwise(slices))
-    worker = getattr(request.config, "workerinput", None)  # under xdist (`task test`): tests/conftest.py set it
-    if worker is not None:
-        index, count = int(worker["workerid"].removeprefix("gw")), int(worker["workercount"])
-        assert worker_slice((20000, 32767), index, count) == procs.FREE_PORT_RANGE
+    # tests/conftest.py set this process' range: its run's share (tests/run_all.sh), then its xdist worker's slice
+    assert range_for((20000, 32767), os.environ.get("TESTS_PORT_SHARE"), xdist_worker(request.config)) == \
+        procs.FREE_PORT_RANGE
+    assert range_for((20000, 32767), "1/2", (0, 3)) == worker_slice((26384, 32767), 0, 3)
+    assert range_for((20000, 32767), None, None) == (20000, 32767)

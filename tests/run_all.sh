@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `task test`: the integration and reliability modules (three at a time, the longest first: tests/conftest.py
+# SLOWEST_FIRST) with the unit and golden tests beside them instead of before them. On 2 cores the integration
+# modules keep the machine busy but not full (waits on polls, canary intervals, label delays, and their tail):
+# the unit tests run in their own session at the lowest priority (nice 19, and autogroup nice 19 where the kernel
+# groups by session), so they take the CPU those leave idle and almost none from them. The unit tests' output is
+# printed after the integration tests'; `task test:unit` runs them alone for quick feedback.
+# Each run picks free ports from its own half of the range (TESTS_PORT_SHARE, read in tests/conftest.py).
+# Arguments go to both pytest runs.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+python=${PYTHON:-.venv/bin/python}
+unit_log=$(mktemp)
+TESTS_PORT_SHARE=0/2 setsid -w bash -c '{ echo 19 > /proc/self/autogroup; } 2>/dev/null; exec nice -n 19 "$@"' _ \
+  "$python" -m pytest -n auto tests/unit tests/golden "$@" > "$unit_log" 2>&1 &
+unit=$!
+# The unit run leads its own session and process group: stopping it stops its xdist workers too. Ctrl-C stops both.
+trap 'kill -- -"$unit" 2>/dev/null; rm -f "$unit_log"' EXIT
+trap 'exit 130' INT TERM
+TESTS_PORT_SHARE=1/2 "$python" -m pytest -n 3 --dist loadfile --no-loadscope-reorder tests/integration \
+  tests/reliability "$@"
+integration_status=$?
+echo "--- integration tests done after ${SECONDS} s"
+wait "$unit"
+unit_status=$?
+echo "--- unit and golden tests (exit $unit_status), run beside the integration tests, done after ${SECONDS} s"
+cat "$unit_log"
+exit $(( integration_status != 0 ? integration_status : unit_status ))
