@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -62,14 +63,14 @@ MODEL = "loop"
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port",
          "prometheus_port", "alertmanager_port", "receiver_port", "rollout_metrics_port", "redis_port")
 # Enough cards that the canary's two sticky halves hold alike populations (its score PSI compares them).
-WORLD = {"customers": 2000, "terminals": 4000, "days": 125, "seed": 1, "start_date": "2018-04-01"}
+WORLD = {"customers": 1000, "terminals": 2000, "days": 125, "seed": 1, "start_date": "2018-04-01"}
 DRIFT_STARTS = "2018-05-06"  # five weeks of normal payments, then amounts twice as large
 AMOUNT_SCALE = 2.0
 # Four drifted weeks at once: a 21-day window's first (training) week then lies in the drift.
 STEADY_FROM = "2018-06-05"
 LABEL_DELAY_DAYS = 7
 AT_ONCE = ReplayLimits(batch_rows=256, rate_per_s=50_000, limit=10**6, timeout_s=300)
-DRIFTED_RATE = 300.0  # payments a second after that: ~13 s an event day, labels ~90 s after their payment
+DRIFTED_RATE = 150.0  # payments a second after that: ~13 s an event day, labels ~90 s after their payment
 SPEC_CHANGES = {
     "name: fraud-detector-lite": f"name: {MODEL}",
     "route: /fraud-detector-lite": f"route: /{MODEL}",
@@ -293,7 +294,16 @@ def retrain_is_promoted(loop: Loop, started: float, traffic: Traffic) -> dict[st
             "drifted_traffic_to_decision_s": round(done_s, 1), "decision": decision,
             "window": retrained.tags[names.TAG_LINEAGE_DATA_WINDOW],
             "labelled_at_decision": judged[-1]["outcomes"]["labelled"],
-            "score_psi_outranked": any("outranked by the labels" in c["reason"] for c in checks)}
+            "score_psi": score_psi_outcome(checks)}
+
+
+def score_psi_outcome(checks: list[dict[str, Any]]) -> str:
+    """What score PSI did in the retrain's rollout: over its limit (and outranked by the labels), unjudged (too
+    few scored rows at a weight to tell from chance), or within its limit at every weight."""
+    outranked = [c["reason"] for c in checks if "outranked by the labels" in c["reason"]]
+    if any(re.search(r"score PSI [\d.]+ > ", reason) for reason in outranked):
+        return "over"
+    return "unjudged" if any("too few scored rows to judge PSI" in reason for reason in outranked) else "within"
 
 
 def stale_challenger_is_rolled_back(loop: Loop, champion: str, started: float) -> dict[str, Any]:
