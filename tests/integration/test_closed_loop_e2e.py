@@ -62,7 +62,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = "loop"
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port",
          "prometheus_port", "alertmanager_port", "receiver_port", "rollout_metrics_port", "redis_port")
-# Enough cards that the canary's two sticky halves hold alike populations (its score PSI compares them).
+# Small enough to keep CI's payments down, large enough that a 21-day window holds thousands of labelled payments
+# and each sticky half at 50 % ~500 cards (score PSI is judged against the noise of halves that size).
 WORLD = {"customers": 1000, "terminals": 2000, "days": 125, "seed": 1, "start_date": "2018-04-01"}
 DRIFT_STARTS = "2018-05-06"  # five weeks of normal payments, then amounts twice as large
 AMOUNT_SCALE = 2.0
