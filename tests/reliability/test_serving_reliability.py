@@ -65,6 +65,11 @@ CLIENT_TIMEOUT_S = 10.0
 # disturbed second (loadgen.outage), so one slow answer long after is not the outage. A CI run measured
 # 31.4 s under the older rule (the last slow answer); its record cannot tell a long stall from one late
 # slow answer, so on a failure the assertion now prints the answers second by second.
+# Both bounds are timings, so they are held where the machine is not shared: `task reliability` runs alone.
+# Beside two other modules on 2 cores (task test: -n 3) they measure the neighbours: a fresh-clone CI run
+# saw the new process 10.0 s after the kill and answers at 17.3 s; another, answers at 12.4 s and slow ones
+# to the end of the run (40.2 s). The shared run holds what contention cannot excuse: a new replica, each
+# failure retriable and answered, the last failure within RECOVERY_BOUND_S, the last 5 s all 200.
 REPLACED_BOUND_S = 8.0
 RETRIABLE = {"408", "500", "502", "503", "504"}  # what Serve answers for a dead replica; clients retry these
 RECOVERY_BOUND_S = 30.0
@@ -299,6 +304,18 @@ def _replica_pids(settings: Settings, app: str) -> list[int]:
     return sorted(pid for pid in pids if _title(pid).startswith(f"ray::ServeReplica:{app}:{ROUTER_DEPLOYMENT}"))
 
 
+def _kill_bound() -> str:
+    retriable = (f"failures only among requests in flight at the kill or sent after it, each a retriable answer "
+                 f"(500 at once, 408 after {LOCAL_REQUEST_TIMEOUT_S:g} s at the proxy), none left to the client's "
+                 f"{CLIENT_TIMEOUT_S:g} s timeout; every request in the last 5 s answered 200")
+    if FULL:
+        return (f"a new replica process within {REPLACED_BOUND_S:g} s and normal answers again within "
+                f"{RECOVERY_BOUND_S:g} s of the kill; {retriable}")
+    return (f"a new replica process, and the last failed answer within {RECOVERY_BOUND_S:g} s of the kill; "
+            f"{retriable} (shared CI run: how fast, {REPLACED_BOUND_S:g} s to a new process and "
+            f"{RECOVERY_BOUND_S:g} s to normal latency, is held at full length)")
+
+
 def test_replica_killed_under_load(bench: Bench, record: Record) -> None:
     """SIGKILL the only router replica mid-load: Serve's controller notices at its next health check of the
     replica (every LOCAL_HEALTH_CHECK_PERIOD_S locally) and starts a new one, which loads the champion from
@@ -323,18 +340,18 @@ def test_replica_killed_under_load(bench: Bench, record: Record) -> None:
     kill_s = result.clock(killed)  # the load's own clock: its sent_s start when its client is ready, not here
     lost = outage(result, kill_s)
     tail = [s for s in result.samples if s.sent_s >= duration - 5]
-    record("Serve replica killed under load (SIGKILL, 1 replica)",
-           f"a new replica process within {REPLACED_BOUND_S:g} s and normal answers again within "
-           f"{RECOVERY_BOUND_S:g} s of the kill; failures only among requests in flight at the kill or sent "
-           f"after it, each a retriable answer (500 at once, 408 after {LOCAL_REQUEST_TIMEOUT_S:g} s at the "
-           "proxy), none left to the client's 10 s timeout; every request in the last 5 s answered 200",
+    last_failure_s = max((s.answered_s - kill_s for s in result.failed), default=0.0)
+    record("Serve replica killed under load (SIGKILL, 1 replica)", _kill_bound(),
            rate_rps=RATE, duration_s=duration, kill_s=round(kill_s, 2), killed_pid=victim, new_pid=replacement,
-           replaced_s=round(replaced_s, 2), **lost, sent=result.sent, failed_total=len(result.failed))
+           replaced_s=round(replaced_s, 2), **lost, last_failure_s=round(last_failure_s, 2),
+           sent=result.sent, failed_total=len(result.failed))
     assert replacement, "Serve started no new replica"
-    assert replaced_s < REPLACED_BOUND_S, lost
     assert all(s.answered_s >= kill_s for s in result.failed), lost  # nothing failed before the kill
     assert set(lost["failure_statuses"]) <= RETRIABLE, lost  # the server answered each: none hung to 10 s
-    assert lost["recovery_s"] < RECOVERY_BOUND_S, (lost, by_second(result, kill_s))
+    assert last_failure_s < RECOVERY_BOUND_S, (lost, by_second(result, kill_s))
+    if FULL:
+        assert replaced_s < REPLACED_BOUND_S, lost
+        assert lost["recovery_s"] < RECOVERY_BOUND_S, (lost, by_second(result, kill_s))
     assert tail and all(s.status == 200 for s in tail), (lost, by_second(result, kill_s))
 
 
