@@ -55,3 +55,4 @@ fi
 
 mapfile -t missing < <(missing_packages)
 [ ${#missing[@]} -eq 0 ] || fail "${missing[*]}: still missing after apt-get install"
+echo "setup: Debian packages installed in ${SECONDS} s"

@@ -11,8 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 python=${PYTHON:-.venv/bin/python}
 unit_log=$(mktemp)
-TESTS_PORT_SHARE=0/2 setsid -w bash -c '{ echo 19 > /proc/self/autogroup; } 2>/dev/null; exec nice -n 19 "$@"' _ \
-  "$python" -m pytest -n auto tests/unit tests/golden "$@" > "$unit_log" 2>&1 &
+TESTS_PORT_SHARE=0/2 .ci/idle-priority "$python" -m pytest -n auto tests/unit tests/golden "$@" > "$unit_log" 2>&1 &
 unit=$!
 # The unit run leads its own session and process group: stopping it stops its xdist workers too. Ctrl-C stops both.
 trap 'kill -- -"$unit" 2>/dev/null; rm -f "$unit_log"' EXIT
