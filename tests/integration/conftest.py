@@ -1,4 +1,6 @@
-"""Fixtures integration modules share: one MLflow server (sqlite) for the modules that need only MLflow."""
+"""Fixtures integration modules share: one MLflow server (sqlite) per test process, for the modules that can
+share it (each registers model names of its own and none stops it); the modules that start their services name
+it as their MLFLOW_TRACKING_URI, which `ferry up` then uses without starting another."""
 
 from __future__ import annotations
 

@@ -34,10 +34,11 @@ PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "r
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def settings(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[Settings]:
     ports = {field: procs.free_port() for field in PORTS}
+    # The session's MLflow (tests/integration/conftest.py): this module's Ray head is what it tests.
     settings = Settings(home=tmp_path_factory.mktemp("haproxy-home"), ray_cpus=1, ready_timeout_s=90,
-                        local_ingress="haproxy", **ports)  # type: ignore[arg-type]
+                        local_ingress="haproxy", MLFLOW_TRACKING_URI=mlflow_uri, **ports)  # type: ignore[arg-type]
     with restored_environ(), stopping(settings):
         yield settings
 

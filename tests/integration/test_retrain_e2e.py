@@ -50,14 +50,18 @@ def write_payments(settings: Settings, seed: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def settings(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[Settings]:
     home = tmp_path_factory.mktemp("retrain-home")
     (home / "gitops/models").mkdir(parents=True)
     write_spec(home, MODEL, **FAST_CANARY, **FROM_FILE)
-    settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120, **{f: procs.free_port() for f in PORTS})  # type: ignore[arg-type]
+    # The session's MLflow (tests/integration/conftest.py), as a team's server would be: `ferry up`, the
+    # retraining run and their steps use it and start none (its model name is this module's own).
+    settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120, MLFLOW_TRACKING_URI=mlflow_uri,
+                        **{f: procs.free_port() for f in PORTS})  # type: ignore[arg-type]
     write_payments(settings, seed=0)
     with stopping(settings):
-        start_services(settings, include=["ray", "mlflow"])
+        states = {s.name: s.state for s in start_services(settings, include=["ray", "mlflow"])}
+        assert states == {"ray": "started", "mlflow": "external"}, states
         yield settings
 
 

@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     warm_steps: bool = Field(
         True, description="Start the local runner's container steps forked from a process that has imported what "
         "they import, instead of each as a new interpreter (the same command, environment and exit code).")
-    mlflow_uri_override: str | None = Field(None, alias="MLFLOW_TRACKING_URI")
+    mlflow_uri_override: str | None = Field(
+        None, alias="MLFLOW_TRACKING_URI", description="An MLflow tracking server to use instead of the local one "
+        "(a team's server): `ferry up` then waits for it to answer and starts none (`ferry status`: external).")
     outputs_dir: Path | None = None
     data_root: Path | None = None
     ready_timeout_s: float = 120.0
@@ -92,7 +94,19 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_uri(self) -> str:
-        return self.mlflow_uri_override or f"http://{self.host}:{self.mlflow_port}"
+        return self.mlflow_uri_override or self.local_mlflow_uri
+
+    @property
+    def local_mlflow_uri(self) -> str:
+        """Where the MLflow server `ferry up` starts answers."""
+        return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def mlflow_is_external(self) -> bool:
+        """MLFLOW_TRACKING_URI names a tracking server other than the local one: `ferry up` uses it and starts
+        none (ferry's own children get MLFLOW_TRACKING_URI set to the local server's address, which is not this)."""
+        override = self.mlflow_uri_override
+        return override is not None and override.rstrip("/") != self.local_mlflow_uri
 
     @property
     def prometheus_url(self) -> str:

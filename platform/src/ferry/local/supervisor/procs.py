@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 
@@ -208,9 +209,11 @@ def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
 
 
 def http_ok(url: str, headers: dict[str, str] | None = None, timeout_s: float = 2.0) -> bool:
-    """GET `url` and report a 2xx. trust_env=False: a proxy from the environment must not see loopback."""
+    """GET `url` and report a 2xx. A proxy from the environment must not see loopback; it may be how a remote
+    server (an MLflow that MLFLOW_TRACKING_URI names) is reached."""
+    loopback = urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
     try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=False)
+        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=not loopback)
     except httpx.HTTPError:
         return False
     return response.is_success

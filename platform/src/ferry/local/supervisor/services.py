@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import ferry
 from ferry.local.errors import LocalError
@@ -77,7 +78,8 @@ _NOT_EXPORTED = {"mlflow_uri_override", "outputs_dir"}
 @dataclass(frozen=True)
 class ServiceStatus:
     """What happened to (or is true of) one service; `state` is one of
-    started | running | stopped | not running | skipped | unhealthy | dead."""
+    started | running | stopped | not running | skipped | unhealthy | dead | external (MLflow only: a tracking
+    server MLFLOW_TRACKING_URI names, which ferry uses and neither starts nor stops)."""
 
     name: str
     state: str
@@ -213,6 +215,8 @@ def _services_lock(settings: Settings, holder_bound_s: float,
 
 
 def _start_named(name: str, names: tuple[str, ...], settings: Settings, timeout_s: float) -> ServiceStatus:
+    if name == "mlflow" and settings.mlflow_is_external:
+        return _await_external_mlflow(settings, timeout_s)
     try:
         spec = build_spec(name, settings, names)
     except MissingBinary as exc:
@@ -312,6 +316,24 @@ def _await_ready(spec: ServiceSpec, proc: subprocess.Popen[bytes], settings: Set
                      + _tail(_log_path(settings, spec.name)))
 
 
+def _await_external_mlflow(settings: Settings, timeout_s: float) -> ServiceStatus:
+    """An MLflow that MLFLOW_TRACKING_URI names (a team's server, or one a test session shares): wait until it
+    answers, start nothing. A URI that is no server (sqlite:, file:) has nothing to wait for."""
+    uri = settings.mlflow_uri
+    if urlparse(uri).scheme in ("http", "https"):
+        health = f"{uri.rstrip('/')}/health"
+        if not procs.wait_until(lambda: procs.http_ok(health), timeout_s, 0.5):
+            raise LocalError(f"the MLflow server MLFLOW_TRACKING_URI names ({uri}) did not answer {health} within "
+                             f"{timeout_s:.0f}s: start it, or unset MLFLOW_TRACKING_URI so that `ferry up` starts "
+                             "MLflow itself")
+    return _external_status(settings)
+
+
+def _external_status(settings: Settings) -> ServiceStatus:
+    return ServiceStatus(name="mlflow", state="external", url=settings.mlflow_uri,
+                         message="MLFLOW_TRACKING_URI: used, not started or stopped by ferry")
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -374,7 +396,9 @@ def service_status(settings: Settings) -> list[ServiceStatus]:
     results = []
     for name in SERVICES:
         record = _read_record(settings, name)
-        if record is None and name in OPTIONAL and not installed(name):
+        if record is None and name == "mlflow" and settings.mlflow_is_external:
+            results.append(_external_status(settings))
+        elif record is None and name in OPTIONAL and not installed(name):
             results.append(ServiceStatus(name=name, state="skipped", message=SKIP_HINT))
         elif record is None:
             results.append(ServiceStatus(name=name, state="stopped", log=_log_path(settings, name)))
