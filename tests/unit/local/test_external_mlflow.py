@@ -79,3 +79,12 @@ def test_a_tracking_uri_that_is_no_server_has_nothing_to_wait_for(tmp_path: Path
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     [status] = start_services(_settings(tmp_path, uri), include=["mlflow"], timeout_s=1)
     assert (status.state, status.url) == ("external", uri)
+
+
+def test_credentials_in_the_uri_are_never_shown(tmp_path: Path) -> None:
+    uri = f"http://alice:s3cret@127.0.0.1:{procs.free_port()}"  # pragma: allowlist secret (a fake one)
+    with pytest.raises(LocalError) as raised:
+        start_services(_settings(tmp_path, uri), include=["mlflow"], timeout_s=1)
+    assert "s3cret" not in str(raised.value) and "***@127.0.0.1" in str(raised.value)
+    [shown] = [s for s in service_status(_settings(tmp_path, uri)) if s.name == "mlflow"]
+    assert shown.url is not None and "s3cret" not in shown.url and shown.url.startswith("http://***@127.0.0.1:")

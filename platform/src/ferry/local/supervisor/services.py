@@ -323,15 +323,21 @@ def _await_external_mlflow(settings: Settings, timeout_s: float) -> ServiceStatu
     if urlparse(uri).scheme in ("http", "https"):
         health = f"{uri.rstrip('/')}/health"
         if not procs.wait_until(lambda: procs.http_ok(health), timeout_s, 0.5):
-            raise LocalError(f"the MLflow server MLFLOW_TRACKING_URI names ({uri}) did not answer {health} within "
-                             f"{timeout_s:.0f}s: start it, or unset MLFLOW_TRACKING_URI so that `ferry up` starts "
-                             "MLflow itself")
+            raise LocalError(f"the MLflow server MLFLOW_TRACKING_URI names ({_shown(uri)}) did not answer "
+                             f"{_shown(health)} within {timeout_s:.0f}s: start it, or unset MLFLOW_TRACKING_URI so "
+                             "that `ferry up` starts MLflow itself")
     return _external_status(settings)
 
 
 def _external_status(settings: Settings) -> ServiceStatus:
-    return ServiceStatus(name="mlflow", state="external", url=settings.mlflow_uri,
+    return ServiceStatus(name="mlflow", state="external", url=_shown(settings.mlflow_uri),
                          message="MLFLOW_TRACKING_URI: used, not started or stopped by ferry")
+
+
+def _shown(uri: str) -> str:
+    """`uri` without the user and password it may carry before an @, for messages and `ferry status`."""
+    parts = urlparse(uri)
+    return parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}").geturl() if "@" in parts.netloc else uri
 
 
 def _tail(path: Path, lines: int = 15) -> str:
