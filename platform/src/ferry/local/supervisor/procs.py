@@ -211,12 +211,20 @@ def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
 def http_ok(url: str, headers: dict[str, str] | None = None, timeout_s: float = 2.0) -> bool:
     """GET `url` and report a 2xx. A proxy from the environment must not see loopback; it may be how a remote
     server (an MLflow that MLFLOW_TRACKING_URI names) is reached."""
-    loopback = urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
     try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=not loopback)
+        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=not _is_loopback_url(url))
     except httpx.HTTPError:
         return False
     return response.is_success
+
+
+def _is_loopback_url(url: str) -> bool:
+    """The same test as `ferry replay`'s (serving.replay.require_loopback): localhost, 127.0.0.0/8 or ::1."""
+    host = urlparse(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def redis_ok(host: str, port: int, password: str, timeout_s: float = 2.0) -> bool:
