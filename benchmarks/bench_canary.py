@@ -152,8 +152,10 @@ def report(bad: list[Timed], healthy: list[Timed], wanted_healthy: int, budget_s
              f"{SETTLE_S:.0f} s after the weight change (one Ray export interval, so no sample mixes two weights). "
              "A look whose counts equal the previous check's is stale: not a check.",
              "- Decisions: fail when the error-rate difference's lower confidence bound is above +0.01, pass only "
-             "when its upper bound is below +0.01 (and p99 and PSI are within limits), otherwise hold; PSI is "
-             "judged only when both sides have enough scored rows that chance alone stays under 0.2.",
+             "when its upper bound is below +0.01 (and p99 and PSI are within limits), otherwise hold; a p99 over "
+             "the limit fails only when the share of requests slower than it has a lower bound above 1 %, and "
+             "holds otherwise; PSI is judged only when both sides have enough scored rows that chance alone "
+             "stays under 0.2.",
              "- Metrics path: Ray exports replica metrics every 10 s (its default `metrics_report_interval_ms`), "
              "Prometheus scrapes every 10 s (ferry's local default; unchanged).",
              f"- Traffic: {RATE:.0f} requests/s, one row each, random customer ids (sticky split), 6 paced client "

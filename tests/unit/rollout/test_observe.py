@@ -3,6 +3,8 @@ read from the in-memory Prometheus (the PromQL the real one gets: tests/unit/ada
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ferry.adapters.prometheus_memory import MemoryPrometheus
@@ -50,6 +52,8 @@ def test_counts_are_exact_growth_since_the_step_start() -> None:
     assert (obs.challenger.requests, obs.challenger.errors) == (300.0, 10.0)  # client errors are not served
     assert obs.champion.p99_latency_ms == pytest.approx(19.9)  # 10 + 10 * 99/100 within the (10, 20] bucket
     assert obs.challenger.p99_latency_ms is None  # no observation since the start: NaN, dropped
+    assert obs.champion.latency == ((10.0, 0.0), (20.0, 100.0), (math.inf, 100.0))  # what the p99 check counts
+    assert obs.challenger.latency == ((10.0, 0.0), (20.0, 0.0), (math.inf, 0.0))
     assert obs.champion.scores == (240.0, 45.0, 15.0) and obs.challenger.scores == (80.0, 15.0, 5.0)
     assert obs.score_psi == 0.0  # same shape, different totals
 

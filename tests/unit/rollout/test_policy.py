@@ -3,6 +3,7 @@ twice, PSI is judged only above its noise floor, holds are bounded."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -18,8 +19,10 @@ from ferry.rollout.policy import (
     chi2_quantile,
     decide,
     error_rate_evidence,
+    faster_than,
     psi,
     psi_noise,
+    wilson_lower,
 )
 from ferry.spec.models import Analysis, RolloutSpec
 
@@ -34,7 +37,7 @@ def scores(n: float, shape: tuple[int, ...] = SHAPE) -> tuple[float, ...]:
 
 
 def stats(n: float, errors: float, p99: float = 20.0, shape: tuple[int, ...] = SHAPE) -> VariantStats:
-    return VariantStats(n, errors, p99, scores(n, shape))
+    return VariantStats(n, errors, p99, scores(n, shape), latency=((p99, n), (math.inf, n)))
 
 
 def obs(champ_err: int, chal_err: int, n: int = 1000, champ_n: int = 4000, p99: float = 20.0,
@@ -87,6 +90,45 @@ def test_latency_fails_and_needs_data() -> None:
     assert "p99" in check(ANALYSIS, obs(0, 0, p99=250)).reasons[0]
     unknown = check(ANALYSIS, Observation(stats(4000, 0), VariantStats(1000, 0, None, scores(1000))))
     assert unknown.verdict is Verdict.INCONCLUSIVE and "latency" in " ".join(unknown.reasons)
+
+
+def latency_of(n: float, slow: float, p99: float) -> Observation:
+    """A challenger with `slow` of its `n` requests in the (100, 150] ms bucket, the rest under 100 ms."""
+    challenger = VariantStats(n, 0, p99, scores(n), latency=((50.0, n - slow), (100.0, n - slow), (150.0, n),
+                                                             (math.inf, n)))
+    return Observation(stats(4000, 0), challenger)
+
+
+def test_a_p99_over_the_limit_fails_only_on_evidence() -> None:
+    # the canary flake of stop 35: two of a healthy challenger's first 117 requests slower than 100 ms
+    noisy = check(ANALYSIS, latency_of(217, 3, 112.5))
+    assert noisy.verdict is Verdict.INCONCLUSIVE and noisy.slow is not None and noisy.slow.slow == 3
+    assert "no evidence of slowness yet: p99 latency 112.5 ms > 100" in " ".join(noisy.reasons)
+    assert "3 of 217 requests slower" in " ".join(noisy.reasons)
+    slow = check(ANALYSIS, latency_of(300, 12, 121.0))  # 4 %: its lower bound clears 1 %
+    assert slow.verdict is Verdict.FAIL and slow.reasons[0].startswith("p99 latency 121.0 ms > 100")
+    assert slow.slow is not None and slow.slow.lower > 0.01
+    fast = check(ANALYSIS, latency_of(300, 0, 99.0))
+    assert fast.verdict is Verdict.PASS and fast.slow is not None and fast.slow.slow == 0
+
+
+def test_a_p99_over_the_limit_without_counts_holds() -> None:
+    bare = check(ANALYSIS, Observation(stats(4000, 0), VariantStats(1000, 0, 250.0, scores(1000))))
+    assert bare.verdict is Verdict.INCONCLUSIVE and "no request counts" in bare.reasons[0]
+
+
+def test_faster_than_interpolates_within_the_bucket_as_histogram_quantile() -> None:
+    buckets = ((50.0, 80.0), (150.0, 100.0), (math.inf, 100.0))
+    assert faster_than(buckets, 100.0) == pytest.approx(90.0)
+    assert faster_than(buckets, 150.0) == 100.0 and faster_than(buckets, 25.0) == pytest.approx(40.0)
+    assert faster_than(buckets, 1000.0) == 100.0  # above every finite bound
+
+
+def test_wilson_lower_bound() -> None:
+    assert wilson_lower(0, 100, 1.645) == 0.0
+    assert wilson_lower(100, 100, 1.645) == pytest.approx(0.9736, abs=1e-4)
+    assert wilson_lower(10, 200, 1.645) == pytest.approx(0.0301, abs=1e-3)  # 5 %: clears 1 %
+    assert wilson_lower(3, 217, 1.645) < 0.01 < 3 / 217
 
 
 def test_psi_fails_only_above_its_noise_floor() -> None:

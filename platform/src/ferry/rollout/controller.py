@@ -320,7 +320,8 @@ def _shadowing(state: RolloutState, result: CheckResult, decision: Decision, lef
 def check_record(result: CheckResult, decision: Decision, since: float, at: float) -> dict[str, Any]:
     """What one check saw and decided, as tagged on the model version (`ferry rollout status` shows it).
     `at` and `since` (the start of the step's data) are unix seconds; requests, errors and p99_ms are
-    [champion, challenger]."""
+    [champion, challenger]; slow and slow_lower are the challenger's requests over the latency limit and the
+    lower bound of their share."""
     record: dict[str, Any] = {"verdict": result.verdict.value, "action": decision.action.value,
                               "weight": decision.weight, "reason": decision.reason,
                               "at": round(at, 1), "since": round(since, 1)}
@@ -331,6 +332,8 @@ def check_record(result: CheckResult, decision: Decision, since: float, at: floa
         champion, challenger = result.observation.champion, result.observation.challenger
         record |= {"requests": [champion.requests, challenger.requests], "errors": [champion.errors, challenger.errors],
                    "p99_ms": [_round(champion.p99_latency_ms), _round(challenger.p99_latency_ms)]}
+    if result.slow is not None:
+        record |= {"slow": round(result.slow.slow, 1), "slow_lower": round(result.slow.lower, 6)}
     if result.score_psi is not None:
         record |= {"score_psi": round(result.score_psi, 4), "psi_noise": _round(result.psi_noise, 4)}
     if result.shadow_rows is not None:

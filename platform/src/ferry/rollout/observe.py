@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import replace
 
 from ferry.adapters.prometheus_port import BUCKET_LABEL, PrometheusQuery, Selector
 from ferry.contract import metrics as m
@@ -39,6 +40,17 @@ def p99_by_version(prom: PrometheusQuery, model: str, versions: tuple[str, str],
     return {sample.labels.get("version", ""): sample.value for sample in found if not math.isnan(sample.value)}
 
 
+def latency_histograms(prom: PrometheusQuery, model: str, versions: tuple[str, str],
+                       since_unix: float) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Each version's cumulative latency buckets (le, requests) since the start, le ascending (`+Inf` last)."""
+    cumulative: dict[str, dict[float, float]] = defaultdict(dict)
+    series = _selector(m.SERVING_LATENCY.bucket, model, versions)
+    for sample in prom.growth_since(series, (BUCKET_LABEL, "version"), since_unix):
+        if not math.isnan(sample.value):
+            cumulative[sample.labels.get("version", "")][float(sample.labels[BUCKET_LABEL])] = sample.value
+    return {version: tuple(sorted(buckets.items())) for version, buckets in cumulative.items()}
+
+
 def score_histograms(prom: PrometheusQuery, model: str, versions: tuple[str, str],
                      since_unix: float) -> dict[str, tuple[float, ...]]:
     cumulative: dict[str, dict[float, float]] = defaultdict(dict)
@@ -61,15 +73,15 @@ def observe(prom: PrometheusQuery, model: str, champion: str, challenger: str, s
     counts = requests_by_version(prom, model, versions, since_unix)
     p99 = p99_by_version(prom, model, versions, since_unix)
     hists = score_histograms(prom, model, versions, since_unix)
+    latency = latency_histograms(prom, model, versions, since_unix)
 
     def stats(version: str) -> VariantStats:
         by_outcome = counts.get(version, {})
         served = by_outcome.get(OK, 0.0) + by_outcome.get(SERVER_ERROR, 0.0)
-        return VariantStats(served, by_outcome.get(SERVER_ERROR, 0.0), p99.get(version), hists.get(version, ()))
+        return VariantStats(served, by_outcome.get(SERVER_ERROR, 0.0), p99.get(version), hists.get(version, ()),
+                            latency.get(version, ()))
 
     champion_stats, challenger_stats = stats(champion), stats(challenger)
     if len(champion_stats.scores) != len(challenger_stats.scores):  # one side has no histogram yet
-        champion_stats = VariantStats(champion_stats.requests, champion_stats.errors, champion_stats.p99_latency_ms)
-        challenger_stats = VariantStats(challenger_stats.requests, challenger_stats.errors,
-                                        challenger_stats.p99_latency_ms)
+        champion_stats, challenger_stats = (replace(s, scores=()) for s in (champion_stats, challenger_stats))
     return Observation(champion_stats, challenger_stats)

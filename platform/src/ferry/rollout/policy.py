@@ -8,7 +8,12 @@ began (the observer's job: exact counter differences, no extrapolation):
   known and holds. A bare threshold would roll back on noise at low traffic and miss real regressions at
   high traffic, and "could not reject" is not evidence: with few requests a 5-point regression often
   cannot be rejected, and promoting it is exactly what a canary is for.
-- latency: the challenger's p99 must stay under max_p99_latency_ms.
+- latency: the challenger's p99 must stay under max_p99_latency_ms, i.e. at most 1 % of its requests may be
+  slower. FAIL when the share slower than the limit (from the latency histogram, interpolated within a bucket
+  as `histogram_quantile` does) has a Wilson lower bound above 1 %, one-sided at `significance` (evidence of
+  harm); a p99 over the limit without that evidence holds for more data. The p99 of the ~100 requests a
+  first step sees is their second-slowest: two requests delayed by a busy host would otherwise roll back a
+  healthy challenger whose champion, judged over 4x the requests, stays under the same limit.
 - score divergence: PSI between the two variants' score histograms under max_score_psi, judged only
   when each side holds enough rows that sampling noise alone stays under the limit (PSI of two samples of
   one distribution is about chi-square(bins - 1) × (1/n1 + 1/n2)); below that it is inconclusive. It stands in
@@ -38,6 +43,7 @@ from ferry.contract.durations import parse_duration_s
 from ferry.contract.psi import psi
 from ferry.spec.models import Analysis, RolloutSpec
 
+SLOW_SHARE = 1 - 0.99  # a p99 under the limit lets this share of requests be slower
 PSI_NOISE_QUANTILE = 0.999  # a healthy challenger's PSI stays under the noise bound in 999 checks of 1000
 # The chi-square approximation is thin-tailed for sparse bins (a bin empty on one side meets PSI's epsilon
 # floor): by simulation with 12-20 bins, 150-1000 rows, the true 99.9 % quantile is up to 1.57 × it.
@@ -64,6 +70,7 @@ class VariantStats:
     errors: float
     p99_latency_ms: float | None = None
     scores: tuple[float, ...] = ()  # rows per score-histogram bin, the same bins for both variants
+    latency: tuple[tuple[float, float], ...] = ()  # cumulative latency histogram: (le ms, requests), le ascending
 
     @property
     def scored(self) -> float:
@@ -109,6 +116,17 @@ class OutcomeEvidence(Protocol):
 
 
 @dataclass(frozen=True)
+class LatencyEvidence:
+    slow: float  # requests slower than the limit (interpolated within its bucket)
+    timed: float  # requests in the latency histogram
+    lower: float  # one-sided Wilson lower bound of the slow share
+
+    @property
+    def share(self) -> float:
+        return self.slow / self.timed if self.timed else 0.0
+
+
+@dataclass(frozen=True)
 class CheckResult:
     verdict: Verdict
     reasons: tuple[str, ...]
@@ -119,6 +137,7 @@ class CheckResult:
     outcomes: OutcomeEvidence | None = None  # the judgement on labels (ferry.rollout.outcomes), when asked for
     shadow_rows: tuple[float, float] | None = None  # (scored, failed) in shadow, at a shadow stage
     without_psi: tuple[Verdict, tuple[str, ...]] | None = None  # the traffic check with score PSI left out
+    slow: LatencyEvidence | None = None  # the challenger's requests over the latency limit
 
     @property
     def fingerprint(self) -> tuple[float, ...]:
@@ -166,6 +185,38 @@ def error_rate_evidence(champion: VariantStats, challenger: VariantStats, margin
     return ErrorRateEvidence(delta, adjusted - z * se, adjusted + z * se, p_value)
 
 
+def faster_than(latency: tuple[tuple[float, float], ...], limit_ms: float) -> float:
+    """Requests at or under `limit_ms` in a cumulative histogram, linear within the bucket holding the limit
+    (the interpolation `histogram_quantile` uses, so this count falls under 99 % exactly when its p99 exceeds
+    the limit)."""
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in latency:
+        if le >= limit_ms:
+            if math.isinf(le):
+                return lower_count  # the limit is above every finite bound: the p99 is reported as at most it
+            return lower_count + (count - lower_count) * (limit_ms - lower_le) / (le - lower_le)
+        lower_le, lower_count = le, count
+    return lower_count
+
+
+def latency_evidence(stats: VariantStats, limit_ms: float, significance: float) -> LatencyEvidence | None:
+    """How many of the variant's requests were slower than `limit_ms`, and a lower bound on their share."""
+    if not stats.latency or stats.latency[-1][1] <= 0:
+        return None
+    timed = stats.latency[-1][1]
+    slow = max(timed - faster_than(stats.latency, limit_ms), 0.0)
+    return LatencyEvidence(slow, timed, wilson_lower(slow, timed, NormalDist().inv_cdf(1 - significance)))
+
+
+def wilson_lower(successes: float, trials: float, z: float) -> float:
+    """The Wilson score interval's lower bound: unlike the Wald bound, sound for the handful of slow requests
+    a p99 check is about."""
+    share, z2 = successes / trials, z * z
+    centre = share + z2 / (2 * trials)
+    spread = z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials))
+    return max((centre - spread) / (1 + z2 / trials), 0.0)
+
+
 def chi2_quantile(dof: int, q: float) -> float:
     """Wilson–Hilferty approximation of the chi-square quantile (within a few % for dof >= 3)."""
     z = NormalDist().inv_cdf(q)
@@ -191,12 +242,13 @@ def check(analysis: Analysis, obs: Observation) -> CheckResult:
                            observation=obs)
     error = error_rate_evidence(obs.champion, obs.challenger, analysis.max_error_rate_delta, analysis.significance)
     score_psi, noise = obs.score_psi, psi_noise(obs.champion, obs.challenger)
-    failures, unknown = _failures(analysis, obs, error), _unknowns(analysis, obs, error)
+    slow = latency_evidence(obs.challenger, analysis.max_p99_latency_ms, analysis.significance)
+    failures, unknown = _failures(analysis, obs, error, slow), _unknowns(analysis, obs, error, slow)
     without_psi = _verdict(failures, unknown, lambda: f"{_within(analysis, obs, error)}: within limits")
     psi_failure, psi_unknown = _psi(analysis, obs, score_psi, noise)
     verdict, reasons = _verdict(failures + psi_failure, unknown + psi_unknown,
                                 lambda: f"{_within(analysis, obs, error)}, score PSI {score_psi:.3f}: within limits")
-    return CheckResult(verdict, reasons, error, score_psi, noise, obs, without_psi=without_psi)
+    return CheckResult(verdict, reasons, error, score_psi, noise, obs, without_psi=without_psi, slow=slow)
 
 
 def _within(analysis: Analysis, obs: Observation, error: ErrorRateEvidence) -> str:
@@ -211,26 +263,39 @@ def _verdict(failures: list[str], unknown: list[str], passed: Callable[[], str])
     return (Verdict.INCONCLUSIVE, tuple(unknown)) if unknown else (Verdict.PASS, (passed(),))
 
 
-def _failures(analysis: Analysis, obs: Observation, error: ErrorRateEvidence) -> list[str]:
+def _failures(analysis: Analysis, obs: Observation, error: ErrorRateEvidence,
+              slow: LatencyEvidence | None) -> list[str]:
     failures = []
     if error.lower > analysis.max_error_rate_delta:
         failures.append(f"error rate {error.delta:+.4f} exceeds +{analysis.max_error_rate_delta} "
                         f"(lower bound {error.lower:+.4f}, p={error.p_value:.2g})")
     p99 = obs.challenger.p99_latency_ms
-    if p99 is not None and p99 > analysis.max_p99_latency_ms:
-        failures.append(f"p99 latency {p99:.1f} ms > {analysis.max_p99_latency_ms} ms")
+    if p99 is not None and p99 > analysis.max_p99_latency_ms and slow is not None and slow.lower > SLOW_SHARE:
+        failures.append(f"p99 latency {p99:.1f} ms > {analysis.max_p99_latency_ms} ms ({_slow(slow)}: lower bound "
+                        f"{slow.lower:.1%} > {SLOW_SHARE:.0%})")
     return failures
 
 
-def _unknowns(analysis: Analysis, obs: Observation, error: ErrorRateEvidence) -> list[str]:
+def _slow(slow: LatencyEvidence) -> str:
+    return f"{slow.slow:.0f} of {slow.timed:.0f} requests slower"
+
+
+def _unknowns(analysis: Analysis, obs: Observation, error: ErrorRateEvidence,
+              slow: LatencyEvidence | None) -> list[str]:
     unknown = []
     if error.upper >= analysis.max_error_rate_delta:
         unknown.append(f"no evidence of no harm yet: error rate {error.delta:+.4f}, upper bound "
                        f"{error.upper:+.4f} >= +{analysis.max_error_rate_delta} "
                        f"({obs.challenger.errors:.0f}/{obs.challenger.requests:.0f} vs "
                        f"{obs.champion.errors:.0f}/{obs.champion.requests:.0f})")
-    if obs.challenger.p99_latency_ms is None:
+    p99 = obs.challenger.p99_latency_ms
+    if p99 is None:
         unknown.append("no challenger latency data")
+    elif p99 > analysis.max_p99_latency_ms and slow is None:
+        unknown.append(f"p99 latency {p99:.1f} ms > {analysis.max_p99_latency_ms} ms, no request counts to judge it by")
+    elif p99 > analysis.max_p99_latency_ms and slow is not None and slow.lower <= SLOW_SHARE:
+        unknown.append(f"no evidence of slowness yet: p99 latency {p99:.1f} ms > {analysis.max_p99_latency_ms} ms "
+                       f"({_slow(slow)}: lower bound {slow.lower:.1%} <= {SLOW_SHARE:.0%})")
     return unknown
 
 

@@ -270,7 +270,7 @@ class ServingSpec(Strict):
 
 class Analysis(Strict):
     max_error_rate_delta: float = Field(0.01, ge=0, le=1)
-    significance: float = Field(0.05, gt=0, lt=1, description="Test level for the error-rate comparison.")
+    significance: float = Field(0.05, gt=0, lt=1, description="Test level for the error-rate and latency comparisons.")
     max_p99_latency_ms: float = Field(100, gt=0)
     max_score_psi: float = Field(0.2, gt=0)
     min_requests: int = Field(200, ge=1)
