@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from ferry.adapters.prometheus import Prometheus, since_start
-from ferry.adapters.prometheus_memory import MemoryPrometheus, bucket_quantile
-from ferry.adapters.prometheus_port import PrometheusUnavailable, Sample, Selector
+from ferry.adapters.prometheus_memory import MemoryPrometheus
+from ferry.adapters.prometheus_port import PrometheusUnavailable, Sample, Selector, bucket_quantile
 
 SERIES = Selector("ray_ferry_serving_requests_total", {"model": "m", "version": ("1", "2")})
 

@@ -58,6 +58,20 @@ def test_counts_are_exact_growth_since_the_step_start() -> None:
     assert obs.score_psi == 0.0  # same shape, different totals
 
 
+def test_latency_buckets_are_read_as_histogram_quantile_reads_them() -> None:
+    # two spellings of one bound (exporters differ) add up; a bucket under the one below it (one replica's reset
+    # clamped on its own) is raised to it; the p99 comes from these same buckets
+    prom = prometheus()
+    for le, count, replica in (("50", 90.0, "a"), ("100", 95.0, "a"), ("100.0", 3.0, "b"), ("150", 97.0, "a"),
+                               ("150", 1.0, "b"), ("+Inf", 100.0, "a"), ("+Inf", 4.0, "b")):
+        prom.record(m.SERVING_LATENCY.bucket, {"model": "m", "version": "2", "le": le, "replica": replica}, count,
+                    NOW - 5)
+    obs = observe(prom, "m", "1", "2", SINCE)
+    assert obs.challenger.latency == ((50.0, 90.0), (100.0, 98.0), (150.0, 98.0), (math.inf, 104.0))
+    assert obs.challenger.p99_latency_ms == 150.0  # rank 102.96 falls in +Inf: the highest finite bound
+    assert obs.champion.latency == () and obs.champion.p99_latency_ms is None
+
+
 def test_a_missing_low_bucket_counts_as_zero_so_both_variants_share_bins() -> None:
     # the router creates a score bucket's series with its first row: version 2 never scored <= 0.5
     prom = prometheus()

@@ -12,12 +12,18 @@ in the `+Inf` bucket answers the highest finite bound, otherwise linear interpol
 from __future__ import annotations
 
 import bisect
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 
-from ferry.adapters.prometheus_port import BUCKET_LABEL, PrometheusQuery, PrometheusUnavailable, Sample, Selector
+from ferry.adapters.prometheus_port import (
+    BUCKET_LABEL,
+    PrometheusQuery,
+    PrometheusUnavailable,
+    Sample,
+    Selector,
+    bucket_quantile,
+)
 
 LOOKBACK_S = 300.0  # Prometheus' default --query.lookback-delta
 Labels = tuple[tuple[str, str], ...]
@@ -68,26 +74,3 @@ def _value_at(times: list[float], values: list[float], at: float) -> float | Non
     """The last sample at or before `at` within the lookback; None when there is none (stale or unborn)."""
     index = bisect.bisect_right(times, at) - 1
     return values[index] if index >= 0 and at - times[index] <= LOOKBACK_S else None
-
-
-def bucket_quantile(quantile: float, counts: Mapping[float, float]) -> float:
-    """`histogram_quantile` over cumulative counts by upper bound (Prometheus' algorithm, classic buckets)."""
-    if quantile < 0 or quantile > 1:
-        return -math.inf if quantile < 0 else math.inf
-    bounds = sorted(counts)
-    if len(bounds) < 2 or bounds[-1] != math.inf:
-        return math.nan
-    cumulative = [counts[bounds[0]]]
-    for bound in bounds[1:]:
-        cumulative.append(max(cumulative[-1], counts[bound]))  # Prometheus repairs non-monotonic buckets
-    if cumulative[-1] <= 0:
-        return math.nan
-    rank = quantile * cumulative[-1]
-    index = next((i for i in range(len(bounds) - 1) if cumulative[i] >= rank), len(bounds) - 1)
-    if index == len(bounds) - 1:
-        return bounds[-2]
-    if index == 0 and bounds[0] <= 0:
-        return bounds[0]
-    start, below = (bounds[index - 1], cumulative[index - 1]) if index > 0 else (0.0, 0.0)
-    inside = cumulative[index] - below
-    return start + (bounds[index] - start) * (rank - below) / inside if inside > 0 else math.nan

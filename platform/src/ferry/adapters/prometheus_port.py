@@ -15,6 +15,7 @@ Prometheus' `increase()` nothing is extrapolated to the window's edges.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,3 +60,26 @@ class PrometheusQuery(Protocol):
         cumulative `_bucket` counters' growth (interpolated within a bucket as `histogram_quantile`; NaN
         where a group has no observation)."""
         ...
+
+
+def bucket_quantile(quantile: float, counts: Mapping[float, float]) -> float:
+    """`histogram_quantile` over cumulative counts by upper bound (Prometheus' algorithm, classic buckets)."""
+    if quantile < 0 or quantile > 1:
+        return -math.inf if quantile < 0 else math.inf
+    bounds = sorted(counts)
+    if len(bounds) < 2 or bounds[-1] != math.inf:
+        return math.nan
+    cumulative = [counts[bounds[0]]]
+    for bound in bounds[1:]:
+        cumulative.append(max(cumulative[-1], counts[bound]))  # Prometheus repairs non-monotonic buckets
+    if cumulative[-1] <= 0:
+        return math.nan
+    rank = quantile * cumulative[-1]
+    index = next((i for i in range(len(bounds) - 1) if cumulative[i] >= rank), len(bounds) - 1)
+    if index == len(bounds) - 1:
+        return bounds[-2]
+    if index == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start, below = (bounds[index - 1], cumulative[index - 1]) if index > 0 else (0.0, 0.0)
+    inside = cumulative[index] - below
+    return start + (bounds[index] - start) * (rank - below) / inside if inside > 0 else math.nan

@@ -3,7 +3,8 @@
 Every windowed figure is a counter's exact growth since `since` (what the rollout step's data is: the
 traffic since its weight step began), asked of the `PrometheusQuery` port, whose doc defines it: nothing
 is extrapolated, so a series one scrape old counts fully and every score bucket is scaled by the same
-factor, and a replica restart loses what it served before, never counts it twice.
+factor, and a replica restart loses what it served before, never counts it twice. The p99 is computed from the
+same latency buckets the policy counts slow requests in, so the two always describe one scrape.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import replace
+from itertools import accumulate
 
-from ferry.adapters.prometheus_port import BUCKET_LABEL, PrometheusQuery, Selector
+from ferry.adapters.prometheus_port import BUCKET_LABEL, PrometheusQuery, Selector, bucket_quantile
 from ferry.contract import metrics as m
 from ferry.rollout.policy import Observation, VariantStats
 
@@ -33,22 +35,25 @@ def requests_by_version(prom: PrometheusQuery, model: str, versions: tuple[str, 
     return counts
 
 
-def p99_by_version(prom: PrometheusQuery, model: str, versions: tuple[str, str],
-                   since_unix: float) -> dict[str, float]:
-    series = _selector(m.SERVING_LATENCY.bucket, model, versions)
-    found = prom.quantile_since(0.99, series, ("version",), since_unix)
-    return {sample.labels.get("version", ""): sample.value for sample in found if not math.isnan(sample.value)}
-
-
 def latency_histograms(prom: PrometheusQuery, model: str, versions: tuple[str, str],
                        since_unix: float) -> dict[str, tuple[tuple[float, float], ...]]:
-    """Each version's cumulative latency buckets (le, requests) since the start, le ascending (`+Inf` last)."""
-    cumulative: dict[str, dict[float, float]] = defaultdict(dict)
+    """Each version's cumulative latency buckets (le, requests) since the start, le ascending (`+Inf` last), as
+    `histogram_quantile` reads them: series of one bound (`100` and `100.0`) added, a bucket below the one under
+    it (a replica restart's reset, clamped per series) raised to it."""
+    cumulative: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     series = _selector(m.SERVING_LATENCY.bucket, model, versions)
     for sample in prom.growth_since(series, (BUCKET_LABEL, "version"), since_unix):
         if not math.isnan(sample.value):
-            cumulative[sample.labels.get("version", "")][float(sample.labels[BUCKET_LABEL])] = sample.value
-    return {version: tuple(sorted(buckets.items())) for version, buckets in cumulative.items()}
+            cumulative[sample.labels.get("version", "")][float(sample.labels[BUCKET_LABEL])] += sample.value
+    return {version: tuple(zip(sorted(buckets), accumulate((buckets[le] for le in sorted(buckets)), max),
+                               strict=True))
+            for version, buckets in cumulative.items()}
+
+
+def p99_of(latency: tuple[tuple[float, float], ...]) -> float | None:
+    """The p99 (ms) `histogram_quantile` gives for these buckets; None without observations."""
+    found = bucket_quantile(0.99, dict(latency)) if latency else math.nan
+    return None if math.isnan(found) else found
 
 
 def score_histograms(prom: PrometheusQuery, model: str, versions: tuple[str, str],
@@ -71,15 +76,15 @@ def _per_bin(cumulative: dict[float, float], every_le: list[float]) -> tuple[flo
 def observe(prom: PrometheusQuery, model: str, champion: str, challenger: str, since_unix: float) -> Observation:
     versions = (champion, challenger)
     counts = requests_by_version(prom, model, versions, since_unix)
-    p99 = p99_by_version(prom, model, versions, since_unix)
     hists = score_histograms(prom, model, versions, since_unix)
     latency = latency_histograms(prom, model, versions, since_unix)
 
     def stats(version: str) -> VariantStats:
         by_outcome = counts.get(version, {})
         served = by_outcome.get(OK, 0.0) + by_outcome.get(SERVER_ERROR, 0.0)
-        return VariantStats(served, by_outcome.get(SERVER_ERROR, 0.0), p99.get(version), hists.get(version, ()),
-                            latency.get(version, ()))
+        buckets = latency.get(version, ())
+        return VariantStats(served, by_outcome.get(SERVER_ERROR, 0.0), p99_of(buckets), hists.get(version, ()),
+                            buckets)
 
     champion_stats, challenger_stats = stats(champion), stats(challenger)
     if len(champion_stats.scores) != len(challenger_stats.scores):  # one side has no histogram yet

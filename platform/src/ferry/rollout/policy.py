@@ -187,8 +187,8 @@ def error_rate_evidence(champion: VariantStats, challenger: VariantStats, margin
 
 def faster_than(latency: tuple[tuple[float, float], ...], limit_ms: float) -> float:
     """Requests at or under `limit_ms` in a cumulative histogram, linear within the bucket holding the limit
-    (the interpolation `histogram_quantile` uses, so this count falls under 99 % exactly when its p99 exceeds
-    the limit)."""
+    (the interpolation `histogram_quantile` uses, so for a limit under the top finite bound this count falls
+    under 99 % exactly when the p99 of the same buckets exceeds the limit)."""
     lower_le, lower_count = 0.0, 0.0
     for le, count in latency:
         if le >= limit_ms:
