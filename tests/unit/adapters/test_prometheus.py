@@ -35,14 +35,13 @@ def test_growth_is_an_exact_difference_summed_after_it() -> None:
         f"sum by (version, outcome) (clamp_min({series} - ({series} @ 1700000000.000 or {series} * 0), 0))"]
 
 
-def test_a_quantile_groups_by_bucket_and_escapes_label_values() -> None:
+def test_a_histogram_groups_by_bucket_and_escapes_label_values() -> None:
     queries: list[str] = []
-    prom = answering(queries, [{"metric": {"version": "1"}, "value": [1.7e9, "NaN"]}])
+    prom = answering(queries, [{"metric": {"version": "1", "le": "100"}, "value": [1.7e9, "7"]}])
     buckets = Selector("lat_bucket", {"model": 'say "hi"', "version": ("1.0", "2")})
-    (sample,) = prom.quantile_since(0.99, buckets, ("version",), 5.0)
-    assert math.isnan(sample.value)
+    assert prom.growth_since(buckets, ("le", "version"), 5.0) == [Sample({"version": "1", "le": "100"}, 7.0)]
     series = r'lat_bucket{model="say \"hi\"",version=~"1\\.0|2"}'
-    assert queries == [f"histogram_quantile(0.99, sum by (le, version) ({since_start(series, 5.0)}))"]
+    assert queries == [f"sum by (le, version) ({since_start(series, 5.0)})"]
 
 
 @pytest.mark.parametrize("status", [400, 503])

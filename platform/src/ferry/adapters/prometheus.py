@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from ferry.adapters.prometheus_port import BUCKET_LABEL, PrometheusQuery, PrometheusUnavailable, Sample, Selector
+from ferry.adapters.prometheus_port import PrometheusQuery, PrometheusUnavailable, Sample, Selector
 
 
 def promql_selector(series: Selector) -> str:
@@ -35,10 +35,6 @@ def since_start(series: str, since_unix: float) -> str:
 
 def growth_query(series: Selector, by: tuple[str, ...], since_unix: float) -> str:
     return f"sum by ({', '.join(by)}) ({since_start(promql_selector(series), since_unix)})"
-
-
-def quantile_query(quantile: float, buckets: Selector, by: tuple[str, ...], since_unix: float) -> str:
-    return f"histogram_quantile({quantile:g}, {growth_query(buckets, (BUCKET_LABEL, *by), since_unix)})"
 
 
 class Prometheus(PrometheusQuery):
@@ -67,10 +63,6 @@ class Prometheus(PrometheusQuery):
     def growth_since(self, series: Selector, by: tuple[str, ...], since_unix: float) -> list[Sample]:
         return [Sample(labels, value) for labels, value in self.vector(growth_query(series, by, since_unix))]
 
-    def quantile_since(self, quantile: float, buckets: Selector, by: tuple[str, ...],
-                       since_unix: float) -> list[Sample]:
-        query = quantile_query(quantile, buckets, by, since_unix)
-        return [Sample(labels, value) for labels, value in self.vector(query)]
 
     def close(self) -> None:
         self._client.close()

@@ -17,12 +17,10 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 
 from ferry.adapters.prometheus_port import (
-    BUCKET_LABEL,
     PrometheusQuery,
     PrometheusUnavailable,
     Sample,
     Selector,
-    bucket_quantile,
 )
 
 LOOKBACK_S = 300.0  # Prometheus' default --query.lookback-delta
@@ -43,15 +41,6 @@ class MemoryPrometheus(PrometheusQuery):
 
     def growth_since(self, series: Selector, by: tuple[str, ...], since_unix: float) -> list[Sample]:
         return [Sample(dict(key), value) for key, value in self._grown(series, by, since_unix).items()]
-
-    def quantile_since(self, quantile: float, buckets: Selector, by: tuple[str, ...],
-                       since_unix: float) -> list[Sample]:
-        groups: dict[Labels, dict[float, float]] = defaultdict(dict)
-        for key, count in self._grown(buckets, (BUCKET_LABEL, *by), since_unix).items():
-            labels = dict(key)
-            upper = float(labels.pop(BUCKET_LABEL))
-            groups[tuple(sorted(labels.items()))][upper] = count
-        return [Sample(dict(key), bucket_quantile(quantile, counts)) for key, counts in groups.items()]
 
     def _grown(self, series: Selector, by: tuple[str, ...], since_unix: float) -> dict[Labels, float]:
         if self.unavailable:

@@ -54,16 +54,10 @@ class PrometheusQuery(Protocol):
         """How much the matching counters grew since `since_unix` (see the module's doc), summed by `by`."""
         ...
 
-    def quantile_since(self, quantile: float, buckets: Selector, by: tuple[str, ...],
-                       since_unix: float) -> list[Sample]:
-        """The `quantile` (0-1) of a histogram's observations since `since_unix`, per `by` group, from its
-        cumulative `_bucket` counters' growth (interpolated within a bucket as `histogram_quantile`; NaN
-        where a group has no observation)."""
-        ...
-
 
 def bucket_quantile(quantile: float, counts: Mapping[float, float]) -> float:
-    """`histogram_quantile` over cumulative counts by upper bound (Prometheus' algorithm, classic buckets)."""
+    """`histogram_quantile` over cumulative counts by upper bound (Prometheus' algorithm, classic buckets): the
+    rollout reads a histogram's buckets with `growth_since` and takes its quantiles here, from the same counts."""
     if quantile < 0 or quantile > 1:
         return -math.inf if quantile < 0 else math.inf
     bounds = sorted(counts)
