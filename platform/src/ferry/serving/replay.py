@@ -17,7 +17,6 @@ as failed and the replay goes on.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import time
 from collections import Counter
@@ -32,6 +31,7 @@ import pandas as pd
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from ferry.contract.errors import FerryError
+from ferry.contract.urls import is_loopback_url
 from ferry.render.rayservice import DEFAULT_LABEL_DELAY_DAYS
 from ferry.serving.prediction_log import join_key
 from ferry.settings import Settings
@@ -91,12 +91,8 @@ class Retryable(Exception):
 
 
 def require_loopback(url: str) -> None:
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback_url(url):
+        host = urlsplit(url).hostname or ""
         raise ReplayError(f"ferry replay sends only to this machine (127.0.0.1, localhost, ::1), not {host or url!r}")
 
 

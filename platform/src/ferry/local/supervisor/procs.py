@@ -21,9 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx
+
+from ferry.contract.urls import is_loopback_url
 
 PROC = Path("/proc")
 LISTEN_STATE = "0A"
@@ -212,19 +213,10 @@ def http_ok(url: str, headers: dict[str, str] | None = None, timeout_s: float = 
     """GET `url` and report a 2xx. A proxy from the environment must not see loopback; it may be how a remote
     server (an MLflow that MLFLOW_TRACKING_URI names) is reached."""
     try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=not _is_loopback_url(url))
+        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=not is_loopback_url(url))
     except httpx.HTTPError:
         return False
     return response.is_success
-
-
-def _is_loopback_url(url: str) -> bool:
-    """The same test as `ferry replay`'s (serving.replay.require_loopback): localhost, 127.0.0.0/8 or ::1."""
-    host = urlparse(url).hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def redis_ok(host: str, port: int, password: str, timeout_s: float = 2.0) -> bool:
