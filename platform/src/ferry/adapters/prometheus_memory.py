@@ -16,12 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 
-from ferry.adapters.prometheus_port import (
-    PrometheusQuery,
-    PrometheusUnavailable,
-    Sample,
-    Selector,
-)
+from ferry.adapters.prometheus_port import PrometheusQuery, PrometheusUnavailable, Sample, Selector
 
 LOOKBACK_S = 300.0  # Prometheus' default --query.lookback-delta
 Labels = tuple[tuple[str, str], ...]

@@ -45,9 +45,12 @@ def latency_histograms(prom: PrometheusQuery, model: str, versions: tuple[str, s
     for sample in prom.growth_since(series, (BUCKET_LABEL, "version"), since_unix):
         if not math.isnan(sample.value):
             cumulative[sample.labels.get("version", "")][float(sample.labels[BUCKET_LABEL])] += sample.value
-    return {version: tuple(zip(sorted(buckets), accumulate((buckets[le] for le in sorted(buckets)), max),
-                               strict=True))
-            for version, buckets in cumulative.items()}
+    return {version: _repaired(buckets) for version, buckets in cumulative.items()}
+
+
+def _repaired(buckets: dict[float, float]) -> tuple[tuple[float, float], ...]:
+    bounds = sorted(buckets)
+    return tuple(zip(bounds, accumulate((buckets[le] for le in bounds), max), strict=True))
 
 
 def p99_of(latency: tuple[tuple[float, float], ...]) -> float | None:
