@@ -61,8 +61,8 @@ def _seconds(frame: pd.DataFrame) -> np.ndarray:
 
 def caught_by_scenario(rows: pd.DataFrame, scores: np.ndarray, k: int) -> dict[int, tuple[int, int]]:
     """Per scenario: (fraudulent cards in a day's top k, fraudulent cards that day), summed over the days, with
-    the cards found on earlier days removed, as card precision@k counts them. A card is counted under the
-    scenario of its last fraud that day."""
+    the cards found on earlier days removed, as card precision@k counts them. A card with frauds of two scenarios
+    on one day (rare) is counted under the higher-numbered one."""
     frame = pd.DataFrame({"day": rows["tx_datetime"].to_numpy().astype("datetime64[D]"),
                           "card": rows["customer_id"].to_numpy(), "fraud": rows["tx_fraud"].to_numpy() == 1,
                           "scenario": rows["tx_fraud_scenario"].to_numpy(), "score": np.asarray(scores)})
