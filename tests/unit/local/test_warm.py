@@ -105,10 +105,13 @@ def test_runs_share_a_starter_that_lingers_for_the_next_then_ends(tmp_path: Path
 
 def test_a_step_whose_starter_was_killed_ends_when_it_ends_and_says_its_status_was_lost(tmp_path: Path) -> None:
     doomed = warm.Starter(warm.starter_env(step_env()), str(tmp_path))
-    process = doomed.start(CHILD, ["sleep", "2"], step_env(), str(tmp_path), str(tmp_path / "log"))
+    # It runs until this test ends it: a step that ended on its own during a stalled second (a loaded machine)
+    # would pass for one still running.
+    process = doomed.start(CHILD, ["sleep", "60"], step_env(), str(tmp_path), str(tmp_path / "log"))
     os.kill(doomed._proc.pid, signal.SIGKILL)
     with pytest.raises(subprocess.TimeoutExpired):
         process.wait(1.0)  # it still runs: not reported ended (a runner would start it again beside itself)
+    os.kill(process.pid, signal.SIGKILL)  # now it ends, with nobody left to say how
     assert process.wait(30) == warm.LOST_EXIT and process.lost
 
 
