@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraud_detection.metrics import _top_k_fraud_cards
+
 SCENARIOS = {1: "amount over the threshold", 2: "compromised terminal", 3: "compromised card"}
 TERMINAL_SCENARIO = 2
 S_PER_DAY = 86_400
@@ -69,13 +71,13 @@ def caught_by_scenario(rows: pd.DataFrame, scores: np.ndarray, k: int) -> dict[i
     found: set[Any] = set()
     totals = {scenario: [0, 0] for scenario in SCENARIOS}
     for _, day in frame.groupby("day", sort=True):
-        cards = day[~day["card"].isin(list(found))].groupby("card").agg(
-            score=("score", "max"), fraud=("fraud", "max"), scenario=("scenario", "max"))
-        top = cards.sort_values(["score"], ascending=False, kind="stable").head(k)
-        found.update(top.index[top["fraud"]])
+        day = day[~day["card"].isin(list(found))]
+        hits = _top_k_fraud_cards(day, k)  # the metric's own ranking and tie rule
+        found.update(hits)
+        scenario_of = day[day["fraud"]].groupby("card")["scenario"].max()  # per fraudulent card
         for scenario, total in totals.items():
-            total[0] += int((top["fraud"] & (top["scenario"] == scenario)).sum())
-            total[1] += int((cards["fraud"] & (cards["scenario"] == scenario)).sum())
+            total[0] += int((scenario_of.loc[hits] == scenario).sum())
+            total[1] += int((scenario_of == scenario).sum())
     return {scenario: (hit, of) for scenario, (hit, of) in totals.items()}
 
 
