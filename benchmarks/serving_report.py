@@ -13,8 +13,8 @@ from serving_load import LABELS, MODES, SYSTEMS, Sample
 
 HIGH_THROUGHPUT_NOTE = (
     "This is the ingress the rendered RayService runs by default (`serving.ingress: haproxy`, the environment of "
-    "`ferry.render.rayservice.ingress_env`). Locally it is opt-in: `FERRY_LOCAL_INGRESS=haproxy` starts the Ray head "
-    "with it (`ferry.local.supervisor.local_ingress`), `ferry up` keeps Ray's Python proxy by default. Ray 2.60's "
+    "`ferry.render.rayservice.ingress_env`), and the local head's by default (`ferry.local.supervisor.local_ingress`; "
+    "`FERRY_LOCAL_INGRESS=python` keeps Ray's Python proxy instead). Ray 2.60's "
     "HAProxy config binds HAProxy's stats page and Prometheus exporter to all interfaces (`bind *:port` / `bind "
     ":port`, no host setting), so the local head runs HAProxy through `ferry.local.supervisor.haproxy_loopback`, "
     "which moves those binds to 127.0.0.1 (and refuses to start HAProxy if any other bind would listen beyond "

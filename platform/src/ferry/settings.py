@@ -46,9 +46,9 @@ class Settings(BaseSettings):
     prometheus_url_override: str | None = Field(None, description="Prometheus the rollout controller queries.")
     ray_cpus: int | None = Field(None, description="CPUs the local Ray head offers; default: all.")
     local_ingress: Literal["python", "haproxy"] = Field(
-        "python", description="The local head's Serve ingress: Ray's Python proxy, or HAProxy with direct ingress "
-        "to the replicas (Ray's high-throughput mode, what the rendered RayService runs), every listener on "
-        "loopback. Read when the Ray head starts.")
+        "haproxy", description="The local head's Serve ingress: HAProxy with direct ingress to the replicas (Ray's "
+        "high-throughput mode, what the rendered RayService runs), every listener on loopback; or Ray's Python "
+        "proxy. Read when the Ray head starts.")
     warm_steps: bool = Field(
         True, description="Start the local runner's container steps forked from a process that has imported what "
         "they import, instead of each as a new interpreter (the same command, environment and exit code).")

@@ -1,6 +1,7 @@
-"""The local head's HAProxy mode (FERRY_LOCAL_INGRESS=haproxy): the Ray head's environment, the launcher Ray runs
-as HAProxy, and the rewrite that keeps HAProxy's binds on loopback. The served path itself is measured by
-benchmarks/bench_serving.py --ray-high-throughput, which lists every listener off loopback."""
+"""The local head's HAProxy mode (FERRY_LOCAL_INGRESS=haproxy, the default): the Ray head's environment, the
+launcher Ray runs as HAProxy, and the rewrite that keeps HAProxy's binds on loopback and closes its replica
+connections. The served path itself is measured by benchmarks/bench_serving.py --ray-high-throughput, which lists
+every listener off loopback."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def test_the_launcher_rewrites_the_file_then_runs_the_real_binary_with_the_same_
                            "-db", "-f", str(config), "-dR"], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["-db", "-f", str(config), "-dR"]
     assert "bind 127.0.0.1:9101" in config.read_text() and "*:8404" not in config.read_text()
+    assert haproxy_loopback.SERVER_CLOSE not in RAY_CONFIG  # it has no defaults section: nothing to add to
 
 
 def test_the_launcher_refuses_to_start_haproxy_that_would_listen_beyond_loopback(tmp_path: Path) -> None:
@@ -79,10 +81,18 @@ def test_the_launcher_refuses_to_start_haproxy_that_would_listen_beyond_loopback
     assert "not starting HAProxy" in done.stderr and "0.0.0.0:9101" in done.stderr
 
 
-def test_by_default_the_head_keeps_rays_python_proxy(tmp_path: Path) -> None:
-    spec = service_defs.ray_spec(Settings(home=tmp_path))
+def test_by_default_the_head_runs_haproxy_and_python_keeps_rays_proxy(tmp_path: Path) -> None:
+    assert Settings(home=tmp_path).local_ingress == "haproxy"
+    spec = service_defs.ray_spec(Settings(home=tmp_path, local_ingress="python"))
     assert not set(spec.env) & {*HIGH_THROUGHPUT_ENV, "RAY_SERVE_HAPROXY_BINARY_PATH"}
     assert spec.prepare is None
+
+
+def test_haproxy_closes_its_replica_connections_after_each_answer_once() -> None:
+    config = "global\n    maxconn 4096\ndefaults\n    mode http\n    option abortonclose\nfrontend f\n    mode http\n"
+    closing = haproxy_loopback.closing_server_connections(config)
+    assert closing == config.replace("defaults\n", "defaults\n    option http-server-close\n")
+    assert haproxy_loopback.closing_server_connections(closing) == closing
 
 
 def test_haproxy_mode_sets_rays_high_throughput_env_with_free_loopback_ports_and_a_launcher(tmp_path: Path) -> None:
@@ -108,8 +118,8 @@ def test_haproxy_mode_sets_rays_high_throughput_env_with_free_loopback_ports_and
 
 
 def test_the_ingress_is_a_ferry_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FERRY_LOCAL_INGRESS", "haproxy")
-    assert load_settings().local_ingress == "haproxy"
+    monkeypatch.setenv("FERRY_LOCAL_INGRESS", "python")
+    assert load_settings().local_ingress == "python"
 
 
 def test_a_head_running_with_the_other_ingress_is_not_adopted_silently(tmp_path: Path) -> None:
@@ -118,7 +128,7 @@ def test_a_head_running_with_the_other_ingress_is_not_adopted_silently(tmp_path:
     from ferry.local.errors import LocalError
     from ferry.local.supervisor import services
 
-    running = service_defs.ray_spec(Settings(home=tmp_path))
+    running = service_defs.ray_spec(Settings(home=tmp_path, local_ingress="python"))
     record = {"pid": 1, "ready_url": running.ready_url,
               "ports": {**{role: port for role, (port, _) in running.ports.items()}, **running.side_ports}}
     wanted = service_defs.ray_spec(Settings(home=tmp_path, local_ingress="haproxy"))

@@ -139,7 +139,7 @@ def prediction_log_env(profile: EnvProfile) -> list[dict[str, Any]]:
 
 
 # Ray Serve's high-throughput mode: HAProxy ingress and direct ingress to the replicas (see `ingress_env`); the
-# local head sets the same on itself when FERRY_LOCAL_INGRESS=haproxy (ferry.local.supervisor.local_ingress).
+# local head sets the same on itself unless FERRY_LOCAL_INGRESS=python (ferry.local.supervisor.local_ingress).
 HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
                        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
 

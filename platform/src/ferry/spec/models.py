@@ -257,8 +257,8 @@ class ServingSpec(Strict):
     ingress: Literal["haproxy", "python"] = Field("haproxy", description=(
         "Cluster ingress of the RayService. 'haproxy': Ray Serve's high-throughput mode (HAProxy in each "
         "pod forwards straight to the router replicas' own HTTP servers, no Python proxy hop). 'python': "
-        "Ray's Python Serve proxy. Locally one Ray head serves every model with one ingress: the Python proxy, "
-        "or HAProxy with FERRY_LOCAL_INGRESS=haproxy; both keep every listener on 127.0.0.1."))
+        "Ray's Python Serve proxy. Locally one Ray head serves every model with one ingress: HAProxy by default, "
+        "or the Python proxy with FERRY_LOCAL_INGRESS=python; both keep every listener on 127.0.0.1."))
 
     @field_validator("route")
     @classmethod

