@@ -17,7 +17,7 @@ from tests.support.serving_fakes import transaction, transactions
 
 from ferry.adapters.registry import Registry
 from ferry.contract import names
-from ferry.local.supervisor import haproxy_loopback, local_ingress, procs
+from ferry.local.supervisor import local_ingress, procs
 from ferry.local.supervisor.services import (
     service_listeners,
     service_processes,
@@ -25,6 +25,7 @@ from ferry.local.supervisor.services import (
     stop_services,
     use_ray_client_env,
 )
+from ferry.serving import haproxy_launch
 from ferry.serving.deploy import deploy_local, predict_once
 from ferry.settings import Settings
 
@@ -77,7 +78,7 @@ def test_no_listener_beyond_loopback_but_the_replicas_grpc(settings: Settings, s
     assert [entry for entry in outside if not entry[2].startswith("ray::ServeReplica:")] == [], outside
     config = next(local_ingress.haproxy_dir(settings).rglob("haproxy.cfg")).read_text()
     assert "bind *:" not in config and "bind :" not in config
-    assert haproxy_loopback.SERVER_CLOSE in config
+    assert haproxy_launch.SERVER_CLOSE in config
 
 
 def test_stopping_the_services_leaves_no_haproxy(settings: Settings, served: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ class Sample:
     status: int  # HTTP status; 0 when no response (connection error, timeout)
     latency_ms: float
     error: str = ""
+    body: str = ""  # the start of a failed answer's body: which component answered it (proxy, replica, router)
 
     @property
     def answered_s(self) -> float:
@@ -61,6 +62,13 @@ class LoadResult:
     def failed(self) -> list[Sample]:
         return [s for s in self.samples if s.status != 200]
 
+    def failure_examples(self) -> dict[str, str]:
+        """The first failed answer's body per status (which component answered it)."""
+        examples: dict[str, str] = {}
+        for sample in self.failed:
+            examples.setdefault(str(sample.status) if sample.status else (sample.error or "no answer"), sample.body)
+        return examples
+
     def statuses(self) -> dict[str, int]:
         return dict(Counter(str(s.status) if s.status else (s.error or "no answer") for s in self.samples))
 
@@ -87,7 +95,9 @@ async def _one(client: httpx.AsyncClient, url: str, body: Any, started: float, o
     sent = time.perf_counter()
     try:
         response = await client.post(url, json=body)
-        out.append(Sample(sent - started, response.status_code, (time.perf_counter() - sent) * 1000))
+        latency_ms = (time.perf_counter() - sent) * 1000
+        failed = response.status_code != 200
+        out.append(Sample(sent - started, response.status_code, latency_ms, body=response.text[:160] if failed else ""))
     except httpx.HTTPError as exc:
         out.append(Sample(sent - started, 0, (time.perf_counter() - sent) * 1000, type(exc).__name__))
 

@@ -16,6 +16,7 @@ import pytest
 
 from ferry.local.supervisor import haproxy_loopback, local_ingress, service_defs
 from ferry.render.rayservice import HIGH_THROUGHPUT_ENV
+from ferry.serving import haproxy_launch
 from ferry.settings import Settings, load_settings
 
 # The bind lines of Ray 2.60's HAProxy template (ray/serve/_private/haproxy_templates.py), rendered.
@@ -51,11 +52,6 @@ def test_a_bind_beyond_loopback_that_the_rewrite_does_not_know_is_refused(bind: 
         haproxy_loopback.loopback_binds(f"frontend x\n    {bind}\n", "127.0.0.1")
 
 
-def test_the_config_path_is_what_minus_f_names() -> None:
-    assert haproxy_loopback.config_path(["-db", "-f", "/x/haproxy.cfg", "-dR", "-sf", "12"]) == "/x/haproxy.cfg"
-    assert haproxy_loopback.config_path(["-v"]) is None
-
-
 def test_the_launcher_rewrites_the_file_then_runs_the_real_binary_with_the_same_arguments(tmp_path: Path) -> None:
     config = tmp_path / "haproxy.cfg"
     config.write_text(RAY_CONFIG)
@@ -66,7 +62,7 @@ def test_the_launcher_rewrites_the_file_then_runs_the_real_binary_with_the_same_
                            "-db", "-f", str(config), "-dR"], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["-db", "-f", str(config), "-dR"]
     assert "bind 127.0.0.1:9101" in config.read_text() and "*:8404" not in config.read_text()
-    assert haproxy_loopback.SERVER_CLOSE not in RAY_CONFIG  # it has no defaults section: nothing to add to
+    assert haproxy_launch.SERVER_CLOSE not in RAY_CONFIG  # it has no defaults section: nothing to add to
 
 
 def test_the_launcher_refuses_to_start_haproxy_that_would_listen_beyond_loopback(tmp_path: Path) -> None:
@@ -88,11 +84,16 @@ def test_by_default_the_head_runs_haproxy_and_python_keeps_rays_proxy(tmp_path: 
     assert spec.prepare is None
 
 
-def test_haproxy_closes_its_replica_connections_after_each_answer_once() -> None:
-    config = "global\n    maxconn 4096\ndefaults\n    mode http\n    option abortonclose\nfrontend f\n    mode http\n"
-    closing = haproxy_loopback.closing_server_connections(config)
-    assert closing == config.replace("defaults\n", "defaults\n    option http-server-close\n")
-    assert haproxy_loopback.closing_server_connections(closing) == closing
+def test_the_local_launcher_also_closes_haproxys_replica_connections(tmp_path: Path) -> None:
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("defaults\n    mode http\nlisten stats\n  bind *:8404\n")
+    real = tmp_path / "real-haproxy"
+    real.write_text("#!/bin/sh\n")
+    real.chmod(0o700)
+    subprocess.run([sys.executable, "-m", "ferry.local.supervisor.haproxy_loopback", str(real), "127.0.0.1",
+                    "-f", str(config)], check=True)
+    expected = f"defaults\n{haproxy_launch.SERVER_CLOSE}    mode http\nlisten stats\n  bind 127.0.0.1:8404\n"
+    assert config.read_text() == expected
 
 
 def test_haproxy_mode_sets_rays_high_throughput_env_with_free_loopback_ports_and_a_launcher(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
@@ -102,6 +104,26 @@ def test_deferred_batches_are_built_by_the_writer_in_order_and_a_broken_one_is_c
     assert table.column("transaction_id").to_pylist() == [f"t{i}" for i in range(15)]
     assert log.written_rows == 15 and log.dropped_rows == 5 and log.failed_builds == 1
     assert set(built_by) == {f"ferry-log-{LOG_PREDICTIONS}"}
+
+
+def test_deferred_single_rows_are_joined_into_one_batch_with_their_struct_column(tmp_path: Path) -> None:
+    """A scored request's features come as a rows x features array; a flush of many single rows builds one
+    Arrow batch (one row group) with every row's own features, in order."""
+    schema = pa.schema([("transaction_id", pa.string()), ("features", pa.struct([("a", pa.float32()),
+                                                                                   ("b", pa.float32())])),
+                        ("score", pa.float64())])
+    log = PredictionLog(tmp_path.as_uri(), LOG_PREDICTIONS, "m", schema, LogLimits(flush_interval_s=60))
+    for i in range(50):
+        log.append_deferred(1, lambda i=i: {"transaction_id": [f"t{i}"],
+                                            "features": np.array([[i, -i]], dtype=np.float32),
+                                            "score": np.array([i / 100])})
+    log.close()
+    files = list((tmp_path / LOG_PREDICTIONS).rglob("*.parquet"))
+    assert len(files) == 1 and pq.ParquetFile(files[0]).metadata.num_row_groups == 1
+    table = read_log(tmp_path.as_uri(), LOG_PREDICTIONS, "m").flatten()
+    assert table.column("transaction_id").to_pylist() == [f"t{i}" for i in range(50)]
+    assert table.column("features.b").to_pylist() == [float(-i) for i in range(50)]
+    assert log.written_rows == 50 and log.failed_builds == 0
 
 
 def test_reading_an_empty_log_says_so(tmp_path: Path) -> None:

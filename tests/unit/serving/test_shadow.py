@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from ferry.adapters.workloads import load_workload
-from ferry.serving.prediction_log import LogLimits, ServingLog
+from ferry.contract.names import LOG_SHADOW
+from ferry.serving.prediction_log import LogLimits, ServingLog, read_log
 from ferry.serving.shadow import ShadowScorer, shadow_batches
 from ferry.serving.watcher import Loaded, RolloutState
 from ferry.steps.outcomes import LogOutcomes
@@ -137,6 +138,35 @@ def test_a_full_queue_drops_rows_instead_of_blocking(tmp_path: Path) -> None:
     gate.set()
     scorer.close()
     log.close()
+
+
+def test_rows_queued_while_the_worker_scores_are_scored_in_one_pass_per_model(tmp_path: Path) -> None:
+    """Single payments one by one: the worker joins what queued during its last pass into one forward pass and
+    one log batch per model, and every row still gets its own model's score."""
+    log = serving_log(tmp_path)
+    gate, entered = threading.Event(), threading.Event()
+
+    class Held(Scale):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            entered.set()
+            gate.wait(5)
+            return super().forward(x)
+
+    held = RolloutState(Loaded("1", Scale(1.0)), Loaded("2", Held(-1.0)), weight=10, shadow_sample=1.0)
+    scorer = ShadowScorer(log, seed=0, coalesce_s=0)
+    rows = payments(21, datetime(2018, 5, 1))
+    serve(log, scorer, rows[:1], held)
+    assert entered.wait(5), "the first payment's pass started"
+    features = np.concatenate([serve(log, scorer, [row], held) for row in rows[1:]])
+    gate.set()
+    scorer.close()
+    log.close()
+    # each payment came alone, so the champion ("1") answered it and the held challenger scored it in shadow
+    assert scorer.passes == 2 and scorer.done_rows == 21
+    shadow = read_log(tmp_path.as_uri(), LOG_SHADOW, MODEL).to_pandas().set_index("transaction_id")
+    expected = 1 - torch.sigmoid(torch.from_numpy(features[:, 0])).numpy()
+    np.testing.assert_allclose(shadow.loc[[r.transaction_id for r in rows[1:]], "score"], expected, rtol=1e-6)
+    assert len(shadow) == 21 and shadow["version"].eq("2").all()
 
 
 def test_nothing_logged_is_an_empty_sample(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ TAG_LINEAGE_DATA_ROWS = "ferry.lineage.data_rows"
 TAG_LINEAGE_DATA_WINDOW = "ferry.lineage.data_window"
 # The container image a Workflow step runs in, set by the rendered template (ferry.settings reads it).
 IMAGE_ENV = "FERRY_IMAGE"
+# The console script (pyproject.toml) a cluster's Ray Serve runs as HAProxy (ferry.serving.haproxy_launch).
+HAPROXY_LAUNCHER = "ferry-haproxy"
 # The folder a step writes its output parameters to (one file each; the runner or Argo reads them back).
 OUTPUTS_DIR_ENV = "FERRY_OUTPUTS_DIR"
 # One JSON record per canary check on the challenger version: ferry.rollout.check.001, .002, ...

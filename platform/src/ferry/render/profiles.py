@@ -16,6 +16,8 @@ IMAGE_VARIANT_SUFFIX: dict[ImageVariant, str] = {"cpu": "", "cuda": "-cuda"}
 # Pods pull with IfNotPresent: the prod tag is `<version>-<hash of the image's build inputs>` (`ferry image tag`),
 # and image.yml never pushes a tag twice, so a node's cached image is always the code the tag names.
 IMAGE_PULL_POLICY = "IfNotPresent"
+# The image's virtualenv (platform/deploy/Dockerfile: /opt/venv) holds ferry's console scripts (pyproject.toml).
+IMAGE_BIN = "/opt/venv/bin"
 # kube-prometheus-stack (gitops/platform/apps/kube-prometheus-stack.yaml: release `kube-prometheus-stack` in
 # `monitoring`, no fullnameOverride) names its Prometheus Service `<fullname>-prometheus`, port 9090; the
 # fullname is the release name because it contains the chart's name (the chart's _helpers.tpl).

@@ -18,7 +18,7 @@ import yaml
 
 from ferry.contract import names
 from ferry.render import pods
-from ferry.render.profiles import RAY_VERSION, EnvProfile
+from ferry.render.profiles import IMAGE_BIN, RAY_VERSION, EnvProfile
 from ferry.spec.models import ModelSpec, ServingSpec, duration_s
 
 DEFAULT_LABEL_DELAY_DAYS = 7  # the handbook's label delay, for a spec without data.split
@@ -144,15 +144,22 @@ HIGH_THROUGHPUT_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_O
                        "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1"}
 
 
+# What Ray starts as HAProxy on a cluster: ferry's `ferry-haproxy` (ferry.serving.haproxy_launch), which closes
+# HAProxy's connections to a replica after each answer, then runs the HAProxy Ray would have run.
+CLUSTER_HAPROXY_ENV = {"RAY_SERVE_HAPROXY_BINARY_PATH": f"{IMAGE_BIN}/{names.HAPROXY_LAUNCHER}"}
+
+
 def ingress_env(serving: ServingSpec) -> list[dict[str, str]]:
     """Ray Serve's high-throughput mode ("Enable High Throughput on Ray Serve with KubeRay"), set on every
     pod: the controller, HAProxy and the replicas all read it at start. HAProxy answers on SERVE_PORT in
     place of the Python proxy and forwards to each router replica's own HTTP server, so a request makes
     one hop into the process that scores it. The mode buffers replica logs 1000 records deep; a buffer of
-    1 keeps a replica's warnings (a refused model, a registry outage) in its log as they happen."""
+    1 keeps a replica's warnings (a refused model, a registry outage) in its log as they happen. HAProxy is
+    started through `ferry-haproxy`, so a client's kept-alive connection is never closed unanswered when the
+    only replica dies (ferry.serving.haproxy_launch)."""
     if serving.ingress != "haproxy":
         return []
-    return [{"name": name, "value": value} for name, value in HIGH_THROUGHPUT_ENV.items()]
+    return [{"name": name, "value": value} for name, value in {**HIGH_THROUGHPUT_ENV, **CLUSTER_HAPROXY_ENV}.items()]
 
 
 def _pod(model: ModelSpec, profile: EnvProfile, container: str, cpus: float, memory: str,

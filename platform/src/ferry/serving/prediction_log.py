@@ -118,21 +118,42 @@ class PredictionLog:
                 return
 
     def _built(self, queued: list[Any]) -> list[Any]:
+        """The queued batches as Arrow, the deferred ones of a flush joined into one: built one by one, a single
+        payment's columns cost more than its row. If the joined batch does not build (a bug, not a storage
+        failure), each is built alone, so that only the broken ones are dropped."""
         import pyarrow as pa
 
-        batches = []
+        batches = [item for item in queued if not isinstance(item, _Deferred)]
+        parts: list[tuple[int, dict[str, Any]]] = []
         for item in queued:
-            if not isinstance(item, _Deferred):
-                batches.append(item)
-                continue
+            if isinstance(item, _Deferred):
+                try:
+                    parts.append((item.rows, dict(item.columns())))
+                except (ValueError, TypeError, IndexError, KeyError) as exc:
+                    self._build_failed(item.rows, exc)
+        if len(parts) > 1:
             try:
-                batches.append(pa.RecordBatch.from_pydict(dict(item.columns()), schema=self.schema))
-            except (pa.ArrowException, ValueError, TypeError) as exc:  # a bug, not a storage failure: say so
-                self.failed_builds += 1
-                self.dropped_rows += item.rows
-                logger.error("could not build a %s log batch (%d failed builds, %d rows dropped): %s", self.kind,
-                             self.failed_builds, self.dropped_rows, exc, exc_info=self.failed_builds == 1)
+                return [*batches, self._arrow([columns for _, columns in parts])]
+            except (pa.ArrowException, ValueError, TypeError):
+                pass
+        for rows, columns in parts:
+            try:
+                batches.append(self._arrow([columns]))
+            except (pa.ArrowException, ValueError, TypeError) as exc:
+                self._build_failed(rows, exc)
         return batches
+
+    def _arrow(self, parts: list[dict[str, Any]]) -> Any:
+        import pyarrow as pa
+
+        return pa.RecordBatch.from_pydict(_arrow_columns(_joined(parts), self.schema), schema=self.schema)
+
+    def _build_failed(self, rows: int, exc: Exception) -> None:
+        # A bug, not a storage failure: say so.
+        self.failed_builds += 1
+        self.dropped_rows += rows
+        logger.error("could not build a %s log batch (%d failed builds, %d rows dropped): %s", self.kind,
+                     self.failed_builds, self.dropped_rows, exc, exc_info=self.failed_builds == 1)
 
     def _open(self) -> None:
         import pyarrow.fs
@@ -291,11 +312,8 @@ class ServingLog:
         """Queue one batch: `answers` holds per-row `version`, `variant`, `score`, `decision` (rows that drew
         an injected fault are left out by the caller: nothing was answered for them)."""
         def columns() -> dict[str, Any]:
-            import pyarrow as pa
-
             built: dict[str, Any] = {name: [_plain(getattr(row, name)) for row in rows] for name in self.raw_names}
-            built[FEATURES_COLUMN] = pa.StructArray.from_arrays(
-                [pa.array(features[:, i]) for i in range(features.shape[1])], names=list(self.feature_names))
+            built[FEATURES_COLUMN] = features  # rows × features: the struct column (`_arrow_columns`)
             built.update(answers)
             built["repeated"] = repeated
             built[EVENT_TIME_COLUMN] = built[self.event_time_field]
@@ -327,6 +345,34 @@ class ServingLog:
         self.predictions.close(timeout_s)
         self.labels.close(timeout_s)
         self.shadow.close(timeout_s)
+
+
+def _joined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Deferred batches' columns end to end: arrays concatenated, lists chained."""
+    if len(parts) == 1:
+        return parts[0]
+    joined: dict[str, Any] = {}
+    for name in parts[0]:
+        values = [part[name] for part in parts]
+        if any(isinstance(value, np.ndarray) for value in values):
+            joined[name] = np.concatenate(values)
+        else:
+            joined[name] = [item for value in values for item in value]
+    return joined
+
+
+def _arrow_columns(columns: dict[str, Any], schema: Any) -> dict[str, Any]:
+    """A struct field given as a rows × fields array becomes its StructArray (one column per field)."""
+    import pyarrow as pa
+
+    out = dict(columns)
+    for field in schema:
+        value = out.get(field.name)
+        if pa.types.is_struct(field.type) and isinstance(value, np.ndarray) and value.ndim == 2:
+            out[field.name] = pa.StructArray.from_arrays(
+                [pa.array(value[:, i], type=child.type) for i, child in enumerate(field.type)],
+                fields=list(field.type))
+    return out
 
 
 def _plain(value: Any) -> Any:

