@@ -19,7 +19,9 @@ as in production, instead of growing with the same payments sent again and again
 
 Cells: single at 1 connection, batch at 1 and 4 connections; wrk (one thread), each cell --rounds times with
 the two paths in alternating order, histograms merged. Targets (#14): single raw p50 ≤ 1.3× features p50;
-batch raw throughput (rows/s) ≥ 0.7× features'.
+batch raw throughput (rows/s) ≥ 0.7× features'. Where the time goes: the CPU seconds of the stack's processes
+(the router replica, Redis, HAProxy, the rest) read from /proc around each counted wrk run, per request, and
+Redis' own accounting of its commands (INFO commandstats) around the same runs.
 
 Shadow (#15): then raw single and batch at 1 connection again, with the challenger's shadow sample set to 1.0
 (every payment also scored by the model that did not answer, off the response path) and to 0, alternating per
@@ -42,6 +44,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +99,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-rows", type=int, default=256)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    # The shadow bound is a ratio of two p50s near 1 on a shared 2-core machine: single rounds of it moved by a
+    # quarter between runs (1.00x to 1.25x with two rounds each), so it gets more rounds than the cells above.
+    parser.add_argument("--shadow-rounds", type=int, default=4)
     parser.add_argument("--history-days", type=int, default=30)
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.rounds, args.history_days = 3, 1, 7
+        args.seconds, args.rounds, args.shadow_rounds, args.history_days = 3, 1, 1, 7
     return args
 
 
@@ -155,9 +162,36 @@ def script(work: Path, name: str, pool: list[str], run: str, first_day: int) -> 
     return path
 
 
+@dataclass
+class Usage:
+    """What the counted runs of each cell used: CPU seconds of the stack by role (`cpu_by_role`), and Redis' own
+    accounting of its commands (INFO commandstats: calls and microseconds per command)."""
+
+    cpu: dict[tuple[str, str, int], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    redis: dict[tuple[str, str, int], Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    @staticmethod
+    def now(settings: Any, client: Any) -> tuple[dict[str, float], dict[str, Any]]:
+        return stack_cpu_s(settings), client.info("commandstats")
+
+    def add(self, cell: tuple[str, str, int], before: tuple[dict[str, float], dict[str, Any]],
+            after: tuple[dict[str, float], dict[str, Any]]) -> None:
+        self.cpu[cell].update(cpu_by_role(before[0], after[0]))
+        for name, stats in after[1].items():
+            was = before[1].get(name, {"calls": 0, "usec": 0})
+            command = name.removeprefix("cmdstat_").upper()
+            self.redis[cell].update({f"{command} calls": stats["calls"] - was["calls"],
+                                     f"{command} usec": stats["usec"] - was["usec"]})
+
+
 def measure(url: str, pools: dict[tuple[str, str], list[str]], args: argparse.Namespace, work: Path,
-            log: Any) -> tuple[dict[tuple[str, str, int], Sample], int]:
-    """The cells, and the days the raw load moved on (every wrk run goes on from the last one's day)."""
+            settings: Any, usage: Usage, log: Any) -> tuple[dict[tuple[str, str, int], Sample], int]:
+    """The cells, and the days the raw load moved on (every wrk run goes on from the last one's day); `usage`
+    gets what each counted run used."""
+    import redis
+
+    client = redis.Redis(host=settings.host, port=settings.redis_port,
+                         password=settings.redis_password_file.read_text().strip())
     results = {(path, mode, c): Sample() for path in ("raw", "features") for mode, c in CELLS}
     day = 0
     for round_no in range(args.rounds + 1):  # round 0 warms up and is not counted
@@ -166,13 +200,47 @@ def measure(url: str, pools: dict[tuple[str, str], list[str]], args: argparse.Na
             for path in order:
                 pool = pools[(path, mode)]
                 lua = script(work, f"{path}-{mode}-{c}-{round_no}", pool, f"r{round_no}c{index}", day)
+                before = Usage.now(settings, client)
                 sample = run_wrk(f"{url}{PATHS[(path, mode)]}", lua, c, 2 if round_no == 0 else args.seconds)
                 if path == "raw":
                     day += -(-sample.requests // len(pool))
                 if round_no:
                     results[(path, mode, c)].add(sample)
+                    usage.add((path, mode, c), before, Usage.now(settings, client))
             log(f"round {round_no}/{args.rounds}: {mode} × {c} done" + (" (warm-up)" if round_no == 0 else ""))
     return results, day
+
+
+ROLES = ("router replica", "Redis", "HAProxy", "rest of the stack")
+REDIS_TOP = 6
+
+
+def stack_cpu_s(settings: Any) -> dict[str, float]:
+    """CPU seconds so far of each live process of the run's services (Ray's tree with its workers and HAProxy,
+    Redis, MLflow), keyed by "pid title"; wrk is none of them."""
+    from ferry.local.supervisor import procs
+    from ferry.local.supervisor.services import service_processes
+
+    tick, used = os.sysconf("SC_CLK_TCK"), {}
+    for pid in {pid for tree in service_processes(settings).values() for pid in tree}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone since
+            continue
+        used[f"{pid} {procs.process_title(pid)}"] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_by_role(before: dict[str, float], after: dict[str, float]) -> Counter[str]:
+    """CPU seconds (as microseconds, counted whole) the stack's processes used between two `stack_cpu_s`
+    readings, by role."""
+    used: Counter[str] = Counter()
+    for name, seconds in after.items():
+        title = name.split(" ", 1)[1]
+        role = ("router replica" if title.startswith("ray::ServeReplica") else "Redis" if "redis-server" in title
+                else "HAProxy" if title.rsplit("/", 1)[-1].startswith("haproxy") else "rest of the stack")
+        used[role] += round((seconds - before.get(name, 0.0)) * 1e6)
+    return used
 
 
 def measure_shadow(url: str, pools: dict[tuple[str, str], list[str]], args: argparse.Namespace, work: Path,
@@ -181,7 +249,7 @@ def measure_shadow(url: str, pools: dict[tuple[str, str], list[str]], args: argp
     until the router serves it. Returns the samples and the rows sent while shadow was on."""
     results = {(state, mode): Sample() for state in ("off", "on") for mode, _ in SHADOW_CELLS}
     rows_on = 0
-    for round_no in range(args.rounds + 1):
+    for round_no in range(args.shadow_rounds + 1):
         for state in (("on", "off") if round_no % 2 == 0 else ("off", "on")):
             shadow(1.0 if state == "on" else 0.0)
             for mode, c in SHADOW_CELLS:
@@ -192,7 +260,7 @@ def measure_shadow(url: str, pools: dict[tuple[str, str], list[str]], args: argp
                 rows_on += sample.requests * (args.batch_rows if mode == "batch" else 1) if state == "on" else 0
                 if round_no:
                     results[(state, mode)].add(sample)
-        log(f"shadow round {round_no}/{args.rounds} done" + (" (warm-up)" if round_no == 0 else ""))
+        log(f"shadow round {round_no}/{args.shadow_rounds} done" + (" (warm-up)" if round_no == 0 else ""))
     shadow(0.0)
     return results, rows_on
 
@@ -223,14 +291,45 @@ def report(results: dict[tuple[str, str, int], Sample], args: argparse.Namespace
         batch = results[("raw", "batch", c)].rate / results[("features", "batch", c)].rate
         lines.append(f"| batch raw rows/s ≥ 0.7× features ({c} connection{'s' if c > 1 else ''}) | {batch:.2f}× | "
                      f"{'yes' if batch >= 0.7 else 'no'} |")
+    lines += cpu_report(results, meta["usage"])
     lines += shadow_report(meta["shadow"], meta["shadow_rows_sent"], meta["shadow_rows_logged"], args)
     return "\n".join(lines) + "\n"
+
+
+def cpu_report(results: dict[tuple[str, str, int], Sample], usage: Usage) -> list[str]:
+    """Where each path's time goes: CPU milliseconds per request of each part of the stack, in the same cells
+    (read from /proc before and after each wrk run; wrk itself is not counted), and Redis' busiest commands."""
+    lines = ["", "CPU per request, in the same cells (ms of CPU time per request, from /proc; wrk not counted; "
+             "the machine has 2 cores, so CPU per request can exceed a request's latency when parts run at once):",
+             "", f"| path | mode | connections | {' | '.join(ROLES)} | total |",
+             "|---|---|---:|" + "---:|" * (len(ROLES) + 1)]
+    for mode, c in CELLS:
+        for path in ("features", "raw"):
+            requests = results[(path, mode, c)].requests or 1
+            used = [usage.cpu[(path, mode, c)][role] / 1000 / requests for role in ROLES]
+            lines.append(f"| {path} | {mode} | {c} | {' | '.join(f'{ms:.2f}' for ms in used)} | {sum(used):.2f} |")
+    return lines + redis_report(results, usage)
+
+
+def redis_report(results: dict[tuple[str, str, int], Sample], usage: Usage) -> list[str]:
+    """Redis' busiest commands per raw request at 1 connection, as Redis counts them (INFO commandstats: a
+    MULTI/EXEC's time includes its commands', which are counted too, and an EVALSHA's includes its script's)."""
+    lines = ["", "Redis' own accounting of the raw path at 1 connection (INFO commandstats per request; EXEC's time "
+             "includes the commands it ran, which are also listed, and EVALSHA's the commands of its script):", "",
+             "| mode | command | calls per request | µs per request |", "|---|---|---:|---:|"]
+    for mode in ("single", "batch"):
+        stats, requests = usage.redis[("raw", mode, 1)], results[("raw", mode, 1)].requests or 1
+        commands = sorted({key.rsplit(" ", 1)[0] for key in stats}, key=lambda name: -stats[f"{name} usec"])
+        lines += [f"| {mode} | {name} | {stats[f'{name} calls'] / requests:.2f} | "
+                  f"{stats[f'{name} usec'] / requests:,.1f} |" for name in commands[:REDIS_TOP]]
+    return lines
 
 
 def shadow_report(results: dict[tuple[str, str], Sample], sent: int, logged: int,
                   args: argparse.Namespace) -> list[str]:
     lines = ["", "Shadow scoring (#15): the same raw load with the challenger's shadow sample at 0 and at 1.0 (every "
-             "payment then also scored by the model that did not answer it), 1 connection, rounds alternating.", "",
+             "payment then also scored by the model that did not answer it), 1 connection, "
+             f"{args.shadow_rounds} rounds of {args.seconds} s each, alternating.", "",
              "| mode | shadow | requests/s | rows/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|---:|"]
     for mode, _ in SHADOW_CELLS:
         for state in ("off", "on"):
@@ -295,12 +394,13 @@ def run(args: argparse.Namespace, settings: Any, work: Path, log: Any, meta: dic
     url = deploy_local(settings, spec, timeout_s=240)
     log(f"ferry router ready at {url}")
     pools = {(path, mode): bodies(load.reset_index(drop=True), path, mode, args.batch_rows) for path, mode in PATHS}
-    results, day = measure(url, pools, args, work, log)
+    usage = Usage()
+    results, day = measure(url, pools, args, work, settings, usage, log)
     shadowed, sent = measure_shadow(url, pools, args, work, shadow_switch(settings, spec.name, challenger), day, log)
     client = redis.Redis(host=settings.host, port=settings.redis_port,
                          password=settings.redis_password_file.read_text().strip())
     meta = {**meta, "history_rows": len(history), "redis_mib": client.info("memory")["used_memory"] / 2**20,
-            "shadow": shadowed, "shadow_rows_sent": sent,
+            "shadow": shadowed, "shadow_rows_sent": sent, "usage": usage,
             "shadow_rows_logged": read_log(settings.prediction_log_uri, names.LOG_SHADOW, spec.name).num_rows,
             "load_after": ", ".join(f"{v:.2f}" for v in os.getloadavg()), "wall_s": time.monotonic() - meta["started"]}
     text = report(results, args, meta)
