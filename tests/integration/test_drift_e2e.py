@@ -263,7 +263,13 @@ def test_simulated_amount_drift_fires_the_drift_alert(lab: Lab) -> None:
         time.sleep(15)  # one more export and scrape of a full window
         before = lab.psi()
         assert max(before.values()) < threshold, json.dumps(before)
-        assert lab.alert_state("FerryModelDriftHigh") is None
+        # Undrifted traffic never fires the alert. It may still be pending from an earlier rule evaluation (seen
+        # once, in a CI run, with every PSI below the limit at this scrape): the rule's `for` (drift_window) is
+        # what keeps a moment over the limit from paging, so it must clear, never fire.
+        states: list[str | None] = []
+        cleared = wait_for(lambda: states.append(lab.alert_state("FerryModelDriftHigh")) or states[-1] is None,
+                           60, 1.0)
+        assert cleared is not None and "firing" not in states, (states, json.dumps(lab.psi()))
         load.rows = drifted
         switched = time.monotonic()
         visible = wait_for(lambda: max(lab.psi().values()) > threshold, 120, 0.5)
