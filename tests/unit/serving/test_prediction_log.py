@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tests.support.local_stack import wait_for_value
 
 from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
 from ferry.serving.prediction_log import LogLimits, PredictionLog, join_labels, label_schema, read_log
@@ -169,6 +170,10 @@ def test_a_killed_writer_loses_at_most_one_flush_interval(tmp_path: Path) -> Non
                              stdout=subprocess.PIPE, text=True, env=env)
     assert child.stdout is not None
     queued = int(child.stdout.readline())  # its imports done: under load (task test) they can take seconds
+    # and its writer's first file written (its first write imports pyarrow.parquet: starved at nice 19 beside the
+    # integration tests, that took more than the 3 s below once, and nothing was on disk at the kill)
+    first_file = wait_for_value(lambda: next((tmp_path / LOG_PREDICTIONS).rglob("part-*.parquet"), None), 60, 0.05)
+    assert first_file is not None, "the writer wrote nothing in 60 s"
     started = time.monotonic()
     while time.monotonic() - started < 3.0:  # bounded: about 3 s of appends
         queued = int(child.stdout.readline())
