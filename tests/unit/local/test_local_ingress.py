@@ -52,27 +52,30 @@ def test_a_bind_beyond_loopback_that_the_rewrite_does_not_know_is_refused(bind: 
         haproxy_loopback.loopback_binds(f"frontend x\n    {bind}\n", "127.0.0.1")
 
 
-def test_the_launcher_rewrites_the_file_then_runs_the_real_binary_with_the_same_arguments(tmp_path: Path) -> None:
+def launch(tmp_path: Path, config_text: str, real_body: str,
+           *args: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The local launcher on a config holding `config_text`, with a shell script of `real_body` as the real
+    HAProxy, and HAProxy's arguments `args` (`{config}` stands for the config's path)."""
     config = tmp_path / "haproxy.cfg"
-    config.write_text(RAY_CONFIG)
+    config.write_text(config_text)
     real = tmp_path / "real-haproxy"
-    real.write_text('#!/bin/sh\necho "$@"\n')
+    real.write_text(f"#!/bin/sh\n{real_body}\n")
     real.chmod(0o700)
     done = subprocess.run([sys.executable, "-m", "ferry.local.supervisor.haproxy_loopback", str(real), "127.0.0.1",
-                           "-db", "-f", str(config), "-dR"], capture_output=True, text=True, check=True)
+                           *(arg.format(config=config) for arg in args)], capture_output=True, text=True, check=False)
+    return config, done
+
+
+def test_the_launcher_rewrites_the_file_then_runs_the_real_binary_with_the_same_arguments(tmp_path: Path) -> None:
+    config, done = launch(tmp_path, RAY_CONFIG, 'echo "$@"', "-db", "-f", "{config}", "-dR")
+    assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["-db", "-f", str(config), "-dR"]
     assert "bind 127.0.0.1:9101" in config.read_text() and "*:8404" not in config.read_text()
     assert haproxy_launch.SERVER_CLOSE not in RAY_CONFIG  # it has no defaults section: nothing to add to
 
 
 def test_the_launcher_refuses_to_start_haproxy_that_would_listen_beyond_loopback(tmp_path: Path) -> None:
-    config = tmp_path / "haproxy.cfg"
-    config.write_text("frontend x\n    bind 0.0.0.0:9101\n")
-    real = tmp_path / "real-haproxy"
-    real.write_text("#!/bin/sh\necho started\n")
-    real.chmod(0o700)
-    done = subprocess.run([sys.executable, "-m", "ferry.local.supervisor.haproxy_loopback", str(real), "127.0.0.1",
-                           "-f", str(config)], capture_output=True, text=True, check=False)
+    _, done = launch(tmp_path, "frontend x\n    bind 0.0.0.0:9101\n", "echo started", "-f", "{config}")
     assert done.returncode == 1 and "started" not in done.stdout
     assert "not starting HAProxy" in done.stderr and "0.0.0.0:9101" in done.stderr
 
@@ -85,13 +88,8 @@ def test_by_default_the_head_runs_haproxy_and_python_keeps_rays_proxy(tmp_path: 
 
 
 def test_the_local_launcher_also_closes_haproxys_replica_connections(tmp_path: Path) -> None:
-    config = tmp_path / "haproxy.cfg"
-    config.write_text("defaults\n    mode http\nlisten stats\n  bind *:8404\n")
-    real = tmp_path / "real-haproxy"
-    real.write_text("#!/bin/sh\n")
-    real.chmod(0o700)
-    subprocess.run([sys.executable, "-m", "ferry.local.supervisor.haproxy_loopback", str(real), "127.0.0.1",
-                    "-f", str(config)], check=True)
+    config, done = launch(tmp_path, "defaults\n    mode http\nlisten stats\n  bind *:8404\n", "true", "-f", "{config}")
+    assert done.returncode == 0, done.stderr
     expected = f"defaults\n{haproxy_launch.SERVER_CLOSE}    mode http\nlisten stats\n  bind 127.0.0.1:8404\n"
     assert config.read_text() == expected
 
