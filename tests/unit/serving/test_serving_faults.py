@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -103,23 +104,35 @@ def test_error_rate_is_a_share_of_requests() -> None:
 def test_latency_is_added_to_that_version_only_and_faults_follow_the_tags() -> None:
     service = make_service(serving_registry(RolloutView("1", "2", 50)))
     tags: dict[str, dict[str, str]] = {"2": {TAG_FAULT_LATENCY_MS: "300"}}
-    service.faults = FaultBook(lambda version: tags.get(version, {}))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # what asyncio.sleep is asked, read instead of timed
+        waits.append(seconds)
+
+    service.faults = FaultBook(lambda version: tags.get(version, {}), sleep=sleep)
     service.faults.refresh(["1", "2"])
     champion = next(k for k in range(100) if choose(k, 50) == "champion")
     challenger = next(k for k in range(100) if choose(k, 50) == "challenger")
 
-    def timed(client: TestClient, customer: int) -> float:
-        started = time.perf_counter()
+    def waited(client: TestClient, customer: int) -> list[float]:
+        waits.clear()
         assert client.post("/predict/features", json=transaction(customer_id=customer)).status_code == 200
-        return time.perf_counter() - started
+        return list(waits)
 
     with client_for(service) as client:
-        assert timed(client, challenger) >= 0.3 > timed(client, champion)
+        assert waited(client, challenger) == [0.3]
+        assert waited(client, champion) == []
         tags.clear()
         service.faults.refresh(["1", "2"])  # what every registry poll does: cleared tags, no fault
-        assert timed(client, challenger) < 0.3
+        assert waited(client, challenger) == []
     latencies = {(version, variant) for version, variant, _ in recorder(service).latencies}
     assert latencies == {("1", "champion"), ("2", "challenger")}
+
+
+def test_the_injected_latency_is_a_real_wait_by_default() -> None:
+    began = time.monotonic()
+    asyncio.run(book({"2": {TAG_FAULT_LATENCY_MS: "50"}}).delay(["1", "2"]))
+    assert time.monotonic() - began >= 0.05  # a lower bound only: a loaded machine can only make it longer
 
 
 def test_router_reads_fault_tags_only_when_the_args_allow_it(monkeypatch: pytest.MonkeyPatch) -> None:

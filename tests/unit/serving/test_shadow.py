@@ -133,7 +133,8 @@ def test_a_full_queue_drops_rows_instead_of_blocking(tmp_path: Path) -> None:
         versions = np.array(["1"] * 20, dtype=object)
         scorer.offer(slow, versions, [f"{chunk}-{i}" for i in range(20)], [datetime(2018, 5, 1)] * 20,
                      np.zeros((20, 15), dtype=np.float32))
-    assert time.perf_counter() - started < 1.0
+    # an offer that waited for the stalled model would wait out its 5 s gate; loose for a loaded machine
+    assert time.perf_counter() - started < 4.0
     assert scorer.dropped_rows >= 40
     gate.set()
     scorer.close()

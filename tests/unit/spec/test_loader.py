@@ -87,7 +87,8 @@ def test_alias_bomb_is_rejected_quickly() -> None:
     started = time.perf_counter()
     [error] = errors_of("\n".join(lines))
     assert "aliases" in error.message
-    assert time.perf_counter() - started < 1.0
+    # expanding the bomb is 9**9 list items (minutes and GiBs); a loaded CI machine must not fail the check
+    assert time.perf_counter() - started < 10.0
 
 
 def test_deep_nesting_is_rejected() -> None:

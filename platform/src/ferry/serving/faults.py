@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ferry.contract.errors import FerryError
@@ -67,9 +67,11 @@ def _number(raw: str | None, upper: float) -> float:
 class FaultBook:
     """The faults of the versions being served, re-read with every registry poll (never on a request)."""
 
-    def __init__(self, read_tags: ReadTags, draw: Callable[[], float] = random.random) -> None:
+    def __init__(self, read_tags: ReadTags, draw: Callable[[], float] = random.random,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._read_tags = read_tags
         self._draw = draw
+        self._sleep = sleep
         self.faults: dict[str, Fault] = {}
 
     def refresh(self, versions: Iterable[str | None]) -> None:
@@ -87,11 +89,15 @@ class FaultBook:
     def delay_s(self, versions: Iterable[str]) -> float:
         return max((self.faults[v].latency_ms for v in versions if v in self.faults), default=0.0) / 1000
 
+    async def delay(self, versions: Iterable[str]) -> None:
+        """Wait the injected latency of the versions involved, if any."""
+        seconds = self.delay_s(versions)
+        if seconds > 0:
+            await self._sleep(seconds)
+
     async def settle(self, results: Sequence[Prediction | InjectedFault]) -> list[Prediction]:
         """Apply the delay of the versions involved, then raise the first injected failure, if any."""
-        delay = self.delay_s({r.version for r in results})
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await self.delay({r.version for r in results})
         return predictions(results)
 
 
@@ -111,8 +117,6 @@ async def settle(results: Sequence[Prediction | InjectedFault], book: FaultBook 
 
 async def settle_batch(book: FaultBook, versions: set[str], fault: InjectedFault | None) -> None:
     """`settle` for a column-wise batch: the delay of the versions involved, then its first failure."""
-    delay = book.delay_s(versions)
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await book.delay(versions)
     if fault is not None:
         raise fault
