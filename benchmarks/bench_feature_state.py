@@ -146,11 +146,11 @@ def report(result: dict[str, object], seconds: float) -> str:
         f"| PING on the same connection, p50 (round-trip floor) | {r['ping_ms']:.3f} ms | |",
         f"| observe ÷ PING | {r['single_ms'] / r['ping_ms']:.2f}× | |",
         "",
-        "Throughput counts the time in `FeatureState.observe` only: for the whole batch, one pipelined read of "
-        "the records, one MULTI/EXEC that claims and appends each payment and reads its card's and terminal's "
-        "history and the terminal's known frauds (plain commands packed and parsed by hiredis, no per-payment "
-        "Lua), the features computed at once in numpy, and a third round trip, off the request path, that stores "
-        "them for repeats and keeps the histories trimmed and alive (the next batch waits for it, so it is "
+        "Throughput counts the time in `FeatureState.observe` only: for the whole batch, one pipelined claim of "
+        "every payment (`SET NX GET`), one MULTI/EXEC that appends each payment it claimed and reads its card's "
+        "and terminal's history and the terminal's known frauds (plain commands packed and parsed by hiredis, no "
+        "per-payment Lua), the features computed at once in numpy, and a third round trip, off the request path, "
+        "that stores them for repeats and keeps the histories trimmed and alive (the next batch waits for it, so it is "
         "counted here). This is the store's share of a raw request; the endpoints themselves (raw `/predict` "
         "against `/predict/features`, p50 and throughput) are compared in [raw-serving.md](raw-serving.md).",
     ])

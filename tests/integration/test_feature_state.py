@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -212,25 +213,95 @@ def test_a_restarted_store_that_forgot_the_script_is_served_again(server: RedisS
     assert scored.repeated.tolist() == [False]
 
 
-def test_two_requests_racing_with_one_transaction_count_it_once(state: FeatureState,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """A retry that read the records before the first request claimed them appends the payment again; the
-    claim tells it, the duplicate is taken out, and it answers the first request's features. A payment of the
-    same card later in its batch does not count the duplicate either."""
+def test_a_transaction_another_request_is_scoring_is_in_flight_and_the_rest_of_its_batch_counts(
+        state: FeatureState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another replica claimed "a" and has not stored its features yet: a batch with "a" and "b" answers "in
+    flight" (409), but "b", which it claimed, is counted now rather than left to a stale claim; the retry gets
+    the other replica's features for "a" and "b"'s own, each counted once."""
     t = event_time_ns(datetime(2018, 5, 3, 9))
-    first = state.observe([RawTransaction("a", t, 8, 80, 10.0)])
-    read = state._read_records
-    monkeypatch.setattr(state, "_read_records", lambda txs: (lambda now, early, records: (
-        now, early, [None] * len(records)))(*read(txs)))  # as if "a" were claimed just after this read
-    racing = state.observe([RawTransaction("a", t, 8, 80, 10.0), RawTransaction("b", t + 10**9, 8, 80, 30.0)])
+    other = FeatureState(state._redis, state._keys.namespace, DELAY_DAYS)
+    unfinished: list[object] = []
+    monkeypatch.setattr(other, "_finish", unfinished.append)  # still scoring: its features are not stored yet
+    first = other.observe([RawTransaction("a", t, 8, 80, 10.0)])
     monkeypatch.undo()
+    with pytest.raises(RequestInFlight, match="'a'"):
+        state.observe([RawTransaction("a", t, 8, 80, 10.0), RawTransaction("b", t + 10**9, 8, 80, 30.0)])
+    FeatureState._finish(other, unfinished[0])  # type: ignore[arg-type]
+    retried = state.observe([RawTransaction("a", t, 8, 80, 10.0), RawTransaction("b", t + 10**9, 8, 80, 30.0)])
     count_1d, mean_1d = FEATURE_NAMES.index(FEATURES.customer_count(1)), FEATURE_NAMES.index(
         FEATURES.customer_mean_amount(1))
-    np.testing.assert_array_equal(racing.features[0], first.features[0])
-    assert racing.repeated.tolist() == [True, False]
-    assert (racing.features[1, count_1d], racing.features[1, mean_1d]) == (2.0, 20.0), "a counted once for b"
+    np.testing.assert_array_equal(retried.features[0], first.features[0])
+    assert retried.repeated.tolist() == [True, True]
+    assert (retried.features[1, count_1d], retried.features[1, mean_1d]) == (2.0, 20.0), "a counted once for b"
     after = state.observe([RawTransaction("c", t + 2 * 10**9, 8, 80, 20.0)])
-    assert (after.features[0, count_1d], after.features[0, mean_1d]) == (3.0, 20.0), "and once in the state"
+    assert (after.features[0, count_1d], after.features[0, mean_1d]) == (3.0, 20.0), "and b once in the state"
+
+
+def test_a_transaction_claimed_by_a_scorer_that_died_before_counting_it_is_counted_once_taken_over(
+        state: FeatureState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its scorer claimed it and died before appending it (between the first two round trips): once the claim is
+    stale, a repeat takes it over and counts it, once."""
+    t = event_time_ns(datetime(2018, 5, 5, 9))
+    state.observe([RawTransaction("prior", t - 3600 * 10**9, 9, 90, 20.0)])
+
+    def die(*_: object) -> None:
+        raise StateStoreUnavailable("the scorer died")
+
+    monkeypatch.setattr(state, "_count_and_read", die)
+    with pytest.raises(StateStoreUnavailable):
+        state.observe([RawTransaction("lost", t, 9, 90, 12.5)])
+    monkeypatch.undo()
+    with pytest.raises(RequestInFlight):
+        state.observe([RawTransaction("lost", t, 9, 90, 12.5)])
+    state._redis.setrange(state._keys.record("lost"), 8, struct.pack("<d", 0))  # claimed long ago
+    recovered = state.observe([RawTransaction("lost", t, 9, 90, 12.5)])
+    count_1d, mean_1d = FEATURE_NAMES.index(FEATURES.customer_count(1)), FEATURE_NAMES.index(
+        FEATURES.customer_mean_amount(1))
+    assert recovered.repeated.tolist() == [False], "its first request was never answered: this is its first answer"
+    assert (recovered.features[0, count_1d], recovered.features[0, mean_1d]) == (2.0, pytest.approx(16.25))
+    state.flush()
+    after = state.observe([RawTransaction("later", t + 60 * 10**9, 9, 90, 1.0)])
+    assert after.features[0, count_1d] == 3.0, "counted once, when it was taken over"
+    assert payments(state._redis, f"{state._keys.namespace}:card:9", 2) == [
+        float((t - 3600 * 10**9) // 1000), float(t // 1000), float((t + 60 * 10**9) // 1000)]
+
+
+def test_replicas_racing_with_the_same_transactions_count_each_once(server: RedisServer,
+                                                                     state: FeatureState) -> None:
+    """Four replicas (own state objects, own connections) send the same payments of one card and terminal at
+    once, each retrying what another is still scoring: each payment is counted once, and every replica gets
+    the same features for it."""
+    t = event_time_ns(datetime(2018, 5, 3, 9))
+    batches = [[RawTransaction(f"p{k + j}", t + (k + j) * 10**9, 8, 80, 10.0 + k + j) for j in range(3)]
+               for k in range(0, 30, 3)]
+    replicas = [FeatureState(server.client(), state._keys.namespace, DELAY_DAYS) for _ in range(4)]
+
+    def send(replica: FeatureState) -> dict[str, list[float]]:
+        answers: dict[str, list[float]] = {}
+        for batch in batches:
+            for _ in range(500):  # bounded: a claim in flight is done within one batch's round trips
+                try:
+                    observed = replica.observe(batch)
+                    break
+                except RequestInFlight:
+                    replica.flush()
+            else:
+                raise AssertionError("a payment stayed in flight")
+            answers.update({tx.transaction_id: row.tolist() for tx, row in zip(batch, observed.features,
+                                                                                  strict=True)})
+        replica.flush()
+        return answers
+
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        answers = list(pool.map(send, replicas))
+    assert all(each == answers[0] for each in answers[1:]), "every replica answers a payment the same"
+    client, prefix = server.client(), state._keys.namespace
+    expected = sorted(float((t + k * 10**9) // 1000) for k in range(30))
+    assert sorted(payments(client, f"{prefix}:card:8", 2)) == expected, "each payment once in the card's history"
+    assert sorted(payments(client, f"{prefix}:terminal:80", 1)) == expected
+    count_1d = FEATURE_NAMES.index(FEATURES.customer_count(1))
+    assert sorted(row[count_1d] for row in answers[0].values()) == [float(k) for k in range(1, 31)], \
+        "each payment saw every one counted before it once"
 
 
 def test_a_fraud_label_corrected_to_genuine_leaves_the_terminals_risk(state: FeatureState) -> None:

@@ -11,6 +11,7 @@ a fresh connection for calls that are safe to repeat. Everything else (labels, t
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 from collections.abc import Iterable, Sequence
@@ -70,6 +71,13 @@ class _Connection:
             replies.append(reply)
         return replies
 
+    def closed_by_peer(self) -> bool:
+        """Whether Redis closed this idle connection (it restarted, or dropped idle clients): an idle connection
+        has nothing to read, so anything readable (end of file, an error, a stray reply) means it is not usable."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return bool(poller.poll(0))
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
@@ -92,8 +100,7 @@ class Pipe:
         """Every command's reply, in order; an error reply is returned as an exception value, not raised.
         `repeatable`: a call that failed on a connection made earlier (one a restarted Redis closed) is sent once
         more on a new one; only for calls whose effect does not depend on whether the first one ran."""
-        with self._lock:
-            connection = self._idle.pop() if self._idle else None
+        connection = self._idle_connection()
         for attempt in (0, 1):
             reused = connection is not None
             try:
@@ -115,6 +122,16 @@ class Pipe:
                 self._idle.append(connection)
             return replies
         raise AssertionError("unreachable")
+
+    def _idle_connection(self) -> _Connection | None:
+        """An idle connection Redis has not closed, or None: a call that must not be sent twice (a claim) then
+        never fails on a connection that a restarted Redis dropped while it was idle."""
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None or not connection.closed_by_peer():
+                return connection
+            connection.close()
 
     def _with_scripts(self, connection: _Connection, commands: Sequence[Command]) -> list[Any]:
         # A Redis that was flushed (SCRIPT FLUSH) while this connection lived forgot the scripts loaded on it.

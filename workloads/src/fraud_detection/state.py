@@ -19,15 +19,17 @@ State model (all keys under one namespace, e.g. ``ferry:fraud-detector``, named 
 
 A batch is three pipelined round trips of plain commands, packed and parsed in C (`fraud_detection.resp`):
 
-1. read the batch's records (and Redis' clock): repeats are answered from them, nothing else is done;
-2. one MULTI/EXEC, atomic: claim each new transaction (``SET NX``), append it to its card's and terminal's
-   history, and read those histories and the terminals' frauds. The length each APPEND returns is where the
-   payment sits, so its history is what arrived before it, in arrival order across every replica;
+1. claim each transaction (``SET NX GET``, with Redis' clock): a known one answers its record, and repeats are
+   answered from it; nothing else is done for them;
+2. one MULTI/EXEC, atomic: append each payment this batch claimed to its card's and terminal's history, and read
+   those histories and the terminals' frauds. The length each APPEND returns is where the payment sits, so its
+   history is what arrived before it, in arrival order across every replica. Only a claimed payment is ever
+   appended, so a history never holds a payment twice, not even for a moment while requests race;
 3. store the features for repeats, renew expiries, trim histories, index and prune records.
 
 The features are computed for the whole batch at once (:func:`fraud_detection.online.batch_window_totals`).
-Redis does no per-payment Lua: only the rare paths (a stale claim taken over, two requests racing with one
-transaction id, trimming) run small scripts.
+Redis does no per-payment Lua: only the rare paths (a stale claim taken over, trimming, the record index) run
+small scripts.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,7 +58,6 @@ from fraud_detection.state_layout import (
     NO_LABEL,
     PRUNE_RECORDS,
     RECORD,
-    REMOVE,
     SCRIPTS,
     STALE_CLAIM_S,
     TAKE_OVER,
@@ -119,7 +121,7 @@ class _Batch:
     computed: list[int] = field(default_factory=list)  # rows whose features are computed here (and stored)
     histories: list[tuple[bytes, bytes, list[Any]]] = field(default_factory=list)  # of `computed`, in order
     busy: list[str] = field(default_factory=list)  # ids being scored by another request right now
-    raced: list[int] = field(default_factory=list)  # rows appended twice: a racing request claimed them first
+    unappended: list[int] = field(default_factory=list)  # taken over, never appended: appended in round trip 3
     early: list[tuple[int, bytes]] = field(default_factory=list)  # rows with a label that came first
     blobs: dict[str, bytes] = field(default_factory=dict)  # each history read, by key
     card_keys: list[str] = field(default_factory=list)  # of each row
@@ -148,6 +150,7 @@ class FeatureState:
         self._pending: list[Future[None]] = []
         self._pending_lock = threading.Lock()
         self.failed_finishes = 0  # last round trips that failed: their rows recover as stale claims
+        self._synced: tuple[int, float] | None = None  # Redis' clock (s) when last read, and time.monotonic() then
 
     def observe(self, transactions: Sequence[RawTransaction]) -> Observed:
         """Features of each transaction, counting each transaction id once in its card's and terminal's
@@ -171,13 +174,11 @@ class FeatureState:
         card, terminal = self._keys.card, self._keys.terminal
         batch.card_keys = [card(tx.customer_id) for tx in txs]
         batch.terminal_keys = [terminal(tx.terminal_id) for tx in txs]
-        now, early_labels, records = self._read_records(txs)
+        now, early_labels, records = self._claim(batch)
         fresh, stale = self._sort_out(batch, records, now)
-        if batch.busy:
-            raise _in_flight(batch.busy)
         taken = self._take_over(batch, stale, now)
-        if fresh or taken:
-            self._count_and_read(batch, fresh, taken, now, early_labels)
+        if fresh or taken:  # even when some are in flight: what this batch claimed is counted now, not orphaned
+            self._count_and_read(batch, fresh, taken, early_labels)
             self._compute(batch)
             with self._pending_lock:
                 self._pending.append(self._upkeep_pool.submit(self._finish, batch))
@@ -200,17 +201,35 @@ class FeatureState:
         """Wait until every batch's last round trip is done (tests, benchmarks, shutdown)."""
         self._settle()
 
-    def _read_records(self, txs: list[RawTransaction]) -> tuple[int, bool, list[bytes | None]]:
-        """Round trip 1: Redis' clock, whether any label waits for its transaction, every record."""
-        replies = self._pipe.execute([("TIME",), ("EXISTS", self._keys.unmatched),
-                                      ("MGET", *(self._keys.record(tx.transaction_id) for tx in txs))],
-                                     repeatable=True)
+    def _claim(self, batch: _Batch) -> tuple[int, bool, list[bytes | None]]:
+        """Round trip 1: Redis' clock, whether any label waits for its transaction, and each transaction claimed:
+        its record written if there is none (the claim time from Redis' clock as last read, moved on by this
+        process' monotonic clock), or the record there is."""
+        keys, txs, at_us = self._keys, batch.txs, batch.at_us
+        now = self._clock()
+        prefix, ttl = keys.record(""), self._record_ttl_s
+        room = bytes(1 + 4 * len(self._definition.names))  # FEATURES_STORED and the features, written later
+        commands: list[tuple[Any, ...]] = [("TIME",), ("EXISTS", keys.unmatched)]
+        commands += [("SET", prefix + tx.transaction_id, RECORD.pack(at, now, NO_LABEL, 0, tx.terminal_id) + room,
+                      "NX", "GET", "EX", ttl) for tx, at in zip(txs, at_us, strict=True)]
+        replies = self._pipe.execute(commands)
         raise_errors(replies)
-        return int(replies[0][0]), replies[1] == 1, replies[2]
+        self._synced = (int(replies[0][0]), time.monotonic())
+        return self._synced[0], replies[1] == 1, replies[2:]
+
+    def _clock(self) -> int:
+        """Redis' clock in seconds, as a claim records it: read once, then moved on by the monotonic clock and
+        read again with every claim, so that every replica's claims are in the store's time."""
+        if self._synced is None:
+            replies = self._pipe.execute([("TIME",)], repeatable=True)
+            raise_errors(replies)
+            self._synced = (int(replies[0][0]), time.monotonic())
+        seconds, at = self._synced
+        return seconds + int(time.monotonic() - at)
 
     def _sort_out(self, batch: _Batch, records: list[bytes | None],
                   now: int) -> tuple[list[int], list[tuple[int, bytes]]]:
-        """New rows (to count), known ones (answered from their record), and claims whose scorer died."""
+        """Rows claimed now (to count), known ones (answered from their record), and claims whose scorer died."""
         fresh: list[int] = []
         stale: list[tuple[int, bytes]] = []
         for i, record in enumerate(records):
@@ -241,19 +260,13 @@ class FeatureState:
         batch.busy += [batch.txs[i].transaction_id for (i, _), won in zip(stale, replies, strict=True) if won != 1]
         return taken
 
-    def _count_and_read(self, batch: _Batch, fresh: list[int], taken: list[int], now: int, early: bool) -> None:
-        """Round trip 2, one MULTI/EXEC: claim and append the new payments, read what their features need."""
+    def _count_and_read(self, batch: _Batch, fresh: list[int], taken: list[int], early: bool) -> None:
+        """Round trip 2, one MULTI/EXEC: append the payments this batch claimed, read what their features need."""
         keys, txs, at_us = self._keys, batch.txs, batch.at_us
         commands: list[tuple[Any, ...]] = [("MULTI",)]
-        prefix, ttl = keys.record(""), self._record_ttl_s
-        room = bytes(1 + 4 * len(self._definition.names))  # FEATURES_STORED and the features, written later
         for i in fresh:
-            tx, at = txs[i], at_us[i]
-            commands += [("SET", prefix + tx.transaction_id, RECORD.pack(at, now, NO_LABEL, 0, tx.terminal_id) + room,
-                          "NX",
-                          "GET", "EX", ttl),
-                         ("APPEND", batch.card_keys[i], CARD_ENTRY.pack(at, tx.amount)),
-                         ("APPEND", batch.terminal_keys[i], TERMINAL_ENTRY.pack(at))]
+            commands += [("APPEND", batch.card_keys[i], CARD_ENTRY.pack(at_us[i], txs[i].amount)),
+                         ("APPEND", batch.terminal_keys[i], TERMINAL_ENTRY.pack(at_us[i]))]
         rows = fresh + taken
         cards = list(dict.fromkeys([batch.card_keys[i] for i in rows]))
         terminals = list(dict.fromkeys([txs[i].terminal_id for i in rows]))
@@ -272,49 +285,32 @@ class FeatureState:
     def _take_reads(self, batch: _Batch, fresh: list[int], taken: list[int], result: list[Any], cards: list[str],
                     terminals: list[int], early: bool) -> None:
         keys, txs = self._keys, batch.txs
-        claims, blobs = result[:3 * len(fresh)], result[3 * len(fresh)]
+        lengths, blobs = result[:2 * len(fresh)], result[2 * len(fresh)]
         batch.blobs = dict(zip(cards + [keys.terminal(m) for m in terminals], (b or b"" for b in blobs), strict=True))
-        frauds = dict(zip(terminals, result[3 * len(fresh) + 1:3 * len(fresh) + 1 + len(terminals)], strict=True))
+        frauds = dict(zip(terminals, result[2 * len(fresh) + 1:2 * len(fresh) + 1 + len(terminals)], strict=True))
         if early and fresh:
             batch.early = [(i, value) for i, value in zip(fresh, result[-1], strict=True) if value is not None]
-        for j, i in enumerate(fresh):
-            if claims[3 * j] is not None:  # a racing request claimed it first: this append is a duplicate
-                batch.raced.append(i)
-                if not self._answer_known(batch, i, claims[3 * j]):
-                    batch.busy.append(txs[i].transaction_id)
-        holes = self._holes(batch, {i: (claims[3 * j + 1], claims[3 * j + 2]) for j, i in enumerate(fresh)
-                                    if i in batch.raced}) if batch.raced else {}
-        raced = set(batch.raced)
         blobs = batch.blobs
-        for j, i in enumerate(fresh):
-            if i in raced:
-                continue
-            card_key, terminal_key = batch.card_keys[i], batch.terminal_keys[i]
+        for j, i in enumerate(fresh):  # its history is what lies before its own entry
             batch.computed.append(i)
-            if holes:
-                batch.histories.append((_before(blobs[card_key], claims[3 * j + 1] - CARD_ENTRY.size,
-                                                holes.get(card_key)),
-                                        _before(blobs[terminal_key], claims[3 * j + 2] - TERMINAL_ENTRY.size,
-                                                holes.get(terminal_key)), frauds[txs[i].terminal_id]))
-            else:
-                batch.histories.append((blobs[card_key][:claims[3 * j + 1] - CARD_ENTRY.size],
-                                        blobs[terminal_key][:claims[3 * j + 2] - TERMINAL_ENTRY.size],
-                                        frauds[txs[i].terminal_id]))
-        for i in taken:  # its own entry is in the history already: leave it out, as when it came
-            tx, at = txs[i], float(batch.at_us[i])
-            batch.computed.append(i)
-            batch.repeated[i] = True
-            batch.histories.append((_drop_last(batch.blobs[batch.card_keys[i]], CARD_ENTRY.pack(at, tx.amount)),
-                                    _drop_last(batch.blobs[batch.terminal_keys[i]], TERMINAL_ENTRY.pack(at)),
-                                    frauds[tx.terminal_id]))
+            batch.histories.append((blobs[batch.card_keys[i]][:lengths[2 * j] - CARD_ENTRY.size],
+                                    blobs[batch.terminal_keys[i]][:lengths[2 * j + 1] - TERMINAL_ENTRY.size],
+                                    frauds[txs[i].terminal_id]))
+        for i in taken:
+            self._take_history(batch, i, frauds[txs[i].terminal_id])
 
-    def _holes(self, batch: _Batch, ends: dict[int, tuple[int, int]]) -> dict[str, list[tuple[int, int]]]:
-        """Where this batch's duplicate appends sit in each history, to leave out of later rows' histories."""
-        holes: dict[str, list[tuple[int, int]]] = {}
-        for i in batch.raced:
-            holes.setdefault(batch.card_keys[i], []).append((ends[i][0] - CARD_ENTRY.size, ends[i][0]))
-            holes.setdefault(batch.terminal_keys[i], []).append((ends[i][1] - TERMINAL_ENTRY.size, ends[i][1]))
-        return holes
+    def _take_history(self, batch: _Batch, row: int, frauds: list[Any]) -> None:
+        """A claim taken over: if its scorer appended the payment, it is left out of its own history (as when it
+        came) and not counted again; if the scorer died before that, it is counted now (round trip 3)."""
+        tx, at = batch.txs[row], float(batch.at_us[row])
+        card, counted = _without(batch.blobs[batch.card_keys[row]], CARD_ENTRY.pack(at, tx.amount))
+        terminal, _ = _without(batch.blobs[batch.terminal_keys[row]], TERMINAL_ENTRY.pack(at))
+        batch.computed.append(row)
+        if counted:
+            batch.repeated[row] = True
+        else:
+            batch.unappended.append(row)
+        batch.histories.append((card, terminal, frauds))
 
     def _compute(self, batch: _Batch) -> None:
         if not batch.computed:
@@ -330,6 +326,10 @@ class FeatureState:
         keys, txs = self._keys, batch.txs
         commands: list[tuple[Any, ...]] = [("SETRANGE", keys.record(txs[i].transaction_id), RECORD.size,
                                             FEATURES_STORED + batch.features[i].tobytes()) for i in batch.computed]
+        for i in batch.unappended:
+            at = batch.at_us[i]
+            commands += [("APPEND", batch.card_keys[i], CARD_ENTRY.pack(at, txs[i].amount)),
+                         ("APPEND", batch.terminal_keys[i], TERMINAL_ENTRY.pack(at))]
         for i, value in batch.early:
             commands += self._early_label(txs[i], batch.at_us[i], value)
         commands += self._upkeep(batch)
@@ -339,10 +339,6 @@ class FeatureState:
             pairs = [arg for i in counted for arg in (batch.at_us[i], txs[i].transaction_id)]
             commands.append(("EVALSHA", _SHAS[INDEX], 1, keys.index, keys.record(""), newest - self._terminal_span_us,
                              self._record_ttl_s, PRUNE_RECORDS * len(counted), *pairs))
-        for i in batch.raced:
-            at = batch.at_us[i]
-            commands.append(("EVALSHA", _SHAS[REMOVE], 2, batch.card_keys[i], batch.terminal_keys[i],
-                             CARD_ENTRY.pack(at, txs[i].amount), TERMINAL_ENTRY.pack(at)))
         raise_errors(self._pipe.execute(commands))
 
     def _early_label(self, tx: RawTransaction, at_us: int, value: bytes) -> list[tuple[Any, ...]]:
@@ -411,25 +407,14 @@ def _in_flight(ids: list[str]) -> RequestInFlight:
     return RequestInFlight(f"transaction {ids[0]!r} is being scored by another request; retry it")
 
 
-def _before(blob: bytes, end: int, holes: list[tuple[int, int]] | None) -> bytes:
-    """The history up to `end` (what arrived before a payment), without this batch's duplicate appends."""
-    if not holes:
-        return blob[:end]
-    parts, start = [], 0
-    for hole_start, hole_end in sorted(holes):
-        if hole_start >= end:
-            break
-        parts.append(blob[start:hole_start])
-        start = hole_end
-    return b"".join(parts) + blob[start:end] if start < end else b"".join(parts)
-
-
-def _drop_last(blob: bytes, entry: bytes) -> bytes:
+def _without(blob: bytes, entry: bytes) -> tuple[bytes, bool]:
+    """The history without its last entry equal to `entry` (equal entries are interchangeable), and whether
+    there was one."""
     size = len(entry)
     for offset in range(len(blob) - size, -1, -size):
         if blob[offset:offset + size] == entry:
-            return blob[:offset] + blob[offset + size:]
-    return blob
+            return blob[:offset] + blob[offset + size:], True
+    return blob, False
 
 
 def _keep(newest: dict[str, int], blobs: dict[str, bytes], span_us: int, entry: struct.Struct) -> list[tuple[Any, ...]]:

@@ -84,24 +84,6 @@ end
 return #stale
 """
 
-# A payment appended twice (two requests with one transaction id raced): KEYS card and terminal history, ARGV the
-# entries to take out once each (the last equal one; equal entries are interchangeable).
-REMOVE = """
-local function drop_last(key, entry)
-  local blob, size = redis.call('GET', key), #entry
-  if not blob then return end
-  for offset = #blob - size, 0, -size do
-    if string.sub(blob, offset + 1, offset + size) == entry then
-      redis.call('SET', key, string.sub(blob, 1, offset) .. string.sub(blob, offset + size + 1), 'KEEPTTL')
-      return
-    end
-  end
-end
-drop_last(KEYS[1], ARGV[1])
-drop_last(KEYS[2], ARGV[2])
-return 1
-"""
-
 # KEYS[1]: a stale claim's record; ARGV: the record as read, the new claim time (8 bytes). Compare and set: of two
 # requests that found the claim stale, one takes it over.
 TAKE_OVER = """
@@ -110,4 +92,4 @@ redis.call('SETRANGE', KEYS[1], 8, ARGV[2])
 return 1
 """
 
-SCRIPTS = (TRIM, INDEX, REMOVE, TAKE_OVER)
+SCRIPTS = (TRIM, INDEX, TAKE_OVER)
