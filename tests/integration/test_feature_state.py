@@ -237,20 +237,24 @@ def test_a_transaction_another_request_is_scoring_is_in_flight_and_the_rest_of_i
     assert (after.features[0, count_1d], after.features[0, mean_1d]) == (3.0, 20.0), "and b once in the state"
 
 
+def claim_and_die(state: FeatureState, tx: RawTransaction, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scorer that claims the transaction and dies before its second round trip (appends, reads)."""
+    def die(*_: object) -> None:
+        raise StateStoreUnavailable("the scorer died")
+
+    monkeypatch.setattr(state, "_count_and_read", die)
+    with pytest.raises(StateStoreUnavailable):
+        state.observe([tx])
+    monkeypatch.undo()
+
+
 def test_a_transaction_claimed_by_a_scorer_that_died_before_counting_it_is_counted_once_taken_over(
         state: FeatureState, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its scorer claimed it and died before appending it (between the first two round trips): once the claim is
     stale, a repeat takes it over and counts it, once."""
     t = event_time_ns(datetime(2018, 5, 5, 9))
     state.observe([RawTransaction("prior", t - 3600 * 10**9, 9, 90, 20.0)])
-
-    def die(*_: object) -> None:
-        raise StateStoreUnavailable("the scorer died")
-
-    monkeypatch.setattr(state, "_count_and_read", die)
-    with pytest.raises(StateStoreUnavailable):
-        state.observe([RawTransaction("lost", t, 9, 90, 12.5)])
-    monkeypatch.undo()
+    claim_and_die(state, RawTransaction("lost", t, 9, 90, 12.5), monkeypatch)
     with pytest.raises(RequestInFlight):
         state.observe([RawTransaction("lost", t, 9, 90, 12.5)])
     state._redis.setrange(state._keys.record("lost"), 8, struct.pack("<d", 0))  # claimed long ago
@@ -264,6 +268,23 @@ def test_a_transaction_claimed_by_a_scorer_that_died_before_counting_it_is_count
     assert after.features[0, count_1d] == 3.0, "counted once, when it was taken over"
     assert payments(state._redis, f"{state._keys.namespace}:card:9", 2) == [
         float((t - 3600 * 10**9) // 1000), float(t // 1000), float((t + 60 * 10**9) // 1000)]
+
+
+def test_a_label_that_came_first_is_applied_when_a_dead_scorers_claim_is_taken_over(
+        state: FeatureState, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fraud label arrives before its transaction, whose scorer then dies before applying it: the repeat that
+    takes the claim over applies it, so the terminal's risk counts it."""
+    t = event_time_ns(datetime(2018, 5, 6, 9))
+    assert state.record_labels([("early", True)], arrival_ns=t - 10**9).unmatched == ("early",)
+    claim_and_die(state, RawTransaction("early", t, 11, 110, 5.0), monkeypatch)
+    state._redis.setrange(state._keys.record("early"), 8, struct.pack("<d", 0))  # claimed long ago
+    state.observe([RawTransaction("early", t, 11, 110, 5.0)])
+    state.flush()
+    assert state._redis.hget(state._keys.unmatched, "early") is None
+    assert state._redis.zscore(state._keys.frauds(110), "early") == float(t // 1000)
+    probe = state.observe([RawTransaction("probe3", t + DELAY_DAYS * NS_PER_DAY + 10**9, 12, 110, 5.0)])
+    features = dict(zip(FEATURE_NAMES, probe.features[0], strict=True))
+    assert features[FEATURES.terminal_risk(1)] == 1.0, "the terminal's one payment in the window is a fraud"
 
 
 def test_replicas_racing_with_the_same_transactions_count_each_once(server: RedisServer,

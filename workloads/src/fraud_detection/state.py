@@ -273,8 +273,8 @@ class FeatureState:
         oldest = min(at_us[i] for i in rows) - self._terminal_span_us
         commands.append(("MGET", *cards, *(keys.terminal(m) for m in terminals)))
         commands += [("ZRANGEBYSCORE", keys.frauds(m), f"({oldest}", "+inf", "WITHSCORES") for m in terminals]
-        if early and fresh:
-            commands.append(("HMGET", keys.unmatched, *(txs[i].transaction_id for i in fresh)))
+        if early:  # a claim taken over too: its scorer may have died before applying the label
+            commands.append(("HMGET", keys.unmatched, *(txs[i].transaction_id for i in rows)))
         commands.append(("EXEC",))
         replies = self._pipe.execute(commands)
         raise_errors(replies)
@@ -288,8 +288,8 @@ class FeatureState:
         lengths, blobs = result[:2 * len(fresh)], result[2 * len(fresh)]
         batch.blobs = dict(zip(cards + [keys.terminal(m) for m in terminals], (b or b"" for b in blobs), strict=True))
         frauds = dict(zip(terminals, result[2 * len(fresh) + 1:2 * len(fresh) + 1 + len(terminals)], strict=True))
-        if early and fresh:
-            batch.early = [(i, value) for i, value in zip(fresh, result[-1], strict=True) if value is not None]
+        if early:
+            batch.early = [(i, value) for i, value in zip(fresh + taken, result[-1], strict=True) if value is not None]
         blobs = batch.blobs
         for j, i in enumerate(fresh):  # its history is what lies before its own entry
             batch.computed.append(i)
