@@ -214,8 +214,7 @@ class FeatureState:
                       "NX", "GET", "EX", ttl) for tx, at in zip(txs, at_us, strict=True)]
         replies = self._pipe.execute(commands)
         raise_errors(replies)
-        self._synced = (int(replies[0][0]), time.monotonic())
-        return self._synced[0], replies[1] == 1, replies[2:]
+        return self._sync(replies[0]), replies[1] == 1, replies[2:]
 
     def _clock(self) -> int:
         """Redis' clock in seconds, as a claim records it: read once, then moved on by the monotonic clock and
@@ -223,9 +222,15 @@ class FeatureState:
         if self._synced is None:
             replies = self._pipe.execute([("TIME",)], repeatable=True)
             raise_errors(replies)
-            self._synced = (int(replies[0][0]), time.monotonic())
+            self._sync(replies[0])
+        assert self._synced is not None
         seconds, at = self._synced
         return seconds + int(time.monotonic() - at)
+
+    def _sync(self, time_reply: list[bytes]) -> int:
+        """Remember Redis' clock from a TIME reply; its seconds."""
+        self._synced = (int(time_reply[0]), time.monotonic())
+        return self._synced[0]
 
     def _sort_out(self, batch: _Batch, records: list[bytes | None],
                   now: int) -> tuple[list[int], list[tuple[int, bytes]]]:
@@ -250,7 +255,8 @@ class FeatureState:
         return True
 
     def _take_over(self, batch: _Batch, stale: list[tuple[int, bytes]], now: int) -> list[int]:
-        """Claims whose scorer died (counted, features never stored): taken over one by one (rare)."""
+        """Claims whose scorer died (features never stored, payment maybe never appended): taken over one by one
+        (rare)."""
         if not stale:
             return []
         replies = self._pipe.execute([("EVALSHA", _SHAS[TAKE_OVER], 1, self._keys.record(batch.txs[i].transaction_id),
@@ -265,8 +271,7 @@ class FeatureState:
         keys, txs, at_us = self._keys, batch.txs, batch.at_us
         commands: list[tuple[Any, ...]] = [("MULTI",)]
         for i in fresh:
-            commands += [("APPEND", batch.card_keys[i], CARD_ENTRY.pack(at_us[i], txs[i].amount)),
-                         ("APPEND", batch.terminal_keys[i], TERMINAL_ENTRY.pack(at_us[i]))]
+            commands += _appends(batch, i)
         rows = fresh + taken
         cards = list(dict.fromkeys([batch.card_keys[i] for i in rows]))
         terminals = list(dict.fromkeys([txs[i].terminal_id for i in rows]))
@@ -322,14 +327,13 @@ class FeatureState:
         batch.features[rows] = feature_matrix(event_ns, amounts, totals, self._definition)
 
     def _finish(self, batch: _Batch) -> None:
-        """Round trip 3: features stored for repeats, early labels applied, histories kept, records indexed."""
+        """Round trip 3: features stored for repeats, payments of claims taken over appended if their scorer
+        never did, early labels applied, histories kept, records indexed."""
         keys, txs = self._keys, batch.txs
         commands: list[tuple[Any, ...]] = [("SETRANGE", keys.record(txs[i].transaction_id), RECORD.size,
                                             FEATURES_STORED + batch.features[i].tobytes()) for i in batch.computed]
         for i in batch.unappended:
-            at = batch.at_us[i]
-            commands += [("APPEND", batch.card_keys[i], CARD_ENTRY.pack(at, txs[i].amount)),
-                         ("APPEND", batch.terminal_keys[i], TERMINAL_ENTRY.pack(at))]
+            commands += _appends(batch, i)
         for i, value in batch.early:
             commands += self._early_label(txs[i], batch.at_us[i], value)
         commands += self._upkeep(batch)
@@ -405,6 +409,13 @@ class FeatureState:
 
 def _in_flight(ids: list[str]) -> RequestInFlight:
     return RequestInFlight(f"transaction {ids[0]!r} is being scored by another request; retry it")
+
+
+def _appends(batch: _Batch, row: int) -> list[tuple[Any, ...]]:
+    """The payment's entries at the end of its card's and terminal's history."""
+    tx, at = batch.txs[row], batch.at_us[row]
+    return [("APPEND", batch.card_keys[row], CARD_ENTRY.pack(at, tx.amount)),
+            ("APPEND", batch.terminal_keys[row], TERMINAL_ENTRY.pack(at))]
 
 
 def _without(blob: bytes, entry: bytes) -> tuple[bytes, bool]:
