@@ -32,7 +32,7 @@ import pandas as pd
 import pytest
 import torch
 from mlflow.models import infer_signature
-from tests.support.local_stack import restored_environ, stopping, wait_for_value
+from tests.support.local_stack import restored_environ, serve_errors, stopping, wait_for_value
 
 from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
@@ -145,6 +145,7 @@ class BatchLoad:
     max_s: float = 300.0
     max_requests: int = 2_000
     statuses: list[int] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # the first few answers other than 200
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -170,9 +171,14 @@ class BatchLoad:
                 body = [rows[(offset + i) % len(rows)] for i in range(self.batch)]
                 offset += self.batch
                 try:
-                    self.statuses.append(client.post(f"{self.url}/predict/features/batch", json=body).status_code)
-                except httpx.HTTPError:
+                    answer = client.post(f"{self.url}/predict/features/batch", json=body)
+                except httpx.HTTPError as exc:
                     self.statuses.append(0)
+                    self.failures.append(f"request {index}: {exc!r}")
+                    continue
+                self.statuses.append(answer.status_code)
+                if answer.status_code != 200 and len(self.failures) < 5:
+                    self.failures.append(f"request {index}: {answer.status_code} {answer.text[:300]}")
 
 
 # --- the lab -------------------------------------------------------------------------------------------
@@ -284,7 +290,7 @@ def test_simulated_amount_drift_fires_the_drift_alert(lab: Lab) -> None:
     assert fired is not None, (after, lab.alert_state("FerryModelDriftHigh"))
     assert after["tx_amount"] > threshold and after["customer_id_avg_amount_30day_window"] > threshold
     assert after["tx_during_night"] < threshold  # the knob moved amounts only
-    assert load.statuses and set(load.statuses) == {200}, set(load.statuses)
+    assert load.statuses and set(load.statuses) == {200}, (load.failures, serve_errors(lab.settings))
     firing = lab.prom.vector(q.sel(catalogue.ALERTS.series, q.eq("alertname", names.ALERT_DRIFT_HIGH),
                                    q.eq("alertstate", "firing")))
     labels = firing[0][0]

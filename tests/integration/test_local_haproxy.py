@@ -6,6 +6,8 @@ is measured by benchmarks/bench_serving.py --ray-high-throughput (docs/benchmark
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,6 +81,18 @@ def test_no_listener_beyond_loopback_but_the_replicas_grpc(settings: Settings, s
     config = next(local_ingress.haproxy_dir(settings).rglob("haproxy.cfg")).read_text()
     assert "bind *:" not in config and "bind :" not in config
     assert haproxy_launch.SERVER_CLOSE in config
+
+
+def test_haproxys_backup_server_is_this_heads_own_serve_proxy(settings: Settings, served: dict[str, Any]) -> None:
+    """What answers while no replica is up: Serve's Python proxy of this head, on a port of its own. On Ray's
+    fixed 8500 every head's HAProxy named the same backup, whichever head's proxy held the port."""
+    record = json.loads((settings.state_dir / "services" / "ray.json").read_text())
+    fallback = record["ports"]["serve-fallback-http"]
+    config = next(local_ingress.haproxy_dir(settings).rglob("haproxy.cfg")).read_text()
+    backups = re.findall(r"^\s*server \S+ (\S+) check backup$", config, re.MULTILINE)
+    assert backups == [f"{settings.host}:{fallback}"], config
+    listeners = service_listeners(settings)
+    assert [title for _, port, title in listeners if port == fallback] == ["ray::ProxyActor"], listeners
 
 
 def test_stopping_the_services_leaves_no_haproxy(settings: Settings, served: dict[str, Any]) -> None:

@@ -144,7 +144,8 @@ def test_generated_commands_and_configs(tmp_path: Path) -> None:
     ray = service_defs.ray_spec(other)
     assert "--node-ip-address=127.0.0.1" in ray.argv and ray.argv[ray.argv.index("--dashboard-host") + 1] == "127.0.0.1"
     assert set(ray.side_ports) == {"dashboard-agent", "autoscaler-metrics", "dashboard-metrics", "haproxy-stats",
-                                   "haproxy-metrics"}  # the default ingress: HAProxy, its side ports on loopback
+                                   "haproxy-metrics", "serve-fallback-http", "serve-fallback-grpc"}  # the default
+    # ingress: HAProxy, its side ports and Serve's backup proxy's on loopback
     redis = service_defs.redis_config(other, "secret-for-the-test")  # pragma: allowlist secret
     for line in ("bind 127.0.0.1", f"port {other.redis_port}", "protected-mode yes", "appendonly yes",
                  'requirepass "secret-for-the-test"'):  # pragma: allowlist secret

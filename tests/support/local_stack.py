@@ -27,6 +27,21 @@ def wait_for_value(probe: Callable[[], Any], timeout_s: float, every_s: float = 
     return None
 
 
+def serve_errors(settings: Settings, limit_chars: int = 4000) -> str:
+    """The error records (and their tracebacks) of the Serve replicas' logs of `settings`' Ray session: what a
+    failed assertion about a 5xx should show, since the session's logs go with the stack when it stops."""
+    found: list[str] = []
+    for log in sorted((ray_temp_dir(settings) / "session_latest" / "logs" / "serve").glob("replica_*.log")):
+        keep = False
+        for line in log.read_text(errors="replace").splitlines():
+            level, _, rest = line.partition(" ")
+            if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") and rest[:2] == "20":  # a new record
+                keep = level in ("ERROR", "CRITICAL")
+            if keep:
+                found.append(f"{log.name}: {line}")
+    return "\n".join(found)[-limit_chars:] or "(no error in the Serve replicas' logs)"
+
+
 def stop_stack(settings: Settings) -> None:
     """Disconnect this process from Ray, stop every service of `settings`, and drop Ray's temp dir."""
     import ray

