@@ -172,13 +172,12 @@ class BatchLoad:
                 offset += self.batch
                 try:
                     answer = client.post(f"{self.url}/predict/features/batch", json=body)
+                    status, what = answer.status_code, answer.text[:300]
                 except httpx.HTTPError as exc:
-                    self.statuses.append(0)
-                    self.failures.append(f"request {index}: {exc!r}")
-                    continue
-                self.statuses.append(answer.status_code)
-                if answer.status_code != 200 and len(self.failures) < 5:
-                    self.failures.append(f"request {index}: {answer.status_code} {answer.text[:300]}")
+                    status, what = 0, repr(exc)
+                self.statuses.append(status)
+                if status != 200 and len(self.failures) < 5:
+                    self.failures.append(f"request {index}: {status} {what}")
 
 
 # --- the lab -------------------------------------------------------------------------------------------
