@@ -138,3 +138,18 @@ def test_a_head_running_with_the_other_ingress_is_not_adopted_silently(tmp_path:
     wanted = service_defs.ray_spec(Settings(home=tmp_path, local_ingress="haproxy"))
     with pytest.raises(LocalError, match=r"FERRY_LOCAL_INGRESS=haproxy.*ferry down"):
         services._adopt(wanted, record, Settings(home=tmp_path, local_ingress="haproxy"), timeout_s=1)
+
+
+def test_a_head_an_older_ferry_started_without_its_own_backup_proxy_port_is_not_adopted_silently(
+        tmp_path: Path) -> None:
+    """A head started before Serve's backup proxy had a port of its own still falls back to Ray's shared 8500."""
+    from ferry.local.errors import LocalError
+    from ferry.local.supervisor import services
+
+    settings = Settings(home=tmp_path, local_ingress="haproxy")
+    wanted = service_defs.ray_spec(settings)
+    older = {role: port for role, port in wanted.side_ports.items() if not role.startswith("serve-fallback")}
+    record = {"pid": 1, "ready_url": wanted.ready_url,
+              "ports": {**{role: port for role, (port, _) in wanted.ports.items()}, **older}}
+    with pytest.raises(LocalError, match=r"older ferry.*ferry down"):
+        services._adopt(wanted, record, settings, timeout_s=1)

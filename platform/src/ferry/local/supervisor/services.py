@@ -266,9 +266,9 @@ def _adopt(spec: ServiceSpec, record: dict[str, Any], settings: Settings, timeou
                          f"ask for {wanted}; run `ferry down` first to restart it on the new ports")
     sides = set(record.get("ports", {})) - set(wanted)
     if sides and sides != set(spec.side_ports):  # chosen at start: only which ones there are can differ
-        raise LocalError(f"{spec.name} (pid {record['pid']}) was started with another Serve ingress than "
-                         f"FERRY_LOCAL_INGRESS={settings.local_ingress} asks for; run `ferry down` first to restart "
-                         "it with it")
+        raise LocalError(f"{spec.name} (pid {record['pid']}) was started with other side ports than "
+                         f"FERRY_LOCAL_INGRESS={settings.local_ingress} takes now (another Serve ingress, or an "
+                         "older ferry); run `ferry down` first to restart it with them")
     if procs.wait_until(lambda: _probe(settings, spec.name, record["ready_url"]), timeout_s, 0.5):
         return _status(settings, record, "running", "already running")
     raise LocalError(f"{spec.name} (pid {record['pid']}) is running but does not answer on "
