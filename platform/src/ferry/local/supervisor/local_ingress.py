@@ -7,9 +7,11 @@ request to the router replica's own HTTP server: one hop into the process that s
 Python process and a Ray actor call with the body serialised (docs/benchmarks/serving-high-throughput.md). Its
 stats page and Prometheus exporter get free loopback ports, and Ray starts it through a script that keeps its
 binds on loopback (`ferry.local.supervisor.haproxy_loopback`). So does the Python proxy Serve keeps on the head
-as HAProxy's backup server (what answers while no replica is up): Ray's fixed 8500 (9500 for gRPC) is every
-head's, so with two stacks on one machine (two checkouts, the integration tests) one head's HAProxy fell back to
-the other head's proxy, whose routes and models are not its own. Its files live in a short folder of their own:
+as HAProxy's backup server (what answers while no replica is up): on Ray's fixed 8500 (9500 for gRPC), two
+stacks on one machine (two checkouts, the integration tests) both bound it (the proxy sets SO_REUSEPORT) and the
+kernel split each head's fallback connections between the two heads' proxies, so a request could be answered by
+the other stack's model of the same name (seen with two heads of the code before this: both backups 127.0.0.1:8500,
+both proxies listening there). Its files live in a short folder of their own:
 Ray adds a 56-character node-id folder below it, and HAProxy takes unix socket paths of at most 97 characters.
 """
 
