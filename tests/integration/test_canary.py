@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.integration.test_serving import register_version, serving_spec
-from tests.support.local_stack import restored_environ, stopping
+from tests.support.local_stack import restored_environ, serve_errors, stopping
 from tests.support.serving_fakes import transaction
 
 from ferry.adapters.prometheus import Prometheus
@@ -301,7 +301,7 @@ def test_healthy_challenger_is_promoted_without_a_failed_request_or_redeploy(lab
     assert final["since"] > advance["at"] and advance["since"] < advance["at"]
     # (d) the split moved 20 → 50 → 100 through registry tags only: no request failed, nothing redeployed
     statuses = load.statuses()
-    assert statuses == {200: sum(statuses.values())}, statuses
+    assert statuses == {200: sum(statuses.values())}, (statuses, serve_errors(lab.settings))
     assert load.served_by(challenger) > 0 and load.served_by(old, since=after + 2 * POLL_S) == 0
     assert last_deployed(lab) == deployed
 
