@@ -4,7 +4,8 @@ makes the receiver call, and `ferry submit --retrain`) runs the same spec hash a
 The spec reads a Parquet file, so the test decides what the data is. On new data (a different file) the retrain
 registers a second version, compares it with the champion and puts it through the canary. No traffic reaches the
 model here, so the canary has no evidence and, after `hold_timeout`, rolls the challenger back: the point is that a
-retrained challenger takes the normal rollout path, never a shortcut. On the same data again (a second trigger for
+retrained challenger takes the normal rollout path, never a shortcut, and leaves no challenger behind (a spec change
+takes the same path: the stale challenger of test_closed_loop_e2e.py). On the same data again (a second trigger for
 one window) the run's identity, spec hash plus dataset digest, is one that already trained: tune and train are
 skipped and nothing is registered.
 """
@@ -25,6 +26,7 @@ from ferry.local.alerts.retrain import RetrainingBusy, start_retraining
 from ferry.local.engine.state import load_run
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.services import start_services
+from ferry.rollout.lineage import lineage
 from ferry.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -95,7 +97,11 @@ def test_retraining_on_new_data_trains_the_same_spec_again_and_goes_through_the_
         names.TAG_DATASET_DIGEST]
     assert outputs["rollout"]["decision"] == "rolled-back" and "no evidence" in outputs["rollout"]["reason"]
     assert registry.alias(MODEL, names.ALIAS_CHAMPION).version == "1"
+    assert registry.alias(MODEL, names.ALIAS_CHALLENGER) is None
     assert versions["2"].tags[names.TAG_ROLLOUT_STATE] == "rolled-back"
+    assert versions["2"].tags[names.TAG_ROLLOUT_WEIGHT] == "0"
+    found = lineage(registry, MODEL, "2")
+    assert found.ancestors == ("1",) and dict(found.facts)["pipeline run"] == result.workflow
     rendered = (settings.home / "gitops/rendered/local" / MODEL / "workflow.yaml").read_text()
     assert f"name: {first.workflow}" in rendered and "drift" not in rendered  # the committed run is untouched
 
