@@ -131,6 +131,13 @@ LOCAL_HEAD_ENV = {
     # Serve's controller loops every 0.1 s (the busiest idle process); 0.5 s delays a deploy, a replica
     # replacement or an autoscaling step by at most 0.4 s. Canary weights do not go through it (router tags).
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    # The log monitor lists the session's log folder every 0.1 s while it holds fewer than this many files (a
+    # glob per loop, its whole cost at rest); at 0 it lists it every 0.5 s. A new worker's first lines reach
+    # their driver up to 0.4 s later; lines of files it already follows are read every 0.1 s as before.
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    # The dashboard agent samples every worker process (psutil) this often for the node's metrics; every 5 s by
+    # default, twice per scrape of the local Prometheus (10 s), where only the last sample is ever read.
+    "REPORTER_UPDATE_INTERVAL_MS": "10000",
 }
 
 
