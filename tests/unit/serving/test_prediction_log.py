@@ -19,7 +19,7 @@ import pytest
 from tests.support.local_stack import wait_for_value
 
 from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
-from ferry.serving.prediction_log import LogLimits, PredictionLog, join_labels, label_schema, read_log
+from ferry.serving.prediction_log import LogLimits, PredictionLog, join_labels, label_schema, read_log, read_served
 
 SCHEMA = pa.schema([("transaction_id", pa.string()), ("score", pa.float64())])
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp()
@@ -130,6 +130,16 @@ def test_deferred_single_rows_are_joined_into_one_batch_with_their_struct_column
 def test_reading_an_empty_log_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing logged"):
         read_log(tmp_path.as_uri(), LOG_PREDICTIONS, "m")
+
+
+def test_a_log_whose_first_file_is_still_being_written_is_empty_not_an_error(tmp_path: Path) -> None:
+    """What a reader can meet while a router writes its first batch: the partition folder and the temporary file
+    only (a serving-test failure in CI: a filter on serving_time, bound to a dataset without columns)."""
+    folder = tmp_path / LOG_PREDICTIONS / "model=m" / "date=2026-12-07"
+    folder.mkdir(parents=True)
+    (folder / ".part-w-00000000.parquet.tmp").write_bytes(b"PAR1")
+    with pytest.raises(FileNotFoundError, match="nothing logged"):
+        read_served(tmp_path.as_uri(), LOG_PREDICTIONS, "m", ["score"], since_unix=0.0)
 
 
 def test_labels_join_predictions_latest_first(tmp_path: Path) -> None:

@@ -206,10 +206,15 @@ def read_log(uri: str, kind: str, model: str | None = None, columns: Sequence[st
         info = filesystem.get_file_info(base)
     except OSError:
         info = None
+    nothing = FileNotFoundError(f"nothing logged under {uri}/{kind}" + (f" for {model}" if model else ""))
     if info is None or info.type == pyarrow.fs.FileType.NotFound:
-        raise FileNotFoundError(f"nothing logged under {uri}/{kind}" + (f" for {model}" if model else ""))
+        raise nothing
     dataset = ds.dataset(base, filesystem=filesystem, format="parquet", partitioning="hive",
                          exclude_invalid_files=False, ignore_prefixes=["."])
+    # The folders come before the first file: a local writer creates them, then writes `.<name>.tmp` (ignored)
+    # and renames it. Without a file the dataset has no columns, and a filter on one is an ArrowInvalid.
+    if not dataset.files:
+        raise nothing
     return dataset.to_table(columns=list(columns) if columns is not None else None, filter=where)
 
 
