@@ -10,7 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 python=${PYTHON:-.venv/bin/python}
-# The checkout's own modules byte-compiled first: where PYTHONDONTWRITEBYTECODE is set (CI machines set it), no
+# The checkout's own modules byte-compiled first: where PYTHONDONTWRITEBYTECODE is set (the CI machines so far), no
 # process writes a .pyc, and every step process, Ray worker, router and CLI call of the run would compile each
 # ferry module it imports again (~10 % of a pipeline test's CPU). compileall writes them regardless, and skips
 # what is already current.
