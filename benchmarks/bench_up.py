@@ -184,8 +184,7 @@ def baseline_lines(cold: Run, warm: Run) -> list[str]:
 
 
 def main() -> None:
-    # As `./task up` does before `ferry up`: where PYTHONDONTWRITEBYTECODE is set, no process would write the .pyc
-    # of ferry's own modules, and every step process, Ray worker and router would compile them again.
+    # As `./task up` does before `ferry up` (its `bytecode` task, which says why).
     subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", "platform/src", "workloads/src"], cwd=ROOT,
                    check=True, capture_output=True)
     cold, _ = run_up(warm_steps=False)

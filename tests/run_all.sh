@@ -10,11 +10,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 python=${PYTHON:-.venv/bin/python}
-# The checkout's own modules byte-compiled first: where PYTHONDONTWRITEBYTECODE is set (the CI machines so far), no
-# process writes a .pyc, and every step process, Ray worker, router and CLI call of the run would compile each
-# ferry module it imports again (~10 % of a pipeline test's CPU). compileall writes them regardless, and skips
-# what is already current.
-"$python" -m compileall -q -j 0 platform/src workloads/src tests > /dev/null || true
 unit_log=$(mktemp)
 TESTS_PORT_SHARE=0/2 .ci/idle-priority "$python" -m pytest -n auto tests/unit tests/golden "$@" > "$unit_log" 2>&1 &
 unit=$!
