@@ -12,6 +12,10 @@ ferry's own modules are byte-compiled first, as `./task up` does (a fraction of 
 
 Baseline, in the same run just before: the same `ferry up` in another fresh home with FERRY_WARM_STEPS=false,
 every container step a new interpreter (the local runner before warm starts, ferry.local.engine.warm).
+
+Then, in a third fresh home, `ferry up` on the two fraud specs alone (TARGET_SPECS): #17 set its wall-time target
+on "both committed specs" when those were the only ones; the recommender came later and adds its own tune and
+train. Both figures are reported against the target, each for what it is.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from ferry.steps.runner import TIMING_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTLE_S, REST_S = 10, 60
+# The committed specs when #17 set "≤ 90 s wall with both committed specs".
+TARGET_SPECS = ("fraud-detector", "fraud-detector-lite")
 # The stack at rest: CPU-s per minute in all, and its busiest processes ("pid name", CPU-s per minute).
 Rest = tuple[float, list[tuple[str, float]]]
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port",
@@ -91,7 +97,7 @@ def report(wall: float, began: float, work: dict[str, tuple[float, float]], spec
              f"| steps' own work, summed (runs overlap: 2 cores shared) | {sum(s for s, _ in work.values()):.1f} |",
              "", "| target (#17) | measured | met |", "|---|---:|:---:|",
              f"| outside the steps' work ≤ 25% of wall time | {outside / wall:.0%} | {_met(outside <= wall / 4)} |",
-             f"| wall time ≤ 90 s | {wall:.1f} s | {_met(wall <= 90)} |",
+             f"| wall time ≤ 90 s, every committed spec | {wall:.1f} s | {_met(wall <= 90)} |",
              "", "| step | work s |", "|---|---:|"] + [f"| {k} | {v:.1f} |" for k, (v, _) in work.items()]
     lines += rest_lines(rest)
     return "\n".join(lines) + "\n"
@@ -148,10 +154,13 @@ def _met(held: bool) -> str:
 Run = tuple[float, float, dict[str, tuple[float, float]]]  # wall s, when it began (unix), each step's work
 
 
-def run_up(warm_steps: bool, then: Callable[[Path], Any] | None = None) -> tuple[Run, Any]:
-    """`ferry up` on a copy of the committed specs in a fresh home on free ports; `then(home)` while it serves."""
+def run_up(warm_steps: bool, then: Callable[[Path], Any] | None = None,
+           only: tuple[str, ...] = ()) -> tuple[Run, Any]:
+    """`ferry up` on a copy of the committed specs (or `only` those) in a fresh home on free ports; `then(home)`
+    while it serves."""
     home = Path(tempfile.mkdtemp(prefix="ferry-bench-up-"))
-    shutil.copytree(ROOT / "gitops/models", home / "gitops/models")
+    shutil.copytree(ROOT / "gitops/models", home / "gitops/models",
+                    ignore=lambda _, names: [n for n in names if only and Path(n).stem not in only])
     settings = Settings(home=home, **{field: procs.free_port() for field in PORTS})
     env = {**os.environ, "FERRY_HOME": str(home), "FERRY_WARM_STEPS": str(warm_steps).lower(),
            **{f"FERRY_{f.upper()}": str(getattr(settings, f)) for f in PORTS}}
@@ -171,11 +180,26 @@ def run_up(warm_steps: bool, then: Callable[[Path], Any] | None = None) -> tuple
     return (wall, began, work), after
 
 
+def outside_s(run: Run) -> float:
+    wall, _, work = run
+    return wall - covered_s([(end - seconds, end) for seconds, end in work.values()])
+
+
+def target_specs_lines(two: Run) -> list[str]:
+    wall, outside = two[0], outside_s(two)
+    return ["", f"The specs #17's target was set on ({', '.join(TARGET_SPECS)}, the committed specs then; the "
+            "recommender came later), `ferry up` on those alone, just after, in its own fresh home:", "",
+            "| `ferry up` | wall s | outside the steps' work s | outside ≤ 25% | wall ≤ 90 s |",
+            "|---|---:|---:|:---:|:---:|",
+            f"| {' and '.join(TARGET_SPECS)} | {wall:.1f} | {outside:.1f} ({outside / wall:.0%}) "
+            f"| {_met(outside <= wall / 4)} | {_met(wall <= 90)} |"]
+
+
 def baseline_lines(cold: Run, warm: Run) -> list[str]:
     rows = []
-    for label, (wall, _, work) in (("each container step a new interpreter (`FERRY_WARM_STEPS=false`)", cold),
-                                   ("container steps forked from a warm starter (the default)", warm)):
-        outside = wall - covered_s([(end - seconds, end) for seconds, end in work.values()])
+    for label, run in (("each container step a new interpreter (`FERRY_WARM_STEPS=false`)", cold),
+                       ("container steps forked from a warm starter (the default)", warm)):
+        wall, outside = run[0], outside_s(run)
         rows.append(f"| {label} | {wall:.1f} | {outside:.1f} ({outside / wall:.0%}) |")
     return ["", "The same command just before, in its own fresh home, with every container step (data, evaluate, "
             "register, rollout) started as a new interpreter, as before warm starts ([warm.py]("
@@ -189,10 +213,11 @@ def main() -> None:
                    check=True, capture_output=True)
     cold, _ = run_up(warm_steps=False)
     warm, rest = run_up(warm_steps=True, then=at_rest)
+    two, _ = run_up(warm_steps=True, only=TARGET_SPECS)
     specs = ", ".join(sorted(path.stem for path in (ROOT / "gitops/models").glob("*.yaml")))
     wall, began, work = warm
     text = report(wall, began, work, specs, rest).replace("\n\n| target (#17)", "\n" + "\n".join(
-        [*baseline_lines(cold, warm), "", "| target (#17)"]), 1)
+        [*baseline_lines(cold, warm), *target_specs_lines(two), "", "| target (#17)"]), 1)
     print(text)
     write_section(entry_for("docs/benchmarks/up.md"), text)
 
