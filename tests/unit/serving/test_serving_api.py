@@ -141,6 +141,8 @@ def test_oversized_body_is_413_before_parsing(client: TestClient, service: Scori
     assert len(json.dumps(rows)) > SERVING.limits.max_body_bytes
     declared = client.post("/predict/features/batch", json=rows)
     assert declared.status_code == 413 and "4096" in declared.json()["detail"]
+    # Answered before the body was read: the rest of it is still on the connection, which must not be reused.
+    assert declared.headers["connection"] == "close"
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
         text = json.dumps(rows).encode()
@@ -148,7 +150,7 @@ def test_oversized_body_is_413_before_parsing(client: TestClient, service: Scori
             yield text[i:i + 1000]
 
     streamed = client.post("/predict/features/batch", content=chunks(), headers={"content-type": "application/json"})
-    assert streamed.status_code == 413
+    assert streamed.status_code == 413 and streamed.headers["connection"] == "close"
     garbage = client.post("/predict/features", content=b"x" * 5000, headers={"content-type": "application/json"})
     assert garbage.status_code == 413  # too big wins over not-JSON: it is never parsed
     assert recorder(service).total("client_error") == 3

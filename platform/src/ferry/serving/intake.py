@@ -65,7 +65,7 @@ class Intake:
         if declared == -1:
             if self.on_reject:
                 self.on_reject(400)
-            await _reply(send, 400, "the Content-Length header is not a number")
+            await _reply(send, 400, "the Content-Length header is not a number", close=True)
             return
         if declared is not None and declared > self.max_body_bytes:
             await self._reject(send, declared)
@@ -88,7 +88,7 @@ class Intake:
         if self.on_reject:
             self.on_reject(413)
         await _reply(send, 413, f"request body of {size} bytes or more is over the limit of "
-                                f"{self.max_body_bytes} bytes (serving.limits.max_body_bytes)")
+                                f"{self.max_body_bytes} bytes (serving.limits.max_body_bytes)", close=True)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -130,8 +130,13 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _reply(send: Send, status: int, message: str) -> None:
+async def _reply(send: Send, status: int, message: str, close: bool = False) -> None:
+    """`close`: answered before the body was read (or with a length that cannot be trusted), so the rest of the
+    body is still on the connection. The server then closes it, and `Connection: close` tells the client so
+    before it sends its next request there: without it, a client that reuses the connection races the close
+    and gets no answer at all (seen after a chunked 413: 2 in 150 next requests)."""
     payload = json.dumps({"detail": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                "headers": [*headers, (b"connection", b"close")] if close else headers})
     await send({"type": "http.response.body", "body": payload})
