@@ -124,8 +124,12 @@ def test_a_container_step_whose_starter_was_killed_is_a_transient_error(tmp_path
     doomed = warm.Starter(warm.starter_env(step_env()), str(tmp_path))
 
     def start_then_lose_the_starter(attempt: executors.Attempt, argv: list[str], env: dict[str, str]) -> Any:
-        process = doomed.start(CHILD, ["sleep", "1"], step_env(), str(tmp_path), str(attempt.log_path))
+        # The step runs until the starter is gone, then this ends it: a step that ended on its own during a stalled
+        # second (a loaded machine) would have been reported by its starter, as it should be.
+        process = doomed.start(CHILD, ["sleep", "60"], step_env(), str(tmp_path), str(attempt.log_path))
         os.kill(doomed._proc.pid, signal.SIGKILL)
+        doomed._proc.wait(30)
+        os.kill(process.pid, signal.SIGKILL)
         return process
 
     monkeypatch.setattr(executors, "_start_warm", start_then_lose_the_starter)
