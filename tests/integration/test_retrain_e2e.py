@@ -31,8 +31,9 @@ from ferry.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
+# Every service `ferry up` may start: one left on its default port collides with a developer's own `ferry up`.
 PORTS = ("mlflow_port", "ray_port", "ray_dashboard_port", "ray_metrics_port", "ray_client_port", "serve_port",
-         "prometheus_port", "alertmanager_port", "receiver_port", "rollout_metrics_port")
+         "prometheus_port", "alertmanager_port", "receiver_port", "rollout_metrics_port", "redis_port")
 MODEL = "tiny-retrain"
 # The retrained version must reach the canary whatever its score (min_delta -1), and a canary without
 # traffic gives up quickly (3 s checks, 12 s hold timeout).
