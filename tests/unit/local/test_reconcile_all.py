@@ -25,20 +25,22 @@ def outcome(name: str) -> reconcile.ModelOutcome:
 
 def test_the_models_run_at_once_and_each_deploys_when_its_own_run_is_over(monkeypatch: pytest.MonkeyPatch) -> None:
     together = threading.Barrier(len(SPECS), timeout=10)  # broken (an error) unless all three runs overlap
-    slow_run_over = threading.Event()
+    slow_run_over, others_served = threading.Event(), threading.Event()
     deployed_while_gamma_ran: list[str] = []
 
     def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any,
             on_run: Any = None) -> Any:
         together.wait()
-        if spec.name == "gamma":  # the slow one: the others are served before it is over
-            time.sleep(0.5)
+        if spec.name == "gamma":  # the slow one: it ends once the others are served, or after 30 s if they wait
+            others_served.wait(30)  # for it (not a fixed sleep, which a stalled second on a loaded machine beats)
             slow_run_over.set()
         return outcome(spec.name)
 
     def serve(settings: Any, registry: Any, spec: Any, deploy: Any, on_wait: Any, withdraw: Any, stop: Any) -> Any:
         if not slow_run_over.is_set():
             deployed_while_gamma_ran.append(spec.name)
+            if len(deployed_while_gamma_ran) == 2:
+                others_served.set()
         return reconcile.Served(spec.name, f"http://127.0.0.1:1/{spec.name}")
 
     monkeypatch.setattr(reconcile, "reconcile_model", run)
@@ -80,18 +82,22 @@ def test_each_router_starts_with_its_run_and_is_withdrawn_when_the_run_leaves_no
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     runs_over: set[str] = set()
     started: dict[str, bool] = {}  # model: whether its run was over when its router started
+    router_up = {spec.name: threading.Event() for spec in SPECS}
     withdrawn: list[str] = []
     deployed: list[str] = []
 
     def run(settings: Any, registry: Any, spec: Any, on_update: Any, on_wait: Any, stop: Any,
             on_run: Any = None) -> Any:
         on_run()  # the run starts
-        time.sleep(0.3)  # training
+        # Training, until its router has started (at most 30 s: a router that waits for the run starts after it);
+        # not a fixed sleep, which a router thread stalled on a loaded machine would outlast.
+        router_up[spec.name].wait(30)
         runs_over.add(spec.name)
         return outcome(spec.name)
 
     def start_serving(spec: Any) -> Any:
         started[spec.name] = spec.name in runs_over
+        router_up[spec.name].set()
         return None if spec.name == "gamma" else (lambda: withdrawn.append(spec.name))  # gamma: served already
 
     def deploy(spec: Any) -> Any:
