@@ -35,10 +35,10 @@ backend app
 
 
 def test_haproxy_closes_its_replica_connections_after_each_answer_and_a_client_connection_after_a_413_once() -> None:
-    closing = haproxy_launch.closing_server_connections(RAY_CONFIG)
+    closing = haproxy_launch.with_connection_rules(RAY_CONFIG)
     assert closing == RAY_CONFIG.replace("defaults\n", "defaults\n    option http-server-close\n").replace(
         "    bind *:8000\n", "    bind *:8000\n    http-after-response set-header connection close if { status 413 }\n")
-    assert haproxy_launch.closing_server_connections(closing) == closing
+    assert haproxy_launch.with_connection_rules(closing) == closing
 
 
 def test_the_config_path_is_what_minus_f_names() -> None:

