@@ -74,6 +74,33 @@ def test_replay_through_redis_gives_the_offline_features(state: FeatureState) ->
     assert (offline[:, FEATURE_NAMES.index(FEATURES.terminal_risk(30))] > 0).any()
 
 
+def test_one_payment_at_a_time_is_counted_and_answered_as_in_batches(server: RedisServer,
+                                                                     state: FeatureState) -> None:
+    """A single payment takes its own path (one script call instead of the batch's two round trips): replayed one
+    payment a call, the same history gives the batches' features bit for bit, and leaves the same histories and
+    frauds in the store."""
+    frame = simulate(SimulatorParams(customers=15, terminals=30, days=40, seed=9))
+    batched = replay(state, frame, batch_rows=32)
+    alone = FeatureState(server.client(), f"{state._keys.namespace}:alone", DELAY_DAYS)
+    singles = replay(alone, frame, batch_rows=1)
+    np.testing.assert_array_equal(singles, batched)
+    state.flush()
+    alone.flush()
+    client = server.client()
+    last_us = float(frame["tx_datetime"].max().value // 1000)
+
+    def kept(key: str, doubles: int, days: int) -> list[float]:  # histories are trimmed at other moments
+        return [us for us in payments(client, key, doubles) if us > last_us - days * NS_PER_DAY / 1000]
+
+    for customer in frame["customer_id"].unique()[:5]:
+        assert kept(state._keys.card(customer), 2, 30) == kept(alone._keys.card(customer), 2, 30) != []
+    for terminal in frame["terminal_id"].unique()[:5]:
+        assert kept(state._keys.terminal(terminal), 1, 30 + DELAY_DAYS) == kept(
+            alone._keys.terminal(terminal), 1, 30 + DELAY_DAYS)
+        assert client.zrange(state._keys.frauds(terminal), 0, -1, withscores=True) == client.zrange(
+            alone._keys.frauds(terminal), 0, -1, withscores=True)
+
+
 def test_a_repeated_transaction_gets_the_same_answer_and_counts_once(state: FeatureState) -> None:
     t = event_time_ns(datetime(2018, 5, 2, 9))
     first = RawTransaction("a", t, 7, 70, 12.5)
@@ -92,13 +119,13 @@ def test_a_transaction_whose_scorer_died_is_not_in_flight_forever(state: Feature
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Its scorer died between the batch's round trips (counted, features never stored): a repeat is "in
     flight" (409) at first, then, once the claim is stale, gets the features it would have had, counted once.
-    Simulated by skipping the last round trip and ageing the claim."""
+    Simulated by a replica whose last round trip never runs, and by ageing the claim."""
     t = event_time_ns(datetime(2018, 5, 2, 9))
     state.observe([RawTransaction("before", t - 3600 * 10**9, 7, 70, 20.0)])
     orphan = RawTransaction("orphan", t, 7, 70, 12.5)
-    monkeypatch.setattr(state, "_finish", lambda batch: None)  # dies after counting, before storing features
-    state.observe([orphan])
-    monkeypatch.undo()
+    scorer = FeatureState(state._redis, state._keys.namespace, DELAY_DAYS)
+    monkeypatch.setattr(scorer._finisher, "submit", lambda *_: None)  # dies after counting, before storing features
+    scorer.observe([orphan])
     with pytest.raises(RequestInFlight):
         state.observe([orphan])
     state._redis.setrange(state._keys.record("orphan"), 8, struct.pack("<d", 0))  # claimed long ago
@@ -221,12 +248,11 @@ def test_a_transaction_another_request_is_scoring_is_in_flight_and_the_rest_of_i
     t = event_time_ns(datetime(2018, 5, 3, 9))
     other = FeatureState(state._redis, state._keys.namespace, DELAY_DAYS)
     unfinished: list[object] = []
-    monkeypatch.setattr(other, "_finish", unfinished.append)  # still scoring: its features are not stored yet
+    monkeypatch.setattr(other._finisher, "submit", lambda batch, _: unfinished.append(batch))  # not stored yet
     first = other.observe([RawTransaction("a", t, 8, 80, 10.0)])
-    monkeypatch.undo()
     with pytest.raises(RequestInFlight, match="'a'"):
         state.observe([RawTransaction("a", t, 8, 80, 10.0), RawTransaction("b", t + 10**9, 8, 80, 30.0)])
-    FeatureState._finish(other, unfinished[0])  # type: ignore[arg-type]
+    other._finish_all(unfinished)  # type: ignore[arg-type]
     retried = state.observe([RawTransaction("a", t, 8, 80, 10.0), RawTransaction("b", t + 10**9, 8, 80, 30.0)])
     count_1d, mean_1d = FEATURE_NAMES.index(FEATURES.customer_count(1)), FEATURE_NAMES.index(
         FEATURES.customer_mean_amount(1))
@@ -238,13 +264,15 @@ def test_a_transaction_another_request_is_scoring_is_in_flight_and_the_rest_of_i
 
 
 def claim_and_die(state: FeatureState, tx: RawTransaction, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A scorer that claims the transaction and dies before its second round trip (appends, reads)."""
+    """A scorer that claims the transaction and dies before its second round trip (appends, reads). Only a batch
+    has two: a single payment is claimed and counted in one script call. The batch's other payment is on a card
+    and a terminal of its own."""
     def die(*_: object) -> None:
         raise StateStoreUnavailable("the scorer died")
 
     monkeypatch.setattr(state, "_count_and_read", die)
     with pytest.raises(StateStoreUnavailable):
-        state.observe([tx])
+        state.observe([tx, RawTransaction(f"{tx.transaction_id}-companion", tx.event_ns, 999, 999, 1.0)])
     monkeypatch.undo()
 
 

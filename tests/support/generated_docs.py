@@ -32,7 +32,7 @@ class GeneratedDoc:
 
 SERVING = "platform/src/ferry/serving"
 # The feature state store: its request path, layout and pipelines.
-STATE = tuple(f"workloads/src/fraud_detection/{name}.py" for name in ("state", "state_layout", "resp"))
+STATE = tuple(f"workloads/src/fraud_detection/{name}.py" for name in ("state", "state_layout", "state_finish", "resp"))
 DOCS = (
     # The whole stack runs under these scenarios; hashing it would ask for a 15-minute rerun at every serving
     # edit, so the fingerprint covers what states the bounds and records the figures.

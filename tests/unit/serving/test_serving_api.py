@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
@@ -278,6 +279,21 @@ def test_a_single_row_is_scored_as_in_a_batch(view: RolloutView, failing: set[st
     assert sorted(recorder(alone).requests) == sorted(  # the same counts, one row at a time
         (outcome, version, variant, 1) for outcome, version, variant, n in recorder(batched).requests
         for _ in range(n))
+
+
+@pytest.mark.parametrize(("view", "failing"), [(RolloutView("1", "2", 50), set()), (RolloutView("1", "2", 100), {"2"})])
+def test_a_batch_of_one_row_is_scored_as_in_a_larger_batch(view: RolloutView, failing: set[str]) -> None:
+    """A single raw request is a batch of one row: routed by its key (a list's or a numpy array's, as the
+    batch reader gives it) as every row of a larger batch is, the challenger's failure answered by the champion."""
+    rows = [FraudDetectionWorkload.request_model.model_validate(t) for t in transactions(40)]
+    batched = make_service(serving_registry(view, failing=failing))
+    alone = make_service(serving_registry(view, failing=failing))
+    features = batched.features(rows)
+    keys = np.array([row.customer_id for row in rows], dtype=np.int64)
+    whole = batched.score_batch(keys, features).results()
+    assert [alone.score_batch(keys[i:i + 1], features[i:i + 1]).results()[0] for i in range(len(rows))] == whole
+    assert [alone.score_batch([int(keys[i])], features[i:i + 1]).results()[0] for i in range(len(rows))] == whole
+    assert {p.variant for p in whole} == ({"champion"} if failing else {"champion", "challenger"})
 
 
 def test_a_single_row_without_champion_is_refused() -> None:

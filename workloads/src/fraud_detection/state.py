@@ -17,7 +17,8 @@ State model (all keys under one namespace, e.g. ``ferry:fraud-detector``, named 
 - ``<ns>:labels:unmatched``: hash transaction_id -> ``<fraud>:<arrival ns>``, labels that came before (or
   without) their transaction. They are reported, kept, and applied if the transaction arrives.
 
-A batch is three pipelined round trips of plain commands, packed and parsed in C (`fraud_detection.resp`):
+A batch is two pipelined round trips of plain commands on the request path, packed and parsed in C
+(`fraud_detection.resp`), and a third after it:
 
 1. claim each transaction (``SET NX GET``, with Redis' clock): a known one answers its record, and repeats are
    answered from it; nothing else is done for them;
@@ -25,21 +26,24 @@ A batch is three pipelined round trips of plain commands, packed and parsed in C
    those histories and the terminals' frauds. The length each APPEND returns is where the payment sits, so its
    history is what arrived before it, in arrival order across every replica. Only a claimed payment is ever
    appended, so a history never holds a payment twice, not even for a moment while requests race;
-3. store the features for repeats, renew expiries, trim histories, index and prune records.
+3. off the request path, for every batch queued meanwhile at once (:mod:`fraud_detection.state_finish`): store
+   the features for repeats, renew expiries, trim histories, index and prune records. Until then this replica
+   answers its own repeats from what it computed.
+
+A single payment (one request, one transaction) does 1 and 2 in one script call instead (`state_layout.CLAIM_ONE`):
+one round trip on its path rather than two. The rare changes known only after the reads (a label that came
+before its payment, a dead scorer's payment never appended) are written before the batch is answered.
 
 The features are computed for the whole batch at once (:func:`fraud_detection.online.batch_window_totals`).
-Redis does no per-payment Lua: only the rare paths (a stale claim taken over, trimming, the record index) run
-small scripts.
+Redis does no per-payment Lua for batches: only single payments and the rare paths (a stale claim taken over,
+trimming, the record index) run small scripts.
 """
 
 from __future__ import annotations
 
-import logging
 import struct
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +53,10 @@ from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from fraud_detection.features import FEATURES, NS_PER_DAY, FeatureDefinition
 from fraud_detection.online import BatchHistory, batch_window_totals, event_time_ns, feature_matrix
 from fraud_detection.resp import Pipe, raise_errors
+from fraud_detection.state_finish import Finisher, keep
 from fraud_detection.state_layout import (
     CARD_ENTRY,
+    CLAIM_ONE,
     FEATURES_STORED,
     INDEX,
     LABEL,
@@ -59,11 +65,10 @@ from fraud_detection.state_layout import (
     PRUNE_RECORDS,
     RECORD,
     SCRIPTS,
+    SHAS,
     STALE_CLAIM_S,
     TAKE_OVER,
     TERMINAL_ENTRY,
-    TRIM,
-    TRIM_FRACTION,
     Keys,
 )
 
@@ -71,16 +76,6 @@ __all__ = ["STALE_CLAIM_S", "FeatureState", "LabelReport", "Observed", "OnlineFe
            "RequestInFlight", "StateStoreUnavailable"]
 
 _NS_PER_US = 1_000
-logger = logging.getLogger("fraud_detection.state")
-
-
-def _sha(script: str) -> str:
-    import hashlib
-
-    return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-
-_SHAS = {script: _sha(script) for script in SCRIPTS}
 
 
 @dataclass(frozen=True)
@@ -144,12 +139,9 @@ class FeatureState:
         self._card_span_us = max(definition.windows_days) * NS_PER_DAY // _NS_PER_US
         self._terminal_span_us = self._card_span_us + delay_days * NS_PER_DAY // _NS_PER_US
         self._record_ttl_s = self._terminal_span_us // 10**6
-        # The last round trip (features stored, histories kept) runs off the request path, one at a time; the
-        # next batch waits for those before it, so that this replica's own repeats always find their features.
-        self._upkeep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferry-state")
-        self._pending: list[Future[None]] = []
-        self._pending_lock = threading.Lock()
-        self.failed_finishes = 0  # last round trips that failed: their rows recover as stale claims
+        # The last round trip (features stored, histories kept) runs off the request path, for several batches at
+        # once; until it has run, this replica's own repeats are answered from what it computed (state_finish).
+        self._finisher = Finisher(self._finish_all, STALE_CLAIM_S)
         self._synced: tuple[int, float] | None = None  # Redis' clock (s) when last read, and time.monotonic() then
 
     def observe(self, transactions: Sequence[RawTransaction]) -> Observed:
@@ -170,36 +162,34 @@ class FeatureState:
         batch = _Batch(txs, np.zeros((len(txs), width), dtype=np.float32), np.zeros(len(txs), dtype=bool))
         if not txs:
             return batch
-        self._settle()
         card, terminal = self._keys.card, self._keys.terminal
         batch.card_keys = [card(tx.customer_id) for tx in txs]
         batch.terminal_keys = [terminal(tx.terminal_id) for tx in txs]
-        now, early_labels, records = self._claim(batch)
-        fresh, stale = self._sort_out(batch, records, now)
-        taken = self._take_over(batch, stale, now)
-        if fresh or taken:  # even when some are in flight: what this batch claimed is counted now, not orphaned
-            self._count_and_read(batch, fresh, taken, early_labels)
+        if len(txs) == 1:
+            now, stale = self._claim_one(batch)
+            self._count_taken_over(batch, self._take_over(batch, stale, now), early=True)
+        else:
+            now, early_labels, records = self._claim(batch)
+            fresh, stale = self._sort_out(batch, records, now)
+            taken = self._take_over(batch, stale, now)
+            if fresh or taken:  # even when some are in flight: what this batch claimed is counted now, not orphaned
+                self._count_and_read(batch, fresh, taken, early_labels)
+        if batch.computed:
             self._compute(batch)
-            with self._pending_lock:
-                self._pending.append(self._upkeep_pool.submit(self._finish, batch))
+            self._count_late(batch)
+            self._finisher.submit(batch, {txs[i].transaction_id: batch.features[i] for i in batch.computed})
         if batch.busy:
             raise _in_flight(batch.busy)
         return batch
 
-    def _settle(self) -> None:
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        for future in pending:
-            try:
-                future.result()
-            except StateStoreUnavailable as exc:
-                self.failed_finishes += 1
-                logger.warning("storing a batch's features failed (its transactions recover as stale claims in "
-                               "%d s): %s", STALE_CLAIM_S, exc)
+    @property
+    def failed_finishes(self) -> int:
+        """Batches whose last round trip failed: their rows recover as stale claims."""
+        return self._finisher.failed
 
     def flush(self) -> None:
         """Wait until every batch's last round trip is done (tests, benchmarks, shutdown)."""
-        self._settle()
+        self._finisher.flush()
 
     def _claim(self, batch: _Batch) -> tuple[int, bool, list[bytes | None]]:
         """Round trip 1: Redis' clock, whether any label waits for its transaction, and each transaction claimed:
@@ -215,6 +205,36 @@ class FeatureState:
         replies = self._pipe.execute(commands)
         raise_errors(replies)
         return self._sync(replies[0]), replies[1] == 1, replies[2:]
+
+    def _claim_one(self, batch: _Batch) -> tuple[int, list[tuple[int, bytes]]]:
+        """A batch of one payment in one round trip (`state_layout.CLAIM_ONE`): claimed, counted and read at once,
+        or answered from its record. Redis' clock, and the claim to take over if its scorer died."""
+        keys, tx, at = self._keys, batch.txs[0], batch.at_us[0]
+        now = self._clock()
+        room = bytes(1 + 4 * len(self._definition.names))
+        command = ("EVALSHA", SHAS[CLAIM_ONE], 5, keys.record(tx.transaction_id), batch.card_keys[0],
+                   batch.terminal_keys[0], keys.frauds(tx.terminal_id), keys.unmatched,
+                   RECORD.pack(at, now, NO_LABEL, 0, tx.terminal_id) + room, self._record_ttl_s,
+                   CARD_ENTRY.pack(at, tx.amount), TERMINAL_ENTRY.pack(at), f"({at - self._terminal_span_us}",
+                   tx.transaction_id)
+        replies = self._pipe.execute([command])
+        raise_errors(replies)
+        reply = replies[0]
+        self._sync(reply[0])
+        if reply[1] is not None:
+            return now, self._sort_out(batch, [reply[1]], now)[1]
+        card_length, terminal_length, card, terminal, frauds, early = reply[2:8]
+        batch.blobs = {batch.card_keys[0]: card, batch.terminal_keys[0]: terminal}
+        batch.computed.append(0)
+        batch.histories.append((card[:card_length - CARD_ENTRY.size], terminal[:terminal_length - TERMINAL_ENTRY.size],
+                                frauds))
+        if early is not None:
+            batch.early.append((0, early))
+        return now, []
+
+    def _count_taken_over(self, batch: _Batch, taken: list[int], early: bool) -> None:
+        if taken:
+            self._count_and_read(batch, [], taken, early)
 
     def _clock(self) -> int:
         """Redis' clock in seconds, as a claim records it: read once, then moved on by the monotonic clock and
@@ -248,9 +268,12 @@ class FeatureState:
         return fresh, stale
 
     def _answer_known(self, batch: _Batch, row: int, record: bytes) -> bool:
-        if record[RECORD.size:RECORD.size + 1] != FEATURES_STORED:
+        if record[RECORD.size:RECORD.size + 1] == FEATURES_STORED:
+            batch.features[row] = np.frombuffer(record, dtype=np.float32, offset=RECORD.size + 1)
+        elif (computed := self._finisher.features_of(batch.txs[row].transaction_id)) is not None:
+            batch.features[row] = computed  # scored here, its last round trip still queued
+        else:
             return False
-        batch.features[row] = np.frombuffer(record, dtype=np.float32, offset=RECORD.size + 1)
         batch.repeated[row] = True
         return True
 
@@ -259,7 +282,7 @@ class FeatureState:
         (rare)."""
         if not stale:
             return []
-        replies = self._pipe.execute([("EVALSHA", _SHAS[TAKE_OVER], 1, self._keys.record(batch.txs[i].transaction_id),
+        replies = self._pipe.execute([("EVALSHA", SHAS[TAKE_OVER], 1, self._keys.record(batch.txs[i].transaction_id),
                                        record, struct.pack("<d", now)) for i, record in stale])
         raise_errors(replies)
         taken = [i for (i, _), won in zip(stale, replies, strict=True) if won == 1]
@@ -326,24 +349,36 @@ class FeatureState:
         totals = batch_window_totals(event_ns, _batch_history(batch.histories), self._delay_days, self._definition)
         batch.features[rows] = feature_matrix(event_ns, amounts, totals, self._definition)
 
-    def _finish(self, batch: _Batch) -> None:
-        """Round trip 3: features stored for repeats, payments of claims taken over appended if their scorer
-        never did, early labels applied, histories kept, records indexed."""
-        keys, txs = self._keys, batch.txs
-        commands: list[tuple[Any, ...]] = [("SETRANGE", keys.record(txs[i].transaction_id), RECORD.size,
-                                            FEATURES_STORED + batch.features[i].tobytes()) for i in batch.computed]
+    def _finish_all(self, batches: Sequence[_Batch]) -> None:
+        """The last round trip, for every batch queued (state_finish): features stored for repeats, histories kept,
+        and the new records indexed in one script call."""
+        commands: list[tuple[Any, ...]] = []
+        pairs: list[Any] = []
+        for batch in batches:
+            commands += [("SETRANGE", self._keys.record(batch.txs[i].transaction_id), RECORD.size,
+                          FEATURES_STORED + batch.features[i].tobytes()) for i in batch.computed]
+            pairs += [arg for i in batch.computed if not batch.repeated[i]
+                      for arg in (batch.at_us[i], batch.txs[i].transaction_id)]
+        commands += self._upkeep(batches)
+        if pairs:
+            newest = max(pairs[::2])
+            commands.append(("EVALSHA", SHAS[INDEX], 1, self._keys.index, self._keys.record(""),
+                             newest - self._terminal_span_us, self._record_ttl_s, PRUNE_RECORDS * len(pairs) // 2,
+                             *pairs))
+        raise_errors(self._pipe.execute(commands))
+
+    def _count_late(self, batch: _Batch) -> None:
+        """The rare state changes known only once a batch's state is read: the payment of a claim taken over that
+        its dead scorer never appended, and labels that came before their payment. Made before the batch is
+        answered, so that the next payment this replica scores sees them; if this fails, the claims stay without
+        features and a repeat takes them over again (stale claims), which redoes both."""
+        commands: list[tuple[Any, ...]] = []
         for i in batch.unappended:
             commands += _appends(batch, i)
         for i, value in batch.early:
-            commands += self._early_label(txs[i], batch.at_us[i], value)
-        commands += self._upkeep(batch)
-        counted = [i for i in batch.computed if not batch.repeated[i]]
-        if counted:
-            newest = max(batch.at_us[i] for i in counted)
-            pairs = [arg for i in counted for arg in (batch.at_us[i], txs[i].transaction_id)]
-            commands.append(("EVALSHA", _SHAS[INDEX], 1, keys.index, keys.record(""), newest - self._terminal_span_us,
-                             self._record_ttl_s, PRUNE_RECORDS * len(counted), *pairs))
-        raise_errors(self._pipe.execute(commands))
+            commands += self._early_label(batch.txs[i], batch.at_us[i], value)
+        if commands:
+            raise_errors(self._pipe.execute(commands))
 
     def _early_label(self, tx: RawTransaction, at_us: int, value: bytes) -> list[tuple[Any, ...]]:
         fraud, arrived = value.split(b":", 1)
@@ -356,16 +391,20 @@ class FeatureState:
         return [*commands, ("SETRANGE", self._keys.record(tx.transaction_id), LABEL_AT, label),
                 ("HDEL", self._keys.unmatched, tx.transaction_id)]
 
-    def _upkeep(self, batch: _Batch) -> list[tuple[Any, ...]]:
-        """Histories kept small and alive: see `_keep`."""
+    def _upkeep(self, batches: Sequence[_Batch]) -> list[tuple[Any, ...]]:
+        """Histories kept small and alive (`state_finish.keep`), in one pass over every history the batches read:
+        of a history several batches read, the last read is the newest."""
         newest_card: dict[str, int] = {}
         newest_terminal: dict[str, int] = {}
-        for i in batch.computed:
-            card, terminal, at = batch.card_keys[i], batch.terminal_keys[i], batch.at_us[i]
-            newest_card[card] = max(newest_card.get(card, at), at)
-            newest_terminal[terminal] = max(newest_terminal.get(terminal, at), at)
-        return (_keep(newest_card, batch.blobs, self._card_span_us, CARD_ENTRY)
-                + _keep(newest_terminal, batch.blobs, self._terminal_span_us, TERMINAL_ENTRY))
+        blobs: dict[str, bytes] = {}
+        for batch in batches:
+            blobs.update(batch.blobs)
+            for i in batch.computed:
+                card, terminal, at = batch.card_keys[i], batch.terminal_keys[i], batch.at_us[i]
+                newest_card[card] = max(newest_card.get(card, at), at)
+                newest_terminal[terminal] = max(newest_terminal.get(terminal, at), at)
+        return (keep(newest_card, blobs, self._card_span_us, CARD_ENTRY)
+                + keep(newest_terminal, blobs, self._terminal_span_us, TERMINAL_ENTRY))
 
     def record_labels(self, labels: Sequence[tuple[str, bool]], arrival_ns: int) -> LabelReport:
         """Store delayed labels: each counts in its terminal's risk from then on; repeats count once."""
@@ -426,33 +465,6 @@ def _without(blob: bytes, entry: bytes) -> tuple[bytes, bool]:
         if blob[offset:offset + size] == entry:
             return blob[:offset] + blob[offset + size:], True
     return blob, False
-
-
-def _keep(newest: dict[str, int], blobs: dict[str, bytes], span_us: int, entry: struct.Struct) -> list[tuple[Any, ...]]:
-    """Commands that trim the histories an eighth of which has aged out (older than their newest payment less the
-    span), and renew the expiry (twice the span) of those whose last marker is more than a span old, appending a
-    new marker: one vectorised pass over every history the batch read."""
-    names = list(newest)
-    if not names:
-        return []
-    chunks = [blobs[name] for name in names]
-    times = np.frombuffer(b"".join(chunks), dtype="<f8")[::entry.size // 8]
-    owner = np.repeat(np.arange(len(names)), [len(chunk) // entry.size for chunk in chunks])
-    latest = np.array([newest[name] for name in names], dtype=np.float64)
-    aged = np.bincount(owner, weights=(times <= latest[owner] - span_us).astype(np.float64), minlength=len(names))
-    total = np.bincount(owner, minlength=len(names))
-    renewed = np.zeros(len(names))  # minus the event time of each history's last renewal; 0: never
-    markers = times < 0
-    np.minimum.at(renewed, owner[markers], times[markers])
-    commands: list[tuple[Any, ...]] = []
-    trim = np.flatnonzero((aged > 0) & (aged * TRIM_FRACTION >= total))
-    if trim.size:
-        commands.append(("EVALSHA", _SHAS[TRIM], len(trim), *(names[k] for k in trim),
-                         *(arg for k in trim for arg in (entry.size, int(latest[k]) - span_us))))
-    for k in np.flatnonzero((renewed == 0) | (latest > span_us - renewed)):
-        marker = entry.pack(-latest[k], 0.0) if entry.size == 16 else entry.pack(-latest[k])
-        commands += [("APPEND", names[k], marker), ("EXPIRE", names[k], 2 * span_us // 10**6)]
-    return commands
 
 
 def _batch_history(histories: Sequence[tuple[bytes, bytes, list[Any]]]) -> BatchHistory:

@@ -183,14 +183,19 @@ class ScoringService:
         if state.champion is None:
             raise NoChampion(f"no champion of {self.model} is loaded yet")
         key = self.workload.routing_key
-        variant = choose(getattr(row, key) if key else None, state.weight, state.challenger is not None)
-        features = self.features([row])
-        loaded, served_as, scores = self._score_group(state, variant, features)
-        if self.drift is not None:
-            self.drift.observe(state.champion.version, features, scores if served_as == CHAMPION else ())
+        loaded, served_as, scores = self._score_row(state, getattr(row, key) if key else None, self.features([row]))
         score = float(scores[0])
         return Prediction(score=score, decision=score >= self.workload.threshold, model=self.model,
                           version=loaded.version, variant=served_as)
+
+    def _score_row(self, state: RolloutState, key: Any, features: np.ndarray) -> tuple[Loaded, Variant, np.ndarray]:
+        """One row (features 1 × n) scored as `score_batch` would, without its per-batch masks."""
+        assert state.champion is not None
+        variant = choose(key, state.weight, state.challenger is not None)
+        loaded, served_as, scores = self._score_group(state, variant, features)
+        if self.drift is not None:
+            self.drift.observe(state.champion.version, features, scores if served_as == CHAMPION else ())
+        return loaded, served_as, scores
 
     def score_batch(self, keys: Sequence[Any] | np.ndarray | None, features: np.ndarray) -> Scored:
         """Score a feature matrix (rows in the workload's feature order) column-wise: one registry state
@@ -199,6 +204,12 @@ class ScoringService:
         if state.champion is None:
             raise NoChampion(f"no champion of {self.model} is loaded yet")
         rows = int(features.shape[0])
+        if rows == 1 and self.faults is None:  # a single raw request: as score_single does
+            key = None if keys is None else keys[0].item() if isinstance(keys, np.ndarray) else keys[0]
+            loaded, served_as, scores = self._score_row(state, key, features)
+            scored = Scored.empty(self.model, 1)
+            scored.fill(np.zeros(1, dtype=np.int64), loaded.version, served_as, scores, self.workload.threshold)
+            return scored
         to_challenger = challenger_rows(keys, rows, state.weight, state.challenger is not None)
         scored = Scored.empty(self.model, rows)
         if self.faults is not None:
