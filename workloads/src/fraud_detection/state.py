@@ -187,9 +187,10 @@ class FeatureState:
         """Batches whose last round trip failed: their rows recover as stale claims."""
         return self._finisher.failed
 
-    def flush(self) -> None:
-        """Wait until every batch's last round trip is done (tests, benchmarks, shutdown)."""
-        self._finisher.flush()
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every batch's last round trip is done (tests, benchmarks, shutdown), at most `timeout_s`;
+        whether it is."""
+        return self._finisher.flush(timeout_s)
 
     def _claim(self, batch: _Batch) -> tuple[int, bool, list[bytes | None]]:
         """Round trip 1: Redis' clock, whether any label waits for its transaction, and each transaction claimed:
@@ -500,3 +501,7 @@ class OnlineFeatures:
 
     def record_labels(self, rows: Sequence[Any], arrival_ns: int) -> LabelReport:
         return self.state.record_labels([(row.transaction_id, row.fraud) for row in rows], arrival_ns)
+
+    def close(self, timeout_s: float) -> bool:
+        """The last batches' upkeep run before the router goes (their repeats then find their features stored)."""
+        return self.state.flush(timeout_s)

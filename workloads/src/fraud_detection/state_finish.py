@@ -56,11 +56,17 @@ class Finisher:
         """The features this process computed for a transaction whose last round trip has not run yet."""
         return self._unstored.get(transaction_id)
 
-    def flush(self) -> None:
-        """Wait until every queued batch's last round trip has run (tests, benchmarks, shutdown)."""
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued batch's last round trip has run (tests, benchmarks, a router's shutdown), at
+        most `timeout_s`; whether it has."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._changed:
             while self._queued or self._sending:
-                self._changed.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
 
     def _run(self) -> None:
         while True:

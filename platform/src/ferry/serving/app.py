@@ -158,6 +158,8 @@ class Router:
             self.service.shadow.close()
         if self.service.log is not None:  # writes what is queued: a clean shutdown loses no logged row
             self.service.log.close(timeout_s=10.0)
+        if self.service.online is not None:  # stores the features of what it scored last, for their repeats
+            self.service.online.close(timeout_s=5.0)
 
 
 def build_app(args: dict[str, Any], local_options: Mapping[str, Any] | None = None) -> Application:

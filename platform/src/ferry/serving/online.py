@@ -1,10 +1,11 @@
 """Online features for a workload that takes raw requests: the connection to the feature state store.
 
 A workload opts in by declaring `raw_request_model` (with its `event_time_field`), `label_model` and
-`online_features(client, namespace, delay_days)` (fraud_detection: per-card and per-terminal history in Redis).
-The router then takes raw requests on `/predict` and `/predict/batch`, the model's features on
-`/predict/features` and `/predict/features/batch`, and labels on `/labels` (ferry.serving.api). Without a
-configured store the raw routes answer 503, naming why.
+`online_features(client, namespace, delay_days)` (fraud_detection: per-card and per-terminal history in Redis),
+which returns what the router calls: `observe(rows)`, `keys(rows)`, `record_labels(rows, arrival_ns)`, and
+`close(timeout_s)` as the router goes. The router then takes raw requests on `/predict` and `/predict/batch`,
+the model's features on `/predict/features` and `/predict/features/batch`, and labels on `/labels`
+(ferry.serving.api). Without a configured store the raw routes answer 503, naming why.
 """
 
 from __future__ import annotations
