@@ -167,7 +167,8 @@ class FeatureState:
         batch.terminal_keys = [terminal(tx.terminal_id) for tx in txs]
         if len(txs) == 1:
             now, stale = self._claim_one(batch)
-            self._count_taken_over(batch, self._take_over(batch, stale, now), early=True)
+            if taken := self._take_over(batch, stale, now):
+                self._count_and_read(batch, [], taken, early=True)
         else:
             now, early_labels, records = self._claim(batch)
             fresh, stale = self._sort_out(batch, records, now)
@@ -199,9 +200,8 @@ class FeatureState:
         keys, txs, at_us = self._keys, batch.txs, batch.at_us
         now = self._clock()
         prefix, ttl = keys.record(""), self._record_ttl_s
-        room = bytes(1 + 4 * len(self._definition.names))  # FEATURES_STORED and the features, written later
         commands: list[tuple[Any, ...]] = [("TIME",), ("EXISTS", keys.unmatched)]
-        commands += [("SET", prefix + tx.transaction_id, RECORD.pack(at, now, NO_LABEL, 0, tx.terminal_id) + room,
+        commands += [("SET", prefix + tx.transaction_id, self._claimed_record(tx, at, now),
                       "NX", "GET", "EX", ttl) for tx, at in zip(txs, at_us, strict=True)]
         replies = self._pipe.execute(commands)
         raise_errors(replies)
@@ -212,10 +212,9 @@ class FeatureState:
         or answered from its record. Redis' clock, and the claim to take over if its scorer died."""
         keys, tx, at = self._keys, batch.txs[0], batch.at_us[0]
         now = self._clock()
-        room = bytes(1 + 4 * len(self._definition.names))
         command = ("EVALSHA", SHAS[CLAIM_ONE], 5, keys.record(tx.transaction_id), batch.card_keys[0],
                    batch.terminal_keys[0], keys.frauds(tx.terminal_id), keys.unmatched,
-                   RECORD.pack(at, now, NO_LABEL, 0, tx.terminal_id) + room, self._record_ttl_s,
+                   self._claimed_record(tx, at, now), self._record_ttl_s,
                    CARD_ENTRY.pack(at, tx.amount), TERMINAL_ENTRY.pack(at), f"({at - self._terminal_span_us}",
                    tx.transaction_id)
         replies = self._pipe.execute([command])
@@ -233,9 +232,9 @@ class FeatureState:
             batch.early.append((0, early))
         return now, []
 
-    def _count_taken_over(self, batch: _Batch, taken: list[int], early: bool) -> None:
-        if taken:
-            self._count_and_read(batch, [], taken, early)
+    def _claimed_record(self, tx: RawTransaction, at_us: int, now: int) -> bytes:
+        """A new claim's record, with room for FEATURES_STORED and the features, written later."""
+        return RECORD.pack(at_us, now, NO_LABEL, 0, tx.terminal_id) + bytes(1 + 4 * len(self._definition.names))
 
     def _clock(self) -> int:
         """Redis' clock in seconds, as a claim records it: read once, then moved on by the monotonic clock and

@@ -100,7 +100,7 @@ class Finisher:
 def keep(newest: dict[str, int], blobs: dict[str, bytes], span_us: int, entry: struct.Struct) -> list[tuple[Any, ...]]:
     """Commands that trim the histories an eighth of which has aged out (older than their newest payment less the
     span), and renew the expiry (twice the span) of those whose last marker is more than a span old, appending a
-    new marker: one vectorised pass over every history the batch read."""
+    new marker: one vectorised pass over every history the batches read."""
     names = list(newest)
     if not names:
         return []

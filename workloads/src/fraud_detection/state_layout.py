@@ -1,5 +1,6 @@
 """The feature state's layout in Redis: key names, the transaction record, history entries, expiries and the
-few Lua scripts that must be atomic and are off the common path (see fraud_detection.state)."""
+few Lua scripts that must be atomic: a single payment's claim, and the rare paths and upkeep that batches leave to
+a script (see fraud_detection.state)."""
 
 from __future__ import annotations
 
