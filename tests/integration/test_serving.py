@@ -549,9 +549,11 @@ def test_a_challenger_that_ranks_fraud_at_random_is_rolled_back_on_labels_in_sha
     warm_up = int(np.searchsorted(stream.event_ns, np.datetime64("2018-04-22", "ns").astype(np.int64)))
     first, rest = (type(stream)(stream.requests[a:b], stream.labels[a:b], stream.event_ns[a:b])
                    for a, b in ((0, warm_up), (warm_up, len(stream.requests))))
+    # One failed check rolls back: the replay can end between two checks, and a second failure needs new data.
     rollout = spec.spec.rollout.model_copy(update={
         "steps": [50, 100], "interval": "2s", "hold_timeout": "2m", "shadow": ShadowSpec(duration="2s"),
-        "outcomes": OutcomeAnalysis(min_labelled=300, min_positives=10)})
+        "outcomes": OutcomeAnalysis(min_labelled=300, min_positives=10),
+        "analysis": spec.spec.rollout.analysis.model_copy(update={"failure_limit": 1})})
     judged = spec.model_copy(update={"spec": spec.spec.model_copy(update={"rollout": rollout})})
 
     def no_traffic_stage(*_: Any) -> Any:
@@ -578,10 +580,10 @@ def test_a_challenger_that_ranks_fraud_at_random_is_rolled_back_on_labels_in_sha
         thread.join(150)
         outcome = decided.get("outcome")
         assert outcome is not None and outcome.action is Action.ROLLBACK, outcome
-        assert "labels" in outcome.reason and "average_precision" in outcome.reason, outcome.reason
         tags = registry.version(name, worse).tags
-        assert tags[names.TAG_ROLLOUT_STATE] == names.STATE_ROLLED_BACK
         checks = [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(names.TAG_ROLLOUT_CHECK_PREFIX)]
+        assert "labels" in outcome.reason and "average_precision" in outcome.reason, (outcome.reason, checks)
+        assert tags[names.TAG_ROLLOUT_STATE] == names.STATE_ROLLED_BACK
         last = checks[-1]
         assert last["outcomes"]["labelled"] >= 300 and last["shadow_rows"][0] > 0 == last["shadow_rows"][1], last
         print(f"worse challenger rolled back after {len(checks)} checks: {outcome.reason}")

@@ -197,6 +197,21 @@ def test_hold_times_out_into_rollback_never_promotion() -> None:
     assert final.action is Action.ROLLBACK and "no evidence within 2m" in final.reason
 
 
+def test_a_failed_check_the_traffic_never_confirmed_is_named_when_the_hold_times_out() -> None:
+    """One failed check, then the traffic stops: the second failure never comes, the hold runs out, and the
+    rollback's reason is the failure, not only that nothing new was seen."""
+    failing = check(ANALYSIS, obs(0, 30, n=300))
+    state = decide(SPEC, RolloutState(), failing, 0).state
+    for now in (30, 60, 90):
+        decision = decide(SPEC, state, failing, now)
+        assert decision.action is Action.HOLD and decision.reason == "no new data since the last check"
+        state = decision.state
+    final = decide(SPEC, state, failing, 150)
+    assert final.action is Action.ROLLBACK
+    assert final.reason.startswith("no evidence within 2m after failed check 1 (") and "error rate" in final.reason
+    assert final.reason.endswith("): no new data since the last check")
+
+
 def test_psi() -> None:
     assert psi([10, 20, 30], [10, 20, 30]) == 0.0
     assert psi([100, 0, 0], [0, 0, 100]) > 1

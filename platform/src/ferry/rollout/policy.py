@@ -161,6 +161,7 @@ class RolloutState:
     failed_checks: int = 0
     holding_since_s: float | None = None
     last_fingerprint: tuple[float, ...] = field(default=())
+    last_failure: str = ""  # the reason of the last failed check, for a hold that times out after it
 
 
 @dataclass(frozen=True)
@@ -351,19 +352,29 @@ def decide(spec: RolloutSpec, state: RolloutState, result: CheckResult, now_s: f
     reason = "; ".join(result.reasons)
     seen = replace(state, last_fingerprint=result.fingerprint or state.last_fingerprint)
     if result.verdict is Verdict.FAIL:
-        failed = replace(seen, failed_checks=seen.failed_checks + 1, holding_since_s=None)
+        failed = replace(seen, failed_checks=seen.failed_checks + 1, holding_since_s=None, last_failure=reason)
         if failed.failed_checks >= spec.analysis.failure_limit:
             return Decision(Action.ROLLBACK, failed, 0, f"{failed.failed_checks} failed checks: {reason}")
         return Decision(Action.HOLD, failed, weight, f"failed check {failed.failed_checks}: {reason}")
     if result.verdict in (Verdict.INCONCLUSIVE, Verdict.STALE):
         since = seen.holding_since_s if seen.holding_since_s is not None else now_s
         if now_s - since >= parse_duration_s(spec.hold_timeout):
-            return Decision(Action.ROLLBACK, seen, 0, f"no evidence within {spec.hold_timeout}: {reason}")
+            return Decision(Action.ROLLBACK, seen, 0, timed_out(spec, seen, reason))
         return Decision(Action.HOLD, replace(seen, holding_since_s=since), weight, reason)
-    advanced = RolloutState(step_index=state.step_index + 1, failed_checks=state.failed_checks)
+    advanced = RolloutState(step_index=state.step_index + 1, failed_checks=state.failed_checks,
+                            last_failure=state.last_failure)
     if advanced.step_index >= len(spec.steps) - 1:
         return Decision(Action.PROMOTE, advanced, 100, f"passed at {weight}%: {reason}")
     return Decision(Action.ADVANCE, advanced, spec.steps[advanced.step_index], reason)
+
+
+def timed_out(spec: RolloutSpec, state: RolloutState, reason: str) -> str:
+    """A hold's rollback reason. A failed check that no new data confirmed or cleared (the traffic stopped after
+    it) is what the on-call needs to read, not only that the later checks saw nothing new."""
+    if not state.failed_checks:
+        return f"no evidence within {spec.hold_timeout}: {reason}"
+    return (f"no evidence within {spec.hold_timeout} after failed check {state.failed_checks} "
+            f"({state.last_failure}): {reason}")
 
 
 def staleness(result: CheckResult, state: RolloutState) -> CheckResult:
