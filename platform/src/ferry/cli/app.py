@@ -85,7 +85,12 @@ app.command()(lineage.lineage)
 
 
 def main() -> None:
-    app()
+    """The `ferry` command. It ends without the interpreter's module teardown (zygote.end_as_main): a step's
+    Ray job is over only when its driver exits, and a process that imported torch, MLflow and Ray spent about
+    a second tearing them down after its work, on every Ray step and at the end of every `ferry up`."""
+    from ferry.local.engine.zygote import end_as_main
+
+    os._exit(end_as_main(app))
 
 
 if __name__ == "__main__":
