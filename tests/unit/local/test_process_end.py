@@ -44,6 +44,14 @@ def test_the_exit_code_atexit_handlers_threads_and_buffered_output_are_as_the_in
         assert done.stderr.strip() == "why"
 
 
+def test_an_executor_left_open_does_not_keep_the_process_from_ending() -> None:
+    """MLflow's artifact repository leaves a thread pool open; its idle workers end only when told to."""
+    done = ended("import concurrent.futures; globals()['pool'] = concurrent.futures.ThreadPoolExecutor(2); "
+                 "pool.submit(print, 'work;', end='')")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "work;the thread finishedatexit ran;"
+
+
 def test_the_ferry_command_keeps_its_exit_codes_and_messages() -> None:
     done = subprocess.run([sys.executable, "-m", "ferry.cli.app", "step", "nosuch", "--spec", "x", "--run", "y"],
                           capture_output=True, text=True, timeout=120, check=False)

@@ -151,10 +151,11 @@ def end_as_main(program: Callable[[], object]) -> int:
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()  # what Py_FinalizeEx runs before the teardown skipped here
+    # What Py_FinalizeEx runs before the teardown skipped here, in its order. threading._shutdown, not a join of
+    # each thread: it first runs the hooks that tell pools to stop (an executor left open, as MLflow's artifact
+    # uploads leave theirs, keeps its idle workers waiting for work until its hook wakes them).
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
