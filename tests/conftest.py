@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,10 +71,7 @@ def _module(item: pytest.Item) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Modules in the order module_order gives go first; every module keeps its own tests' order."""
     worker = xdist_worker(config)
-    tests_in: dict[str, int] = {}
-    for item in items:
-        tests_in[_module(item)] = tests_in.get(_module(item), 0) + 1
-    order = module_order(worker[1] if worker else 1, tests_in)
+    order = module_order(worker[1] if worker else 1, Counter(_module(item) for item in items))
 
     def rank(item: pytest.Item) -> int:
         name = _module(item)

@@ -29,21 +29,21 @@ def _append(path: Path, record: dict[str, Any]) -> None:
         out.write(json.dumps(record) + "\n")
 
 
+# Set in an xdist controller, which receives its workers' reports too: only the process that ran a test writes it.
+_in_controller = False
+
+
 def _is_xdist_controller(config: pytest.Config) -> bool:
     return getattr(config, "workerinput", None) is None and bool(getattr(config.option, "numprocesses", None))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     folder = _folder()
-    # An xdist controller receives its workers' reports too: only the process that ran the test writes it.
-    if folder is None or _controller_pid == os.getpid():
+    if folder is None or _in_controller:
         return
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     _append(folder / f"{worker}-{os.getpid()}.jsonl", {"id": report.nodeid, "when": report.when, "start": report.start,
                                                        "stop": report.stop, "outcome": report.outcome})
-
-
-_controller_pid: int | None = None
 
 
 def _cpu_ticks() -> tuple[int, int]:
@@ -63,13 +63,15 @@ def _sample_cpu(path: Path, stop: threading.Event) -> None:
 
 
 def start(config: pytest.Config) -> None:
-    """In an xdist controller (where no test runs), sample the CPU until the session ends."""
-    global _controller_pid
+    """Make the folder; in an xdist controller (where no test runs), also sample the CPU until the session ends."""
+    global _in_controller
     folder = _folder()
-    if folder is None or not _is_xdist_controller(config):
+    if folder is None:
         return
-    _controller_pid = os.getpid()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)  # a run without xdist has no controller to make it
+    if not _is_xdist_controller(config):
+        return
+    _in_controller = True
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_cpu, args=(folder / f"cpu-{os.getpid()}.jsonl", stop),
                                name="timeline-cpu", daemon=True)

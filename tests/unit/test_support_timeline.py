@@ -29,6 +29,14 @@ def test_a_test_process_writes_its_phases_only_when_asked(tmp_path: Path, monkey
                                                "stop": 2.0, "outcome": "passed"}
 
 
+def test_a_run_without_xdist_makes_the_folder_and_samples_no_cpu(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "timeline"
+    monkeypatch.setenv(timeline.ENV, str(folder))
+    timeline.start(SimpleNamespace(option=SimpleNamespace(numprocesses=None)))  # type: ignore[arg-type]
+    assert folder.is_dir() and not list(folder.iterdir())
+
+
 def _write(path: Path, records: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
