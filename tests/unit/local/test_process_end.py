@@ -47,7 +47,7 @@ def test_the_exit_code_atexit_handlers_threads_and_buffered_output_are_as_the_in
 def test_an_executor_left_open_does_not_keep_the_process_from_ending() -> None:
     """MLflow's artifact repository leaves a thread pool open; its idle workers end only when told to."""
     done = ended("import concurrent.futures; globals()['pool'] = concurrent.futures.ThreadPoolExecutor(2); "
-                 "pool.submit(print, 'work;', end='')")
+                 "pool.submit(print, 'work;', end='').result()")  # done before the late thread, however busy
     assert done.returncode == 0, done.stderr
     assert done.stdout == "work;the thread finishedatexit ran;"
 
