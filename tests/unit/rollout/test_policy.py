@@ -174,6 +174,12 @@ def test_failure_limit_rolls_back() -> None:
     assert second.action is Action.ROLLBACK and second.weight == 0 and "2 failed checks" in second.reason
 
 
+def test_a_failure_limit_of_one_rolls_back_on_one_failed_check_and_says_so() -> None:
+    one = SPEC.model_copy(update={"analysis": SPEC.analysis.model_copy(update={"failure_limit": 1})})
+    rolled_back = decide(one, RolloutState(), check(ANALYSIS, obs(0, 30, n=300)), 0)
+    assert rolled_back.action is Action.ROLLBACK and rolled_back.reason.startswith("1 failed check: error rate")
+
+
 def test_the_same_data_is_never_counted_twice() -> None:
     failing = check(ANALYSIS, obs(0, 30, n=300))
     first = decide(SPEC, RolloutState(), failing, 0)

@@ -354,7 +354,8 @@ def decide(spec: RolloutSpec, state: RolloutState, result: CheckResult, now_s: f
     if result.verdict is Verdict.FAIL:
         failed = replace(seen, failed_checks=seen.failed_checks + 1, holding_since_s=None, last_failure=reason)
         if failed.failed_checks >= spec.analysis.failure_limit:
-            return Decision(Action.ROLLBACK, failed, 0, f"{failed.failed_checks} failed checks: {reason}")
+            plural = "s" if failed.failed_checks != 1 else ""  # failure_limit 1 rolls back on one
+            return Decision(Action.ROLLBACK, failed, 0, f"{failed.failed_checks} failed check{plural}: {reason}")
         return Decision(Action.HOLD, failed, weight, f"failed check {failed.failed_checks}: {reason}")
     if result.verdict in (Verdict.INCONCLUSIVE, Verdict.STALE):
         since = seen.holding_since_s if seen.holding_since_s is not None else now_s
