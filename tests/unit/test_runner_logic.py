@@ -319,21 +319,25 @@ def test_mutex_waits_then_runs(tmp_path: Path, settings: Settings) -> None:
             pytest.raises(LocalError, match="mutex ferry-model-demo is held by pid"):
         run_workflow(folder, settings, lock_timeout_s=0.3)
 
-    holding = threading.Event()
+    holding, waiting = threading.Event(), threading.Event()
 
-    def hold() -> None:
+    def hold() -> None:  # until the run says it waits, however slow the machine (not a fixed sleep)
         with locks.exclusive(lock, what="test holder", timeout_s=0):
             holding.set()
-            time.sleep(1.0)
+            waiting.wait(30)
+
+    def on_update(workflow: dict[str, Any]) -> None:
+        messages.append(workflow["status"]["message"])
+        if messages[-1].startswith("Waiting for mutex ferry-model-demo"):
+            waiting.set()
 
     holder = threading.Thread(target=hold)
     holder.start()
     assert holding.wait(5)
-    result = run_workflow(folder, settings, lock_timeout_s=30,
-                          on_update=lambda wf: messages.append(wf["status"]["message"]))
+    result = run_workflow(folder, settings, lock_timeout_s=30, on_update=on_update)
     holder.join(5)
     assert result["status"]["phase"] == "Succeeded"
-    assert any(m.startswith("Waiting for mutex ferry-model-demo") for m in messages)
+    assert waiting.is_set(), messages
 
 
 def test_a_stop_from_another_thread_interrupts_the_run_resumably(tmp_path: Path, settings: Settings) -> None:
