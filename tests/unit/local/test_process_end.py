@@ -47,9 +47,11 @@ def test_the_exit_code_atexit_handlers_threads_and_buffered_output_are_as_the_in
 def test_an_executor_left_open_does_not_keep_the_process_from_ending() -> None:
     """MLflow's artifact repository leaves a thread pool open; its idle workers end only when told to."""
     done = ended("import concurrent.futures; globals()['pool'] = concurrent.futures.ThreadPoolExecutor(2); "
-                 "pool.submit(print, 'work;', end='').result()")  # done before the late thread, however busy
+                 "pool.submit(print, 'work;', end='').result()")  # the pool's worker is idle when the program ends
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "work;the thread finishedatexit ran;"
+    # The late thread sleeps 0.2 s from before the pool is made: on a starved machine it may print first.
+    assert done.stdout.removesuffix("atexit ran;") in ("work;the thread finished", "the thread finishedwork;"), \
+        done.stdout
 
 
 def test_the_ferry_command_keeps_its_exit_codes_and_messages() -> None:
