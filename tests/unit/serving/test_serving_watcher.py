@@ -108,12 +108,15 @@ def test_a_wake_reads_the_registry_at_once_and_wakes_come_at_most_every_gap() ->
         while w.state.champion is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert versions(w) == ("1", None, 0)
-        ended = time.monotonic() + 1.0
-        while time.monotonic() < ended:  # a readiness probe asking as fast as it can
+        began = time.monotonic()
+        # A readiness probe asking as fast as it can, until two more reads (or 10 s: a starved machine may not
+        # run the watcher's thread within a fixed second).
+        while len(reads) < 3 and time.monotonic() < began + 10:
             w.wake()
             time.sleep(0.01)
+        asked_s = time.monotonic() - began
         gaps = [b - a for a, b in itertools.pairwise(reads)]
-        assert 1 <= len(gaps) <= 1 / WAKE_GAP_S + 1 and min(gaps) >= WAKE_GAP_S - 0.01
+        assert 2 <= len(gaps) <= asked_s / WAKE_GAP_S + 1 and min(gaps) >= WAKE_GAP_S - 0.01, (gaps, asked_s)
     finally:
         w.stop()
     assert w._thread is not None and not w._thread.is_alive()  # a stop wakes it too
