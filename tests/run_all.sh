@@ -4,14 +4,16 @@
 # modules keep the machine busy but not full (waits on polls, canary intervals, label delays, and their tail):
 # the unit tests run in their own session at the lowest priority (nice 19, and autogroup nice 19 where the kernel
 # groups by session), so they take the CPU those leave idle and almost none from them. The unit tests' output is
-# printed after the integration tests'; `task test:unit` runs them alone for quick feedback.
+# printed after the integration tests'; `task test:unit` runs them alone for quick feedback. They run in one process
+# (`-n 0`), not one per core: on a machine the integration modules keep busy there is no idle core to win, and
+# each xdist worker collects (imports) everything again: 122 CPU-s in one process against 150 with two.
 # Each run picks free ports from its own half of the range (TESTS_PORT_SHARE, read in tests/conftest.py).
 # Arguments go to both pytest runs.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 python=${PYTHON:-.venv/bin/python}
 unit_log=$(mktemp)
-TESTS_PORT_SHARE=0/2 .ci/idle-priority "$python" -m pytest -n auto tests/unit tests/golden "$@" > "$unit_log" 2>&1 &
+TESTS_PORT_SHARE=0/2 .ci/idle-priority "$python" -m pytest -n 0 tests/unit tests/golden "$@" > "$unit_log" 2>&1 &
 unit=$!
 # The unit run leads its own session and process group: stopping it stops its xdist workers too. Ctrl-C stops both.
 trap 'kill -- -"$unit" 2>/dev/null; rm -f "$unit_log"' EXIT

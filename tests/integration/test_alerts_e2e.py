@@ -1,7 +1,8 @@
-"""Alerts end to end, for real: a Ray head, MLflow, Prometheus, Alertmanager and ferry's webhook receiver on
-free loopback ports in a throwaway home, started as `ferry up` starts them, and a tiny champion served with
-fault injection allowed. Its drift reference (ferry.stats.reference) is built from the same synthetic
-traffic generator the test sends, so healthy traffic does not drift.
+"""Alerts end to end, for real: a Ray head, Prometheus, Alertmanager and ferry's webhook receiver on free loopback
+ports in a throwaway home, started as `ferry up` starts them with a team's MLflow server (the test process' own, the
+model under a name of this module's own), and a tiny champion served with fault injection allowed. Its drift
+reference (ferry.stats.reference) is built from the same synthetic traffic generator the test sends, so healthy
+traffic does not drift.
 
 1. Injected errors (the champion's `ferry.fault.error_rate` tag) fire FerryModelErrorBudgetBurn from the
    model's real rules, Alertmanager routes the page through ferry's real routing tree to the receiver, and
@@ -12,19 +13,18 @@ traffic generator the test sends, so healthy traffic does not drift.
 
 Both print their timings (`ferry.bench.page`, `ferry.bench.drift`; docs/benchmarks/monitoring.md).
 
-Test spec: fraud-detector-lite with `oncall.severity: page` and `drift_window: 30s` (so the drift rule holds
-30 s and the router's PSI window is 30 s). The rule file is the model's generated one with two changes, so
-that the test takes minutes instead of many: the rule groups are evaluated every 5 s (Prometheus' global
-interval is 10 s) and the fast-burn error alert (14.4x over 1h and 5m) holds for 15 s instead of 2 m. Scrape
-interval (10 s), Ray's metrics export and Alertmanager's routing (group_wait 30 s for pages and for
-`retrain`) are exactly what `ferry up` uses.
+Test spec: fraud-detector-lite (as fraud-alerts) with `oncall.severity: page` and `drift_window: 30s` (so the drift
+rule holds 30 s and the router's PSI window is 30 s). The rule file is the model's generated one with two changes,
+so that the test takes minutes instead of many: the rule groups are evaluated every 5 s (Prometheus' global interval
+is 10 s) and the fast-burn error alert (14.4x over 1h and 5m) holds for 15 s instead of 2 m. Scrape interval (10 s),
+Ray's metrics export and Alertmanager's routing (group_wait 30 s for pages and for `retrain`) are exactly what
+`ferry up` uses.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -36,16 +36,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from tests.integration.test_drift_e2e import prepare_retraining
 from tests.integration.test_serving import register_version, serving_spec
-from tests.support.local_stack import restored_environ, stopping
+from tests.support.local_stack import renamed, restored_environ, stopping
 from tests.support.local_stack import wait_for_value as wait_for
 from tests.support.serving_fakes import transaction
 from typer.testing import CliRunner
 
-from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
-from ferry.adapters.workloads import workload_facts
 from ferry.cli.app import app
 from ferry.contract import names
 from ferry.contract.names import TAG_FAULT_ERROR_RATE
@@ -71,6 +70,7 @@ ERROR_RATE = 0.5  # share of requests the champion fails once injected
 RATE = 20.0  # requests per second
 PAGE_TIMEOUT_S = 300.0
 DRIFT_WINDOW = "30s"
+MODEL = "fraud-alerts"  # this module's own name on its test process' shared MLflow server
 HEALTHY_AMOUNTS, DRIFTED_AMOUNTS = (0.0, 300.0), (2000.0, 5000.0)
 
 
@@ -147,21 +147,18 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[Lab]:
     home = tmp_path_factory.mktemp("alerts-home")
-    spec = page_spec()
+    spec = renamed(page_spec(), MODEL)
     rules = home / monitoring.model_rule_path(spec.name)
     rules.parent.mkdir(parents=True)
     rules.write_text(fast_rule_file(spec))
-    models = home / "gitops" / "models"
-    models.mkdir(parents=True)
-    shutil.copy(ROOT / "gitops/models/fraud-detector-lite.yaml", models)
-    workspace.render(home, "local", workloads=workload_facts())  # what a retraining run executes
-    settings = Settings(home=home, ray_cpus=1, ready_timeout_s=120,
+    settings = Settings(home=home, ray_cpus=1, ready_timeout_s=120, MLFLOW_TRACKING_URI=mlflow_uri,
                         **{port: procs.free_port() for port in PORTS})  # type: ignore[arg-type]
+    prepare_retraining(settings, spec)  # what a retraining run executes
     with restored_environ(), stopping(settings):
         states = {s.name: s.state for s in start_services(settings, include=SERVICES)}
-        assert states == dict.fromkeys(SERVICES, "started"), states
+        assert states == {name: "external" if name == "mlflow" else "started" for name in SERVICES}, states
         registry = Registry(settings.mlflow_uri)
         registry.ensure_registered_model(spec.name, "test")
         champion = register_version(settings, spec.name, 1)

@@ -1,6 +1,7 @@
-"""The canary for real: a Ray head, an MLflow server and Prometheus on free loopback ports in a throwaway
-home, a tiny champion deployed with `deploy_local` (fault injection allowed), bounded synthetic traffic,
-and `ferry.rollout.controller.Controller` deciding from the real `prometheus_observer`.
+"""The canary for real: a Ray head and Prometheus on free loopback ports in a throwaway home, the test process'
+MLflow server (the model under a name of this module's own), a tiny champion deployed with `deploy_local` (fault
+injection allowed), bounded synthetic traffic, and `ferry.rollout.controller.Controller` deciding from the real
+`prometheus_observer`.
 
 A healthy challenger walks the steps and is promoted without one failed request or a redeploy; one with
 injected errors, and one with injected latency, are rolled back naming the failed check; one that gets
@@ -29,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.integration.test_serving import register_version, serving_spec
-from tests.support.local_stack import restored_environ, serve_errors, stopping
+from tests.support.local_stack import renamed, restored_environ, serve_errors, stopping
 from tests.support.serving_fakes import transaction
 
 from ferry.adapters.prometheus import Prometheus
@@ -243,9 +244,11 @@ def describe(run: Run) -> str:
     return "\n".join(lines)
 
 
-def lab_settings(home: Any) -> Settings:
+def lab_settings(home: Any, mlflow_uri: str | None = None) -> Settings:
+    """Free ports for every service; the MLflow server at `mlflow_uri` instead of one of the lab's own when given."""
     ports = {name: procs.free_port() for name in PORTS}
-    return Settings(home=home, ray_cpus=1, ready_timeout_s=120, **ports)  # type: ignore[arg-type]
+    return Settings(home=home, ray_cpus=1, ready_timeout_s=120, MLFLOW_TRACKING_URI=mlflow_uri,
+                    **ports)  # type: ignore[arg-type]
 
 
 def start_lab(settings: Settings, spec: ModelSpec, services: tuple[str, ...] = ("ray", "mlflow", "prometheus")) -> Lab:
@@ -263,11 +266,14 @@ def start_lab(settings: Settings, spec: ModelSpec, services: tuple[str, ...] = (
 
 # --- tests ---------------------------------------------------------------------------------------------
 
+MODEL = "fraud-canary"  # this module's own name on its test process' shared MLflow server
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    settings = lab_settings(tmp_path_factory.mktemp("canary-home"))
+def lab(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[Lab]:
+    settings = lab_settings(tmp_path_factory.mktemp("canary-home"), mlflow_uri)
     with restored_environ(), stopping(settings):
-        yield start_lab(settings, canary_spec())
+        yield start_lab(settings, renamed(canary_spec(), MODEL))
 
 
 def last_deployed(lab: Lab) -> float:
@@ -345,7 +351,7 @@ def test_challenger_with_injected_latency_is_rolled_back_naming_p99(lab: Lab) ->
 def test_without_traffic_nothing_is_promoted_and_hold_timeout_rolls_back(lab: Lab) -> None:
     champion = lab.champion()
     challenger = lab.register()
-    run = lab.rollout(challenger, canary_spec(hold_timeout="30s"))
+    run = lab.rollout(challenger, renamed(canary_spec(hold_timeout="30s"), MODEL))
     print(describe(run))
     assert run.outcome.action is Action.ROLLBACK, describe(run)
     assert run.outcome.reason.startswith("no evidence within 30s")

@@ -1,9 +1,9 @@
-"""Drift end to end, for real: Ray, MLflow and Prometheus (+ Alertmanager) on free loopback ports in a
-throwaway home; a champion registered with the drift reference `ferry step register` stores (deciles of the
-simulator's training rows and of the model's scores); the router deployed with `deploy_local`; ferry's
-rules for the test spec loaded by Prometheus. Live traffic comes from the workload's simulator: first the
-same population as training (another seed), then the same with `amount_scale` raised, the simulator's
-amount-drift knob. The router's `ray_ferry_drift_psi` must stay low on the first and cross
+"""Drift end to end, for real: Ray and Prometheus (+ Alertmanager) on free loopback ports in a throwaway home, the
+test process' MLflow server (the model under a name of this module's own); a champion registered with the drift
+reference `ferry step register` stores (deciles of the simulator's training rows and of the model's scores); the
+router deployed with `deploy_local`; ferry's rules for the test spec loaded by Prometheus. Live traffic comes from
+the workload's simulator: first the same population as training (another seed), then the same with `amount_scale`
+raised, the simulator's amount-drift knob. The router's `ray_ferry_drift_psi` must stay low on the first and cross
 `drift_psi_alert` on the second, and FerryModelDriftHigh must fire in Prometheus.
 
 Intervals: drift_window 30s (the router's sliding window and the rule's `for`), Prometheus scrape and rule
@@ -15,7 +15,6 @@ drifted request to the alert firing is printed (see docs/benchmarks/monitoring.m
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import threading
 import time
@@ -31,8 +30,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from mlflow.models import infer_signature
-from tests.support.local_stack import restored_environ, serve_errors, stopping, wait_for_value
+from tests.support.local_stack import renamed, restored_environ, serve_errors, stopping, wait_for_value
 
 from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
@@ -69,6 +69,7 @@ RATE = 3.0  # batch requests per second: 60 rows/s, ~1800 rows in a 30 s window
 WORKLOAD = FraudDetectionWorkload()
 # With Alertmanager and ferry's receiver the alert goes on to start a retraining run (`ferry up` starts all five).
 FULL_SERVICES = ("ray", "mlflow", "prometheus", "alertmanager", "receiver")
+MODEL = "fraud-drift"  # this module's own name on its test process' shared MLflow server
 
 
 def drift_spec() -> ModelSpec:
@@ -214,16 +215,21 @@ def write_rules(settings: Settings, spec: ModelSpec) -> None:
     platform.write_text(rendered.rule_file(alerts.platform_rule_groups()))
 
 
-def lab_settings(home: Path) -> Settings:
+def lab_settings(home: Path, mlflow_uri: str) -> Settings:
+    """Free ports for every service but MLflow: the lab uses its test process' server (`mlflow_uri`)."""
     ports = {name: procs.free_port() for name in PORTS}
-    return Settings(home=home, ray_cpus=1, ready_timeout_s=120, **ports)  # type: ignore[arg-type]
+    return Settings(home=home, ray_cpus=1, ready_timeout_s=120, MLFLOW_TRACKING_URI=mlflow_uri,
+                    **ports)  # type: ignore[arg-type]
 
 
-def prepare_retraining(settings: Settings) -> None:
-    """The checkout a retraining run needs in the lab's home: the spec and its rendered local Workflow."""
+def prepare_retraining(settings: Settings, spec: ModelSpec) -> None:
+    """The checkout a retraining run needs in the lab's home: the spec's file, under the lab's name for the
+    model, and its rendered local Workflow."""
     models = settings.home / "gitops" / "models"
     models.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "gitops/models/fraud-detector-lite.yaml", models)
+    body = yaml.safe_load((ROOT / "gitops/models/fraud-detector-lite.yaml").read_text())
+    body["metadata"]["name"] = spec.name
+    (models / f"{spec.name}.yaml").write_text(yaml.safe_dump(body, sort_keys=False))
     workspace.render(settings.home, "local", workloads=workload_facts())
 
 
@@ -231,7 +237,8 @@ def start_lab(settings: Settings, spec: ModelSpec, services: tuple[str, ...] = (
               allow_fault_injection: bool = False) -> Lab:
     write_rules(settings, spec)
     states = {s.name: s.state for s in start_services(settings, include=list(services))}
-    assert set(states.values()) == {"started"}, states
+    shared = {"mlflow"} if settings.mlflow_is_external else set()
+    assert states == {name: "external" if name in shared else "started" for name in services}, states
     champion = register_version(settings, spec)
     registry = Registry(settings.mlflow_uri)
     registry.set_alias(spec.name, names.ALIAS_CHAMPION, champion)
@@ -243,11 +250,12 @@ def start_lab(settings: Settings, spec: ModelSpec, services: tuple[str, ...] = (
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    settings = lab_settings(tmp_path_factory.mktemp("drift-home"))
-    prepare_retraining(settings)
+def lab(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[Lab]:
+    settings = lab_settings(tmp_path_factory.mktemp("drift-home"), mlflow_uri)
+    spec = renamed(drift_spec(), MODEL)
+    prepare_retraining(settings, spec)
     with restored_environ(), stopping(settings):
-        yield start_lab(settings, drift_spec(), services=FULL_SERVICES)
+        yield start_lab(settings, spec, services=FULL_SERVICES)
 
 
 def wait_for(condition: Any, timeout_s: float, every_s: float = 1.0) -> float | None:

@@ -1,7 +1,7 @@
-"""Every dashboard panel against a live Prometheus: Ray, MLflow and Prometheus on free loopback ports, the
-router deployed with `deploy_local` (champion registered with its drift reference, fault injection allowed),
-ferry's rules for the test spec loaded, real bounded traffic from the workload's simulator, a few bad
-requests, and a canary whose challenger fails a quarter of its rows, run by the rollout controller as
+"""Every dashboard panel against a live Prometheus: Ray and Prometheus on free loopback ports, the test process'
+MLflow server, the router deployed with `deploy_local` (champion registered with its drift reference, fault
+injection allowed), ferry's rules for the test spec loaded, real bounded traffic from the workload's simulator,
+a few bad requests, and a canary whose challenger fails a quarter of its rows, run by the rollout controller as
 `ferry step rollout` runs it (its metrics served on the rollout port Prometheus scrapes) until it rolls
 back, which also fires FerryModelCanaryRolledBack.
 
@@ -30,7 +30,7 @@ from tests.integration.test_drift_e2e import (
     request_rows,
     start_lab,
 )
-from tests.support.local_stack import restored_environ, stopping
+from tests.support.local_stack import renamed, restored_environ, stopping
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
@@ -66,14 +66,15 @@ COVERED_ELSEWHERE = {("ferry / pipelines", title): LOCAL_RUNS_TEST for title in 
 
 
 def monitored_spec() -> ModelSpec:
-    base = drift_spec()
+    """The drift lab's spec with a canary rollout, under this module's own name on the shared MLflow server."""
+    base = renamed(drift_spec(), "fraud-monitoring")
     return base.model_copy(update={"spec": base.spec.model_copy(update={
         "rollout": RolloutSpec.model_validate(ROLLOUT)})})
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    settings = lab_settings(tmp_path_factory.mktemp("monitoring-home"))
+def lab(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[Lab]:
+    settings = lab_settings(tmp_path_factory.mktemp("monitoring-home"), mlflow_uri)
     with restored_environ(), stopping(settings):
         yield start_lab(settings, monitored_spec(), allow_fault_injection=True)
 

@@ -1,6 +1,6 @@
-"""What the integration tests' module fixtures share around a local service stack: polling for a value,
-stopping Ray (driver and head), MLflow and the rest, and giving the process its environment back
-(`use_ray_client_env` and the Ray client change it)."""
+"""What the integration tests' module fixtures share around a local service stack: polling for a value, a spec
+under a module's own name, stopping Ray (driver and head), MLflow and the rest, and giving the process its
+environment back (`use_ray_client_env` and the Ray client change it)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 from ferry.local.supervisor.service_defs import ray_temp_dir
 from ferry.local.supervisor.services import stop_services
 from ferry.settings import Settings
+from ferry.spec.models import ModelSpec
 
 
 def wait_for_value(probe: Callable[[], Any], timeout_s: float, every_s: float = 0.25) -> Any:
@@ -40,6 +41,13 @@ def serve_errors(settings: Settings, limit_chars: int = 4000) -> str:
             if keep:
                 found.append(f"{log.name}: {line}")
     return "\n".join(found)[-limit_chars:] or "(no error in the Serve replicas' logs)"
+
+
+def renamed(model: ModelSpec, name: str) -> ModelSpec:
+    """`model` under a name of its own: the modules that share their test process' MLflow server
+    (tests/integration/conftest.py `mlflow_uri`) each register their own name, so that one module's versions,
+    aliases and tags are never another's."""
+    return model.model_copy(update={"metadata": model.metadata.model_copy(update={"name": name})})
 
 
 def stop_stack(settings: Settings) -> None:
