@@ -237,8 +237,7 @@ def start_lab(settings: Settings, spec: ModelSpec, services: tuple[str, ...] = (
               allow_fault_injection: bool = False) -> Lab:
     write_rules(settings, spec)
     states = {s.name: s.state for s in start_services(settings, include=list(services))}
-    shared = {"mlflow"} if settings.mlflow_is_external else set()
-    assert states == {name: "external" if name in shared else "started" for name in services}, states
+    assert states == {name: "external" if name == "mlflow" else "started" for name in services}, states
     champion = register_version(settings, spec)
     registry = Registry(settings.mlflow_uri)
     registry.set_alias(spec.name, names.ALIAS_CHAMPION, champion)
