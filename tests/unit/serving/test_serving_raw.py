@@ -4,6 +4,7 @@ test_serving.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,18 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 from tests.support.serving_fakes import make_service, serving_registry, transaction
-from tests.unit.serving.test_serving_api import client_for
+from tests.unit.serving.test_serving_api import SERVING, client_for
 
 from ferry.adapters.registry_port import RolloutView
 from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
+from ferry.serving.api import build_api
+from ferry.serving.intake import InFlight
 from ferry.serving.prediction_log import LogLimits, ServingLog, join_labels, read_log
 from ferry.serving.routing import choose
+from ferry.serving.schemas import Prediction
 from ferry.serving.service import ScoringService
 from fraud_detection.features import FEATURE_NAMES
 from fraud_detection.state import LabelReport, Observed
@@ -34,8 +39,10 @@ class InMemoryOnline:
         self.per_card: dict[int, int] = {}
         self.labels: dict[str, bool] = {}
         self.failure: Exception | None = None
+        self.on_loop: list[bool] = []  # per observe: whether it ran on the event loop's thread
 
     def observe(self, rows: Sequence[Any]) -> Observed:
+        self.on_loop.append(_on_event_loop())
         if self.failure:
             raise self.failure
         features, repeated = [], []
@@ -60,6 +67,14 @@ class InMemoryOnline:
         self.labels.update({row.transaction_id: row.fraud for row in known})
         return LabelReport(len(known) - repeated, repeated, 0,
                            tuple(row.transaction_id for row in rows if row.transaction_id not in self.seen))
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def payment(transaction_id: str = "t1", customer_id: int = 1, amount: float = 50.0, **extra: Any) -> dict[str, Any]:
@@ -134,6 +149,31 @@ def test_a_store_that_is_down_is_a_503_never_a_score(client: TestClient, online:
     assert client.post("/labels", json=[{"transaction_id": "down", "fraud": True}]).status_code == 503
     online.failure = None
     assert client.post("/predict", json=payment("down")).status_code == 200, "back once the store is"
+
+
+def test_a_payment_alone_is_observed_on_the_event_loop_unless_the_store_just_failed(client: TestClient,
+                                                                                     online: InMemoryOnline) -> None:
+    client.post("/predict", json=payment("a1")).raise_for_status()
+    online.failure = StateStoreUnavailable("the feature state store (Redis) is unavailable: timed out")
+    assert client.post("/predict", json=payment("a2")).status_code == 503
+    online.failure = None
+    client.post("/predict", json=payment("a3")).raise_for_status()  # a hanging store must not hold the loop
+    client.post("/predict", json=payment("a4")).raise_for_status()  # it answered again
+    client.post("/predict/batch", json=[payment("b1"), payment("b2", 2)]).raise_for_status()
+    assert online.on_loop == [True, True, False, True, False]
+
+
+def test_a_payment_beside_another_request_is_observed_off_the_event_loop(service: ScoringService,
+                                                                       online: InMemoryOnline) -> None:
+    in_flight = InFlight()
+    in_flight.count = 1  # another request inside the replica
+
+    async def score_one(row: BaseModel) -> Prediction:
+        return service.score([row])[0]
+
+    with TestClient(build_api(service, score_one, SERVING, in_flight)) as client:
+        client.post("/predict", json=payment("c1")).raise_for_status()
+    assert online.on_loop == [False]
 
 
 def test_a_payment_scored_elsewhere_right_now_is_a_409(client: TestClient, online: InMemoryOnline) -> None:

@@ -15,6 +15,7 @@ transaction, which is the same set when history is replayed in frame order.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,8 +38,8 @@ class FeatureDefinition:
     event_time: str = "tx_datetime"
     label: str = "tx_fraud"
 
-    @property
-    def names(self) -> tuple[str, ...]:
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:  # cached: the online path asks for it with every payment
         return (
             self.amount,
             "tx_during_weekend",

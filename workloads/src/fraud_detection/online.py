@@ -12,6 +12,7 @@ A history may hold more than the windows need: everything is filtered here, exac
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -107,13 +108,11 @@ def batch_window_totals(event_ns: np.ndarray, history: BatchHistory, delay_days:
     """:func:`window_totals` of histories already laid end to end."""
     event_ns = np.asarray(event_ns, dtype=np.int64)
     labelled = event_ns - delay_days * NS_PER_DAY
-    out = np.zeros((len(event_ns), 4, len(definition.windows_days)), dtype=np.float64)
-    for w, days in enumerate(definition.windows_days):
-        span = days * NS_PER_DAY
-        out[:, 0, w], out[:, 1, w] = _window_sums(history.card_ns, history.card_rows, event_ns, span,
-                                                  history.card_amount)
-        out[:, 2, w], _ = _window_sums(history.terminal_ns, history.terminal_rows, labelled, span)
-        out[:, 3, w], _ = _window_sums(history.fraud_ns, history.fraud_rows, labelled, span)
+    spans = np.asarray(definition.windows_days, dtype=np.int64) * NS_PER_DAY
+    out = np.empty((len(event_ns), 4, len(spans)), dtype=np.float64)
+    out[:, 0], out[:, 1] = _window_sums(history.card_ns, history.card_rows, event_ns, spans, history.card_amount)
+    out[:, 2] = _window_sums(history.terminal_ns, history.terminal_rows, labelled, spans)[0]
+    out[:, 3] = _window_sums(history.fraud_ns, history.fraud_rows, labelled, spans)[0]
     return out
 
 
@@ -125,15 +124,22 @@ def _segments(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(arrays).astype(np.int64, copy=False), np.repeat(np.arange(len(arrays)), lengths)
 
 
-def _window_sums(times: np.ndarray, rows: np.ndarray, newest: np.ndarray, span: int,
+def _window_sums(times: np.ndarray, rows: np.ndarray, newest: np.ndarray, spans: np.ndarray,
                  values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: how many of its times fall in ``(newest - span, newest]``, and the sum of their values."""
-    ends = newest[rows]
-    inside = (times <= ends) & (times > ends - span)
-    count = np.bincount(rows[inside], minlength=len(newest)).astype(np.float64)
-    if values is None:
-        return count, count
-    return count, np.bincount(rows[inside], weights=values[inside], minlength=len(newest))
+    """Per row and window, (rows, windows): how many of its times fall in ``(newest - span, newest]``, and the
+    sum of their values, added in history order. What does not depend on the window is done once (for one
+    payment the number of numpy calls is the cost)."""
+    age = newest[rows] - times
+    past = age >= 0
+    count = np.empty((len(newest), len(spans)), dtype=np.float64)
+    total = count if values is None else np.empty_like(count)
+    for w, span in enumerate(spans.tolist()):
+        inside = past & (age < span)
+        owners = rows[inside]
+        count[:, w] = np.bincount(owners, minlength=len(newest))
+        if values is not None:
+            total[:, w] = np.bincount(owners, weights=values[inside], minlength=len(newest))
+    return count, total
 
 
 def feature_matrix(
@@ -142,15 +148,38 @@ def feature_matrix(
     """Features of a batch, (rows, 15) float32, from each row's event time, amount and window totals
     ((rows, 4, windows), see :func:`window_totals`). The card windows count the transaction itself; a
     terminal window with no payment has risk 0."""
-    values = {definition.amount: np.asarray(amount, dtype=np.float64)}
-    values |= definition.calendar_flags(np.asarray(event_ns, dtype=np.int64))
+    amount = np.asarray(amount, dtype=np.float64)
+    columns = _columns(definition)
+    out = np.empty((len(amount), len(definition.names)), dtype=np.float32)  # float64 values round as astype would
+    out[:, columns.amount] = amount
+    for name, flag in definition.calendar_flags(np.asarray(event_ns, dtype=np.int64)).items():
+        out[:, columns.of[name]] = flag
     card_count = totals[:, 0, :] + 1
-    card_total = totals[:, 1, :] + values[definition.amount][:, None]
     terminal_count, frauds = totals[:, 2, :], totals[:, 3, :]
-    risk = np.divide(frauds, terminal_count, out=np.zeros_like(frauds), where=terminal_count > 0)
-    for w, days in enumerate(definition.windows_days):
-        values[definition.customer_count(days)] = card_count[:, w]
-        values[definition.customer_mean_amount(days)] = card_total[:, w] / card_count[:, w]
-        values[definition.terminal_count(days)] = terminal_count[:, w]
-        values[definition.terminal_risk(days)] = risk[:, w]
-    return np.column_stack([values[name] for name in definition.names]).astype(np.float32)
+    out[:, columns.customer_count] = card_count
+    out[:, columns.customer_mean_amount] = (totals[:, 1, :] + amount[:, None]) / card_count
+    out[:, columns.terminal_count] = terminal_count
+    out[:, columns.terminal_risk] = np.divide(frauds, terminal_count, out=np.zeros_like(frauds),
+                                              where=terminal_count > 0)
+    return out
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Where each feature goes in a row of ``definition.names``; the windowed ones in ``windows_days`` order."""
+
+    of: dict[str, int]
+    amount: int
+    customer_count: list[int]
+    customer_mean_amount: list[int]
+    terminal_count: list[int]
+    terminal_risk: list[int]
+
+
+@functools.lru_cache(maxsize=8)
+def _columns(definition: FeatureDefinition) -> _Columns:
+    of = {name: i for i, name in enumerate(definition.names)}
+    days = definition.windows_days
+    return _Columns(of, of[definition.amount], [of[definition.customer_count(n)] for n in days],
+                    [of[definition.customer_mean_amount(n)] for n in days],
+                    [of[definition.terminal_count(n)] for n in days], [of[definition.terminal_risk(n)] for n in days])
