@@ -35,13 +35,14 @@ SERVING = ServingSpec.model_validate({"route": "/fraud-detector", "batching": {"
 BIG_SERVING = SERVING.model_copy(update={"limits": SERVING.limits.model_copy(update={"max_body_bytes": 65536})})
 
 
-def client_for(service: ScoringService, serving: ServingSpec = SERVING, delay_s: float = 0.0) -> TestClient:
+def client_for(service: ScoringService, serving: ServingSpec = SERVING, delay_s: float = 0.0,
+               in_flight: InFlight | None = None) -> TestClient:
     async def score_one(row: BaseModel) -> Prediction:
         if delay_s:
             await asyncio.sleep(delay_s)
         return service.score([row])[0]
 
-    return TestClient(build_api(service, score_one, serving, InFlight()), raise_server_exceptions=False)
+    return TestClient(build_api(service, score_one, serving, in_flight or InFlight()), raise_server_exceptions=False)
 
 
 @pytest.fixture

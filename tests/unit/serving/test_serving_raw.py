@@ -14,18 +14,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import BaseModel
 from tests.support.serving_fakes import make_service, serving_registry, transaction
-from tests.unit.serving.test_serving_api import SERVING, client_for
+from tests.unit.serving.test_serving_api import client_for
 
 from ferry.adapters.registry_port import RolloutView
 from ferry.contract.errors import RequestInFlight, StateStoreUnavailable
 from ferry.contract.names import LOG_LABELS, LOG_PREDICTIONS
-from ferry.serving.api import build_api
 from ferry.serving.intake import InFlight
 from ferry.serving.prediction_log import LogLimits, ServingLog, join_labels, read_log
 from ferry.serving.routing import choose
-from ferry.serving.schemas import Prediction
 from ferry.serving.service import ScoringService
 from fraud_detection.features import FEATURE_NAMES
 from fraud_detection.state import LabelReport, Observed
@@ -167,11 +164,7 @@ def test_a_payment_beside_another_request_is_observed_off_the_event_loop(service
                                                                        online: InMemoryOnline) -> None:
     in_flight = InFlight()
     in_flight.count = 1  # another request inside the replica
-
-    async def score_one(row: BaseModel) -> Prediction:
-        return service.score([row])[0]
-
-    with TestClient(build_api(service, score_one, SERVING, in_flight)) as client:
+    with client_for(service, in_flight=in_flight) as client:
         client.post("/predict", json=payment("c1")).raise_for_status()
     assert online.on_loop == [False]
 
