@@ -1,9 +1,11 @@
 """Where a test run's time went, from what `TESTS_TIMELINE=<folder> ./task test` wrote (tests/support/timeline.py).
 
 Prints, with seconds from the first test's start: each xdist worker's modules in the order it ran them (start,
-end, and their setup/call/teardown seconds), when each suite (integration, reliability, unit, golden) ended, and the
-machine's CPU use per minute with the idle CPU-seconds. Not a benchmark of ferry: it is what the next change to CI's
-schedule (tests/run_all.sh, tests/conftest.py module_order) should be measured with.
+end, and their setup/call/teardown seconds), when each suite (integration, reliability, unit, golden) ended, the
+machine's CPU use per minute with the idle CPU-seconds, and the CPU-seconds of the processes each module's tests
+started (Ray heads and workers, steps, services) and of each kind of process (tests/support/process_cpu.py).
+Not a benchmark of ferry: it is what the next change to CI's schedule (tests/run_all.sh, tests/conftest.py
+module_order) or to what its tests run should be measured with.
 
     TESTS_TIMELINE=/tmp/tl ./task test && .venv/bin/python benchmarks/ci_timeline.py /tmp/tl
 """
@@ -75,7 +77,9 @@ def report(folder: Path, cores: int) -> list[str]:
         suite = suite_of(span.module)
         ends[suite] = max(ends[suite], span.end - t0)
     lines.append("suites ended: " + ", ".join(f"{suite} {end:.0f} s" for suite, end in sorted(ends.items())))
-    lines += cpu_lines(cpu_samples(folder), t0, cores)
+    samples = cpu_samples(folder)
+    lines += cpu_lines(samples, t0, cores)
+    lines += process_lines(process_totals(folder), sum(s["busy"] * s["seconds"] for s in samples) * cores)
     return lines
 
 
@@ -88,6 +92,34 @@ def cpu_lines(samples: list[dict[str, float]], t0: float, cores: int) -> list[st
     busy = " ".join(f"{m}:{100 * sum(v) / len(v):.0f}%" for m, v in sorted(minutes.items()))
     idle = sum((1 - s["busy"]) * s["seconds"] for s in samples) * cores
     return [f"CPU busy by minute: {busy}", f"idle CPU-seconds: {idle:.0f} ({cores} cores)"]
+
+
+def process_totals(folder: Path) -> list[tuple[str, str, float]]:
+    """(module, kind of process, CPU-s) from the run's process sampler; the longest record if there are several."""
+    found = [json.loads(path.read_text()) for path in folder.glob("procs-*.json")]
+    best = max(found, key=lambda record: record["sweeps"], default={"totals": []})
+    return [(module, kind, float(used)) for module, kind, used in best["totals"]]
+
+
+def process_lines(totals: list[tuple[str, str, float]], busy_cpu_s: float, top: int = 20) -> list[str]:
+    if not totals:
+        return ["no process CPU record"]
+    by_module: dict[str, float] = defaultdict(float)
+    by_kind: dict[str, float] = defaultdict(float)
+    kinds_of: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for module, kind, used in totals:
+        by_module[module] += used
+        by_kind[kind] += used
+        kinds_of[module][kind] += used
+    counted = sum(by_module.values())
+    lines = [f"CPU-s in processes, by the module whose test started them ({counted:.0f} CPU-s counted of "
+             f"{busy_cpu_s:.0f} busy; '-' = started outside any test: setup, lint, the test processes themselves):"]
+    for module, used in sorted(by_module.items(), key=lambda item: -item[1])[:top]:
+        biggest = sorted(kinds_of[module].items(), key=lambda item: -item[1])[:3]
+        lines.append(f"  {used:7.1f}  {module}  ({', '.join(f'{kind} {cpu:.0f}' for kind, cpu in biggest)})")
+    lines.append("CPU-s by kind of process:")
+    lines += [f"  {used:7.1f}  {kind}" for kind, used in sorted(by_kind.items(), key=lambda item: -item[1])[:top]]
+    return lines
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """Where a test run's time goes, when TESTS_TIMELINE names a folder (off otherwise): each test process appends its
 tests' phases (setup, call, teardown: start, stop, outcome) to `<folder>/<worker>-<pid>.jsonl`, and each pytest-xdist
-controller samples the machine's CPU (/proc/stat, every CPU_EVERY_S) to `<folder>/cpu-<pid>.jsonl`.
-`benchmarks/ci_timeline.py` reads the folder: which worker ran which module when, and whether the CPU sat idle.
+controller samples the machine's CPU (/proc/stat, every CPU_EVERY_S) to `<folder>/cpu-<pid>.jsonl` and the CPU each
+process used by the module whose test started it (tests/support/process_cpu.py) to `<folder>/procs-<pid>.json`.
+`benchmarks/ci_timeline.py` reads the folder: which worker ran which module when, whether the CPU sat idle, and
+where the CPU went.
 tests/conftest.py takes the report hook and calls `start`, so `TESTS_TIMELINE=/tmp/tl ./task test` is all it takes."""
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.support import process_cpu
+
 ENV = "TESTS_TIMELINE"
 CPU_EVERY_S = 5.0
+PROCESSES_EVERY_S = 1.0  # a sweep reads three small files per process: 2 ms of CPU for 60 processes here
 
 
 def _folder() -> Path | None:
@@ -73,7 +78,16 @@ def start(config: pytest.Config) -> None:
         return
     _in_controller = True
     stop = threading.Event()
-    sampler = threading.Thread(target=_sample_cpu, args=(folder / f"cpu-{os.getpid()}.jsonl", stop),
-                               name="timeline-cpu", daemon=True)
-    sampler.start()
-    config.add_cleanup(stop.set)
+    samplers = [threading.Thread(target=_sample_cpu, args=(folder / f"cpu-{os.getpid()}.jsonl", stop),
+                                 name="timeline-cpu", daemon=True),
+                threading.Thread(target=process_cpu.sample, name="timeline-processes", daemon=True,
+                                 args=(folder / f"procs-{os.getpid()}.json", stop, PROCESSES_EVERY_S))]
+    for sampler in samplers:
+        sampler.start()
+
+    def finish() -> None:
+        stop.set()
+        for sampler in samplers:
+            sampler.join(30)
+
+    config.add_cleanup(finish)

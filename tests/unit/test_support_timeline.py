@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from benchmarks.ci_timeline import module_spans, report
-from tests.support import timeline
+from tests.support import process_cpu, timeline
 
 
 def _phase(nodeid: str, when: str, start: float, stop: float) -> SimpleNamespace:
@@ -62,7 +65,59 @@ def test_the_report_shows_each_workers_modules_in_order_the_suites_ends_and_the_
     assert "suites ended: integration 400 s, reliability 402 s, unit 60 s" in lines
     assert "CPU busy by minute: 0:100% 1:50%" in lines
     assert "idle CPU-seconds: 5 (2 cores)" in lines  # half of 2 cores for 5 s
+    assert lines[-1] == "no process CPU record"
+
+    (tmp_path / "procs-1.json").write_text(json.dumps({"every_s": 1.0, "sweeps": 70, "totals": [
+        [loop, "raylet", 40.0], [loop, "ray::TrainController", 20.0], [loop, "mlflow", 5.0],
+        [loop, "redis-server", 1.0], [unit, "promtool", 8.0], ["-", "python -c", 6.0]]}))
+    lines = report(tmp_path, cores=2)
+    start = lines.index(next(line for line in lines if line.startswith("CPU-s in processes")))
+    assert "(80 CPU-s counted of 15 busy;" in lines[start]  # busy: 5 s of 2 cores, then 5 s of one
+    assert lines[start + 1:start + 4] == [f"     66.0  {loop}  (raylet 40, ray::TrainController 20, mlflow 5)",
+                                          f"      8.0  {unit}  (promtool 8)", "      6.0  -  (python -c 6)"]
+    assert lines[start + 4] == "CPU-s by kind of process:" and lines[start + 5] == "     40.0  raylet"
 
 
 def test_a_folder_without_records_says_so(tmp_path: Path) -> None:
     assert "no test records" in report(tmp_path, cores=2)[0]
+
+
+@pytest.mark.parametrize(("argv", "kind"), [
+    (["ray::TrainController.run"], "ray::TrainController"),
+    (["ray::ServeReplica:fraud-detector:router            "], "ray::ServeReplica"),
+    (["ray-dashboard-NodeHead-0 (/v/bin/python -B -c from multiprocessing.forkserver import main)"],
+     "ray-dashboard-NodeHead"),
+    (["/v/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--raylet_socket_name=/tmp/r"], "raylet"),
+    (["/v/bin/python", "-m", "ferry.cli.app", "step", "tune", "--spec", "s.json"], "-m ferry.cli.app step tune"),
+    (["/v/bin/python", "-m", "ferry.cli.app", "up", "tiny"], "-m ferry.cli.app"),
+    (["/v/bin/python", "-u", "/v/lib/python3.11/site-packages/ray/_private/log_monitor.py", "--x"], "log_monitor.py"),
+    (["/v/bin/python3.11", "/v/bin/mlflow", "server"], "mlflow"),
+    (["/v/bin/python", "-c", "import sys;exec(eval(sys.stdin.readline()))"], "python -c"),
+    (["/v/bin/python", "/tmp/own_script.py"], "python"),
+    ([], "?"),
+])
+def test_a_process_kind_comes_from_its_command_line(argv: list[str], kind: str) -> None:
+    assert process_cpu.process_kind(argv) == kind
+
+
+def test_a_process_belongs_to_the_module_whose_test_started_it() -> None:
+    environ = b"HOME=/root\0PYTEST_CURRENT_TEST=tests/integration/test_canary.py::test_x (setup)\0PATH=/bin\0"
+    assert process_cpu.test_module(environ) == "tests/integration/test_canary.py"
+    assert process_cpu.test_module(b"HOME=/root\0") == process_cpu.NO_TEST
+
+
+def test_the_sampler_counts_what_a_child_uses_after_it_started_under_its_module() -> None:
+    found = process_cpu.ProcessCpu()
+    found.sweep()  # what runs already is the baseline
+    burn = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nprint('done', " \
+           "flush=True)\nsys.stdin.read()"
+    env = {**os.environ, "PYTEST_CURRENT_TEST": "tests/unit/test_burn.py::test_b (call)"}
+    child = subprocess.Popen([sys.executable, "-c", burn], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "done\n"
+        found.sweep()
+    finally:
+        child.communicate("", timeout=30)
+    [(_, kind, used)] = [row for row in found.totals() if row[0] == "tests/unit/test_burn.py"]
+    assert kind == "python -c" and 0.25 <= float(used) < 5, used  # type: ignore[arg-type]
