@@ -8,8 +8,9 @@ Every `every_s` the xdist controller reads /proc: each process's user+system tim
 process it is) and, once, the PYTEST_CURRENT_TEST it was started with (which module's test started it, or the
 fixture setup of that test; a process started by a process started in a test inherits it). Processes already
 running when sampling starts count only what they use after. What a process uses between the last sample and its
-end is missed, and one that lives less than `every_s` is missed entirely: the totals are a floor. The test
-processes themselves (xdist workers, the unit run) were started before any test, so their own CPU counts under "-".
+end is missed, and one that lives less than `every_s` is missed entirely: the totals are a floor. An xdist worker's
+own CPU counts for the module its title says it runs (`[pytest-xdist running] <test>`); the unit run's, started
+before any test, counts under "-" with setup and lint.
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from pathlib import Path
 
 NO_TEST = "-"
 TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-# Ray renames its workers (setproctitle) once they take a task or an actor: read the command line again this often.
-RENAME_EVERY = 5
 # Python processes whose kind is their script's name.
+XDIST_TITLE = "[pytest-xdist"
 SCRIPTS = ("dashboard.py", "log_monitor.py", "monitor.py", "default_worker.py", "mlflow", "ray", "pytest")
 
 
@@ -34,9 +34,11 @@ def process_kind(argv: list[str]) -> str:
     module (`-m ferry.cli.app step`), a known script, else its executable's name."""
     if not argv:
         return "?"
-    if argv[0].startswith("ray::"):  # ray::TrainController.run, ray::ServeReplica:<app>:<deployment>
+    if argv[0].startswith("ray::"):  # ray::TrainController.run, ray::SERVE_REPLICA::<app>#...:ServeReplica:...
         name = argv[0].split()[0].split(".")[0]
-        return "ray::ServeReplica" if name.startswith("ray::ServeReplica") else name
+        return "ray::ServeReplica" if "ServeReplica" in name else name
+    if argv[0].startswith(XDIST_TITLE):
+        return "pytest-xdist worker"
     if argv[0].startswith("ray-dashboard-"):
         return "ray-dashboard-" + argv[0].split("-")[2]
     exe = os.path.basename(argv[0])
@@ -52,6 +54,14 @@ def process_kind(argv: list[str]) -> str:
     return script if script in SCRIPTS else exe
 
 
+def running_module(argv: list[str]) -> str | None:
+    """The module an xdist worker runs now, from the title it gives itself (`[pytest-xdist running] <nodeid>`)."""
+    title = " ".join(argv)
+    if not title.startswith(XDIST_TITLE) or "::" not in title:
+        return None
+    return title.split("] ", 1)[-1].split("::")[0].strip() or None
+
+
 def test_module(environ: bytes) -> str:
     """The module (tests/.../test_x.py) whose test was running when the process started, from its environment."""
     for entry in environ.split(b"\0"):
@@ -64,9 +74,8 @@ def test_module(environ: bytes) -> str:
 class _Process:
     module: str
     kind: str
-    base: float  # CPU-s already used when first seen, counted only for processes older than the sampling
-    renamable: bool  # a Python process, which Ray may rename
-    used: float = 0.0
+    cpu: float  # CPU-s used when last seen
+    renamable: bool  # a Python process: Ray and xdist retitle theirs (a worker is ray::IDLE, then an actor's)
 
 
 def _read(path: str) -> bytes:
@@ -74,11 +83,16 @@ def _read(path: str) -> bytes:
         return found.read()
 
 
+def _argv(pid: str) -> list[str]:
+    return _read(f"/proc/{pid}/cmdline").decode(errors="replace").split("\0")[:-1]
+
+
 class ProcessCpu:
-    """The processes seen so far and the CPU each used while seen."""
+    """The processes seen so far; what each used between two sweeps counts for its module and kind then."""
 
     def __init__(self) -> None:
         self.processes: dict[tuple[str, str], _Process] = {}
+        self.used: dict[tuple[str, str], float] = defaultdict(float)
         self.sweeps = 0
 
     def sweep(self) -> None:
@@ -87,31 +101,28 @@ class ProcessCpu:
             try:
                 stat = _read(f"/proc/{pid}/stat").decode(errors="replace")
                 fields = stat[stat.rfind(")") + 2:].split()
-                cpu, key = (int(fields[11]) + int(fields[12])) / TICKS_PER_S, (pid, fields[19])
-                self._see(pid, key, cpu, first)
+                self._see(pid, (pid, fields[19]), (int(fields[11]) + int(fields[12])) / TICKS_PER_S, first)
             except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
                 continue
 
     def _see(self, pid: str, key: tuple[str, str], cpu: float, first: bool) -> None:
         seen = self.processes.get(key)
         if seen is None:
-            argv = _read(f"/proc/{pid}/cmdline").decode(errors="replace").split("\0")[:-1]
+            argv = _argv(pid)
             if not argv:  # a kernel thread
                 return
-            seen = self.processes[key] = _Process(test_module(_read(f"/proc/{pid}/environ")), process_kind(argv),
-                                                  cpu if first else 0.0, os.path.basename(argv[0]).startswith("python"))
-        elif seen.renamable and self.sweeps % RENAME_EVERY == 0:
-            seen.kind = process_kind(_read(f"/proc/{pid}/cmdline").decode(errors="replace").split("\0")[:-1])
-            seen.renamable = not seen.kind.startswith("ray::")
-        seen.used = cpu - seen.base
+            renamable = os.path.basename(argv[0]).startswith("python") or argv[0].startswith(("ray::", XDIST_TITLE))
+            seen = self.processes[key] = _Process(running_module(argv) or test_module(_read(f"/proc/{pid}/environ")),
+                                                  process_kind(argv), cpu if first else 0.0, renamable)
+        elif seen.renamable and (argv := _argv(pid)):  # empty while it exits: keep what it was
+            seen.kind, seen.module = process_kind(argv), running_module(argv) or seen.module
+        self.used[(seen.module, seen.kind)] += cpu - seen.cpu
+        seen.cpu = cpu
 
     def totals(self) -> list[list[object]]:
         """[module, kind, CPU-s] for every pair that used any, largest first."""
-        summed: dict[tuple[str, str], float] = defaultdict(float)
-        for process in self.processes.values():
-            summed[(process.module, process.kind)] += process.used
         return [[module, kind, round(used, 2)] for (module, kind), used in
-                sorted(summed.items(), key=lambda item: -item[1]) if used > 0]
+                sorted(self.used.items(), key=lambda item: -item[1]) if used > 0]
 
 
 def sample(path: Path, stop: threading.Event, every_s: float) -> None:

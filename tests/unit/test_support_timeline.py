@@ -85,6 +85,8 @@ def test_a_folder_without_records_says_so(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("argv", "kind"), [
     (["ray::TrainController.run"], "ray::TrainController"),
     (["ray::ServeReplica:fraud-detector:router            "], "ray::ServeReplica"),
+    (["ray::SERVE_REPLICA::fraud-canary#router#8g12:ServeReplica:fraud-canary:router"], "ray::ServeReplica"),
+    (["[pytest-xdist running] tests/integration/test_canary.py::test_x"], "pytest-xdist worker"),
     (["ray-dashboard-NodeHead-0 (/v/bin/python -B -c from multiprocessing.forkserver import main)"],
      "ray-dashboard-NodeHead"),
     (["/v/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--raylet_socket_name=/tmp/r"], "raylet"),
@@ -101,6 +103,9 @@ def test_a_process_kind_comes_from_its_command_line(argv: list[str], kind: str) 
 
 
 def test_a_process_belongs_to_the_module_whose_test_started_it() -> None:
+    assert process_cpu.running_module(["[pytest-xdist running] tests/integration/test_canary.py::test_x"]) == \
+        "tests/integration/test_canary.py"
+    assert process_cpu.running_module(["[pytest-xdist idle]"]) is None
     environ = b"HOME=/root\0PYTEST_CURRENT_TEST=tests/integration/test_canary.py::test_x (setup)\0PATH=/bin\0"
     assert process_cpu.test_module(environ) == "tests/integration/test_canary.py"
     assert process_cpu.test_module(b"HOME=/root\0") == process_cpu.NO_TEST
