@@ -9,7 +9,7 @@ no traffic is never promoted and is rolled back after hold_timeout.
 
 The rollout steps are short (20/50/100, checks every 5 s, 2 min hold timeout, 100 requests per variant
 before any judgement) and the limits are the spec's defaults: error rate at most 1 point above the
-champion's at 5 % significance (promotion needs the upper confidence bound under it), p99 under 100 ms,
+champion's at 5 % significance (promotion needs the upper confidence bound under it), p99 under P99_LIMIT_MS,
 score PSI under 0.2. Prometheus scrapes every 10 s and Ray exports replica metrics every 10 s, the local
 defaults; a check every 5 s therefore often finds no new data, which the controller must not count.
 `benchmarks/bench_canary.py` uses the same helpers.
@@ -56,6 +56,11 @@ RATE = 50.0  # requests per second from the load generator
 MIN_REQUESTS = 100
 ROLLOUT: dict[str, Any] = {"steps": [20, 50, 100], "interval": "5s", "hold_timeout": "2m",
                            "analysis": {"min_requests": MIN_REQUESTS, "failure_limit": 2, "max_p99_latency_ms": 100}}
+# The tests' p99 limit. The champion itself goes over ROLLOUT's 100 ms (which bench_canary.py keeps) on a slow hour of
+# a CI machine that three integration modules keep busy: p99 133-149 ms in one run, whose healthy challenger was
+# rolled back on latency. 200 ms stays a bucket boundary (metrics.LATENCY_BOUNDARIES_MS) well under the
+# injected 250 ms, so the latency test still finds every request of the slow challenger over it.
+P99_LIMIT_MS = 200
 CHAMPION_SEED = 1  # a healthy challenger is the same tiny network registered again: same scores, same speed
 BAD_ERROR_RATE = 0.05  # a challenger 5 points worse than the champion (which fails nothing)
 VISIBLE_S = 30.0  # how far back champion_visible looks for the champion's requests
@@ -273,7 +278,7 @@ MODEL = "fraud-canary"  # this module's own name on its test process' shared MLf
 def lab(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[Lab]:
     settings = lab_settings(tmp_path_factory.mktemp("canary-home"), mlflow_uri)
     with restored_environ(), stopping(settings):
-        yield start_lab(settings, renamed(canary_spec(), MODEL))
+        yield start_lab(settings, renamed(canary_spec(analysis={"max_p99_latency_ms": P99_LIMIT_MS}), MODEL))
 
 
 def last_deployed(lab: Lab) -> float:
