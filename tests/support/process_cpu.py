@@ -24,8 +24,8 @@ from pathlib import Path
 
 NO_TEST = "-"
 TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-# Python processes whose kind is their script's name.
 XDIST_TITLE = "[pytest-xdist"
+# Python processes whose kind is their script's name.
 SCRIPTS = ("dashboard.py", "log_monitor.py", "monitor.py", "default_worker.py", "mlflow", "ray", "pytest")
 
 
@@ -41,6 +41,8 @@ def process_kind(argv: list[str]) -> str:
         return "pytest-xdist worker"
     if argv[0].startswith("ray-dashboard-"):
         return "ray-dashboard-" + argv[0].split("-")[2]
+    if len(argv) == 1 and " " in argv[0]:  # a title set as one string (a Ray job's driver): its words are the argv
+        argv = argv[0].split()
     exe = os.path.basename(argv[0])
     if not exe.startswith("python"):
         return exe

@@ -92,6 +92,8 @@ def test_a_folder_without_records_says_so(tmp_path: Path) -> None:
     (["/v/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--raylet_socket_name=/tmp/r"], "raylet"),
     (["/v/bin/python", "-m", "ferry.cli.app", "step", "tune", "--spec", "s.json"], "-m ferry.cli.app step tune"),
     (["/v/bin/python", "-m", "ferry.cli.app", "up", "tiny"], "-m ferry.cli.app"),
+    (["/v/bin/python -m ferry.cli.app step train --spec gitops/rendered/local/loop/spec.json --run loop-1"],
+     "-m ferry.cli.app step train"),
     (["/v/bin/python", "-u", "/v/lib/python3.11/site-packages/ray/_private/log_monitor.py", "--x"], "log_monitor.py"),
     (["/v/bin/python3.11", "/v/bin/mlflow", "server"], "mlflow"),
     (["/v/bin/python", "-c", "import sys;exec(eval(sys.stdin.readline()))"], "python -c"),
