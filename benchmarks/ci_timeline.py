@@ -113,7 +113,8 @@ def process_lines(totals: list[tuple[str, str, float]], busy_cpu_s: float, top: 
         kinds_of[module][kind] += used
     counted = sum(by_module.values())
     lines = [f"CPU-s in processes, by the module whose test started them ({counted:.0f} CPU-s counted of "
-             f"{busy_cpu_s:.0f} busy; '-' = started outside any test: setup, lint, the unit run's own process):"]
+             f"{busy_cpu_s:.0f} busy; '-' = started outside any test: lint, the unit run's own process; setup "
+             "runs before sampling):"]
     for module, used in sorted(by_module.items(), key=lambda item: -item[1])[:top]:
         biggest = sorted(kinds_of[module].items(), key=lambda item: -item[1])[:3]
         lines.append(f"  {used:7.1f}  {module}  ({', '.join(f'{kind} {cpu:.0f}' for kind, cpu in biggest)})")
