@@ -45,6 +45,7 @@ from typer.testing import CliRunner
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
+from ferry.adapters.tls import tls_context
 from ferry.cli.app import app
 from ferry.contract import names
 from ferry.contract.names import TAG_FAULT_ERROR_RATE
@@ -124,7 +125,7 @@ class Traffic:
     def _run(self) -> None:
         rng = random.Random(0)
         deadline = time.monotonic() + self.max_s
-        with httpx.Client(trust_env=False, timeout=5.0) as client:
+        with httpx.Client(trust_env=False, timeout=5.0, verify=tls_context()) as client:
             while not self.stop.is_set() and time.monotonic() < deadline and len(self.statuses) < self.max_requests:
                 payload = transaction(customer_id=rng.randrange(10**7), amount=rng.uniform(*self.amounts))
                 try:
@@ -171,7 +172,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> Iterator[L
 
 def received(lab: Lab, alertname: str) -> dict[str, Any] | None:
     response = httpx.get(f"{lab.receiver}/alerts", params={"model": lab.spec.name, "firing": True},
-                         timeout=5, trust_env=False)
+                         timeout=5, trust_env=False, verify=tls_context())
     return next((a for a in response.json() if a["alertname"] == alertname), None)
 
 

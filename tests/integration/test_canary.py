@@ -35,6 +35,7 @@ from tests.support.serving_fakes import transaction
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
+from ferry.adapters.tls import tls_context
 from ferry.contract import names
 from ferry.contract.names import TAG_FAULT_ERROR_RATE, TAG_FAULT_LATENCY_MS
 from ferry.local.supervisor import procs
@@ -115,7 +116,7 @@ class Load:
         period = self.threads / self.rate
         deadline = self.started + self.max_s
         next_at = self.started + index * period / self.threads
-        with httpx.Client(trust_env=False, timeout=5.0) as client:
+        with httpx.Client(trust_env=False, timeout=5.0, verify=tls_context()) as client:
             while not self._stop.is_set() and time.monotonic() < deadline and len(self.results) < self.max_requests:
                 wait = next_at - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
@@ -199,7 +200,7 @@ class Lab:
         return dict(self.registry.client.get_model_version(names.registered_model_name(self.name), version).tags)
 
     def info(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.url}/info", timeout=5, trust_env=False).json())
+        return dict(httpx.get(f"{self.url}/info", timeout=5, trust_env=False, verify=tls_context()).json())
 
     def champion_visible(self, minimum: float, timeout_s: float = 60.0) -> bool:
         """Wait until Prometheus holds `minimum` champion requests of the last VISIBLE_S (bounded)."""

@@ -37,6 +37,7 @@ from tests.support.local_stack import renamed, restored_environ, serve_errors, s
 from ferry import workspace
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
+from ferry.adapters.tls import tls_context
 from ferry.adapters.workloads import workload_facts
 from ferry.contract import metrics as catalogue
 from ferry.contract import names
@@ -162,7 +163,7 @@ class BatchLoad:
 
     def _run(self) -> None:
         started, offset = time.monotonic(), 0
-        with httpx.Client(trust_env=False, timeout=10.0) as client:
+        with httpx.Client(trust_env=False, timeout=10.0, verify=tls_context()) as client:
             for index in range(self.max_requests):
                 if self._stop.wait(max(0.0, started + index / self.rate - time.monotonic())):
                     return

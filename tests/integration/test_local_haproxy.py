@@ -18,6 +18,7 @@ from tests.support.local_stack import restored_environ, stopping
 from tests.support.serving_fakes import transaction, transactions
 
 from ferry.adapters.registry import Registry
+from ferry.adapters.tls import tls_context
 from ferry.contract import names
 from ferry.local.supervisor import local_ingress, procs
 from ferry.local.supervisor.services import (
@@ -62,10 +63,11 @@ def test_haproxy_answers_on_the_serve_port_and_the_router_scores(settings: Setti
     assert on_serve_port and all("haproxy" in title for title in on_serve_port), on_serve_port
     body = predict_once(served["url"], transaction(customer_id=7), path="/predict/features")
     assert body["version"] == served["champion"] and 0 <= body["score"] <= 1
-    batch = httpx.post(f"{served['url']}/predict/features/batch", json=transactions(10), timeout=10, trust_env=False)
+    batch = httpx.post(f"{served['url']}/predict/features/batch", json=transactions(10), timeout=10, trust_env=False,
+                       verify=tls_context())
     assert batch.status_code == 200 and len(batch.json()["predictions"]) == 10
     bad = httpx.post(f"{served['url']}/predict/features", json=transaction(tx_amount="a lot"), timeout=10,
-                     trust_env=False)
+                     trust_env=False, verify=tls_context())
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "tx_amount"]
 
 
@@ -104,7 +106,7 @@ def test_a_413_closes_the_clients_connection_and_says_so(served: dict[str, Any])
         for start in range(0, len(over), 4096):
             yield over[start:start + 4096]
 
-    with httpx.Client(trust_env=False, timeout=10) as client:
+    with httpx.Client(trust_env=False, timeout=10, verify=tls_context()) as client:
         for body in (over, chunks()):
             refused = client.post(f"{served['url']}/predict/features/batch", content=body,
                                   headers={"content-type": "application/json"})

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from tests.support.binaries import system_command, venv_command
 
+from ferry.adapters.tls import tls_context
 from ferry.local.errors import LocalError
 from ferry.local.supervisor import procs, service_defs
 from ferry.local.supervisor.service_defs import SKIP_HINT, MissingBinary, ray_temp_dir
@@ -60,7 +61,8 @@ def test_up_starts_ray_and_mlflow_ready(settings: Settings, started: dict[str, s
     assert started["ray"] == "started" and started["mlflow"] == "started"
     for name in service_defs.OPTIONAL:
         assert started[name] == ("started" if service_defs.installed(name) else "skipped")
-    mlflow = httpx.get(f"http://127.0.0.1:{settings.mlflow_port}/health", timeout=5, trust_env=False)
+    mlflow = httpx.get(f"http://127.0.0.1:{settings.mlflow_port}/health", timeout=5, trust_env=False,
+                       verify=tls_context())
     assert mlflow.status_code == 200
     assert {s.name: s.state for s in service_status(settings)}["ray"] == "running"
     for name in ("ray", "mlflow"):
@@ -70,12 +72,14 @@ def test_up_starts_ray_and_mlflow_ready(settings: Settings, started: dict[str, s
 
 def test_ray_keeps_token_auth_on(settings: Settings, started: dict[str, str]) -> None:
     url = f"{settings.ray_dashboard_url}/api/version"
-    assert httpx.get(url, timeout=5, trust_env=False).status_code == 401
+    assert httpx.get(url, timeout=5, trust_env=False, verify=tls_context()).status_code == 401
     token = (settings.state_dir / "ray" / "auth_token").read_text().strip()
     assert oct((settings.state_dir / "ray" / "auth_token").stat().st_mode & 0o777) == "0o600"
-    authed = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5, trust_env=False)
+    authed = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5, trust_env=False,
+                       verify=tls_context())
     assert authed.status_code == 200 and authed.json()["ray_version"] == "2.60.0"
-    mode = httpx.get(f"{settings.ray_dashboard_url}/api/authentication_mode", timeout=5, trust_env=False)
+    mode = httpx.get(f"{settings.ray_dashboard_url}/api/authentication_mode", timeout=5, trust_env=False,
+                     verify=tls_context())
     assert mode.json()["authentication_mode"] == "token"
     # The `ray` CLI works with ferry's environment and is refused without the token variables.
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}

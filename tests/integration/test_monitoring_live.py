@@ -34,6 +34,7 @@ from tests.support.local_stack import renamed, restored_environ, stopping
 
 from ferry.adapters.prometheus import Prometheus
 from ferry.adapters.registry import Registry
+from ferry.adapters.tls import tls_context
 from ferry.contract import metrics as catalogue
 from ferry.contract import names
 from ferry.contract.names import TAG_FAULT_ERROR_RATE
@@ -87,7 +88,8 @@ def has_data(prom_url: str, expr: str, start: float, end: float) -> bool:
     """A range query as Grafana sends it; True when any series has any sample."""
     query = expr.replace("$__rate_interval", RATE_INTERVAL)
     response = httpx.get(f"{prom_url}/api/v1/query_range", params={"query": query, "start": start, "end": end,
-                                                                   "step": "10s"}, timeout=30, trust_env=False)
+                                                                   "step": "10s"}, timeout=30, trust_env=False,
+                         verify=tls_context())
     body = response.json()
     assert body.get("status") == "success", (query, body)
     return any(series["values"] for series in body["data"]["result"])
@@ -115,7 +117,8 @@ def test_every_dashboard_panel_has_data_after_real_traffic_and_a_canary(lab: Lab
     with BatchLoad(lab.url, rows, max_s=400) as load:
         for bad in ({"customer_id": 1}, [{"customer_id": -1}]):  # 422s: client errors in the panels
             path = "/predict/features" if isinstance(bad, dict) else "/predict/features/batch"
-            assert httpx.post(f"{lab.url}{path}", json=bad, timeout=10, trust_env=False).status_code == 422
+            answer = httpx.post(f"{lab.url}{path}", json=bad, timeout=10, trust_env=False, verify=tls_context())
+            assert answer.status_code == 422
         requests = q.sel(catalogue.SERVING_REQUESTS.series, q.eq("model", lab.name),
                          q.eq("outcome", catalogue.OUTCOME_OK))
         assert procs_wait(lambda: bool(lab.prom.vector(f"sum(increase({requests}[1m])) > 100")), 120)

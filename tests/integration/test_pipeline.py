@@ -22,6 +22,7 @@ from tests.support.local_stack import restored_environ, stopping
 from typer.testing import CliRunner
 
 from ferry.adapters.registry import Registry
+from ferry.adapters.tls import tls_context
 from ferry.cli.app import app
 from ferry.contract import names
 from ferry.local import reconcile
@@ -132,7 +133,7 @@ def test_up_runs_pipeline_and_registers_one_version(settings: Settings) -> None:
 def ray_actor_classes(settings: Settings) -> set[str]:
     """Class names of every actor the head has seen, dead ones included (Ray's state API)."""
     answer = httpx.get(f"{settings.ray_dashboard_url}/api/v0/actors", params={"limit": 1000, "detail": "false"},
-                       headers=ray_auth_headers(settings), timeout=30, trust_env=False)
+                       headers=ray_auth_headers(settings), timeout=30, trust_env=False, verify=tls_context())
     answer.raise_for_status()
     return {actor["class_name"] for actor in answer.json()["data"]["result"]["result"]}
 
@@ -197,7 +198,7 @@ def panel_peaks(settings: Settings, title: str, since: float) -> dict[str, float
     for expr in panel_exprs(title):
         response = httpx.get(f"{settings.prometheus_url}/api/v1/query_range", timeout=30, trust_env=False,
                              params={"query": expr.replace("$__rate_interval", "1m"), "start": since,
-                                     "end": time.time(), "step": "10s"})
+                                     "end": time.time(), "step": "10s"}, verify=tls_context())
         body = response.json()
         assert body.get("status") == "success", (expr, body)
         for series in body["data"]["result"]:
@@ -208,7 +209,7 @@ def panel_peaks(settings: Settings, title: str, since: float) -> dict[str, float
 
 def instant(settings: Settings, expr: str) -> list[float]:
     response = httpx.get(f"{settings.prometheus_url}/api/v1/query", params={"query": expr}, timeout=30,
-                         trust_env=False)
+                         trust_env=False, verify=tls_context())
     return [float(series["value"][1]) for series in response.json()["data"]["result"]]
 
 
@@ -315,10 +316,10 @@ def test_the_recommender_rides_the_same_pipeline_to_served_recommendations(setti
     assert path == "/recommend" and answer["version"] == version.version and answer["fallback"] is False
     assert len(answer["items"]) == 10
     batch = httpx.post(f"{url}/recommend/batch", json=[{"user_id": 1, "k": 3}, {"user_id": 10**9, "k": 2}],
-                       timeout=30, trust_env=False)
+                       timeout=30, trust_env=False, verify=tls_context())
     assert batch.status_code == 200, batch.text
     assert [(len(a["items"]), a["fallback"]) for a in batch.json()["answers"]] == [(3, False), (2, True)]
-    bad = httpx.post(f"{url}/recommend", json={"user_id": 1, "k": 0}, timeout=30, trust_env=False)
+    bad = httpx.post(f"{url}/recommend", json={"user_id": 1, "k": 0}, timeout=30, trust_env=False, verify=tls_context())
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "k"]
 
 
@@ -339,7 +340,7 @@ def test_a_worse_recommender_is_rolled_back_on_the_clicks_that_follow_its_recomm
     upping.start()
 
     def mirrored() -> bool:  # the router has loaded the new version as challenger, mirroring at weight 0
-        info = httpx.get(f"{url}/info", timeout=5, trust_env=False).json()
+        info = httpx.get(f"{url}/info", timeout=5, trust_env=False, verify=tls_context()).json()
         return info["challenger"] not in (None, champion) and info["weight"] == 0
 
     assert procs.wait_until(mirrored, 300, 1.0), "the new version never reached its shadow stage"
@@ -358,7 +359,8 @@ def test_a_worse_recommender_is_rolled_back_on_the_clicks_that_follow_its_recomm
     assert outcome.outputs["rollout.decision"] == names.STATE_ROLLED_BACK, outcome.outputs
     assert "hit_rate" in outcome.outputs["rollout.reason"] and "worse" in outcome.outputs["rollout.reason"]
     assert registry(settings).alias("tiny-recommender", names.ALIAS_CHAMPION).version == champion
-    answer = httpx.post(f"{url}/recommend", json={"user_id": 1}, timeout=30, trust_env=False).json()
+    answer = httpx.post(f"{url}/recommend", json={"user_id": 1}, timeout=30, trust_env=False,
+                        verify=tls_context()).json()
     assert answer["version"] == champion
 
 

@@ -25,6 +25,7 @@ from tests.support.local_stack import restored_environ, stopping, wait_for_value
 from tests.support.serving_fakes import transaction, transactions
 
 from ferry.adapters.registry import Registry
+from ferry.adapters.tls import tls_context
 from ferry.contract import names
 from ferry.local.supervisor import procs
 from ferry.local.supervisor.service_defs import ray_temp_dir
@@ -99,7 +100,7 @@ def served(settings: Settings) -> dict[str, Any]:
 
 
 def post(url: str, payload: Any, path: str = "/predict/features") -> httpx.Response:
-    return httpx.post(f"{url}{path}", json=payload, timeout=10, trust_env=False)
+    return httpx.post(f"{url}{path}", json=payload, timeout=10, trust_env=False, verify=tls_context())
 
 
 def test_registered_pt2_model_takes_any_batch_size(settings: Settings, served: dict[str, Any]) -> None:
@@ -117,9 +118,9 @@ def test_single_and_batch_predictions(served: dict[str, Any]) -> None:
     assert body["decision"] == (body["score"] >= 0.5) and body["model"] == spec.name
     batch = post(url, transactions(10), "/predict/features/batch")
     assert batch.status_code == 200 and len(batch.json()["predictions"]) == 10
-    assert httpx.get(f"{url}/healthz", trust_env=False).status_code == 200
-    assert httpx.get(f"{url}/openapi.json", trust_env=False).json()["paths"]["/predict/features"]
-    docs = httpx.get(f"{url}/docs", trust_env=False)
+    assert httpx.get(f"{url}/healthz", trust_env=False, verify=tls_context()).status_code == 200
+    assert httpx.get(f"{url}/openapi.json", trust_env=False, verify=tls_context()).json()["paths"]["/predict/features"]
+    docs = httpx.get(f"{url}/docs", trust_env=False, verify=tls_context())
     assert docs.status_code == 200 and f"{spec.spec.serving.route}/openapi.json" in docs.text
 
 
@@ -131,7 +132,7 @@ def renamed(spec: ModelSpec, name: str) -> ModelSpec:
 
 def status_of(url: str, path: str = "readyz") -> int:
     try:
-        return httpx.get(f"{url}/{path}", timeout=2, trust_env=False).status_code
+        return httpx.get(f"{url}/{path}", timeout=2, trust_env=False, verify=tls_context()).status_code
     except httpx.HTTPError:
         return 0
 
@@ -218,7 +219,7 @@ def test_metrics_are_exported_by_ray(settings: Settings, served: dict[str, Any])
     def text() -> str:
         try:
             return httpx.get(f"http://127.0.0.1:{settings.ray_metrics_port}/metrics", timeout=5,
-                             trust_env=False).text
+                             trust_env=False, verify=tls_context()).text
         except httpx.HTTPError:
             return ""
 
@@ -279,7 +280,7 @@ def test_router_rides_out_a_registry_outage(settings: Settings, served: dict[str
         assert statuses == [200] * 200
         info = _info(url)
         assert info["champion"] == served["champion"] and info["challenger"] == served["challenger"]
-        assert httpx.get(f"{url}/readyz", trust_env=False).status_code == 200
+        assert httpx.get(f"{url}/readyz", trust_env=False, verify=tls_context()).status_code == 200
         logs = ray_temp_dir(settings) / "session_latest" / "logs" / "serve"
         assert procs.wait_until(lambda: any("unreachable" in f.read_text(errors="replace")
                                             for f in logs.glob("replica_*.log")), 10, 0.5)
@@ -288,7 +289,7 @@ def test_router_rides_out_a_registry_outage(settings: Settings, served: dict[str
 
 
 def _info(url: str) -> dict[str, Any]:
-    return httpx.get(f"{url}/info", timeout=5, trust_env=False).json()
+    return httpx.get(f"{url}/info", timeout=5, trust_env=False, verify=tls_context()).json()
 
 
 def payment(transaction_id: str, customer_id: int = 5, amount: float = 40.0, at: str = "2018-08-08T10:00:00",
@@ -395,7 +396,7 @@ def test_a_store_stopped_under_load_gives_only_clear_503s_never_a_default(settin
 
     def load() -> None:  # bounded: 3,000 payments or 60 s
         deadline = time.monotonic() + 60
-        with httpx.Client(timeout=10, trust_env=False) as client:
+        with httpx.Client(timeout=10, trust_env=False, verify=tls_context()) as client:
             for i in range(3000):
                 if stop.is_set() or time.monotonic() > deadline:
                     return
@@ -615,7 +616,7 @@ def test_a_replica_killed_under_load_loses_at_most_its_last_flush_of_log_rows(se
 
     def load() -> None:  # bounded: 6,000 payments or 90 s
         deadline = time.monotonic() + 90
-        with httpx.Client(timeout=10, trust_env=False) as client:
+        with httpx.Client(timeout=10, trust_env=False, verify=tls_context()) as client:
             for i in range(6000):
                 if stop.is_set() or time.monotonic() > deadline:
                     return

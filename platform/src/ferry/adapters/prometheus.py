@@ -19,6 +19,7 @@ import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ferry.adapters.prometheus_port import PrometheusQuery, PrometheusUnavailable, Sample, Selector
+from ferry.adapters.tls import tls_context
 
 
 def promql_selector(series: Selector) -> str:
@@ -40,7 +41,8 @@ def growth_query(series: Selector, by: tuple[str, ...], since_unix: float) -> st
 class Prometheus(PrometheusQuery):
     def __init__(self, base_url: str, timeout_s: float = 5.0, transport: httpx.BaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(timeout=timeout_s, trust_env=False, transport=transport)
+        self._client = httpx.Client(timeout=timeout_s, trust_env=False, transport=transport,
+                                    verify=tls_context())
 
     @retry(retry=retry_if_exception_type(httpx.TransportError), stop=stop_after_attempt(3),
            wait=wait_exponential(multiplier=0.5, max=4), reraise=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ferry.adapters.tls import tls_context
 from ferry.contract.errors import FerryError
 from ferry.render.rayservice import app_args, state_store_args
 from ferry.serving.schemas import DEFAULT_POLL_INTERVAL_S, AppArgs
@@ -139,7 +140,7 @@ def _connect(settings: Settings) -> None:
 
 def _fingerprint(url: str) -> str | None:
     try:
-        response = httpx.get(f"{url}/info", timeout=2.0, trust_env=False)
+        response = httpx.get(f"{url}/info", timeout=2.0, trust_env=False, verify=tls_context())
         return response.json().get("fingerprint") if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
@@ -176,7 +177,7 @@ def _await_readyz(url: str, timeout_s: float) -> None:
 
 def _ready(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2.0, trust_env=False).status_code == 200
+        return httpx.get(f"{url}/readyz", timeout=2.0, trust_env=False, verify=tls_context()).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -185,7 +186,8 @@ def predict_once(url: str, payload: dict[str, Any], timeout_s: float = HTTP_TIME
                  path: str = "/predict") -> dict[str, Any]:
     """POST one row to `<url><path>`; the parsed response, or a ServingError naming the status and detail."""
     try:
-        response = httpx.post(f"{url}{path}", json=payload, timeout=timeout_s, trust_env=False)
+        response = httpx.post(f"{url}{path}", json=payload, timeout=timeout_s, trust_env=False,
+                              verify=tls_context())
     except httpx.HTTPError as exc:
         raise ServingError(f"no answer from {url}{path}: {exc}") from exc
     try:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from ferry.adapters.tls import tls_context
 from ferry.contract.errors import FerryError
 from ferry.contract.urls import is_loopback_url
 from ferry.render.rayservice import DEFAULT_LABEL_DELAY_DAYS
@@ -106,7 +107,8 @@ def replay(url: str, stream: ReplayStream, delay_days: int, limits: ReplayLimits
     total = min(limits.limit, len(stream.requests))
     pending_labels, start = 0, 0  # labels[:pending_labels] are sent; requests[:start] too
     delay_ns = delay_days * NS_PER_DAY
-    with httpx.Client(base_url=url, timeout=30.0, trust_env=False, transport=transport) as client:
+    with httpx.Client(base_url=url, timeout=30.0, trust_env=False, transport=transport,
+                      verify=tls_context()) as client:
         require_ready(client)
         while start < total:
             if time.monotonic() - started > limits.timeout_s:

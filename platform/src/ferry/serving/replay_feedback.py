@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from ferry.adapters.tls import tls_context
 from ferry.serving.replay import (
     ReplayError,
     ReplayLimits,
@@ -48,7 +49,8 @@ def replay_feedback(url: str, endpoint: str, requests: list[dict[str, Any]], cli
     report, started = ReplayReport(stopped_by="end of held-out history"), time.monotonic()
     total = min(limits.limit, len(requests))
     path = f"/{endpoint.strip('/')}"
-    with httpx.Client(base_url=url, timeout=30.0, trust_env=False, transport=transport) as client:
+    with httpx.Client(base_url=url, timeout=30.0, trust_env=False, transport=transport,
+                      verify=tls_context()) as client:
         require_ready(client)
         for start in range(0, total, limits.batch_rows):
             if time.monotonic() - started > limits.timeout_s:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from ferry.adapters.tls import tls_context
 from ferry.contract.urls import is_loopback_url
 
 PROC = Path("/proc")
@@ -214,7 +215,8 @@ def http_ok(url: str, headers: dict[str, str] | None = None, timeout_s: float = 
     """GET `url` and report a 2xx. A proxy from the environment must not see loopback; it may be how a remote
     server (an MLflow that MLFLOW_TRACKING_URI names) is reached."""
     try:
-        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=not is_loopback_url(url))
+        response = httpx.get(url, headers=headers, timeout=timeout_s, trust_env=not is_loopback_url(url),
+                             verify=tls_context())
     except httpx.HTTPError:
         return False
     return response.is_success
